@@ -1,0 +1,8 @@
+//! The core service (im-core-service): the WebSocket gateway, the messaging module (conversations,
+//! persistence, per-conversation sequences, fan-out, history, resend) and the presence module
+//! (online status, node routing with leases, subscriptions), and the `im-server` binary that
+//! runs the whole system in one process by default.
+//!
+//! Services never depend on each other: they talk over the bus (`im_proto::bus`).
+
+pub use im_common as common;
