@@ -80,24 +80,44 @@ pub struct Subject {
 }
 
 const fn event(name: &'static str, payload: fn() -> String) -> Subject {
-    Subject { name, pattern: Pattern::Event, payload }
+    Subject {
+        name,
+        pattern: Pattern::Event,
+        payload,
+    }
 }
 
 const fn request(name: &'static str, payload: fn() -> String, reply: fn() -> String) -> Subject {
-    Subject { name, pattern: Pattern::Request { reply }, payload }
+    Subject {
+        name,
+        pattern: Pattern::Request { reply },
+        payload,
+    }
 }
 
 /// Every subject, with its pattern and payload.
 pub const SUBJECTS: &[Subject] = &[
-    request(MESSAGE, v1::SubmitMessage::full_name, v1::SubmitResult::full_name),
+    request(
+        MESSAGE,
+        v1::SubmitMessage::full_name,
+        v1::SubmitResult::full_name,
+    ),
     event(DELIVER, v1::DeliveryBatch::full_name),
     event(ACK, v1::DeliveryAcked::full_name),
-    request(HISTORY, v1::HistoryQuery::full_name, v1::HistoryResult::full_name),
+    request(
+        HISTORY,
+        v1::HistoryQuery::full_name,
+        v1::HistoryResult::full_name,
+    ),
     event(PRESENCE, v1::PresenceChanged::full_name),
     event(ROUTE, v1::RouteChanged::full_name),
     event(STATUS, v1::NodeStatus::full_name),
     event(SUBSCRIBE, v1::PresenceInterest::full_name),
-    request(AUTH, v1::PermissionCheck::full_name, v1::PermissionDecision::full_name),
+    request(
+        AUTH,
+        v1::PermissionCheck::full_name,
+        v1::PermissionDecision::full_name,
+    ),
     event(MEMBER, v1::MemberEvent::full_name),
     event(GROUP, v1::GroupEvent::full_name),
     event(BAN, v1::BanEvent::full_name),
@@ -121,7 +141,11 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), SUBJECTS.len());
-        assert!(names.iter().all(|n| n.starts_with("im.") && !n[3..].contains('.')));
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("im.") && !n[3..].contains('.'))
+        );
         assert_eq!(deliver_subject("core-1"), "im.deliver.core-1");
     }
 

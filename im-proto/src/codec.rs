@@ -131,7 +131,9 @@ impl FrameCodec {
         // prost skips unknown fields, so a newer variant decodes as "no body". Re-encoding
         // tells the two apart: if the input was longer, it carried fields we do not know.
         if frame.encoded_len() < bytes.len() {
-            Err(FrameError::UnknownBody { request_id: frame.request_id() })
+            Err(FrameError::UnknownBody {
+                request_id: frame.request_id(),
+            })
         } else {
             Err(FrameError::Malformed("frame has no body".into()))
         }
@@ -145,7 +147,10 @@ impl FrameCodec {
 
     fn check_size(&self, size: usize) -> Result<(), FrameError> {
         if size > self.max_frame_bytes {
-            return Err(FrameError::TooLarge { size, limit: self.max_frame_bytes });
+            return Err(FrameError::TooLarge {
+                size,
+                limit: self.max_frame_bytes,
+            });
         }
         Ok(())
     }
@@ -154,10 +159,13 @@ impl FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{client_frame::Body, Ping, SendRequest};
+    use crate::v1::{Ping, SendRequest, client_frame::Body};
 
     fn ping(request_id: u64) -> ClientFrame {
-        ClientFrame { request_id, body: Some(Body::Ping(Ping { client_time_ms: 42 })) }
+        ClientFrame {
+            request_id,
+            body: Some(Body::Ping(Ping { client_time_ms: 42 })),
+        }
     }
 
     #[test]
@@ -182,7 +190,10 @@ mod tests {
         assert_eq!(exact.decode_client(&bytes).unwrap(), frame);
 
         let small = FrameCodec::new(size - 1);
-        let too_large = FrameError::TooLarge { size, limit: size - 1 };
+        let too_large = FrameError::TooLarge {
+            size,
+            limit: size - 1,
+        };
         assert_eq!(small.encode(&frame), Err(too_large.clone()));
         assert_eq!(small.decode_client(&bytes), Err(too_large.clone()));
         assert_eq!(too_large.code(), ErrorCode::FrameTooLarge);
@@ -203,7 +214,10 @@ mod tests {
         let codec = FrameCodec::default();
         let err = codec.decode_client(&[0x08, 0x05]).unwrap_err(); // request_id 5, nothing else
         assert_eq!(err.code(), ErrorCode::MalformedFrame);
-        assert_eq!(codec.decode_client(&[]).unwrap_err().code(), ErrorCode::MalformedFrame);
+        assert_eq!(
+            codec.decode_client(&[]).unwrap_err().code(),
+            ErrorCode::MalformedFrame
+        );
     }
 
     #[test]

@@ -97,7 +97,11 @@ impl ErrorCode {
 impl Error {
     /// An error frame body with a code and a message for developers.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code: code.into(), message: message.into(), ..Default::default() }
+        Error {
+            code: code.into(),
+            message: message.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -115,7 +119,9 @@ mod tests {
             assert_eq!(info.code.as_str_name(), format!("ERROR_CODE_{}", info.name));
         }
         // Every proto value but UNSPECIFIED has a row: walk the whole numeric space of the enum.
-        let proto_values = (1..10_000).filter(|n| ErrorCode::try_from(*n).is_ok()).count();
+        let proto_values = (1..10_000)
+            .filter(|n| ErrorCode::try_from(*n).is_ok())
+            .count();
         assert_eq!(proto_values, ERROR_CODES.len());
         assert_eq!(ErrorCode::Unspecified.info(), None);
     }
@@ -124,10 +130,25 @@ mod tests {
     fn retry_rules_for_known_and_unknown_codes() {
         assert!(ErrorCode::RateLimited.is_retryable());
         assert!(!ErrorCode::NotAMember.is_retryable());
-        assert!(ErrorCode::is_retryable_code(ErrorCode::Unavailable as i32, 0));
-        assert!(!ErrorCode::is_retryable_code(ErrorCode::Forbidden as i32, 0));
-        assert!(ErrorCode::is_retryable_code(9_999, 0), "unknown 9xxx codes are retryable");
-        assert!(!ErrorCode::is_retryable_code(3_999, 0), "unknown 3xxx codes are not");
-        assert!(ErrorCode::is_retryable_code(5_999, 250), "retry_after_ms makes any code retryable");
+        assert!(ErrorCode::is_retryable_code(
+            ErrorCode::Unavailable as i32,
+            0
+        ));
+        assert!(!ErrorCode::is_retryable_code(
+            ErrorCode::Forbidden as i32,
+            0
+        ));
+        assert!(
+            ErrorCode::is_retryable_code(9_999, 0),
+            "unknown 9xxx codes are retryable"
+        );
+        assert!(
+            !ErrorCode::is_retryable_code(3_999, 0),
+            "unknown 3xxx codes are not"
+        );
+        assert!(
+            ErrorCode::is_retryable_code(5_999, 250),
+            "retry_after_ms makes any code retryable"
+        );
     }
 }

@@ -76,9 +76,15 @@ fn validate(kind: &'static str, id: &str) -> Result<(), IdError> {
         return Err(IdError::Empty { kind });
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(IdError::TooLong { kind, len: id.len() });
+        return Err(IdError::TooLong {
+            kind,
+            len: id.len(),
+        });
     }
-    match id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))) {
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@')))
+    {
         Some(found) => Err(IdError::InvalidChar { kind, found }),
         None => Ok(()),
     }
@@ -160,7 +166,11 @@ pub enum ConversationId {
 impl ConversationId {
     /// The 1:1 conversation of two users, in either order.
     pub fn direct(a: UserId, b: UserId) -> Self {
-        if a <= b { Self::Direct(a, b) } else { Self::Direct(b, a) }
+        if a <= b {
+            Self::Direct(a, b)
+        } else {
+            Self::Direct(b, a)
+        }
     }
 
     /// The conversation of a group.
@@ -224,11 +234,23 @@ mod tests {
         assert_eq!(UserId::new(""), Err(IdError::Empty { kind: "user" }));
         assert_eq!(
             DeviceId::new("x".repeat(65)),
-            Err(IdError::TooLong { kind: "device", len: 65 })
+            Err(IdError::TooLong {
+                kind: "device",
+                len: 65
+            })
         );
         assert!(DeviceId::new("x".repeat(64)).is_ok());
-        assert_eq!(GroupId::new("a:b"), Err(IdError::InvalidChar { kind: "group", found: ':' }));
-        assert_eq!(UserId::new("é").unwrap_err().code(), ErrorCode::InvalidArgument);
+        assert_eq!(
+            GroupId::new("a:b"),
+            Err(IdError::InvalidChar {
+                kind: "group",
+                found: ':'
+            })
+        );
+        assert_eq!(
+            UserId::new("é").unwrap_err().code(),
+            ErrorCode::InvalidArgument
+        );
     }
 
     #[test]
@@ -243,7 +265,9 @@ mod tests {
             "d:zed:amy".parse::<ConversationId>(),
             Err(IdError::NotCanonical("d:zed:amy".into()))
         );
-        for bad in ["", "x:amy", "d:amy", "d:amy:", "d::amy", "g:", "d:a:b:c", "g:a:b"] {
+        for bad in [
+            "", "x:amy", "d:amy", "d:amy:", "d::amy", "g:", "d:a:b:c", "g:a:b",
+        ] {
             assert!(bad.parse::<ConversationId>().is_err(), "{bad:?}");
         }
     }
@@ -256,6 +280,12 @@ mod tests {
         assert_eq!(c.peer_of(&user("bob")), None);
         let notes = ConversationId::direct(user("amy"), user("amy"));
         assert_eq!(notes.peer_of(&user("amy")), Some(&user("amy")));
-        assert_eq!("g:x".parse::<ConversationId>().unwrap().peer_of(&user("amy")), None);
+        assert_eq!(
+            "g:x"
+                .parse::<ConversationId>()
+                .unwrap()
+                .peer_of(&user("amy")),
+            None
+        );
     }
 }

@@ -44,4 +44,5 @@ pub use v1::ErrorCode;
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every `.proto` file of the protocol, for
 /// reflection (gRPC server reflection, JSON transcoding, the golden-vector tests).
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/im_v1_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/im_v1_descriptor.bin"));

@@ -87,7 +87,16 @@ mod tests {
         assert_eq!(subprotocol(1), "im.v1");
         assert_eq!(parse_subprotocol("im.v1"), Some(1));
         assert_eq!(parse_subprotocol("im.v12"), Some(12));
-        for bad in ["im.v", "im.v01", "im.v+1", "im.v-1", "im.1", "xim.v1", "im.v1 ", "im.v99999999999"] {
+        for bad in [
+            "im.v",
+            "im.v01",
+            "im.v+1",
+            "im.v-1",
+            "im.1",
+            "xim.v1",
+            "im.v1 ",
+            "im.v99999999999",
+        ] {
             assert_eq!(parse_subprotocol(bad), None, "{bad:?}");
         }
     }
@@ -104,7 +113,10 @@ mod tests {
 
     #[test]
     fn subprotocol_negotiation_ignores_foreign_names() {
-        assert_eq!(negotiate_subprotocol(["chat", "im.v1", "im.v9"], &[1]), Some(1));
+        assert_eq!(
+            negotiate_subprotocol(["chat", "im.v1", "im.v9"], &[1]),
+            Some(1)
+        );
         assert_eq!(negotiate_subprotocol(["chat"], &[1]), None);
     }
 }
