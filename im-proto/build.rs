@@ -6,18 +6,20 @@ use std::{env, error::Error, fs, path::PathBuf};
 use prost_types::FileDescriptorSet;
 
 const PROTO_ROOT: &str = "proto";
-const FILES: &[&str] = &[
-    "im/v1/errors.proto",
-    "im/v1/messaging.proto",
-    "im/v1/frames.proto",
-    "im/v1/bus.proto",
-    "im/v1/business.proto",
-    "im/v1/admin.proto",
-];
+const PACKAGE_DIR: &str = "proto/im/v1";
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
-    let descriptors: FileDescriptorSet = protox::compile(FILES, [PROTO_ROOT])?;
+    // Every .proto file of the package, so a new file cannot be left out of the build.
+    let mut files = Vec::new();
+    for entry in fs::read_dir(PACKAGE_DIR)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "proto") {
+            files.push(path.strip_prefix(PROTO_ROOT)?.to_owned());
+        }
+    }
+    files.sort();
+    let descriptors: FileDescriptorSet = protox::compile(&files, [PROTO_ROOT])?;
 
     // Kept for runtime reflection: JSON vectors, gRPC reflection, other tooling.
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);

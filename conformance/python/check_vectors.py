@@ -41,20 +41,23 @@ def to_json(message):
 
 
 def receive(cls, hex_bytes, max_frame_bytes):
-    """The error code a receiver reports for these bytes, or None."""
+    """The error name a receiver reports for these bytes and the request id its answer
+    carries, or None."""
     data = bytes.fromhex(hex_bytes)
     if len(data) > max_frame_bytes:
-        return "FRAME_TOO_LARGE"
+        return "FRAME_TOO_LARGE", 0
     message = cls()
     try:
         message.ParseFromString(data)
     except DecodeError:
-        return "MALFORMED_FRAME"
+        return "MALFORMED_FRAME", 0
     if message.WhichOneof("body") is None:
         message.DiscardUnknownFields()
-        return "UNSUPPORTED_FRAME" if len(message.SerializeToString()) < len(data) else "MALFORMED_FRAME"
+        if len(message.SerializeToString()) < len(data):
+            return "UNSUPPORTED_FRAME", message.request_id
+        return "MALFORMED_FRAME", 0
     if message.WhichOneof("body") == "hello" and not SUPPORTED_VERSIONS & set(message.hello.protocol_versions):
-        return "UNSUPPORTED_VERSION"
+        return "UNSUPPORTED_VERSION", message.request_id
     return None
 
 
@@ -92,7 +95,8 @@ def main():
 
     for case in json.loads((VECTORS / "malformed.json").read_text())["cases"]:
         got = receive(cls(case["message"]), case["hex"], case["max_frame_bytes"])
-        check(got == case["error"]["name"], f"malformed / {case['name']}: got {got}, want {case['error']['name']}")
+        want = (case["error"]["name"], case["error"]["request_id"])
+        check(got == want, f"malformed / {case['name']}: got {got}, want {want}")
 
     codes = json.loads((VECTORS / "error_codes.json").read_text())["codes"]
     enum = pool.FindEnumTypeByName("im.v1.ErrorCode")

@@ -1,5 +1,9 @@
 //! One frame per WebSocket binary message: decoding with a size limit and typed errors, and
-//! encoding that refuses to produce a frame the peer would reject.
+//! encoding under a size limit.
+//!
+//! Each direction has its own limit: a peer decodes under the limit it announced and encodes
+//! under the limit the other side announced (`Hello.max_frame_bytes`, `ServerLimits.max_frame_bytes`),
+//! so it keeps two codecs, e.g. `FrameCodec::announced(hello.max_frame_bytes)` for sending.
 
 use bytes::Bytes;
 use prost::Message;
@@ -106,6 +110,14 @@ impl FrameCodec {
         Self { max_frame_bytes }
     }
 
+    /// A codec for the limit a peer announced, where 0 means the protocol default (1 MiB).
+    pub const fn announced(max_frame_bytes: u32) -> Self {
+        match max_frame_bytes {
+            0 => Self::new(DEFAULT_MAX_FRAME_BYTES),
+            n => Self::new(n as usize),
+        }
+    }
+
     /// The limit.
     pub const fn max_frame_bytes(&self) -> usize {
         self.max_frame_bytes
@@ -198,6 +210,12 @@ mod tests {
         assert_eq!(small.decode_client(&bytes), Err(too_large.clone()));
         assert_eq!(too_large.code(), ErrorCode::FrameTooLarge);
         assert_eq!(too_large.to_error().limit, (size - 1) as u64);
+    }
+
+    #[test]
+    fn an_announced_zero_means_the_default_limit() {
+        assert_eq!(FrameCodec::announced(0), FrameCodec::default());
+        assert_eq!(FrameCodec::announced(4096).max_frame_bytes(), 4096);
     }
 
     #[test]

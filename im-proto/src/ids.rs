@@ -154,9 +154,14 @@ simple_id!(
     "group"
 );
 
-/// A conversation: 1:1 between two users, or a group.
+/// A conversation: 1:1 between two users, or a group. Opaque, so that a 1:1 id is always in
+/// canonical order; read it with [`ConversationId::kind`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ConversationId {
+pub struct ConversationId(ConversationKind);
+
+/// What a [`ConversationId`] names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConversationKind {
     /// A 1:1 conversation; the first user id is never greater than the second.
     Direct(UserId, UserId),
     /// A group or channel conversation.
@@ -166,38 +171,46 @@ pub enum ConversationId {
 impl ConversationId {
     /// The 1:1 conversation of two users, in either order.
     pub fn direct(a: UserId, b: UserId) -> Self {
-        if a <= b {
-            Self::Direct(a, b)
+        Self(if a <= b {
+            ConversationKind::Direct(a, b)
         } else {
-            Self::Direct(b, a)
-        }
+            ConversationKind::Direct(b, a)
+        })
     }
 
     /// The conversation of a group.
     pub fn group(group: GroupId) -> Self {
-        Self::Group(group)
+        Self(ConversationKind::Group(group))
+    }
+
+    /// What this id names.
+    pub fn kind(&self) -> &ConversationKind {
+        &self.0
     }
 
     /// For a 1:1 conversation that `me` is part of, the other user (`me` for notes to self).
     pub fn peer_of(&self, me: &UserId) -> Option<&UserId> {
-        match self {
-            Self::Direct(a, b) if a == me => Some(b),
-            Self::Direct(a, b) if b == me => Some(a),
+        match &self.0 {
+            ConversationKind::Direct(a, b) if a == me => Some(b),
+            ConversationKind::Direct(a, b) if b == me => Some(a),
             _ => None,
         }
     }
 
-    /// Whether this is a group conversation.
-    pub fn is_group(&self) -> bool {
-        matches!(self, Self::Group(_))
+    /// The group, for a group conversation.
+    pub fn group_id(&self) -> Option<&GroupId> {
+        match &self.0 {
+            ConversationKind::Group(group) => Some(group),
+            ConversationKind::Direct(..) => None,
+        }
     }
 }
 
 impl fmt::Display for ConversationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Direct(a, b) => write!(f, "d:{a}:{b}"),
-            Self::Group(g) => write!(f, "g:{g}"),
+        match &self.0 {
+            ConversationKind::Direct(a, b) => write!(f, "d:{a}:{b}"),
+            ConversationKind::Group(g) => write!(f, "g:{g}"),
         }
     }
 }
@@ -208,7 +221,7 @@ impl FromStr for ConversationId {
     fn from_str(s: &str) -> Result<Self, IdError> {
         let unknown = || IdError::UnknownConversationForm(s.to_owned());
         if let Some(group) = s.strip_prefix("g:") {
-            return Ok(Self::Group(group.parse()?));
+            return Ok(Self::group(group.parse()?));
         }
         let pair = s.strip_prefix("d:").ok_or_else(unknown)?;
         let (a, b) = pair.split_once(':').ok_or_else(unknown)?;
@@ -216,7 +229,7 @@ impl FromStr for ConversationId {
         if a > b {
             return Err(IdError::NotCanonical(s.to_owned()));
         }
-        Ok(Self::Direct(a, b))
+        Ok(Self(ConversationKind::Direct(a, b)))
     }
 }
 

@@ -39,7 +39,7 @@ pub mod v1 {
 
 pub use codec::{FrameCodec, FrameError};
 pub use error::ErrorInfo;
-pub use ids::{ConversationId, DeviceId, GroupId, IdError, UserId};
+pub use ids::{ConversationId, ConversationKind, DeviceId, GroupId, IdError, UserId};
 pub use v1::ErrorCode;
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every `.proto` file of the protocol, for

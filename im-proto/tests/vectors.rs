@@ -64,6 +64,8 @@ struct MalformedCase {
 struct ExpectedError {
     code: i32,
     name: String,
+    /// The request id the error answer carries (0: the frame could not be attributed).
+    request_id: u64,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -178,6 +180,7 @@ fn malformed_file() -> MalformedFile {
             error: ExpectedError {
                 code: c.error as i32,
                 name: c.error.name().into(),
+                request_id: c.request_id,
             },
         })
         .collect();
@@ -234,18 +237,69 @@ fn json_files_in(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Writes the vector files (each by an atomic rename, since other tests read them meanwhile)
+/// and removes stale ones.
+fn bless(dir: &Path, expected: &[(PathBuf, String)]) {
+    for (path, text) in expected {
+        let path = dir.join(path);
+        fs::create_dir_all(path.parent().expect("in a dir")).expect("creates vector dirs");
+        let temporary = path.with_extension("json.tmp");
+        fs::write(&temporary, text).expect("writes vector");
+        fs::rename(&temporary, &path).expect("renames vector");
+    }
+    for sub in ["client", "server"] {
+        for name in json_files_in(&dir.join(sub)) {
+            let relative = Path::new(sub).join(&name);
+            if !expected.iter().any(|(p, _)| *p == relative) {
+                fs::remove_file(dir.join(relative)).expect("removes stale vector");
+            }
+        }
+    }
+}
+
+/// Blessing adds cases; it never changes the bytes of a case that exists, since those bytes
+/// are the protocol. `IM_BLESS=breaking` overrides this for a new protocol version.
+fn refuse_changed_bytes(dir: &Path) {
+    if std::env::var("IM_BLESS").as_deref() == Ok("breaking") {
+        return;
+    }
+    let all_cases: Vec<(&str, FrameCase)> = [
+        ("client", frame_files(CLIENT_FRAME, cases::client_cases())),
+        ("server", frame_files(SERVER_FRAME, cases::server_cases())),
+    ]
+    .into_iter()
+    .flat_map(|(sub, files)| {
+        files
+            .into_iter()
+            .flat_map(move |(_, f)| f.cases.into_iter().map(move |c| (sub, c)))
+    })
+    .collect();
+    for sub in ["client", "server"] {
+        for name in json_files_in(&dir.join(sub)) {
+            let file: FrameFile =
+                serde_json::from_str(&read(&dir.join(sub).join(name))).expect("vector file parses");
+            for case in file.cases {
+                let now = all_cases
+                    .iter()
+                    .find(|(s, c)| *s == sub && c.name == case.name);
+                assert!(
+                    now.is_none_or(|(_, c)| c.hex == case.hex),
+                    "the bytes of the existing vector {sub}/{} would change: a breaking change \
+                     (IM_BLESS=breaking to do it anyway)",
+                    case.name
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn vector_files_are_what_the_cases_produce() {
     let dir = vectors_dir();
     let expected = expected_files();
     if blessing() {
-        for sub in ["client", "server"] {
-            let _ = fs::remove_dir_all(dir.join(sub));
-            fs::create_dir_all(dir.join(sub)).expect("creates vector dirs");
-        }
-        for (path, text) in &expected {
-            fs::write(dir.join(path), text).expect("writes vector");
-        }
+        refuse_changed_bytes(&dir);
+        bless(&dir, &expected);
     }
     for (path, text) in &expected {
         assert!(
@@ -337,18 +391,20 @@ fn frame_vectors_decode_and_reencode_byte_for_byte() {
     assert!(checked >= body_variants(CLIENT_FRAME).len() + body_variants(SERVER_FRAME).len());
 }
 
-/// What a receiver makes of bytes: the first error it must report, if any.
-fn receive(message: &str, max_frame_bytes: usize, bytes: &[u8]) -> Result<(), ErrorCode> {
+/// What a receiver makes of bytes: the first error it must report, if any, and the request id
+/// its answer carries.
+fn receive(message: &str, max_frame_bytes: usize, bytes: &[u8]) -> Result<(), (ErrorCode, u64)> {
     let codec = FrameCodec::new(max_frame_bytes);
+    let framing = |e: im_proto::FrameError| (e.code(), e.request_id());
     match message {
         CLIENT_FRAME => {
-            let frame = codec.decode_client(bytes).map_err(|e| e.code())?;
+            let frame = codec.decode_client(bytes).map_err(framing)?;
             if let Some(v1::client_frame::Body::Hello(hello)) = &frame.body {
-                version::negotiate_hello(hello).map_err(|e| e.code())?;
+                version::negotiate_hello(hello).map_err(|e| (e.code(), frame.request_id))?;
             }
             Ok(())
         }
-        SERVER_FRAME => codec.decode_server(bytes).map(drop).map_err(|e| e.code()),
+        SERVER_FRAME => codec.decode_server(bytes).map(drop).map_err(framing),
         other => panic!("unknown frame type {other}"),
     }
 }
@@ -370,7 +426,7 @@ fn malformed_vectors_are_rejected_with_their_codes() {
         let bytes = hex::decode(&case.hex).expect("hex");
         assert_eq!(
             receive(&case.message, case.max_frame_bytes, &bytes),
-            Err(expected),
+            Err((expected, case.error.request_id)),
             "{}",
             case.name
         );

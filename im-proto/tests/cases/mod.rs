@@ -19,6 +19,7 @@ pub(crate) struct Malformed {
     pub(crate) max_frame_bytes: usize,
     pub(crate) bytes: Vec<u8>,
     pub(crate) error: ErrorCode,
+    pub(crate) request_id: u64,
 }
 
 const T0: i64 = 1_764_000_000_000; // 2025-11-24T16:00:00Z, a fixed server time
@@ -702,13 +703,24 @@ pub(crate) fn malformed_cases() -> Vec<Malformed> {
         }
         .encode_to_vec()
     };
-    let bad = |name, description, message, max_frame_bytes, bytes: Vec<u8>, error| Malformed {
-        name,
-        description,
-        message,
-        max_frame_bytes,
-        bytes,
-        error,
+    // The answer to a frame that cannot be attributed carries request id 0; to an unknown
+    // variant or a Hello, the frame's own request id (all below are one-byte varints).
+    let bad = |name, description, message, max_frame_bytes, bytes: Vec<u8>, error| {
+        let request_id = match (error, bytes.as_slice()) {
+            (ErrorCode::UnsupportedFrame | ErrorCode::UnsupportedVersion, [0x08, id, ..]) => {
+                u64::from(*id)
+            }
+            _ => 0,
+        };
+        Malformed {
+            name,
+            description,
+            message,
+            max_frame_bytes,
+            bytes,
+            error,
+            request_id,
+        }
     };
     vec![
         bad(
