@@ -18,6 +18,11 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
 
 const SUBPROTOCOL_PREFIX: &str = "im.v";
 
+/// The version-less subprotocol a client offers after its versions, so that a server with no
+/// version in common can still complete the upgrade and answer with a typed
+/// `UNSUPPORTED_VERSION` error.
+pub const BARE_SUBPROTOCOL: &str = "im";
+
 /// The WebSocket subprotocol name of a version: `im.v1` for 1.
 pub fn subprotocol(version: u32) -> String {
     format!("{SUBPROTOCOL_PREFIX}{version}")
