@@ -1,0 +1,312 @@
+//! The bus services and nodes talk over: publish/subscribe, queue groups and request/reply on
+//! the subjects of [`im_proto::bus`].
+//!
+//! The trait has the shape of NATS (subjects, reply inboxes, queue groups), so the in-process
+//! implementation of the embedded mode and the NATS one of the distributed mode are
+//! interchangeable. Payloads are encoded protobuf.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// One message received from the bus.
+#[derive(Debug, Clone)]
+pub struct BusMessage {
+    /// The subject it was published on.
+    pub subject: String,
+    /// The encoded payload.
+    pub payload: Bytes,
+    /// Where an answer goes, for requests.
+    pub reply: Option<String>,
+}
+
+/// What can go wrong on the bus.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// Nobody answered a request in time.
+    #[error("no answer on {subject} within {timeout:?}")]
+    Timeout {
+        /// The request's subject.
+        subject: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// Nobody listens on the subject of a request.
+    #[error("no responder on {0}")]
+    NoResponders(String),
+    /// The bus is gone (shut down, connection lost for good).
+    #[error("bus closed")]
+    Closed,
+}
+
+/// A stream of messages on one subscription; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    receiver: mpsc::Receiver<BusMessage>,
+}
+
+impl Subscription {
+    /// The next message, or `None` once the bus is gone.
+    pub async fn next(&mut self) -> Option<BusMessage> {
+        self.receiver.recv().await
+    }
+}
+
+/// Publish/subscribe and request/reply.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Sends a payload to every subscriber of `subject` (one per queue group).
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
+
+    /// Sends a payload with a reply subject.
+    async fn publish_with_reply(
+        &self,
+        subject: &str,
+        reply: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError>;
+
+    /// Every message on `subject`.
+    async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError>;
+
+    /// Messages on `subject`, each given to one member of `group` only (for responders and
+    /// workers that share a load).
+    async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription, BusError>;
+
+    /// Sends a request and waits for the first answer.
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError>;
+}
+
+/// Answers a request received in `message`.
+pub async fn respond(bus: &dyn Bus, message: &BusMessage, payload: Bytes) -> Result<(), BusError> {
+    match &message.reply {
+        Some(reply) => bus.publish(reply, payload).await,
+        None => Ok(()),
+    }
+}
+
+/// Encodes a protobuf payload.
+pub fn encode(message: &impl prost::Message) -> Bytes {
+    Bytes::from(message.encode_to_vec())
+}
+
+struct Subscriber {
+    group: Option<String>,
+    sender: mpsc::Sender<BusMessage>,
+}
+
+/// The in-process bus of the embedded mode: subjects are matched exactly, queue groups take
+/// turns, and a full subscriber slows the publisher down rather than losing a message.
+#[derive(Clone)]
+pub struct LocalBus {
+    inner: Arc<LocalInner>,
+}
+
+struct LocalInner {
+    subjects: Mutex<HashMap<String, Vec<Subscriber>>>,
+    next_id: AtomicU64,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for LocalBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalBus").field("capacity", &self.inner.capacity).finish()
+    }
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        Self::new(1024)
+    }
+}
+
+impl LocalBus {
+    /// A bus whose subscriptions each buffer up to `capacity` messages.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(LocalInner {
+                subjects: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                capacity,
+            }),
+        }
+    }
+
+    fn add(&self, subject: &str, group: Option<&str>) -> Subscription {
+        let (sender, receiver) = mpsc::channel(self.inner.capacity);
+        let subscriber = Subscriber { group: group.map(str::to_owned), sender };
+        self.lock().entry(subject.to_owned()).or_default().push(subscriber);
+        Subscription { receiver }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
+        // A panic while holding the lock cannot leave the map half-updated.
+        self.inner.subjects.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The senders a message on `subject` goes to: every plain subscriber and one member per
+    /// queue group (rotating). Closed subscriptions are dropped on the way.
+    fn targets(&self, subject: &str) -> Vec<mpsc::Sender<BusMessage>> {
+        let mut subjects = self.lock();
+        let Some(subscribers) = subjects.get_mut(subject) else { return Vec::new() };
+        subscribers.retain(|s| !s.sender.is_closed());
+        let mut targets = Vec::new();
+        let mut groups_done: Vec<&str> = Vec::new();
+        let turn = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        for subscriber in subscribers.iter() {
+            match &subscriber.group {
+                None => targets.push(subscriber.sender.clone()),
+                Some(group) if !groups_done.contains(&group.as_str()) => {
+                    let members: Vec<_> =
+                        subscribers.iter().filter(|s| s.group.as_ref() == Some(group)).collect();
+                    let chosen = members[(turn % members.len() as u64) as usize];
+                    targets.push(chosen.sender.clone());
+                    groups_done.push(group);
+                }
+                Some(_) => {}
+            }
+        }
+        targets
+    }
+
+    async fn deliver(&self, subject: &str, reply: Option<&str>, payload: Bytes) -> usize {
+        let targets = self.targets(subject);
+        let message =
+            BusMessage { subject: subject.to_owned(), payload, reply: reply.map(str::to_owned) };
+        let mut delivered = 0;
+        for target in targets {
+            if target.send(message.clone()).await.is_ok() {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+}
+
+#[async_trait]
+impl Bus for LocalBus {
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        self.deliver(subject, None, payload).await;
+        Ok(())
+    }
+
+    async fn publish_with_reply(
+        &self,
+        subject: &str,
+        reply: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        self.deliver(subject, Some(reply), payload).await;
+        Ok(())
+    }
+
+    async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
+        Ok(self.add(subject, None))
+    }
+
+    async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription, BusError> {
+        Ok(self.add(subject, Some(group)))
+    }
+
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
+        let inbox = format!("_INBOX.{}", self.inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let mut answers = self.add(&inbox, None);
+        if self.deliver(subject, Some(&inbox), payload).await == 0 {
+            return Err(BusError::NoResponders(subject.to_owned()));
+        }
+        match tokio::time::timeout(timeout, answers.next()).await {
+            Ok(Some(answer)) => Ok(answer.payload),
+            Ok(None) => Err(BusError::Closed),
+            Err(_) => Err(BusError::Timeout { subject: subject.to_owned(), timeout }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_subscriber_gets_a_published_message() {
+        let bus = LocalBus::default();
+        let mut a = bus.subscribe("im.member").await.unwrap();
+        let mut b = bus.subscribe("im.member").await.unwrap();
+        let mut other = bus.subscribe("im.group").await.unwrap();
+        bus.publish("im.member", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(a.next().await.unwrap().payload, "x");
+        assert_eq!(b.next().await.unwrap().payload, "x");
+        bus.publish("im.group", Bytes::from_static(b"y")).await.unwrap();
+        assert_eq!(other.next().await.unwrap().payload, "y", "subjects are separate");
+    }
+
+    #[tokio::test]
+    async fn a_queue_group_shares_the_load() {
+        let bus = LocalBus::default();
+        let mut a = bus.queue_subscribe("im.auth", "business").await.unwrap();
+        let mut b = bus.queue_subscribe("im.auth", "business").await.unwrap();
+        for _ in 0..10 {
+            bus.publish("im.auth", Bytes::new()).await.unwrap();
+        }
+        drop(bus);
+        let (mut got_a, mut got_b) = (0, 0);
+        while a.receiver.try_recv().is_ok() {
+            got_a += 1;
+        }
+        while b.receiver.try_recv().is_ok() {
+            got_b += 1;
+        }
+        assert_eq!(got_a + got_b, 10, "each message goes to one member");
+        assert!(got_a > 0 && got_b > 0, "both members take turns");
+    }
+
+    #[tokio::test]
+    async fn request_reply_and_its_failures() {
+        let bus = LocalBus::default();
+        let err = bus.request("im.auth", Bytes::new(), Duration::from_millis(50)).await;
+        assert!(matches!(err, Err(BusError::NoResponders(_))));
+
+        let mut responder = bus.queue_subscribe("im.auth", "business").await.unwrap();
+        let server = bus.clone();
+        tokio::spawn(async move {
+            while let Some(message) = responder.next().await {
+                let answer = [b"re:".as_slice(), &message.payload].concat();
+                respond(&server, &message, Bytes::from(answer)).await.unwrap();
+            }
+        });
+        let answer = bus.request("im.auth", Bytes::from_static(b"q"), Duration::from_secs(5)).await;
+        assert_eq!(answer.unwrap(), "re:q");
+
+        let _silent = bus.subscribe("im.history").await.unwrap();
+        let err = bus.request("im.history", Bytes::new(), Duration::from_millis(20)).await;
+        assert!(matches!(err, Err(BusError::Timeout { .. })));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_subscription_unsubscribes() {
+        let bus = LocalBus::default();
+        let sub = bus.subscribe("im.ban").await.unwrap();
+        drop(sub);
+        bus.publish("im.ban", Bytes::new()).await.unwrap();
+        assert!(bus.lock().get("im.ban").is_none_or(Vec::is_empty));
+    }
+}
