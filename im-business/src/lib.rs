@@ -1,7 +1,26 @@
-//! The business service: users and tokens, groups, roles, mute and blacklist, and the permission
-//! checks the core asks over `im.auth`; media upload signing, processing and scanning; and the
-//! scheduled jobs that run once per cluster (retention, reports, sync, alerts).
+//! The business service: users and tokens, groups, roles, mute and blacklist, and the
+//! permission checks the core asks over `im.auth`; media upload signing, processing and
+//! scanning; and the scheduled jobs that run once per cluster (retention, reports, sync,
+//! alerts).
+//!
+//! - [`store`]: the business data behind [`store::BusinessStore`], with the embedded SQLite
+//!   backend and the suite every backend runs.
 //!
 //! Services never depend on each other: they talk over the bus (`im_proto::bus`).
 
+pub mod store;
+
 pub use im_common as common;
+
+#[cfg(test)]
+mod tests {
+    use crate::store::SqliteStore;
+
+    crate::business_store_suite!(async {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(&dir.path().join("business.db"), 4)
+            .await
+            .expect("opens");
+        (store, dir)
+    });
+}

@@ -125,7 +125,9 @@ struct LocalInner {
 
 impl std::fmt::Debug for LocalBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalBus").field("capacity", &self.inner.capacity).finish()
+        f.debug_struct("LocalBus")
+            .field("capacity", &self.inner.capacity)
+            .finish()
     }
 }
 
@@ -149,21 +151,32 @@ impl LocalBus {
 
     fn add(&self, subject: &str, group: Option<&str>) -> Subscription {
         let (sender, receiver) = mpsc::channel(self.inner.capacity);
-        let subscriber = Subscriber { group: group.map(str::to_owned), sender };
-        self.lock().entry(subject.to_owned()).or_default().push(subscriber);
+        let subscriber = Subscriber {
+            group: group.map(str::to_owned),
+            sender,
+        };
+        self.lock()
+            .entry(subject.to_owned())
+            .or_default()
+            .push(subscriber);
         Subscription { receiver }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
         // A panic while holding the lock cannot leave the map half-updated.
-        self.inner.subjects.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.inner
+            .subjects
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// The senders a message on `subject` goes to: every plain subscriber and one member per
     /// queue group (rotating). Closed subscriptions are dropped on the way.
     fn targets(&self, subject: &str) -> Vec<mpsc::Sender<BusMessage>> {
         let mut subjects = self.lock();
-        let Some(subscribers) = subjects.get_mut(subject) else { return Vec::new() };
+        let Some(subscribers) = subjects.get_mut(subject) else {
+            return Vec::new();
+        };
         subscribers.retain(|s| !s.sender.is_closed());
         let mut targets = Vec::new();
         let mut groups_done: Vec<&str> = Vec::new();
@@ -172,8 +185,10 @@ impl LocalBus {
             match &subscriber.group {
                 None => targets.push(subscriber.sender.clone()),
                 Some(group) if !groups_done.contains(&group.as_str()) => {
-                    let members: Vec<_> =
-                        subscribers.iter().filter(|s| s.group.as_ref() == Some(group)).collect();
+                    let members: Vec<_> = subscribers
+                        .iter()
+                        .filter(|s| s.group.as_ref() == Some(group))
+                        .collect();
                     let chosen = members[(turn % members.len() as u64) as usize];
                     targets.push(chosen.sender.clone());
                     groups_done.push(group);
@@ -186,8 +201,11 @@ impl LocalBus {
 
     async fn deliver(&self, subject: &str, reply: Option<&str>, payload: Bytes) -> usize {
         let targets = self.targets(subject);
-        let message =
-            BusMessage { subject: subject.to_owned(), payload, reply: reply.map(str::to_owned) };
+        let message = BusMessage {
+            subject: subject.to_owned(),
+            payload,
+            reply: reply.map(str::to_owned),
+        };
         let mut delivered = 0;
         for target in targets {
             if target.send(message.clone()).await.is_ok() {
@@ -229,7 +247,10 @@ impl Bus for LocalBus {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, BusError> {
-        let inbox = format!("_INBOX.{}", self.inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let inbox = format!(
+            "_INBOX.{}",
+            self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+        );
         let mut answers = self.add(&inbox, None);
         if self.deliver(subject, Some(&inbox), payload).await == 0 {
             return Err(BusError::NoResponders(subject.to_owned()));
@@ -237,7 +258,10 @@ impl Bus for LocalBus {
         match tokio::time::timeout(timeout, answers.next()).await {
             Ok(Some(answer)) => Ok(answer.payload),
             Ok(None) => Err(BusError::Closed),
-            Err(_) => Err(BusError::Timeout { subject: subject.to_owned(), timeout }),
+            Err(_) => Err(BusError::Timeout {
+                subject: subject.to_owned(),
+                timeout,
+            }),
         }
     }
 }
@@ -252,11 +276,19 @@ mod tests {
         let mut a = bus.subscribe("im.member").await.unwrap();
         let mut b = bus.subscribe("im.member").await.unwrap();
         let mut other = bus.subscribe("im.group").await.unwrap();
-        bus.publish("im.member", Bytes::from_static(b"x")).await.unwrap();
+        bus.publish("im.member", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
         assert_eq!(a.next().await.unwrap().payload, "x");
         assert_eq!(b.next().await.unwrap().payload, "x");
-        bus.publish("im.group", Bytes::from_static(b"y")).await.unwrap();
-        assert_eq!(other.next().await.unwrap().payload, "y", "subjects are separate");
+        bus.publish("im.group", Bytes::from_static(b"y"))
+            .await
+            .unwrap();
+        assert_eq!(
+            other.next().await.unwrap().payload,
+            "y",
+            "subjects are separate"
+        );
     }
 
     #[tokio::test]
@@ -282,7 +314,9 @@ mod tests {
     #[tokio::test]
     async fn request_reply_and_its_failures() {
         let bus = LocalBus::default();
-        let err = bus.request("im.auth", Bytes::new(), Duration::from_millis(50)).await;
+        let err = bus
+            .request("im.auth", Bytes::new(), Duration::from_millis(50))
+            .await;
         assert!(matches!(err, Err(BusError::NoResponders(_))));
 
         let mut responder = bus.queue_subscribe("im.auth", "business").await.unwrap();
@@ -290,14 +324,20 @@ mod tests {
         tokio::spawn(async move {
             while let Some(message) = responder.next().await {
                 let answer = [b"re:".as_slice(), &message.payload].concat();
-                respond(&server, &message, Bytes::from(answer)).await.unwrap();
+                respond(&server, &message, Bytes::from(answer))
+                    .await
+                    .unwrap();
             }
         });
-        let answer = bus.request("im.auth", Bytes::from_static(b"q"), Duration::from_secs(5)).await;
+        let answer = bus
+            .request("im.auth", Bytes::from_static(b"q"), Duration::from_secs(5))
+            .await;
         assert_eq!(answer.unwrap(), "re:q");
 
         let _silent = bus.subscribe("im.history").await.unwrap();
-        let err = bus.request("im.history", Bytes::new(), Duration::from_millis(20)).await;
+        let err = bus
+            .request("im.history", Bytes::new(), Duration::from_millis(20))
+            .await;
         assert!(matches!(err, Err(BusError::Timeout { .. })));
     }
 

@@ -1,0 +1,221 @@
+//! Storage of the business data, behind [`BusinessStore`] so that every backend (SQLite in the
+//! embedded mode; MySQL/MariaDB and PostgreSQL in the distributed one) plugs in and runs the
+//! same suite ([`suite`]).
+//!
+//! The store keeps data consistent (each method is one transaction: all or nothing) and leaves
+//! the rules of who may do what to the service.
+
+pub(crate) mod schema;
+pub mod sqlite;
+#[cfg(any(test, feature = "testing"))]
+pub mod suite;
+
+use async_trait::async_trait;
+use diesel::prelude::*;
+
+pub use sqlite::SqliteStore;
+
+/// A user, as the app imported it.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = schema::users)]
+pub struct UserRecord {
+    /// The user id.
+    pub user_id: String,
+    /// Shown name.
+    pub display_name: String,
+    /// Avatar URL.
+    pub avatar_url: String,
+    /// App-defined JSON.
+    pub extra_json: String,
+    /// False once deactivated.
+    pub active: bool,
+    /// When created.
+    pub created_at_ms: i64,
+    /// When last changed.
+    pub updated_at_ms: i64,
+}
+
+/// A group or channel.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = schema::groups)]
+pub struct GroupRecord {
+    /// The group id.
+    pub group_id: String,
+    /// Shown name.
+    pub name: String,
+    /// Avatar URL.
+    pub avatar_url: String,
+    /// The one owner.
+    pub owner_user_id: String,
+    /// `im.v1.ConversationType`: GROUP or CHANNEL.
+    pub kind: i32,
+    /// `im.v1.JoinPolicy`.
+    pub join_policy: i32,
+    /// The most members the group may have.
+    pub max_members: i32,
+    /// Only owner and admins may post.
+    pub mute_all: bool,
+    /// App-defined JSON.
+    pub extra_json: String,
+    /// Members now; maintained by the store.
+    pub member_count: i64,
+    /// Dismissed groups keep their row; they have no members.
+    pub dismissed: bool,
+    /// Bumped by every change of the group or its membership; maintained by the store.
+    pub version: i64,
+    /// When created.
+    pub created_at_ms: i64,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = schema::members)]
+pub struct MemberRecord {
+    /// The group.
+    pub group_id: String,
+    /// The member.
+    pub user_id: String,
+    /// `im.v1.GroupRole`.
+    pub role: i32,
+    /// When the user joined.
+    pub joined_at_ms: i64,
+    /// Muted until this time; 0 when not muted.
+    pub muted_until_ms: i64,
+}
+
+/// Tokens of a user (on one device, or on every device when `device_id` is empty) issued
+/// before `revoked_before_ms` are invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = schema::token_revocations)]
+pub struct Revocation {
+    /// The user.
+    pub user_id: String,
+    /// The device, or empty for all.
+    pub device_id: String,
+    /// The cut-off.
+    pub revoked_before_ms: i64,
+}
+
+/// Why a store operation failed. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The row to change does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The row to create exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// Adding the members would pass the group's limit.
+    #[error("group {group_id} would have {would_have} members, more than {max}")]
+    GroupFull {
+        /// The group.
+        group_id: String,
+        /// Its size after the change.
+        would_have: i64,
+        /// Its limit.
+        max: i32,
+    },
+    /// The database failed.
+    #[error("storage: {0}")]
+    Backend(String),
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Backend(error.to_string())
+    }
+}
+
+/// The result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The business data. Every method is atomic.
+#[async_trait]
+pub trait BusinessStore: Send + Sync + 'static {
+    /// Creates the user, or updates its profile (not `active`, not `created_at_ms`).
+    async fn upsert_user(&self, user: &UserRecord) -> StoreResult<UserRecord>;
+    /// The user, if it exists.
+    async fn get_user(&self, user_id: &str) -> StoreResult<Option<UserRecord>>;
+    /// Activates or deactivates a user.
+    async fn set_user_active(
+        &self,
+        user_id: &str,
+        active: bool,
+        now_ms: i64,
+    ) -> StoreResult<UserRecord>;
+
+    /// Records a revocation; a later cut-off replaces an earlier one, never the reverse.
+    async fn revoke_tokens(&self, revocation: &Revocation) -> StoreResult<()>;
+    /// Every revocation, for verifiers starting up.
+    async fn revocations(&self) -> StoreResult<Vec<Revocation>>;
+
+    /// Creates a group with its first members (`member_count` and `version` are set here).
+    async fn create_group(
+        &self,
+        group: &GroupRecord,
+        members: &[MemberRecord],
+    ) -> StoreResult<GroupRecord>;
+    /// The group, dismissed or not.
+    async fn get_group(&self, group_id: &str) -> StoreResult<Option<GroupRecord>>;
+    /// Replaces the group's profile fields (name, avatar, join policy, mute_all, extra).
+    async fn update_group(&self, group: &GroupRecord) -> StoreResult<GroupRecord>;
+    /// Marks the group dismissed and removes every member.
+    async fn dismiss_group(&self, group_id: &str) -> StoreResult<GroupRecord>;
+    /// Adds members: all of them or, if one is a member already or the group would pass its
+    /// limit, none.
+    async fn add_members(
+        &self,
+        group_id: &str,
+        members: &[MemberRecord],
+    ) -> StoreResult<GroupRecord>;
+    /// Removes members: all of them or, if one is not a member, none.
+    async fn remove_members(&self, group_id: &str, user_ids: &[String])
+    -> StoreResult<GroupRecord>;
+    /// One member.
+    async fn get_member(&self, group_id: &str, user_id: &str) -> StoreResult<Option<MemberRecord>>;
+    /// Members in user id order, after `after_user_id` (empty: from the start).
+    async fn list_members(
+        &self,
+        group_id: &str,
+        after_user_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<MemberRecord>>;
+    /// Changes a member's role or mute.
+    async fn update_member(&self, member: &MemberRecord) -> StoreResult<GroupRecord>;
+    /// Makes `to` the owner and `from` an admin, in one step.
+    async fn transfer_ownership(
+        &self,
+        group_id: &str,
+        from: &str,
+        to: &str,
+    ) -> StoreResult<GroupRecord>;
+
+    /// Adds or lifts a block of `blocked` by `user_id`; whether anything changed.
+    async fn set_block(
+        &self,
+        user_id: &str,
+        blocked: &str,
+        on: bool,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Whether `user_id` blocks `blocked`.
+    async fn is_blocked(&self, user_id: &str, blocked: &str) -> StoreResult<bool>;
+    /// The users `user_id` blocks, in id order, after `after` (empty: from the start).
+    async fn list_blocked(
+        &self,
+        user_id: &str,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<String>>;
+    /// Adds or removes `contact` as a contact of `user_id`; whether anything changed.
+    async fn set_contact(
+        &self,
+        user_id: &str,
+        contact: &str,
+        on: bool,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Whether `contact` is a contact of `user_id`.
+    async fn is_contact(&self, user_id: &str, contact: &str) -> StoreResult<bool>;
+}

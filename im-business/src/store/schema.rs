@@ -1,0 +1,65 @@
+//! Diesel table definitions, matching `migrations/`.
+
+diesel::table! {
+    users (user_id) {
+        user_id -> Text,
+        display_name -> Text,
+        avatar_url -> Text,
+        extra_json -> Text,
+        active -> Bool,
+        created_at_ms -> BigInt,
+        updated_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    groups (group_id) {
+        group_id -> Text,
+        name -> Text,
+        avatar_url -> Text,
+        owner_user_id -> Text,
+        kind -> Integer,
+        join_policy -> Integer,
+        max_members -> Integer,
+        mute_all -> Bool,
+        extra_json -> Text,
+        member_count -> BigInt,
+        dismissed -> Bool,
+        version -> BigInt,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    members (group_id, user_id) {
+        group_id -> Text,
+        user_id -> Text,
+        role -> Integer,
+        joined_at_ms -> BigInt,
+        muted_until_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    blocks (user_id, blocked_user_id) {
+        user_id -> Text,
+        blocked_user_id -> Text,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    contacts (user_id, contact_user_id) {
+        user_id -> Text,
+        contact_user_id -> Text,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    token_revocations (user_id, device_id) {
+        user_id -> Text,
+        device_id -> Text,
+        revoked_before_ms -> BigInt,
+    }
+}

@@ -1,0 +1,551 @@
+//! The embedded backend: one SQLite file in WAL mode, through diesel-async.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use diesel::{prelude::*, sqlite::SqliteConnection, upsert::excluded};
+use diesel_async::{
+    AsyncConnection, RunQueryDsl, SimpleAsyncConnection,
+    pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig,
+        deadpool::{Object, Pool},
+    },
+    sync_connection_wrapper::SyncConnectionWrapper,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use im_proto::v1::GroupRole;
+
+use super::{
+    BusinessStore, GroupRecord, MemberRecord, Revocation, StoreError, StoreResult, UserRecord,
+    schema::{blocks, contacts, groups, members, token_revocations, users},
+};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Settings of every connection: wait for a lock instead of failing, and make every commit
+/// durable before it returns (an acknowledged change survives a crash or power loss).
+const CONNECTION_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
+
+/// Rows inserted per statement, well under SQLite's bound-parameter limit.
+const INSERT_CHUNK: usize = 500;
+
+type Conn = SyncConnectionWrapper<SqliteConnection>;
+
+/// The business store on one SQLite file.
+pub struct SqliteStore {
+    pool: Pool<Conn>,
+    /// SQLite has one writer at a time; taking turns here, rather than in SQLite's lock,
+    /// keeps two transactions from deadlocking when both upgrade from read to write.
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path, max_connections: usize) -> StoreResult<Self> {
+        let url = path
+            .to_str()
+            .ok_or_else(|| backend("database path is not UTF-8"))?
+            .to_owned();
+        let migrate_url = url.clone();
+        tokio::task::spawn_blocking(move || -> StoreResult<()> {
+            let mut conn = SqliteConnection::establish(&migrate_url).map_err(backend)?;
+            diesel::connection::SimpleConnection::batch_execute(
+                &mut conn,
+                "PRAGMA journal_mode = WAL;",
+            )?;
+            conn.run_pending_migrations(MIGRATIONS).map_err(backend)?;
+            Ok(())
+        })
+        .await
+        .map_err(backend)??;
+
+        let mut config = ManagerConfig::<Conn>::default();
+        config.custom_setup = Box::new(|url| {
+            let url = url.to_owned();
+            Box::pin(async move {
+                let mut conn = Conn::establish(&url).await?;
+                conn.batch_execute(CONNECTION_PRAGMAS)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(conn)
+            })
+        });
+        let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url, config);
+        let pool = Pool::builder(manager)
+            .max_size(max_connections.max(1))
+            .build()
+            .map_err(backend)?;
+        Ok(Self {
+            pool,
+            writer: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn conn(&self) -> StoreResult<Object<Conn>> {
+        self.pool.get().await.map_err(backend)
+    }
+
+    /// A connection for one write transaction, and the turn to write.
+    async fn writer(&self) -> StoreResult<(tokio::sync::MutexGuard<'_, ()>, Object<Conn>)> {
+        let turn = self.writer.lock().await;
+        Ok((turn, self.conn().await?))
+    }
+}
+
+async fn load_group(conn: &mut Conn, group_id: &str) -> StoreResult<GroupRecord> {
+    groups::table
+        .find(group_id)
+        .filter(groups::dismissed.eq(false))
+        .select(GroupRecord::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("group {group_id}")))
+}
+
+async fn insert_members(conn: &mut Conn, rows: &[MemberRecord]) -> StoreResult<()> {
+    // Multi-row inserts exist only on diesel's synchronous SQLite connection: run them there,
+    // on the same connection and so inside the open transaction.
+    let rows = rows.to_vec();
+    conn.spawn_blocking(move |conn| {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let insert = diesel::insert_into(members::table).values(chunk);
+            diesel::RunQueryDsl::execute(insert, conn)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Records a change of the group: its member count moves by `delta`, its version by one.
+async fn touch_group(conn: &mut Conn, group_id: &str, delta: i64) -> StoreResult<GroupRecord> {
+    diesel::update(groups::table.find(group_id))
+        .set((
+            groups::member_count.eq(groups::member_count + delta),
+            groups::version.eq(groups::version + 1),
+        ))
+        .execute(conn)
+        .await?;
+    groups::table
+        .find(group_id)
+        .select(GroupRecord::as_select())
+        .first(conn)
+        .await
+        .map_err(Into::into)
+}
+
+#[async_trait]
+impl BusinessStore for SqliteStore {
+    async fn upsert_user(&self, user: &UserRecord) -> StoreResult<UserRecord> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            diesel::insert_into(users::table)
+                .values(user)
+                .on_conflict(users::user_id)
+                .do_update()
+                .set((
+                    users::display_name.eq(excluded(users::display_name)),
+                    users::avatar_url.eq(excluded(users::avatar_url)),
+                    users::extra_json.eq(excluded(users::extra_json)),
+                    users::updated_at_ms.eq(excluded(users::updated_at_ms)),
+                ))
+                .execute(conn)
+                .await?;
+            let stored = users::table
+                .find(&user.user_id)
+                .select(UserRecord::as_select());
+            Ok(stored.first(conn).await?)
+        })
+        .await
+    }
+
+    async fn get_user(&self, user_id: &str) -> StoreResult<Option<UserRecord>> {
+        let mut conn = self.conn().await?;
+        let query = users::table.find(user_id).select(UserRecord::as_select());
+        Ok(query.first(&mut conn).await.optional()?)
+    }
+
+    async fn set_user_active(
+        &self,
+        user_id: &str,
+        active: bool,
+        now_ms: i64,
+    ) -> StoreResult<UserRecord> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            let changed = diesel::update(users::table.find(&user_id))
+                .set((users::active.eq(active), users::updated_at_ms.eq(now_ms)))
+                .execute(conn)
+                .await?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("user {user_id}")));
+            }
+            let stored = users::table.find(&user_id).select(UserRecord::as_select());
+            Ok(stored.first(conn).await?)
+        })
+        .await
+    }
+
+    async fn revoke_tokens(&self, revocation: &Revocation) -> StoreResult<()> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            let key = (&revocation.user_id, &revocation.device_id);
+            let current: Option<i64> = token_revocations::table
+                .find(key)
+                .select(token_revocations::revoked_before_ms)
+                .first(conn)
+                .await
+                .optional()?;
+            match current {
+                None => {
+                    diesel::insert_into(token_revocations::table)
+                        .values(revocation)
+                        .execute(conn)
+                        .await?;
+                }
+                Some(before) if before < revocation.revoked_before_ms => {
+                    diesel::update(token_revocations::table.find(key))
+                        .set(token_revocations::revoked_before_ms.eq(revocation.revoked_before_ms))
+                        .execute(conn)
+                        .await?;
+                }
+                Some(_) => {}
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revocations(&self) -> StoreResult<Vec<Revocation>> {
+        let mut conn = self.conn().await?;
+        let query = token_revocations::table.select(Revocation::as_select());
+        Ok(query.load(&mut conn).await?)
+    }
+
+    async fn create_group(
+        &self,
+        group: &GroupRecord,
+        first_members: &[MemberRecord],
+    ) -> StoreResult<GroupRecord> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            let exists: Option<String> = groups::table
+                .find(&group.group_id)
+                .select(groups::group_id)
+                .first(conn)
+                .await
+                .optional()?;
+            if exists.is_some() {
+                return Err(StoreError::AlreadyExists(format!(
+                    "group {}",
+                    group.group_id
+                )));
+            }
+            let count = first_members.len() as i64;
+            if count > i64::from(group.max_members) {
+                return Err(StoreError::GroupFull {
+                    group_id: group.group_id.clone(),
+                    would_have: count,
+                    max: group.max_members,
+                });
+            }
+            let group = GroupRecord {
+                member_count: count,
+                version: 1,
+                ..group.clone()
+            };
+            diesel::insert_into(groups::table)
+                .values(&group)
+                .execute(conn)
+                .await?;
+            insert_members(conn, first_members).await?;
+            Ok(group)
+        })
+        .await
+    }
+
+    async fn get_group(&self, group_id: &str) -> StoreResult<Option<GroupRecord>> {
+        let mut conn = self.conn().await?;
+        let query = groups::table
+            .find(group_id)
+            .select(GroupRecord::as_select());
+        Ok(query.first(&mut conn).await.optional()?)
+    }
+
+    async fn update_group(&self, group: &GroupRecord) -> StoreResult<GroupRecord> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            load_group(conn, &group.group_id).await?;
+            diesel::update(groups::table.find(&group.group_id))
+                .set((
+                    groups::name.eq(&group.name),
+                    groups::avatar_url.eq(&group.avatar_url),
+                    groups::join_policy.eq(group.join_policy),
+                    groups::mute_all.eq(group.mute_all),
+                    groups::extra_json.eq(&group.extra_json),
+                ))
+                .execute(conn)
+                .await?;
+            touch_group(conn, &group.group_id, 0).await
+        })
+        .await
+    }
+
+    async fn dismiss_group(&self, group_id: &str) -> StoreResult<GroupRecord> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            let group = load_group(conn, group_id).await?;
+            diesel::delete(members::table.filter(members::group_id.eq(&group_id)))
+                .execute(conn)
+                .await?;
+            diesel::update(groups::table.find(&group_id))
+                .set(groups::dismissed.eq(true))
+                .execute(conn)
+                .await?;
+            touch_group(conn, group_id, -group.member_count).await
+        })
+        .await
+    }
+
+    async fn add_members(
+        &self,
+        group_id: &str,
+        new_members: &[MemberRecord],
+    ) -> StoreResult<GroupRecord> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            let group = load_group(conn, group_id).await?;
+            let ids: Vec<&str> = new_members.iter().map(|m| m.user_id.as_str()).collect();
+            for chunk in ids.chunks(INSERT_CHUNK) {
+                let present: Option<String> = members::table
+                    .filter(members::group_id.eq(&group_id))
+                    .filter(members::user_id.eq_any(chunk))
+                    .select(members::user_id)
+                    .first(conn)
+                    .await
+                    .optional()?;
+                if let Some(user) = present {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "member {user} of group {group_id}"
+                    )));
+                }
+            }
+            let would_have = group.member_count + new_members.len() as i64;
+            if would_have > i64::from(group.max_members) {
+                return Err(StoreError::GroupFull {
+                    group_id: group_id.to_owned(),
+                    would_have,
+                    max: group.max_members,
+                });
+            }
+            insert_members(conn, new_members).await?;
+            touch_group(conn, group_id, new_members.len() as i64).await
+        })
+        .await
+    }
+
+    async fn remove_members(
+        &self,
+        group_id: &str,
+        user_ids: &[String],
+    ) -> StoreResult<GroupRecord> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            load_group(conn, group_id).await?;
+            let mut removed = 0;
+            for user_id in user_ids {
+                let deleted = diesel::delete(members::table.find((&group_id, user_id)))
+                    .execute(conn)
+                    .await?;
+                if deleted == 0 {
+                    // Returning an error rolls back the members removed so far.
+                    return Err(StoreError::NotFound(format!(
+                        "member {user_id} of group {group_id}"
+                    )));
+                }
+                removed += 1;
+            }
+            touch_group(conn, group_id, -removed).await
+        })
+        .await
+    }
+
+    async fn get_member(&self, group_id: &str, user_id: &str) -> StoreResult<Option<MemberRecord>> {
+        let mut conn = self.conn().await?;
+        let query = members::table
+            .find((group_id, user_id))
+            .select(MemberRecord::as_select());
+        Ok(query.first(&mut conn).await.optional()?)
+    }
+
+    async fn list_members(
+        &self,
+        group_id: &str,
+        after_user_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<MemberRecord>> {
+        let mut conn = self.conn().await?;
+        let query = members::table
+            .filter(members::group_id.eq(group_id))
+            .filter(members::user_id.gt(after_user_id))
+            .order(members::user_id.asc())
+            .limit(i64::from(limit))
+            .select(MemberRecord::as_select());
+        Ok(query.load(&mut conn).await?)
+    }
+
+    async fn update_member(&self, member: &MemberRecord) -> StoreResult<GroupRecord> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            load_group(conn, &member.group_id).await?;
+            let changed = diesel::update(members::table.find((&member.group_id, &member.user_id)))
+                .set((
+                    members::role.eq(member.role),
+                    members::muted_until_ms.eq(member.muted_until_ms),
+                ))
+                .execute(conn)
+                .await?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "member {} of group {}",
+                    member.user_id, member.group_id
+                )));
+            }
+            touch_group(conn, &member.group_id, 0).await
+        })
+        .await
+    }
+
+    async fn transfer_ownership(
+        &self,
+        group_id: &str,
+        from: &str,
+        to: &str,
+    ) -> StoreResult<GroupRecord> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            load_group(conn, group_id).await?;
+            for (user, role) in [(&from, GroupRole::Admin), (&to, GroupRole::Owner)] {
+                let changed = diesel::update(members::table.find((&group_id, user)))
+                    .set(members::role.eq(role as i32))
+                    .execute(conn)
+                    .await?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound(format!(
+                        "member {user} of group {group_id}"
+                    )));
+                }
+            }
+            diesel::update(groups::table.find(&group_id))
+                .set(groups::owner_user_id.eq(&to))
+                .execute(conn)
+                .await?;
+            touch_group(conn, group_id, 0).await
+        })
+        .await
+    }
+
+    async fn set_block(
+        &self,
+        user_id: &str,
+        blocked: &str,
+        on: bool,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            let changed = if on {
+                diesel::insert_into(blocks::table)
+                    .values((
+                        blocks::user_id.eq(&user_id),
+                        blocks::blocked_user_id.eq(&blocked),
+                        blocks::created_at_ms.eq(now_ms),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?
+            } else {
+                diesel::delete(blocks::table.find((&user_id, &blocked)))
+                    .execute(conn)
+                    .await?
+            };
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn is_blocked(&self, user_id: &str, blocked: &str) -> StoreResult<bool> {
+        let mut conn = self.conn().await?;
+        let query = blocks::table
+            .find((user_id, blocked))
+            .select(blocks::user_id);
+        Ok(query.first::<String>(&mut conn).await.optional()?.is_some())
+    }
+
+    async fn list_blocked(
+        &self,
+        user_id: &str,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        let mut conn = self.conn().await?;
+        let query = blocks::table
+            .filter(blocks::user_id.eq(user_id))
+            .filter(blocks::blocked_user_id.gt(after))
+            .order(blocks::blocked_user_id.asc())
+            .limit(i64::from(limit))
+            .select(blocks::blocked_user_id);
+        Ok(query.load(&mut conn).await?)
+    }
+
+    async fn set_contact(
+        &self,
+        user_id: &str,
+        contact: &str,
+        on: bool,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            let changed = if on {
+                diesel::insert_into(contacts::table)
+                    .values((
+                        contacts::user_id.eq(&user_id),
+                        contacts::contact_user_id.eq(&contact),
+                        contacts::created_at_ms.eq(now_ms),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?
+            } else {
+                diesel::delete(contacts::table.find((&user_id, &contact)))
+                    .execute(conn)
+                    .await?
+            };
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn is_contact(&self, user_id: &str, contact: &str) -> StoreResult<bool> {
+        let mut conn = self.conn().await?;
+        let query = contacts::table
+            .find((user_id, contact))
+            .select(contacts::user_id);
+        Ok(query.first::<String>(&mut conn).await.optional()?.is_some())
+    }
+}

@@ -1,0 +1,325 @@
+//! The one test suite every [`BusinessStore`] backend runs: write a backend, then
+//! `business_store_suite!(async { (store, guard) })` in its tests.
+
+// A test suite: a panic is how it reports a failure.
+#![allow(clippy::unwrap_used)]
+
+use im_proto::v1::{ConversationType, GroupRole, JoinPolicy};
+
+use super::{BusinessStore, GroupRecord, MemberRecord, Revocation, StoreError, UserRecord};
+
+/// Runs every suite function against a fresh store made by `$make`, an async expression that
+/// yields `(store, guard)`; the guard (a temporary directory, a database) lives for the test.
+#[macro_export]
+macro_rules! business_store_suite {
+    ($make:expr) => {
+        $crate::business_store_suite!(@each $make;
+            users_upsert_keeps_creation_and_activity,
+            deactivation_and_unknown_users,
+            revocations_only_move_forward,
+            groups_are_created_with_their_members,
+            adding_members_is_all_or_nothing,
+            removing_members_is_all_or_nothing,
+            members_page_in_id_order,
+            roles_mutes_and_ownership,
+            dismissed_groups_have_no_members,
+            blocks_and_contacts,
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::store::suite::$name(&store).await;
+            }
+        )*
+    };
+}
+
+const T: i64 = 1_764_000_000_000;
+
+fn user(id: &str) -> UserRecord {
+    UserRecord {
+        user_id: id.into(),
+        display_name: format!("{id} name"),
+        avatar_url: String::new(),
+        extra_json: "{}".into(),
+        active: true,
+        created_at_ms: T,
+        updated_at_ms: T,
+    }
+}
+
+fn group(id: &str, owner: &str, max_members: i32) -> GroupRecord {
+    GroupRecord {
+        group_id: id.into(),
+        name: format!("{id} name"),
+        avatar_url: String::new(),
+        owner_user_id: owner.into(),
+        kind: ConversationType::Group as i32,
+        join_policy: JoinPolicy::InviteOnly as i32,
+        max_members,
+        mute_all: false,
+        extra_json: "{}".into(),
+        member_count: 0,
+        dismissed: false,
+        version: 0,
+        created_at_ms: T,
+    }
+}
+
+fn member(group_id: &str, user_id: &str, role: GroupRole) -> MemberRecord {
+    MemberRecord {
+        group_id: group_id.into(),
+        user_id: user_id.into(),
+        role: role as i32,
+        joined_at_ms: T,
+        muted_until_ms: 0,
+    }
+}
+
+async fn team(store: &dyn BusinessStore, id: &str, max: i32) -> GroupRecord {
+    let first = [
+        member(id, "owner", GroupRole::Owner),
+        member(id, "amy", GroupRole::Member),
+    ];
+    store
+        .create_group(&group(id, "owner", max), &first)
+        .await
+        .expect("creates group")
+}
+
+/// An upsert updates the profile but keeps `active` and `created_at_ms`.
+pub async fn users_upsert_keeps_creation_and_activity(store: &dyn BusinessStore) {
+    let created = store.upsert_user(&user("amy")).await.unwrap();
+    assert_eq!(created, user("amy"));
+    store.set_user_active("amy", false, T + 1).await.unwrap();
+    let changed = UserRecord {
+        display_name: "Amy".into(),
+        active: true,
+        created_at_ms: T + 99,
+        updated_at_ms: T + 2,
+        ..user("amy")
+    };
+    let updated = store.upsert_user(&changed).await.unwrap();
+    assert_eq!(updated.display_name, "Amy");
+    assert!(!updated.active, "an upsert does not reactivate");
+    assert_eq!(updated.created_at_ms, T);
+    assert_eq!(store.get_user("amy").await.unwrap(), Some(updated));
+}
+
+/// Deactivation sticks; unknown users are absent or not found.
+pub async fn deactivation_and_unknown_users(store: &dyn BusinessStore) {
+    store.upsert_user(&user("bob")).await.unwrap();
+    let off = store.set_user_active("bob", false, T + 5).await.unwrap();
+    assert!(!off.active);
+    assert_eq!(off.updated_at_ms, T + 5);
+    assert_eq!(store.get_user("nobody").await.unwrap(), None);
+    let err = store.set_user_active("nobody", false, T).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+}
+
+/// A later cut-off replaces an earlier one, never the reverse.
+pub async fn revocations_only_move_forward(store: &dyn BusinessStore) {
+    let cut = |device: &str, at| Revocation {
+        user_id: "amy".into(),
+        device_id: device.into(),
+        revoked_before_ms: at,
+    };
+    store.revoke_tokens(&cut("phone", T + 10)).await.unwrap();
+    store.revoke_tokens(&cut("phone", T + 5)).await.unwrap();
+    store.revoke_tokens(&cut("", T + 1)).await.unwrap();
+    let mut all = store.revocations().await.unwrap();
+    all.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    assert_eq!(all, vec![cut("", T + 1), cut("phone", T + 10)]);
+}
+
+/// A group starts with its members counted and version 1; its id is unique.
+pub async fn groups_are_created_with_their_members(store: &dyn BusinessStore) {
+    let created = team(store, "g1", 10).await;
+    assert_eq!((created.member_count, created.version), (2, 1));
+    assert_eq!(store.get_group("g1").await.unwrap(), Some(created));
+    let role = store
+        .get_member("g1", "owner")
+        .await
+        .unwrap()
+        .map(|m| m.role);
+    assert_eq!(role, Some(GroupRole::Owner as i32));
+    let err = store
+        .create_group(&group("g1", "x", 10), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+    let too_many = [
+        member("g2", "a", GroupRole::Owner),
+        member("g2", "b", GroupRole::Member),
+    ];
+    let err = store
+        .create_group(&group("g2", "a", 1), &too_many)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::GroupFull { .. }), "{err}");
+    assert_eq!(
+        store.get_group("g2").await.unwrap(),
+        None,
+        "nothing written"
+    );
+}
+
+/// One present member or one too many fails the whole add.
+pub async fn adding_members_is_all_or_nothing(store: &dyn BusinessStore) {
+    team(store, "g", 4).await;
+    let add = |ids: &[&str]| {
+        ids.iter()
+            .map(|u| member("g", u, GroupRole::Member))
+            .collect::<Vec<_>>()
+    };
+    let err = store
+        .add_members("g", &add(&["bob", "amy"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+    assert_eq!(
+        store.get_member("g", "bob").await.unwrap(),
+        None,
+        "bob was not added"
+    );
+    let err = store
+        .add_members("g", &add(&["bob", "cy", "dan"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::GroupFull {
+                would_have: 5,
+                max: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let after = store.add_members("g", &add(&["bob", "cy"])).await.unwrap();
+    assert_eq!((after.member_count, after.version), (4, 2));
+    let err = store.add_members("nope", &add(&["bob"])).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+}
+
+/// One absent member fails the whole removal.
+pub async fn removing_members_is_all_or_nothing(store: &dyn BusinessStore) {
+    team(store, "g", 10).await;
+    let err = store
+        .remove_members("g", &["amy".into(), "zed".into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert!(
+        store.get_member("g", "amy").await.unwrap().is_some(),
+        "amy is still there"
+    );
+    let after = store.remove_members("g", &["amy".into()]).await.unwrap();
+    assert_eq!((after.member_count, after.version), (1, 2));
+    assert_eq!(store.get_member("g", "amy").await.unwrap(), None);
+}
+
+/// Pages of members follow user id order without repeats or holes.
+pub async fn members_page_in_id_order(store: &dyn BusinessStore) {
+    let mut first = vec![member("big", "owner", GroupRole::Owner)];
+    first.extend((0..1_203).map(|i| member("big", &format!("u{i:05}"), GroupRole::Member)));
+    let created = store
+        .create_group(&group("big", "owner", 5_000), &first)
+        .await
+        .unwrap();
+    assert_eq!(created.member_count, 1_204);
+    let (mut seen, mut after) = (Vec::new(), String::new());
+    loop {
+        let page = store.list_members("big", &after, 500).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.user_id.clone();
+        seen.extend(page.into_iter().map(|m| m.user_id));
+    }
+    let mut expected: Vec<String> = first.into_iter().map(|m| m.user_id).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+}
+
+/// Roles and mutes change per member; ownership moves in one step.
+pub async fn roles_mutes_and_ownership(store: &dyn BusinessStore) {
+    team(store, "g", 10).await;
+    let muted = MemberRecord {
+        muted_until_ms: T + 60_000,
+        ..member("g", "amy", GroupRole::Admin)
+    };
+    let after = store.update_member(&muted).await.unwrap();
+    assert_eq!(after.version, 2);
+    assert_eq!(store.get_member("g", "amy").await.unwrap(), Some(muted));
+    let err = store
+        .update_member(&member("g", "zed", GroupRole::Admin))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+
+    let after = store.transfer_ownership("g", "owner", "amy").await.unwrap();
+    assert_eq!(after.owner_user_id, "amy");
+    let role = |u| async move { store.get_member("g", u).await.unwrap().map(|m| m.role) };
+    assert_eq!(role("amy").await, Some(GroupRole::Owner as i32));
+    assert_eq!(role("owner").await, Some(GroupRole::Admin as i32));
+    let err = store
+        .transfer_ownership("g", "amy", "zed")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert_eq!(
+        role("amy").await,
+        Some(GroupRole::Owner as i32),
+        "a failed transfer changes nothing"
+    );
+}
+
+/// A dismissed group keeps its row, loses its members and takes no more changes.
+pub async fn dismissed_groups_have_no_members(store: &dyn BusinessStore) {
+    team(store, "g", 10).await;
+    let gone = store.dismiss_group("g").await.unwrap();
+    assert!(gone.dismissed);
+    assert_eq!(gone.member_count, 0);
+    assert_eq!(store.list_members("g", "", 10).await.unwrap(), vec![]);
+    let err = store
+        .add_members("g", &[member("g", "bob", GroupRole::Member)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    let err = store.dismiss_group("g").await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+}
+
+/// Blocks and contacts are directed and idempotent.
+pub async fn blocks_and_contacts(store: &dyn BusinessStore) {
+    assert!(store.set_block("amy", "bob", true, T).await.unwrap());
+    assert!(
+        !store.set_block("amy", "bob", true, T).await.unwrap(),
+        "blocking twice changes nothing"
+    );
+    assert!(store.is_blocked("amy", "bob").await.unwrap());
+    assert!(
+        !store.is_blocked("bob", "amy").await.unwrap(),
+        "blocks are directed"
+    );
+    store.set_block("amy", "cy", true, T).await.unwrap();
+    assert_eq!(
+        store.list_blocked("amy", "", 10).await.unwrap(),
+        vec!["bob", "cy"]
+    );
+    assert_eq!(
+        store.list_blocked("amy", "bob", 10).await.unwrap(),
+        vec!["cy"]
+    );
+    assert!(store.set_block("amy", "bob", false, T).await.unwrap());
+    assert!(!store.is_blocked("amy", "bob").await.unwrap());
+
+    assert!(store.set_contact("amy", "bob", true, T).await.unwrap());
+    assert!(store.is_contact("amy", "bob").await.unwrap());
+    assert!(!store.is_contact("bob", "amy").await.unwrap());
+    assert!(store.set_contact("amy", "bob", false, T).await.unwrap());
+    assert!(!store.set_contact("amy", "bob", false, T).await.unwrap());
+}
