@@ -47,6 +47,9 @@ pub enum BusError {
     /// The bus is gone (shut down, connection lost for good).
     #[error("bus closed")]
     Closed,
+    /// An answer that does not decode.
+    #[error("malformed answer: {0}")]
+    Malformed(String),
 }
 
 /// A stream of messages on one subscription; dropping it unsubscribes.

@@ -1,12 +1,17 @@
 //! Components every service shares (the "common module" of the design).
 //!
 //! - [`bus`]: the bus trait services talk over, and the in-process bus of the embedded mode.
+//! - [`auth`]: issuing and verifying access tokens, with revocations.
+//! - [`permission`]: permission checks over the bus behind a cache the business events
+//!   invalidate.
 //!
 //! Still to come, as the services that need them arrive: configuration with environment
 //! overrides and hot reload, caches, metrics and tracing setup, the Redis and NATS clients.
 //!
 //! The arrows point one way: `im-proto` <- `im-common` <- services <- binaries.
 
+pub mod auth;
 pub mod bus;
+pub mod permission;
 
 pub use im_proto as proto;

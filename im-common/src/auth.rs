@@ -1,0 +1,421 @@
+//! Access tokens: issued by the business service, or signed by the app itself, and verified on
+//! every core node without a round trip.
+//!
+//! - Issued tokens are JWTs signed with HS256 and the cluster's token secret (`iss` = `im`),
+//!   bound to a user (`sub`) and a device (`did`), with an expiry.
+//! - App tokens are JWTs the app's backend signs with its own key (EdDSA, ES256 or RS256);
+//!   nodes hold only the public key. `did` is optional there.
+//! - Revocations (logout, kicked device, deactivated user) arrive as `im.ban` events and are
+//!   applied with [`TokenVerifier::apply`]: a token issued before its user's (or device's)
+//!   cut-off is refused.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::RwLock,
+};
+
+use im_proto::v1::{BanEvent, BanKind, ErrorCode};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// The `iss` of tokens the platform issues.
+pub const ISSUER: &str = "im";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    did: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    iss: String,
+    iat: u64,
+    exp: u64,
+    /// The issue time in milliseconds, for revocations made in the same second.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    iat_ms: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// Why a token was refused; each maps onto a protocol error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Missing, malformed, wrongly signed, or bound to another device.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// Past its expiry.
+    #[error("token expired")]
+    Expired,
+    /// Issued before a revocation of its user or device.
+    #[error("token revoked")]
+    Revoked,
+    /// Its user was deactivated.
+    #[error("user deactivated")]
+    UserDisabled,
+    /// The key material in the configuration is unusable.
+    #[error("token key: {0}")]
+    Key(String),
+}
+
+impl TokenError {
+    /// The protocol error code.
+    pub const fn code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid(_) => ErrorCode::Unauthenticated,
+            Self::Expired => ErrorCode::TokenExpired,
+            Self::Revoked => ErrorCode::TokenRevoked,
+            Self::UserDisabled => ErrorCode::UserDisabled,
+            Self::Key(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Signs the platform's own tokens.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    key: EncodingKey,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenIssuer")
+    }
+}
+
+impl TokenIssuer {
+    /// An issuer signing with the cluster's token secret.
+    pub fn new(secret: &[u8]) -> Self {
+        Self {
+            key: EncodingKey::from_secret(secret),
+        }
+    }
+
+    /// A token for `user_id` on `device_id`, issued at `now_ms`, valid for `ttl_ms`.
+    pub fn issue(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<String, TokenError> {
+        let claims = Claims {
+            sub: user_id.to_owned(),
+            did: device_id.to_owned(),
+            iss: ISSUER.to_owned(),
+            iat: (now_ms / 1000) as u64,
+            exp: ((now_ms + ttl_ms) / 1000) as u64,
+            iat_ms: now_ms as u64,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
+            .map_err(|e| TokenError::Key(e.to_string()))
+    }
+}
+
+/// Who a verified token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// The user.
+    pub user_id: String,
+    /// The device the token is bound to, if any.
+    pub device_id: Option<String>,
+    /// When it was issued.
+    pub issued_at_ms: i64,
+    /// When it expires.
+    pub expires_at_ms: i64,
+}
+
+/// The app's own signing key, for tokens the app issues itself.
+#[derive(Debug, Clone)]
+pub struct AppKey {
+    /// EdDSA, ES256 or RS256.
+    pub algorithm: Algorithm,
+    /// The public key, PEM.
+    pub public_key_pem: String,
+    /// The `iss` the app's tokens carry, if it should be checked.
+    pub issuer: Option<String>,
+}
+
+/// Verifies tokens and keeps the revocations it has heard of.
+pub struct TokenVerifier {
+    issued: DecodingKey,
+    app: Option<(Algorithm, DecodingKey, Option<String>)>,
+    /// (user, device) -> cut-off; device "" stands for every device of the user.
+    revoked_before: RwLock<HashMap<(String, String), i64>>,
+    disabled: RwLock<HashSet<String>>,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("app_key", &self.app.is_some())
+            .finish()
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier for the platform's tokens (the same secret as the issuer's) and, if given,
+    /// the app's own.
+    pub fn new(secret: &[u8], app: Option<&AppKey>) -> Result<Self, TokenError> {
+        let app = match app {
+            None => None,
+            Some(key) => {
+                let pem = key.public_key_pem.as_bytes();
+                let decoding = match key.algorithm {
+                    Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+                    Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
+                    Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
+                    other => {
+                        return Err(TokenError::Key(format!("unsupported algorithm {other:?}")));
+                    }
+                }
+                .map_err(|e| TokenError::Key(e.to_string()))?;
+                Some((key.algorithm, decoding, key.issuer.clone()))
+            }
+        };
+        Ok(Self {
+            issued: DecodingKey::from_secret(secret),
+            app,
+            revoked_before: RwLock::default(),
+            disabled: RwLock::default(),
+        })
+    }
+
+    /// Checks a token presented by `device_id`.
+    pub fn verify(&self, token: &str, device_id: &str) -> Result<VerifiedToken, TokenError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let (key, validation) = if header.alg == Algorithm::HS256 {
+            let mut validation = Validation::new(Algorithm::HS256);
+            validation.set_issuer(&[ISSUER]);
+            (&self.issued, validation)
+        } else {
+            match &self.app {
+                Some((algorithm, key, issuer)) if *algorithm == header.alg => {
+                    let mut validation = Validation::new(*algorithm);
+                    if let Some(issuer) = issuer {
+                        validation.set_issuer(&[issuer]);
+                    }
+                    (key, validation)
+                }
+                _ => {
+                    return Err(TokenError::Invalid(format!(
+                        "algorithm {:?} not accepted",
+                        header.alg
+                    )));
+                }
+            }
+        };
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            })?
+            .claims;
+        if !claims.did.is_empty() && claims.did != device_id {
+            return Err(TokenError::Invalid(
+                "token is bound to another device".into(),
+            ));
+        }
+        let issued_at_ms = if claims.iat_ms > 0 {
+            claims.iat_ms as i64
+        } else {
+            claims.iat as i64 * 1000
+        };
+        if read(&self.disabled).contains(&claims.sub) {
+            return Err(TokenError::UserDisabled);
+        }
+        let revocations = read(&self.revoked_before);
+        let cut_off = |device: &str| {
+            revocations
+                .get(&(claims.sub.clone(), device.to_owned()))
+                .copied()
+        };
+        let cut_off = cut_off("").max(cut_off(device_id)).unwrap_or(i64::MIN);
+        if issued_at_ms < cut_off {
+            return Err(TokenError::Revoked);
+        }
+        Ok(VerifiedToken {
+            user_id: claims.sub,
+            device_id: (!claims.did.is_empty()).then_some(claims.did),
+            issued_at_ms,
+            expires_at_ms: claims.exp as i64 * 1000,
+        })
+    }
+
+    /// Records a revocation: tokens of `user_id` (on `device_id`, or every device when empty)
+    /// issued before `before_ms` are refused from now on. Cut-offs only move forward.
+    pub fn revoke(&self, user_id: &str, device_id: &str, before_ms: i64) {
+        let mut revocations = write(&self.revoked_before);
+        let entry = revocations
+            .entry((user_id.to_owned(), device_id.to_owned()))
+            .or_insert(before_ms);
+        *entry = (*entry).max(before_ms);
+    }
+
+    /// Applies an `im.ban` event; other kinds of bans do not concern tokens.
+    pub fn apply(&self, event: &BanEvent) {
+        match event.kind() {
+            BanKind::TokensRevoked => self.revoke(&event.user_id, &event.device_id, event.until_ms),
+            BanKind::UserDeactivated => {
+                write(&self.disabled).insert(event.user_id.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poison| poison.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poison| poison.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"test secret, at least thirty-two bytes long";
+    // A throwaway Ed25519 key pair for the app-signed tokens.
+    const APP_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIDlMD2GUna8k2I49tbhIqmOvM0ZM5//PtpY5JfNnVJEj\n-----END PRIVATE KEY-----\n";
+    const APP_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAp66dpB3vORrz/iJu5708ZLPgTedgdJ7x8olpmYesVw0=\n-----END PUBLIC KEY-----\n";
+
+    fn now_ms() -> i64 {
+        jsonwebtoken::get_current_timestamp() as i64 * 1000
+    }
+
+    fn verifier() -> TokenVerifier {
+        let app = AppKey {
+            algorithm: Algorithm::EdDSA,
+            public_key_pem: APP_PUBLIC.into(),
+            issuer: Some("app".into()),
+        };
+        TokenVerifier::new(SECRET, Some(&app)).unwrap()
+    }
+
+    fn app_token(claims: &Claims) -> String {
+        let key = EncodingKey::from_ed_pem(APP_PRIVATE.as_bytes()).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &key).unwrap()
+    }
+
+    #[test]
+    fn issued_tokens_verify_for_their_device_only() {
+        let now = now_ms();
+        let token = TokenIssuer::new(SECRET)
+            .issue("amy", "phone", now, 3_600_000)
+            .unwrap();
+        let verified = verifier().verify(&token, "phone").unwrap();
+        assert_eq!(verified.user_id, "amy");
+        assert_eq!(verified.device_id.as_deref(), Some("phone"));
+        assert_eq!(verified.issued_at_ms, now);
+        let err = verifier().verify(&token, "laptop").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unauthenticated);
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_with_their_codes() {
+        let v = verifier();
+        assert_eq!(
+            v.verify("", "d").unwrap_err().code(),
+            ErrorCode::Unauthenticated
+        );
+        assert_eq!(
+            v.verify("not.a.jwt", "d").unwrap_err().code(),
+            ErrorCode::Unauthenticated
+        );
+        let forged = TokenIssuer::new(b"another secret of thirty-two bytes!!")
+            .issue("amy", "d", now_ms(), 60_000)
+            .unwrap();
+        assert_eq!(
+            v.verify(&forged, "d").unwrap_err().code(),
+            ErrorCode::Unauthenticated
+        );
+        let old = TokenIssuer::new(SECRET)
+            .issue("amy", "d", now_ms() - 7_200_000, 3_600_000)
+            .unwrap();
+        assert_eq!(v.verify(&old, "d").unwrap_err(), TokenError::Expired);
+    }
+
+    #[test]
+    fn app_signed_tokens_need_the_app_key_and_issuer() {
+        let now = (now_ms() / 1000) as u64;
+        let claims = |iss: &str| Claims {
+            sub: "bob".into(),
+            did: String::new(),
+            iss: iss.into(),
+            iat: now,
+            exp: now + 600,
+            iat_ms: 0,
+        };
+        let verified = verifier()
+            .verify(&app_token(&claims("app")), "any-device")
+            .unwrap();
+        assert_eq!(
+            (verified.user_id.as_str(), verified.device_id),
+            ("bob", None)
+        );
+        assert_eq!(
+            verifier()
+                .verify(&app_token(&claims("evil")), "d")
+                .unwrap_err()
+                .code(),
+            ErrorCode::Unauthenticated
+        );
+        let without_app_key = TokenVerifier::new(SECRET, None).unwrap();
+        assert_eq!(
+            without_app_key
+                .verify(&app_token(&claims("app")), "d")
+                .unwrap_err()
+                .code(),
+            ErrorCode::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn revocations_and_deactivation() {
+        let issuer = TokenIssuer::new(SECRET);
+        let v = verifier();
+        let now = now_ms();
+        let phone = issuer.issue("amy", "phone", now, 60_000).unwrap();
+        let laptop = issuer.issue("amy", "laptop", now, 60_000).unwrap();
+        v.apply(&BanEvent {
+            kind: BanKind::TokensRevoked.into(),
+            user_id: "amy".into(),
+            device_id: "phone".into(),
+            until_ms: now + 1,
+            ..Default::default()
+        });
+        assert_eq!(
+            v.verify(&phone, "phone").unwrap_err().code(),
+            ErrorCode::TokenRevoked
+        );
+        assert!(
+            v.verify(&laptop, "laptop").is_ok(),
+            "only the phone was logged out"
+        );
+        let fresh = issuer.issue("amy", "phone", now + 1, 60_000).unwrap();
+        assert!(
+            v.verify(&fresh, "phone").is_ok(),
+            "a token issued after the cut-off is good"
+        );
+        v.revoke("amy", "phone", now - 1_000);
+        assert!(
+            v.verify(&fresh, "phone").is_ok(),
+            "cut-offs never move back"
+        );
+
+        v.apply(&BanEvent {
+            kind: BanKind::UserDeactivated.into(),
+            user_id: "amy".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            v.verify(&laptop, "laptop").unwrap_err().code(),
+            ErrorCode::UserDisabled
+        );
+    }
+}
