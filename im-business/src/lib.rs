@@ -3,12 +3,20 @@
 //! scanning; and the scheduled jobs that run once per cluster (retention, reports, sync,
 //! alerts).
 //!
+//! - [`responder`]: answers to the core's permission checks on `im.auth`.
+//! - [`service`]: the rules of who may do what, announced on the bus and audited.
 //! - [`store`]: the business data behind [`store::BusinessStore`], with the embedded SQLite
 //!   backend and the suite every backend runs.
 //!
 //! Services never depend on each other: they talk over the bus (`im_proto::bus`).
 
+pub mod error;
+pub mod responder;
+pub mod service;
 pub mod store;
+
+pub use error::BusinessError;
+pub use service::{Actor, Business, BusinessConfig, GroupUpdate, NewGroup};
 
 pub use im_common as common;
 

@@ -133,7 +133,10 @@ impl PermissionClient {
             bus::BAN => match BanEvent::decode(payload) {
                 Ok(event) => match event.kind() {
                     BanKind::MemberMuted | BanKind::MemberUnmuted => in_group(event.group_id),
-                    BanKind::UserBlocked | BanKind::UserUnblocked => {
+                    BanKind::UserBlocked
+                    | BanKind::UserUnblocked
+                    | BanKind::ContactAdded
+                    | BanKind::ContactRemoved => {
                         let direct = direct_id(&event.user_id, &event.target_user_id);
                         Box::new(move |k: &Key| Some(&k.conversation_id) == direct.as_ref())
                     }

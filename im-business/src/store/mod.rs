@@ -102,7 +102,7 @@ pub struct Revocation {
 pub enum StoreError {
     /// The row to change does not exist.
     #[error("{0} not found")]
-    NotFound(String),
+    NotFound(Missing),
     /// The row to create exists already.
     #[error("{0} already exists")]
     AlreadyExists(String),
@@ -124,6 +124,32 @@ pub enum StoreError {
 impl From<diesel::result::Error> for StoreError {
     fn from(error: diesel::result::Error) -> Self {
         Self::Backend(error.to_string())
+    }
+}
+
+/// What was not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// A user.
+    User(String),
+    /// A group (or it was dismissed).
+    Group(String),
+    /// A member of a group.
+    Member {
+        /// The group.
+        group_id: String,
+        /// The user who is not a member.
+        user_id: String,
+    },
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(user) => write!(f, "user {user}"),
+            Self::Group(group) => write!(f, "group {group}"),
+            Self::Member { group_id, user_id } => write!(f, "member {user_id} of group {group_id}"),
+        }
     }
 }
 

@@ -16,7 +16,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use im_proto::v1::GroupRole;
 
 use super::{
-    BusinessStore, GroupRecord, MemberRecord, Revocation, StoreError, StoreResult, UserRecord,
+    BusinessStore, GroupRecord, MemberRecord, Missing, Revocation, StoreError, StoreResult,
+    UserRecord,
     schema::{blocks, contacts, groups, members, token_revocations, users},
 };
 
@@ -113,7 +114,7 @@ async fn load_group(conn: &mut Conn, group_id: &str) -> StoreResult<GroupRecord>
         .first(conn)
         .await
         .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("group {group_id}")))
+        .ok_or_else(|| StoreError::NotFound(Missing::Group(group_id.to_owned())))
 }
 
 async fn insert_members(conn: &mut Conn, rows: &[MemberRecord]) -> StoreResult<()> {
@@ -192,7 +193,7 @@ impl BusinessStore for SqliteStore {
                 .execute(conn)
                 .await?;
             if changed == 0 {
-                return Err(StoreError::NotFound(format!("user {user_id}")));
+                return Err(StoreError::NotFound(Missing::User(user_id.to_owned())));
             }
             let stored = users::table.find(&user_id).select(UserRecord::as_select());
             Ok(stored.first(conn).await?)
@@ -373,9 +374,10 @@ impl BusinessStore for SqliteStore {
                     .await?;
                 if deleted == 0 {
                     // Returning an error rolls back the members removed so far.
-                    return Err(StoreError::NotFound(format!(
-                        "member {user_id} of group {group_id}"
-                    )));
+                    return Err(StoreError::NotFound(Missing::Member {
+                        group_id: group_id.to_owned(),
+                        user_id: user_id.to_owned(),
+                    }));
                 }
                 removed += 1;
             }
@@ -420,10 +422,10 @@ impl BusinessStore for SqliteStore {
                 .execute(conn)
                 .await?;
             if changed == 0 {
-                return Err(StoreError::NotFound(format!(
-                    "member {} of group {}",
-                    member.user_id, member.group_id
-                )));
+                return Err(StoreError::NotFound(Missing::Member {
+                    group_id: member.group_id.clone(),
+                    user_id: member.user_id.clone(),
+                }));
             }
             touch_group(conn, &member.group_id, 0).await
         })
@@ -439,15 +441,16 @@ impl BusinessStore for SqliteStore {
         let (_turn, mut conn) = self.writer().await?;
         conn.transaction(async |conn| {
             load_group(conn, group_id).await?;
-            for (user, role) in [(&from, GroupRole::Admin), (&to, GroupRole::Owner)] {
-                let changed = diesel::update(members::table.find((&group_id, user)))
+            for (user, role) in [(from, GroupRole::Admin), (to, GroupRole::Owner)] {
+                let changed = diesel::update(members::table.find((group_id, user)))
                     .set(members::role.eq(role as i32))
                     .execute(conn)
                     .await?;
                 if changed == 0 {
-                    return Err(StoreError::NotFound(format!(
-                        "member {user} of group {group_id}"
-                    )));
+                    return Err(StoreError::NotFound(Missing::Member {
+                        group_id: group_id.to_owned(),
+                        user_id: user.to_owned(),
+                    }));
                 }
             }
             diesel::update(groups::table.find(&group_id))
