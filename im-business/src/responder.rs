@@ -8,7 +8,7 @@ use im_proto::{
     v1::{ErrorCode, PermissionCheck, PermissionDecision},
 };
 use prost::Message;
-use tokio::sync::Semaphore;
+use tokio::{sync::Semaphore, task::JoinHandle};
 
 use crate::Business;
 
@@ -18,37 +18,40 @@ pub const QUEUE_GROUP: &str = "im-business";
 /// Checks answered at once; more wait their turn.
 const CONCURRENT_CHECKS: usize = 256;
 
-/// Answers `im.auth` permission checks until the bus closes.
+/// Subscribes to `im.auth`, then answers permission checks in a task of its own until the bus
+/// closes. Checks sent after this returns find a responder.
 pub async fn serve_permission_checks(
     business: Arc<Business>,
     bus: Arc<dyn Bus>,
-) -> Result<(), BusError> {
+) -> Result<JoinHandle<()>, BusError> {
     let mut requests = bus.queue_subscribe(bus::AUTH, QUEUE_GROUP).await?;
     let slots = Arc::new(Semaphore::new(CONCURRENT_CHECKS));
-    while let Some(message) = requests.next().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let (business, bus) = (business.clone(), bus.clone());
-        tokio::spawn(async move {
-            let decision = match PermissionCheck::decode(message.payload.clone()) {
-                Ok(check) => {
-                    business
-                        .check_permission(&check.user_id, &check.conversation_id, check.action())
-                        .await
-                }
-                Err(error) => PermissionDecision {
-                    allowed: false,
-                    code: ErrorCode::InvalidArgument as i32,
-                    reason: format!("malformed permission check: {error}"),
-                    ..Default::default()
-                },
+    Ok(tokio::spawn(async move {
+        while let Some(message) = requests.next().await {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
             };
-            if let Err(error) = respond(bus.as_ref(), &message, encode(&decision)).await {
-                tracing::warn!(%error, "permission decision not sent");
-            }
-            drop(slot);
-        });
-    }
-    Ok(())
+            let (business, bus) = (business.clone(), bus.clone());
+            tokio::spawn(async move {
+                let decision = match PermissionCheck::decode(message.payload.clone()) {
+                    Ok(check) => {
+                        let action = check.action();
+                        business
+                            .check_permission(&check.user_id, &check.conversation_id, action)
+                            .await
+                    }
+                    Err(error) => PermissionDecision {
+                        allowed: false,
+                        code: ErrorCode::InvalidArgument as i32,
+                        reason: format!("malformed permission check: {error}"),
+                        ..Default::default()
+                    },
+                };
+                if let Err(error) = respond(bus.as_ref(), &message, encode(&decision)).await {
+                    tracing::warn!(%error, "permission decision not sent");
+                }
+                drop(slot);
+            });
+        }
+    }))
 }

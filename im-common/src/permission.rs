@@ -172,20 +172,23 @@ impl PermissionClient {
         self.applied.load(Ordering::SeqCst)
     }
 
-    /// Applies every `im.member`, `im.group` and `im.ban` event until the bus closes.
-    pub async fn follow(self: Arc<Self>) -> Result<(), BusError> {
+    /// Subscribes to `im.member`, `im.group` and `im.ban`, then applies every event in a task
+    /// of its own until the bus closes. Events published after this returns are not missed.
+    pub async fn follow(self: Arc<Self>) -> Result<tokio::task::JoinHandle<()>, BusError> {
         let mut members = self.bus.subscribe(bus::MEMBER).await?;
         let mut groups = self.bus.subscribe(bus::GROUP).await?;
         let mut bans = self.bus.subscribe(bus::BAN).await?;
-        loop {
-            let message = tokio::select! {
-                Some(m) = members.next() => m,
-                Some(m) = groups.next() => m,
-                Some(m) = bans.next() => m,
-                else => return Ok(()),
-            };
-            self.apply(&message.subject, &message.payload);
-        }
+        Ok(tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    Some(m) = members.next() => m,
+                    Some(m) = groups.next() => m,
+                    Some(m) = bans.next() => m,
+                    else => return,
+                };
+                self.apply(&message.subject, &message.payload);
+            }
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
