@@ -3,6 +3,7 @@
 //! scanning; and the scheduled jobs that run once per cluster (retention, reports, sync,
 //! alerts).
 //!
+//! - [`api`]: the HTTP/JSON and gRPC APIs for app backends.
 //! - [`responder`]: answers to the core's permission checks on `im.auth`.
 //! - [`service`]: the rules of who may do what, announced on the bus and audited.
 //! - [`store`]: the business data behind [`store::BusinessStore`], with the embedded SQLite
@@ -10,6 +11,7 @@
 //!
 //! Services never depend on each other: they talk over the bus (`im_proto::bus`).
 
+pub mod api;
 pub mod error;
 pub mod responder;
 pub mod service;

@@ -1,5 +1,6 @@
 //! A business service on a fresh SQLite file and an in-process bus, with a cast of users.
 
+#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! service: a removal, mute, block or mute-all is enforced on the very next check after its
 //! event, never served stale from the cache.
 
+#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
+
 mod common;
 
 use std::{sync::Arc, time::Duration};

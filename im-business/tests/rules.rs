@@ -1,5 +1,7 @@
 //! Bad input gets its error code and writes nothing; every change is audited.
 
+#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
+
 mod common;
 
 use common::{cast, user};

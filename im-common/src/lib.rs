@@ -1,6 +1,7 @@
 //! Components every service shares (the "common module" of the design).
 //!
 //! - [`bus`]: the bus trait services talk over, and the in-process bus of the embedded mode.
+//! - [`api`]: what every service API shares: error mapping, the error body, the app secret.
 //! - [`auth`]: issuing and verifying access tokens, with revocations.
 //! - [`permission`]: permission checks over the bus behind a cache the business events
 //!   invalidate.
@@ -10,6 +11,7 @@
 //!
 //! The arrows point one way: `im-proto` <- `im-common` <- services <- binaries.
 
+pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod permission;

@@ -1,0 +1,1 @@
+//! The gRPC API (the services of `business.proto`).

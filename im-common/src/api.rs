@@ -1,0 +1,97 @@
+//! What every service API shares: how protocol error codes map onto HTTP statuses and gRPC
+//! codes, the JSON error body, and the app-secret check.
+
+use http::StatusCode;
+use im_proto::v1::ErrorCode;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+/// The gRPC metadata (trailer) key carrying the protocol error code, as a decimal number.
+pub const ERROR_CODE_METADATA: &str = "im-error-code";
+
+/// The HTTP header naming the user on whose behalf the app acts (empty: the app itself).
+pub const ACTOR_HEADER: &str = "x-im-actor";
+
+/// The JSON body of every failed HTTP call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// The protocol error code (docs/PROTOCOL.md).
+    pub code: i32,
+    /// Its stable name, e.g. `NOT_A_MEMBER`.
+    pub name: String,
+    /// For developers; never parsed.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// The body for a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code: code as i32,
+            name: code.name().to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The HTTP status of a protocol error code.
+pub fn http_status(code: ErrorCode) -> StatusCode {
+    use ErrorCode as E;
+    match code {
+        E::InvalidArgument | E::MalformedFrame | E::ContentTooLarge | E::UnsupportedVersion => {
+            StatusCode::BAD_REQUEST
+        }
+        E::Unauthenticated | E::TokenExpired | E::TokenRevoked => StatusCode::UNAUTHORIZED,
+        E::Forbidden
+        | E::NotAMember
+        | E::Muted
+        | E::Blocked
+        | E::NotAContact
+        | E::UserDisabled
+        | E::EditWindowClosed => StatusCode::FORBIDDEN,
+        E::ConversationNotFound | E::UserNotFound | E::GroupNotFound | E::MessageNotFound => {
+            StatusCode::NOT_FOUND
+        }
+        E::AlreadyExists | E::Conflict | E::GroupFull => StatusCode::CONFLICT,
+        E::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        E::RateLimited | E::QuotaExceeded | E::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+        E::Unavailable | E::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        E::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Whether `presented` is the configured secret, compared in constant time.
+pub fn secret_matches(presented: &[u8], secret: &[u8]) -> bool {
+    !secret.is_empty() && presented.ct_eq(secret).into()
+}
+
+/// The secret in an `authorization: Bearer <secret>` value.
+pub fn bearer(value: &str) -> Option<&str> {
+    value.strip_prefix("Bearer ").map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_statuses() {
+        assert!(secret_matches(b"s3cret", b"s3cret"));
+        assert!(!secret_matches(b"s3cre", b"s3cret"));
+        assert!(
+            !secret_matches(b"", b""),
+            "an empty secret never authenticates"
+        );
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(http_status(ErrorCode::NotAMember), StatusCode::FORBIDDEN);
+        assert_eq!(
+            http_status(ErrorCode::Internal),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let body = ErrorBody::new(ErrorCode::GroupFull, "full");
+        assert_eq!((body.code, body.name.as_str()), (5004, "GROUP_FULL"));
+    }
+}
