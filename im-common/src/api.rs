@@ -62,6 +62,25 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
     }
 }
 
+/// The gRPC status code of a protocol error code (the exact code travels in the
+/// [`ERROR_CODE_METADATA`] trailer).
+pub fn grpc_code(code: ErrorCode) -> tonic::Code {
+    use tonic::Code;
+    match http_status(code) {
+        StatusCode::BAD_REQUEST => Code::InvalidArgument,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::CONFLICT if code == ErrorCode::AlreadyExists => Code::AlreadyExists,
+        StatusCode::CONFLICT if code == ErrorCode::GroupFull => Code::ResourceExhausted,
+        StatusCode::CONFLICT => Code::FailedPrecondition,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
+        _ => Code::Internal,
+    }
+}
+
 /// Whether `presented` is the configured secret, compared in constant time.
 pub fn secret_matches(presented: &[u8], secret: &[u8]) -> bool {
     !secret.is_empty() && presented.ct_eq(secret).into()
