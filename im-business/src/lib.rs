@@ -5,6 +5,7 @@
 //!
 //! - [`api`]: the HTTP/JSON and gRPC APIs for app backends.
 //! - [`responder`]: answers to the core's permission checks on `im.auth`.
+//! - [`server`] and [`settings`]: running it, alone or composed with the other services.
 //! - [`service`]: the rules of who may do what, announced on the bus and audited.
 //! - [`store`]: the business data behind [`store::BusinessStore`], with the embedded SQLite
 //!   backend and the suite every backend runs.
@@ -14,7 +15,9 @@
 pub mod api;
 pub mod error;
 pub mod responder;
+pub mod server;
 pub mod service;
+pub mod settings;
 pub mod store;
 
 pub use error::BusinessError;

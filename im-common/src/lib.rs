@@ -3,6 +3,7 @@
 //! - [`bus`]: the bus trait services talk over, and the in-process bus of the embedded mode.
 //! - [`api`]: what every service API shares: error mapping, the error body, the app secret.
 //! - [`auth`]: issuing and verifying access tokens, with revocations.
+//! - [`settings`]: defaults, a TOML file and environment overrides, one shape for all services.
 //! - [`permission`]: permission checks over the bus behind a cache the business events
 //!   invalidate.
 //!
@@ -15,5 +16,6 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod permission;
+pub mod settings;
 
 pub use im_proto as proto;

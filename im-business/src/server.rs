@@ -1,0 +1,166 @@
+//! Running the business service: its store, its bus responders and both APIs, with a
+//! graceful shutdown. The binary runs it alone; the all-in-one binary composes it with the
+//! other services on a shared in-process bus.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use im_common::{auth::TokenIssuer, bus::Bus, settings::SettingsError};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+use crate::{
+    Business,
+    api::{grpc, http},
+    responder::serve_permission_checks,
+    settings::BusinessSettings,
+    store::SqliteStore,
+};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Bad settings.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The database could not be opened.
+    #[error("database {path}: {reason}")]
+    Database {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A listener could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bus refused a subscription.
+    #[error("bus: {0}")]
+    Bus(#[from] im_common::bus::BusError),
+}
+
+/// A running business service.
+#[derive(Debug)]
+pub struct RunningBusiness {
+    /// Where the HTTP/JSON API listens.
+    pub http_addr: SocketAddr,
+    /// Where the gRPC API listens.
+    pub grpc_addr: SocketAddr,
+    /// The service itself, for in-process callers.
+    pub business: Arc<Business>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningBusiness {
+    /// Waits until every server task has stopped (after the shutdown token fired).
+    pub async fn stopped(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts the service on `bus`; it drains and stops when `shutdown` is cancelled.
+pub async fn start(
+    settings: &BusinessSettings,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+) -> Result<RunningBusiness, StartError> {
+    settings.validate()?;
+    let database = |reason: String| StartError::Database {
+        path: settings.database.display().to_string(),
+        reason,
+    };
+    if let Some(dir) = settings
+        .database
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| database(e.to_string()))?;
+    }
+    let store = SqliteStore::open(&settings.database, settings.max_connections)
+        .await
+        .map_err(|e| database(e.to_string()))?;
+    let business = Arc::new(Business::new(
+        Arc::new(store),
+        bus.clone(),
+        TokenIssuer::new(settings.token_secret.as_bytes()),
+        settings.rules(),
+        settings.node_id.clone(),
+    ));
+    let mut tasks = JoinSet::new();
+    let responder = serve_permission_checks(business.clone(), bus).await?;
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        stop.cancelled().await;
+        responder.abort();
+    });
+
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })
+    };
+    let http_listener = bind(settings.http_listen).await?;
+    let grpc_listener = bind(settings.grpc_listen).await?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            addr: settings.http_listen,
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            addr: settings.grpc_listen,
+            source,
+        })?;
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = http::ApiState::new(
+        business.clone(),
+        settings.app_secret.as_bytes(),
+        ready.clone(),
+    );
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let serving = axum::serve(http_listener, http::router(state))
+            .with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(error) = serving.await {
+            tracing::error!(%error, "http api stopped");
+        }
+    });
+    let routes = grpc::routes(business.clone(), settings.app_secret.as_bytes());
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let serving = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), stop.cancelled_owned());
+        if let Err(error) = serving.await {
+            tracing::error!(%error, "grpc api stopped");
+        }
+    });
+    ready.store(true, Ordering::SeqCst);
+    let stop = shutdown;
+    tasks.spawn(async move {
+        stop.cancelled().await;
+        ready.store(false, Ordering::SeqCst);
+    });
+    tracing::info!(node_id = %settings.node_id, %http_addr, %grpc_addr, "business service ready");
+    Ok(RunningBusiness {
+        http_addr,
+        grpc_addr,
+        business,
+        tasks,
+    })
+}

@@ -1,0 +1,88 @@
+//! Loading settings: defaults, then a TOML file, then environment variables, each overriding
+//! the one before. Every service uses the same shape: a table per service in one file.
+//!
+//! Environment variables are named `IM_<SECTION>__<KEY>` (double underscore between levels),
+//! e.g. `IM_BUSINESS__APP_SECRET`.
+
+use std::path::Path;
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Settings that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("settings: {0}")]
+pub struct SettingsError(String);
+
+impl SettingsError {
+    /// A settings error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// Loads section `section` (e.g. `business`) of the file at `path` (if any) over `defaults`,
+/// then applies `IM_<SECTION>__<KEY>` environment variables.
+pub fn load<T: Serialize + DeserializeOwned>(
+    section: &str,
+    defaults: &T,
+    path: Option<&Path>,
+) -> Result<T, SettingsError> {
+    let mut figment = Figment::new().merge(Serialized::defaults(defaults));
+    if let Some(path) = path {
+        if !path.exists() {
+            return Err(SettingsError(format!("{} does not exist", path.display())));
+        }
+        figment = figment.merge(Figment::from(Toml::file(path)).focus(section));
+    }
+    let prefix = format!("IM_{}__", section.to_uppercase());
+    figment = figment.merge(Env::prefixed(&prefix).split("__"));
+    figment.extract().map_err(|e| SettingsError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Sample {
+        listen: String,
+        limit: u32,
+        secret: String,
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's own test harness returns its error type.
+    fn file_then_environment_override_the_defaults() {
+        let defaults = Sample {
+            listen: "127.0.0.1:1".into(),
+            limit: 1,
+            secret: String::new(),
+        };
+        figment::Jail::expect_with(|jail| {
+            let file = "[sample]\nlimit = 7\nsecret = \"from file\"\n[other]\nlimit = 9\n";
+            jail.create_file("im.toml", file)?;
+            jail.set_env("IM_SAMPLE__SECRET", "from env");
+            let loaded = load("sample", &defaults, Some(Path::new("im.toml"))).unwrap();
+            let expected = Sample {
+                listen: "127.0.0.1:1".into(),
+                limit: 7,
+                secret: "from env".into(),
+            };
+            assert_eq!(loaded, expected);
+            let missing = load("sample", &defaults, Some(Path::new("missing.toml")));
+            assert!(missing.unwrap_err().to_string().contains("missing.toml"));
+            jail.set_env("IM_SAMPLE__LIMIT", "not a number");
+            assert!(
+                load("sample", &defaults, None).is_err(),
+                "a bad value is an error"
+            );
+            Ok(())
+        });
+    }
+}
