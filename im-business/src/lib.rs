@@ -21,7 +21,7 @@ pub mod settings;
 pub mod store;
 
 pub use error::BusinessError;
-pub use service::{Actor, Business, BusinessConfig, GroupUpdate, NewGroup};
+pub use service::{Actor, Business, BusinessConfig, GroupUpdate, NewGroup, UserImport};
 
 pub use im_common as common;
 

@@ -47,6 +47,8 @@ pub struct BusinessConfig {
     pub decision_ttl_ms: u64,
     /// The largest page of members or blocked users.
     pub max_page: u32,
+    /// The most users one import may carry.
+    pub max_import_batch: usize,
 }
 
 impl Default for BusinessConfig {
@@ -60,6 +62,7 @@ impl Default for BusinessConfig {
             direct_requires_contact: false,
             decision_ttl_ms: 60_000,
             max_page: 1_000,
+            max_import_batch: 10_000,
         }
     }
 }
@@ -103,6 +106,19 @@ impl Standing {
             _ => Self::Member,
         }
     }
+}
+
+/// One user of an import.
+#[derive(Debug, Clone, Default)]
+pub struct UserImport {
+    /// The user id.
+    pub user_id: String,
+    /// Shown name.
+    pub display_name: String,
+    /// Avatar URL.
+    pub avatar_url: String,
+    /// App-defined JSON.
+    pub extra_json: String,
 }
 
 /// A new group, as asked for.
@@ -293,16 +309,20 @@ impl Business {
             })
     }
 
-    /// Distinct, valid, existing, active user ids.
+    /// Distinct, valid, existing, active user ids (checked in batches: groups can be large).
     async fn active_users(&self, user_ids: &[String]) -> Result<Vec<String>, BusinessError> {
         let distinct: BTreeSet<&String> = user_ids.iter().collect();
         if distinct.len() != user_ids.len() {
             return Err(invalid("a user is listed twice"));
         }
-        for user_id in &distinct {
-            self.active_user(user_id).await?;
+        for user_id in user_ids {
+            parse_user(user_id)?;
         }
-        Ok(user_ids.to_vec())
+        match self.store.first_unusable(user_ids).await? {
+            None => Ok(user_ids.to_vec()),
+            Some((user_id, true)) => Err(BusinessError::UserDisabled(user_id)),
+            Some((user_id, false)) => Err(BusinessError::UserNotFound(user_id)),
+        }
     }
 
     // ---- announcing ------------------------------------------------------------------------
@@ -421,6 +441,48 @@ impl Business {
                 updated_at_ms: now,
             };
             Ok(self.store.upsert_user(&user).await?)
+        })
+        .await
+    }
+
+    /// Creates or updates many users at once (app only): how an app imports its users.
+    pub async fn import_users(
+        &self,
+        actor: &Actor,
+        users: &[UserImport],
+    ) -> Result<usize, BusinessError> {
+        let target = format!("users:{}", users.len());
+        self.audited(actor, "user.import", target, async {
+            Self::app_only(actor)?;
+            if users.len() > self.config.max_import_batch {
+                return Err(invalid(format!(
+                    "at most {} users per import",
+                    self.config.max_import_batch
+                )));
+            }
+            let now = now_ms();
+            let mut records = Vec::with_capacity(users.len());
+            let mut seen = BTreeSet::new();
+            for u in users {
+                parse_user(&u.user_id)?;
+                if !seen.insert(u.user_id.as_str()) {
+                    return Err(invalid(format!("{} is listed twice", u.user_id)));
+                }
+                self.check_name("display_name", &u.display_name, false)?;
+                self.check_name("avatar_url", &u.avatar_url, false)?;
+                self.check_extra(&u.extra_json)?;
+                records.push(UserRecord {
+                    user_id: u.user_id.clone(),
+                    display_name: u.display_name.clone(),
+                    avatar_url: u.avatar_url.clone(),
+                    extra_json: u.extra_json.clone(),
+                    active: true,
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                });
+            }
+            self.store.upsert_users(&records).await?;
+            Ok(records.len())
         })
         .await
     }

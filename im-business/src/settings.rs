@@ -42,6 +42,8 @@ pub struct BusinessSettings {
     pub decision_ttl_ms: u64,
     /// The largest page of members or blocked users.
     pub max_page: u32,
+    /// The most users one import may carry.
+    pub max_import_batch: usize,
 }
 
 impl Default for BusinessSettings {
@@ -63,6 +65,7 @@ impl Default for BusinessSettings {
             direct_requires_contact: rules.direct_requires_contact,
             decision_ttl_ms: rules.decision_ttl_ms,
             max_page: rules.max_page,
+            max_import_batch: rules.max_import_batch,
         }
     }
 }
@@ -103,6 +106,7 @@ impl BusinessSettings {
             direct_requires_contact: self.direct_requires_contact,
             decision_ttl_ms: self.decision_ttl_ms,
             max_page: self.max_page,
+            max_import_batch: self.max_import_batch,
         }
     }
 }

@@ -100,7 +100,7 @@ async fn every_method_refuses_a_missing_or_wrong_secret() {
             methods += 1;
         }
     }
-    assert_eq!(methods, 21);
+    assert_eq!(methods, 22);
 }
 
 #[tokio::test]

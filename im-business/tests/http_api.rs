@@ -95,7 +95,7 @@ async fn every_route_refuses_a_missing_or_wrong_secret() {
     let server = serve().await;
     let routes = documented_routes();
     assert!(
-        routes.len() >= 21,
+        routes.len() >= 22,
         "only {} routes documented",
         routes.len()
     );

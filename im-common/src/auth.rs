@@ -267,6 +267,25 @@ impl TokenVerifier {
     }
 }
 
+impl TokenVerifier {
+    /// Subscribes to `im.ban`, then applies every revocation and deactivation in a task of
+    /// its own until the bus closes. Events published after this returns are not missed.
+    pub async fn follow(
+        self: std::sync::Arc<Self>,
+        bus: &dyn crate::bus::Bus,
+    ) -> Result<tokio::task::JoinHandle<()>, crate::bus::BusError> {
+        let mut bans = bus.subscribe(im_proto::bus::BAN).await?;
+        Ok(tokio::spawn(async move {
+            while let Some(message) = bans.next().await {
+                match <BanEvent as prost::Message>::decode(message.payload) {
+                    Ok(event) => self.apply(&event),
+                    Err(error) => tracing::warn!(%error, "malformed ban event"),
+                }
+            }
+        }))
+    }
+}
+
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poison| poison.into_inner())
 }
@@ -373,6 +392,35 @@ mod tests {
                 .code(),
             ErrorCode::Unauthenticated
         );
+    }
+
+    #[tokio::test]
+    async fn revocations_arrive_over_the_bus() {
+        use crate::bus::{Bus, LocalBus, encode};
+        let bus = LocalBus::default();
+        let v = std::sync::Arc::new(verifier());
+        v.clone().follow(&bus).await.unwrap();
+        let now = now_ms();
+        let token = TokenIssuer::new(SECRET)
+            .issue("amy", "phone", now, 60_000)
+            .unwrap();
+        assert!(v.verify(&token, "phone").is_ok());
+        let logout = BanEvent {
+            kind: BanKind::TokensRevoked.into(),
+            user_id: "amy".into(),
+            until_ms: now + 1,
+            ..Default::default()
+        };
+        bus.publish(im_proto::bus::BAN, encode(&logout))
+            .await
+            .unwrap();
+        for _ in 0..1_000 {
+            if v.verify(&token, "phone").is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(v.verify(&token, "phone").unwrap_err(), TokenError::Revoked);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use im_proto::v1::{
 use tonic::{Request, Response, Status, service::Routes};
 
 use crate::{
-    Actor, Business, BusinessError, GroupUpdate, NewGroup,
+    Actor, Business, BusinessError, GroupUpdate, NewGroup, UserImport,
     store::{GroupRecord, MemberRecord, UserRecord},
 };
 
@@ -170,6 +170,27 @@ impl UserService for GrpcApi {
             )
             .await?;
         Ok(Response::new(user(u)))
+    }
+
+    async fn import_users(
+        &self,
+        request: Request<v1::ImportUsersRequest>,
+    ) -> Result<Response<v1::ImportUsersResponse>, Status> {
+        let actor = actor(&request, "")?;
+        let users: Vec<UserImport> = request
+            .into_inner()
+            .users
+            .into_iter()
+            .map(|u| UserImport {
+                user_id: u.user_id,
+                display_name: u.display_name,
+                avatar_url: u.avatar_url,
+                extra_json: u.extra_json,
+            })
+            .collect();
+        let imported = self.business.import_users(&actor, &users).await?;
+        let imported = u32::try_from(imported).unwrap_or(u32::MAX);
+        Ok(Response::new(v1::ImportUsersResponse { imported }))
     }
 
     async fn get_user(

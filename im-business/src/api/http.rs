@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::{
-    Actor, Business, BusinessError, GroupUpdate, NewGroup,
+    Actor, Business, BusinessError, GroupUpdate, NewGroup, UserImport,
     store::{GroupRecord, MemberRecord, UserRecord},
 };
 
@@ -404,6 +404,39 @@ async fn upsert_user(
     Ok(Json(user.into()))
 }
 
+/// Users to create or update at once.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ImportUsersBody {
+    users: Vec<UpsertUserBody>,
+}
+
+/// How many users were imported.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ImportedJson {
+    imported: usize,
+}
+
+/// Create or update many users at once.
+#[utoipa::path(post, path = "/v1/users/import", request_body = ImportUsersBody, responses((status = 200, body = ImportedJson), (status = "4XX", body = ErrorBody)), tag = "users")]
+async fn import_users(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Body(b): Body<ImportUsersBody>,
+) -> ApiResult<ImportedJson> {
+    let users: Vec<UserImport> = b
+        .users
+        .into_iter()
+        .map(|u| UserImport {
+            user_id: u.user_id,
+            display_name: u.display_name,
+            avatar_url: u.avatar_url,
+            extra_json: u.extra_json,
+        })
+        .collect();
+    let imported = s.business.import_users(&actor(&headers)?, &users).await?;
+    Ok(Json(ImportedJson { imported }))
+}
+
 /// A user.
 #[utoipa::path(get, path = "/v1/users/{user_id}", responses((status = 200, body = UserJson), (status = "4XX", body = ErrorBody)), tag = "users")]
 async fn get_user(State(s): State<ApiState>, Path(user_id): Path<String>) -> ApiResult<UserJson> {
@@ -753,7 +786,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[openapi(
     info(title = "im business API", description = "Users and tokens, groups, roles, mutes, blocks and contacts, for app backends. Authenticate with `authorization: Bearer <app secret>`; act for a user with `x-im-actor`."),
     paths(
-        upsert_user, get_user, deactivate_user, issue_token, revoke_tokens,
+        upsert_user, import_users, get_user, deactivate_user, issue_token, revoke_tokens,
         create_group, get_group, update_group, dismiss_group, list_members, add_members,
         remove_members, leave_group, set_member_role, mute_member, transfer_ownership,
         block_user, unblock_user, list_blocked, add_contact, remove_contact,
@@ -784,6 +817,7 @@ impl utoipa::Modify for SecurityAddon {
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/v1/users", post(upsert_user))
+        .route("/v1/users/import", post(import_users))
         .route("/v1/users/{user_id}", get(get_user))
         .route("/v1/users/{user_id}/deactivate", post(deactivate_user))
         .route("/v1/users/{user_id}/tokens", post(issue_token))

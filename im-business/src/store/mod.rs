@@ -161,6 +161,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait BusinessStore: Send + Sync + 'static {
     /// Creates the user, or updates its profile (not `active`, not `created_at_ms`).
     async fn upsert_user(&self, user: &UserRecord) -> StoreResult<UserRecord>;
+    /// Creates or updates many users in one transaction (as [`Self::upsert_user`] each).
+    async fn upsert_users(&self, users: &[UserRecord]) -> StoreResult<()>;
+    /// The first of `user_ids` (in their order) that does not exist (`false`) or is
+    /// deactivated (`true`), if any.
+    async fn first_unusable(&self, user_ids: &[String]) -> StoreResult<Option<(String, bool)>>;
     /// The user, if it exists.
     async fn get_user(&self, user_id: &str) -> StoreResult<Option<UserRecord>>;
     /// Activates or deactivates a user.

@@ -174,6 +174,55 @@ impl BusinessStore for SqliteStore {
         .await
     }
 
+    async fn upsert_users(&self, batch: &[UserRecord]) -> StoreResult<()> {
+        let (_turn, mut conn) = self.writer().await?;
+        let batch = batch.to_vec();
+        conn.transaction(async |conn| {
+            // Row by row on the synchronous connection, inside the transaction: one thread hop
+            // for the whole batch.
+            conn.spawn_blocking(move |conn| {
+                for user in &batch {
+                    let upsert = diesel::insert_into(users::table)
+                        .values(user)
+                        .on_conflict(users::user_id)
+                        .do_update()
+                        .set((
+                            users::display_name.eq(excluded(users::display_name)),
+                            users::avatar_url.eq(excluded(users::avatar_url)),
+                            users::extra_json.eq(excluded(users::extra_json)),
+                            users::updated_at_ms.eq(excluded(users::updated_at_ms)),
+                        ));
+                    diesel::RunQueryDsl::execute(upsert, conn)?;
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn first_unusable(&self, user_ids: &[String]) -> StoreResult<Option<(String, bool)>> {
+        let mut conn = self.conn().await?;
+        for chunk in user_ids.chunks(INSERT_CHUNK) {
+            let found: std::collections::HashMap<String, bool> = users::table
+                .filter(users::user_id.eq_any(chunk))
+                .select((users::user_id, users::active))
+                .load(&mut conn)
+                .await?
+                .into_iter()
+                .collect();
+            for user_id in chunk {
+                match found.get(user_id) {
+                    Some(true) => {}
+                    Some(false) => return Ok(Some((user_id.clone(), true))),
+                    None => return Ok(Some((user_id.clone(), false))),
+                }
+            }
+        }
+        Ok(None)
+    }
+
     async fn get_user(&self, user_id: &str) -> StoreResult<Option<UserRecord>> {
         let mut conn = self.conn().await?;
         let query = users::table.find(user_id).select(UserRecord::as_select());

@@ -16,6 +16,7 @@ macro_rules! business_store_suite {
         $crate::business_store_suite!(@each $make;
             users_upsert_keeps_creation_and_activity,
             deactivation_and_unknown_users,
+            users_in_bulk,
             revocations_only_move_forward,
             groups_are_created_with_their_members,
             adding_members_is_all_or_nothing,
@@ -118,6 +119,37 @@ pub async fn deactivation_and_unknown_users(store: &dyn BusinessStore) {
     assert_eq!(store.get_user("nobody").await.unwrap(), None);
     let err = store.set_user_active("nobody", false, T).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+}
+
+/// Many users at once; the first missing or deactivated one among many is found.
+pub async fn users_in_bulk(store: &dyn BusinessStore) {
+    let batch: Vec<UserRecord> = (0..1_500).map(|i| user(&format!("u{i:04}"))).collect();
+    store.upsert_users(&batch).await.unwrap();
+    store
+        .upsert_users(&[UserRecord {
+            display_name: "renamed".into(),
+            ..user("u0007")
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_user("u0007").await.unwrap().unwrap().display_name,
+        "renamed"
+    );
+    let ids: Vec<String> = batch.iter().map(|u| u.user_id.clone()).collect();
+    assert_eq!(store.first_unusable(&ids).await.unwrap(), None);
+    store.set_user_active("u1200", false, T).await.unwrap();
+    let mut probe = ids.clone();
+    probe.insert(1_300, "ghost".into());
+    assert_eq!(
+        store.first_unusable(&probe).await.unwrap(),
+        Some(("u1200".into(), true))
+    );
+    probe.insert(10, "ghost2".into());
+    assert_eq!(
+        store.first_unusable(&probe).await.unwrap(),
+        Some(("ghost2".into(), false))
+    );
 }
 
 /// A later cut-off replaces an earlier one, never the reverse.
