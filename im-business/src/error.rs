@@ -104,6 +104,7 @@ impl From<StoreError> for BusinessError {
                 Self::NotAMember { group_id, user_id }
             }
             StoreError::AlreadyExists(what) => Self::AlreadyExists(what),
+            StoreError::Conflict(what) => Self::Conflict(what),
             StoreError::GroupFull { group_id, max, .. } => Self::GroupFull { group_id, max },
             other => Self::Internal(other.to_string()),
         }

@@ -25,7 +25,7 @@ use im_proto::{
 
 use crate::{
     error::BusinessError,
-    store::{BusinessStore, GroupRecord, MemberRecord, Revocation, UserRecord},
+    store::{BusinessStore, GroupChanges, GroupRecord, MemberRecord, Revocation, UserRecord},
 };
 
 /// Limits and policies of the business service.
@@ -35,6 +35,8 @@ pub struct BusinessConfig {
     pub max_group_members: i32,
     /// The longest display or group name, in bytes.
     pub max_name_bytes: usize,
+    /// The longest avatar URL, in bytes.
+    pub max_url_bytes: usize,
     /// The longest app-defined JSON, in bytes.
     pub max_extra_json_bytes: usize,
     /// Token lifetime when the request names none.
@@ -56,13 +58,14 @@ impl Default for BusinessConfig {
         Self {
             max_group_members: 200_000,
             max_name_bytes: 128,
+            max_url_bytes: 1_024,
             max_extra_json_bytes: 4_096,
             default_token_ttl_ms: 7 * 24 * 3_600_000,
             max_token_ttl_ms: 90 * 24 * 3_600_000,
             direct_requires_contact: false,
             decision_ttl_ms: 60_000,
             max_page: 1_000,
-            max_import_batch: 10_000,
+            max_import_batch: 1_000,
         }
     }
 }
@@ -234,6 +237,17 @@ impl Business {
         Ok(())
     }
 
+    fn check_url(&self, url: &str) -> Result<(), BusinessError> {
+        if url.len() > self.config.max_url_bytes {
+            return Err(invalid(format!(
+                "URL is {} bytes, more than {}",
+                url.len(),
+                self.config.max_url_bytes
+            )));
+        }
+        Ok(())
+    }
+
     fn check_extra(&self, extra_json: &str) -> Result<(), BusinessError> {
         if extra_json.len() > self.config.max_extra_json_bytes {
             return Err(invalid(format!(
@@ -341,6 +355,19 @@ impl Business {
         target: String,
         work: impl Future<Output = Result<T, BusinessError>>,
     ) -> Result<T, BusinessError> {
+        self.audited_with(actor, action, target, serde_json::Value::Null, work)
+            .await
+    }
+
+    /// [`Self::audited`], with details of what the action touched (users, roles, times).
+    async fn audited_with<T>(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: String,
+        mut detail: serde_json::Value,
+        work: impl Future<Output = Result<T, BusinessError>>,
+    ) -> Result<T, BusinessError> {
         let result = match actor {
             // A deactivated user can do nothing, whatever its role.
             Actor::User(user_id) => match self.active_user(user_id).await {
@@ -349,11 +376,17 @@ impl Business {
             },
             Actor::App => work.await,
         };
-        let (outcome, detail) = match &result {
-            Ok(_) => (AuditOutcome::Success, String::new()),
-            Err(e @ BusinessError::Internal(_)) => (AuditOutcome::Failed, e.to_string()),
-            Err(e) => (AuditOutcome::Denied, e.to_string()),
+        let outcome = match &result {
+            Ok(_) => AuditOutcome::Success,
+            Err(BusinessError::Internal(_)) => AuditOutcome::Failed,
+            Err(_) => AuditOutcome::Denied,
         };
+        if let Err(error) = &result {
+            if !detail.is_object() {
+                detail = serde_json::json!({});
+            }
+            detail["error"] = error.to_string().into();
+        }
         let event = AuditEvent {
             event_id: uuid::Uuid::new_v4().simple().to_string(),
             actor: actor.label(),
@@ -361,10 +394,10 @@ impl Business {
             target,
             outcome: outcome.into(),
             time_ms: now_ms(),
-            detail_json: if detail.is_empty() {
+            detail_json: if detail.is_null() {
                 String::new()
             } else {
-                serde_json::json!({ "error": detail }).to_string()
+                detail.to_string()
             },
             node_id: self.node_id.clone(),
         };
@@ -428,7 +461,7 @@ impl Business {
             Self::app_only(actor)?;
             parse_user(user_id)?;
             self.check_name("display_name", display_name, false)?;
-            self.check_name("avatar_url", avatar_url, false)?;
+            self.check_url(avatar_url)?;
             self.check_extra(extra_json)?;
             let now = now_ms();
             let user = UserRecord {
@@ -469,7 +502,7 @@ impl Business {
                     return Err(invalid(format!("{} is listed twice", u.user_id)));
                 }
                 self.check_name("display_name", &u.display_name, false)?;
-                self.check_name("avatar_url", &u.avatar_url, false)?;
+                self.check_url(&u.avatar_url)?;
                 self.check_extra(&u.extra_json)?;
                 records.push(UserRecord {
                     user_id: u.user_id.clone(),
@@ -506,13 +539,7 @@ impl Business {
             Self::app_only(actor)?;
             parse_user(user_id)?;
             let now = now_ms();
-            let user = self.store.set_user_active(user_id, false, now).await?;
-            let revocation = Revocation {
-                user_id: user_id.to_owned(),
-                device_id: String::new(),
-                revoked_before_ms: now,
-            };
-            self.store.revoke_tokens(&revocation).await?;
+            let user = self.store.deactivate_user(user_id, now).await?;
             let event = BanEvent {
                 kind: BanKind::UserDeactivated.into(),
                 user_id: user_id.into(),
@@ -570,7 +597,7 @@ impl Business {
     ) -> Result<(), BusinessError> {
         self.audited(actor, "token.revoke", format!("user:{user_id}"), async {
             Self::app_or_self(actor, user_id)?;
-            parse_user(user_id)?;
+            self.get_user(user_id).await?;
             if !device_id.is_empty() {
                 device_id
                     .parse::<im_proto::DeviceId>()
@@ -605,8 +632,12 @@ impl Business {
         actor: &Actor,
         new: NewGroup,
     ) -> Result<GroupRecord, BusinessError> {
-        let target = format!("group:{}", new.group_id);
-        self.audited(actor, "group.create", target, async {
+        let group_id = if new.group_id.is_empty() {
+            uuid::Uuid::new_v4().simple().to_string()
+        } else {
+            new.group_id.clone()
+        };
+        self.audited(actor, "group.create", format!("group:{group_id}"), async {
             let owner = match actor {
                 Actor::App => new.owner_user_id.clone(),
                 Actor::User(user) if new.owner_user_id.is_empty() || new.owner_user_id == *user => {
@@ -614,16 +645,11 @@ impl Business {
                 }
                 Actor::User(_) => return Err(forbidden("a user creates groups it owns")),
             };
-            let group_id = if new.group_id.is_empty() {
-                uuid::Uuid::new_v4().simple().to_string()
-            } else {
-                new.group_id
-                    .parse::<GroupId>()
-                    .map_err(|e| invalid(e.to_string()))?;
-                new.group_id.clone()
-            };
+            group_id
+                .parse::<GroupId>()
+                .map_err(|e| invalid(e.to_string()))?;
             self.check_name("name", &new.name, true)?;
-            self.check_name("avatar_url", &new.avatar_url, false)?;
+            self.check_url(&new.avatar_url)?;
             self.check_extra(&new.extra_json)?;
             let kind = match new.kind {
                 ConversationType::Unspecified | ConversationType::Group => ConversationType::Group,
@@ -697,34 +723,31 @@ impl Business {
         update: GroupUpdate,
     ) -> Result<GroupRecord, BusinessError> {
         self.audited(actor, "group.update", format!("group:{group_id}"), async {
-            let (mut group, standing) = self.standing(actor, group_id).await?;
+            let (before, standing) = self.standing(actor, group_id).await?;
             if standing < Standing::Admin {
                 return Err(forbidden("only the owner and admins change the group"));
             }
-            if let Some(name) = update.name {
-                self.check_name("name", &name, true)?;
-                group.name = name;
+            if let Some(name) = &update.name {
+                self.check_name("name", name, true)?;
             }
-            if let Some(avatar_url) = update.avatar_url {
-                self.check_name("avatar_url", &avatar_url, false)?;
-                group.avatar_url = avatar_url;
+            if let Some(avatar_url) = &update.avatar_url {
+                self.check_url(avatar_url)?;
             }
-            if let Some(extra_json) = update.extra_json {
-                self.check_extra(&extra_json)?;
-                group.extra_json = extra_json;
+            if let Some(extra_json) = &update.extra_json {
+                self.check_extra(extra_json)?;
             }
-            if let Some(policy) = update.join_policy {
-                if policy == JoinPolicy::Unspecified {
-                    return Err(invalid("join_policy is unspecified"));
-                }
-                group.join_policy = policy as i32;
+            if update.join_policy == Some(JoinPolicy::Unspecified) {
+                return Err(invalid("join_policy is unspecified"));
             }
-            let mute_all_changed = update.mute_all.is_some_and(|m| m != group.mute_all);
-            if let Some(mute_all) = update.mute_all {
-                group.mute_all = mute_all;
-            }
-            let group = self.store.update_group(&group).await?;
-            let change = if mute_all_changed {
+            let changes = GroupChanges {
+                name: update.name,
+                avatar_url: update.avatar_url,
+                join_policy: update.join_policy.map(|p| p as i32),
+                mute_all: update.mute_all,
+                extra_json: update.extra_json,
+            };
+            let group = self.store.update_group(group_id, &changes).await?;
+            let change = if group.mute_all != before.mute_all {
                 GroupChange::MuteAll
             } else {
                 GroupChange::Updated
@@ -757,10 +780,11 @@ impl Business {
         group_id: &str,
         user_ids: &[String],
     ) -> Result<GroupRecord, BusinessError> {
-        self.audited(
+        self.audited_with(
             actor,
             "group.member.add",
             format!("group:{group_id}"),
+            serde_json::json!({ "users": user_ids }),
             async {
                 if user_ids.is_empty() {
                     return Err(invalid("no users to add"));
@@ -800,13 +824,17 @@ impl Business {
         group_id: &str,
         user_ids: &[String],
     ) -> Result<GroupRecord, BusinessError> {
-        self.audited(
+        self.audited_with(
             actor,
             "group.member.remove",
             format!("group:{group_id}"),
+            serde_json::json!({ "users": user_ids }),
             async {
                 if user_ids.is_empty() {
                     return Err(invalid("no users to remove"));
+                }
+                if user_ids.iter().collect::<BTreeSet<_>>().len() != user_ids.len() {
+                    return Err(invalid("a user is listed twice"));
                 }
                 let (_, standing) = self.standing(actor, group_id).await?;
                 if standing < Standing::Admin {
@@ -845,10 +873,11 @@ impl Business {
         group_id: &str,
         user_id: &str,
     ) -> Result<(), BusinessError> {
-        self.audited(
+        self.audited_with(
             actor,
             "group.member.leave",
             format!("group:{group_id}"),
+            serde_json::json!({ "users": [user_id] }),
             async {
                 Self::app_or_self(actor, user_id)?;
                 self.standing(&Actor::App, group_id).await?;
@@ -901,10 +930,11 @@ impl Business {
         user_id: &str,
         role: GroupRole,
     ) -> Result<(), BusinessError> {
-        self.audited(
+        self.audited_with(
             actor,
             "group.member.role",
             format!("group:{group_id}"),
+            serde_json::json!({ "users": [user_id], "role": role.as_str_name() }),
             async {
                 if !matches!(role, GroupRole::Admin | GroupRole::Member) {
                     return Err(invalid(
@@ -915,18 +945,10 @@ impl Business {
                 if standing < Standing::Owner {
                     return Err(forbidden("only the owner changes roles"));
                 }
-                let member = self.member(group_id, user_id).await?;
-                if Standing::of(member.role) == Standing::Owner {
-                    return Err(BusinessError::Conflict(
-                        "the owner's role moves with TransferOwnership".into(),
-                    ));
-                }
+                // The store refuses to change the owner's role, checked where it is written.
                 let group = self
                     .store
-                    .update_member(&MemberRecord {
-                        role: role as i32,
-                        ..member
-                    })
+                    .set_member_role(group_id, user_id, role as i32)
                     .await?;
                 self.member_event(
                     actor,
@@ -949,10 +971,11 @@ impl Business {
         group_id: &str,
         new_owner: &str,
     ) -> Result<(), BusinessError> {
-        self.audited(
+        self.audited_with(
             actor,
             "group.owner.transfer",
             format!("group:{group_id}"),
+            serde_json::json!({ "users": [new_owner] }),
             async {
                 let (group, standing) = self.standing(actor, group_id).await?;
                 if standing < Standing::Owner {
@@ -994,10 +1017,11 @@ impl Business {
         user_id: &str,
         until_ms: i64,
     ) -> Result<(), BusinessError> {
-        self.audited(
+        self.audited_with(
             actor,
             "group.member.mute",
             format!("group:{group_id}"),
+            serde_json::json!({ "users": [user_id], "until_ms": until_ms }),
             async {
                 if until_ms < 0 {
                     return Err(invalid("until_ms is negative"));
@@ -1014,10 +1038,7 @@ impl Business {
                     return Err(forbidden("this member cannot be muted by this actor"));
                 }
                 self.store
-                    .update_member(&MemberRecord {
-                        muted_until_ms: until_ms,
-                        ..member
-                    })
+                    .set_member_mute(group_id, user_id, until_ms)
                     .await?;
                 let kind = if until_ms == 0 {
                     BanKind::MemberUnmuted
@@ -1194,7 +1215,10 @@ impl Business {
                     return Ok(());
                 }
                 let peer = peer.as_str();
-                self.active_user(peer).await?;
+                match self.store.get_user(peer).await? {
+                    Some(user) if user.active => {}
+                    _ => return Err(forbidden(format!("{peer} cannot be reached"))),
+                }
                 if self.store.is_blocked(peer, user_id).await? {
                     return Err(BusinessError::Blocked {
                         user_id: user_id.into(),
@@ -1212,8 +1236,12 @@ impl Business {
                 Ok(())
             }
             ConversationKind::Group(group_id) => {
-                let actor = Actor::User(user_id.to_owned());
-                let (group, standing) = self.standing(&actor, group_id.as_str()).await?;
+                let group = match self.store.get_group(group_id.as_str()).await? {
+                    Some(group) if !group.dismissed => group,
+                    _ => return Err(BusinessError::GroupNotFound(group_id.to_string())),
+                };
+                let member = self.member(group_id.as_str(), user_id).await?;
+                let standing = Standing::of(member.role);
                 let muted = |until_ms| BusinessError::Muted {
                     group_id: group.group_id.clone(),
                     until_ms,
@@ -1224,19 +1252,14 @@ impl Business {
                     ConversationAction::Manage => {
                         Err(forbidden("only the owner and admins manage the group"))
                     }
+                    // A member's own mute binds admins too; mute-all and channels spare them.
+                    _ if member.muted_until_ms > now_ms() => Err(muted(member.muted_until_ms)),
                     _ if standing >= Standing::Admin => Ok(()),
                     _ if group.kind == ConversationType::Channel as i32 => {
                         Err(forbidden("only the owner and admins post in a channel"))
                     }
                     _ if group.mute_all => Err(muted(0)),
-                    _ => {
-                        let member = self.member(group_id.as_str(), user_id).await?;
-                        if member.muted_until_ms > now_ms() {
-                            Err(muted(member.muted_until_ms))
-                        } else {
-                            Ok(())
-                        }
-                    }
+                    _ => Ok(()),
                 }
             }
         }

@@ -30,6 +30,8 @@ pub struct BusinessSettings {
     pub max_group_members: i32,
     /// The longest display or group name, in bytes.
     pub max_name_bytes: usize,
+    /// The longest avatar URL, in bytes.
+    pub max_url_bytes: usize,
     /// The longest app-defined JSON, in bytes.
     pub max_extra_json_bytes: usize,
     /// Token lifetime when a request names none, in seconds.
@@ -59,6 +61,7 @@ impl Default for BusinessSettings {
             token_secret: String::new(),
             max_group_members: rules.max_group_members,
             max_name_bytes: rules.max_name_bytes,
+            max_url_bytes: rules.max_url_bytes,
             max_extra_json_bytes: rules.max_extra_json_bytes,
             default_token_ttl_secs: (rules.default_token_ttl_ms / 1000) as u64,
             max_token_ttl_secs: (rules.max_token_ttl_ms / 1000) as u64,
@@ -100,6 +103,7 @@ impl BusinessSettings {
         BusinessConfig {
             max_group_members: self.max_group_members,
             max_name_bytes: self.max_name_bytes,
+            max_url_bytes: self.max_url_bytes,
             max_extra_json_bytes: self.max_extra_json_bytes,
             default_token_ttl_ms: ms(self.default_token_ttl_secs),
             max_token_ttl_ms: ms(self.max_token_ttl_secs),

@@ -136,12 +136,31 @@ pub struct AppKey {
     pub public_key_pem: String,
     /// The `iss` the app's tokens carry, if it should be checked.
     pub issuer: Option<String>,
+    /// The `aud` the app's tokens carry, if it should be checked.
+    pub audience: Option<String>,
+}
+
+/// Clock difference between nodes tolerated on `exp`, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
+
+fn validation(algorithm: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = LEEWAY_SECS;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    if let Some(issuer) = issuer {
+        validation.set_issuer(&[issuer]);
+    }
+    match audience {
+        Some(audience) => validation.set_audience(&[audience]),
+        None => validation.validate_aud = false,
+    }
+    validation
 }
 
 /// Verifies tokens and keeps the revocations it has heard of.
 pub struct TokenVerifier {
     issued: DecodingKey,
-    app: Option<(Algorithm, DecodingKey, Option<String>)>,
+    app: Option<(DecodingKey, Validation)>,
     /// (user, device) -> cut-off; device "" stands for every device of the user.
     revoked_before: RwLock<HashMap<(String, String), i64>>,
     disabled: RwLock<HashSet<String>>,
@@ -172,7 +191,12 @@ impl TokenVerifier {
                     }
                 }
                 .map_err(|e| TokenError::Key(e.to_string()))?;
-                Some((key.algorithm, decoding, key.issuer.clone()))
+                let checks = validation(
+                    key.algorithm,
+                    key.issuer.as_deref(),
+                    key.audience.as_deref(),
+                );
+                Some((decoding, checks))
             }
         };
         Ok(Self {
@@ -187,28 +211,18 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str, device_id: &str) -> Result<VerifiedToken, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        let (key, validation) = if header.alg == Algorithm::HS256 {
-            let mut validation = Validation::new(Algorithm::HS256);
-            validation.set_issuer(&[ISSUER]);
-            (&self.issued, validation)
-        } else {
-            match &self.app {
-                Some((algorithm, key, issuer)) if *algorithm == header.alg => {
-                    let mut validation = Validation::new(*algorithm);
-                    if let Some(issuer) = issuer {
-                        validation.set_issuer(&[issuer]);
-                    }
-                    (key, validation)
-                }
-                _ => {
-                    return Err(TokenError::Invalid(format!(
-                        "algorithm {:?} not accepted",
-                        header.alg
-                    )));
-                }
+        let issued = validation(Algorithm::HS256, Some(ISSUER), None);
+        let (key, checks) = match &self.app {
+            _ if header.alg == Algorithm::HS256 => (&self.issued, &issued),
+            Some((key, checks)) if checks.algorithms.contains(&header.alg) => (key, checks),
+            _ => {
+                return Err(TokenError::Invalid(format!(
+                    "algorithm {:?} not accepted",
+                    header.alg
+                )));
             }
         };
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, checks)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
@@ -312,6 +326,7 @@ mod tests {
             algorithm: Algorithm::EdDSA,
             public_key_pem: APP_PUBLIC.into(),
             issuer: Some("app".into()),
+            audience: None,
         };
         TokenVerifier::new(SECRET, Some(&app)).unwrap()
     }
@@ -421,6 +436,32 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         assert_eq!(v.verify(&token, "phone").unwrap_err(), TokenError::Revoked);
+    }
+
+    #[test]
+    fn app_audiences_are_checked_only_when_configured() {
+        let now = (now_ms() / 1000) as u64;
+        let key = EncodingKey::from_ed_pem(APP_PRIVATE.as_bytes()).unwrap();
+        let token = |aud: &str| {
+            let claims = serde_json::json!({ "sub": "bob", "iss": "app", "aud": aud, "iat": now, "exp": now + 600 });
+            jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).unwrap()
+        };
+        assert!(
+            verifier().verify(&token("chat"), "d").is_ok(),
+            "no audience configured: any is fine"
+        );
+        let app = AppKey {
+            algorithm: Algorithm::EdDSA,
+            public_key_pem: APP_PUBLIC.into(),
+            issuer: None,
+            audience: Some("chat".into()),
+        };
+        let strict = TokenVerifier::new(SECRET, Some(&app)).unwrap();
+        assert!(strict.verify(&token("chat"), "d").is_ok());
+        assert_eq!(
+            strict.verify(&token("billing"), "d").unwrap_err().code(),
+            ErrorCode::Unauthenticated
+        );
     }
 
     #[test]

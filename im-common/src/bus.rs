@@ -108,6 +108,13 @@ pub fn encode(message: &impl prost::Message) -> Bytes {
     Bytes::from(message.encode_to_vec())
 }
 
+/// The subscribers of one subject, and whose turn it is in its queue groups.
+#[derive(Default)]
+struct Topic {
+    subscribers: Vec<Subscriber>,
+    turn: u64,
+}
+
 struct Subscriber {
     group: Option<String>,
     sender: mpsc::Sender<BusMessage>,
@@ -121,7 +128,7 @@ pub struct LocalBus {
 }
 
 struct LocalInner {
-    subjects: Mutex<HashMap<String, Vec<Subscriber>>>,
+    subjects: Mutex<HashMap<String, Topic>>,
     next_id: AtomicU64,
     capacity: usize,
 }
@@ -161,11 +168,12 @@ impl LocalBus {
         self.lock()
             .entry(subject.to_owned())
             .or_default()
+            .subscribers
             .push(subscriber);
         Subscription { receiver }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
         // A panic while holding the lock cannot leave the map half-updated.
         self.inner
             .subjects
@@ -177,14 +185,19 @@ impl LocalBus {
     /// queue group (rotating). Closed subscriptions are dropped on the way.
     fn targets(&self, subject: &str) -> Vec<mpsc::Sender<BusMessage>> {
         let mut subjects = self.lock();
-        let Some(subscribers) = subjects.get_mut(subject) else {
+        let Some(topic) = subjects.get_mut(subject) else {
             return Vec::new();
         };
-        subscribers.retain(|s| !s.sender.is_closed());
+        topic.subscribers.retain(|s| !s.sender.is_closed());
+        if topic.subscribers.is_empty() {
+            subjects.remove(subject);
+            return Vec::new();
+        }
+        topic.turn = topic.turn.wrapping_add(1);
+        let (subscribers, turn) = (&topic.subscribers, topic.turn);
         let mut targets = Vec::new();
         let mut groups_done: Vec<&str> = Vec::new();
-        let turn = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        for subscriber in subscribers.iter() {
+        for subscriber in subscribers {
             match &subscriber.group {
                 None => targets.push(subscriber.sender.clone()),
                 Some(group) if !groups_done.contains(&group.as_str()) => {
@@ -255,17 +268,25 @@ impl Bus for LocalBus {
             self.inner.next_id.fetch_add(1, Ordering::Relaxed)
         );
         let mut answers = self.add(&inbox, None);
-        if self.deliver(subject, Some(&inbox), payload).await == 0 {
-            return Err(BusError::NoResponders(subject.to_owned()));
-        }
-        match tokio::time::timeout(timeout, answers.next()).await {
-            Ok(Some(answer)) => Ok(answer.payload),
-            Ok(None) => Err(BusError::Closed),
-            Err(_) => Err(BusError::Timeout {
+        // The whole request, delivery to a busy responder included, is bounded by `timeout`.
+        let asked = tokio::time::timeout(timeout, async {
+            if self.deliver(subject, Some(&inbox), payload).await == 0 {
+                return Err(BusError::NoResponders(subject.to_owned()));
+            }
+            answers
+                .next()
+                .await
+                .map(|answer| answer.payload)
+                .ok_or(BusError::Closed)
+        })
+        .await;
+        self.lock().remove(&inbox);
+        asked.unwrap_or_else(|_| {
+            Err(BusError::Timeout {
                 subject: subject.to_owned(),
                 timeout,
-            }),
-        }
+            })
+        })
     }
 }
 
@@ -297,21 +318,32 @@ mod tests {
     #[tokio::test]
     async fn a_queue_group_shares_the_load() {
         let bus = LocalBus::default();
-        let mut a = bus.queue_subscribe("im.auth", "business").await.unwrap();
-        let mut b = bus.queue_subscribe("im.auth", "business").await.unwrap();
-        for _ in 0..10 {
+        let mut members = Vec::new();
+        for _ in 0..3 {
+            members.push(bus.queue_subscribe("im.auth", "business").await.unwrap());
+        }
+        let mut other_group = bus.queue_subscribe("im.auth", "audit").await.unwrap();
+        // Requests in between publish on inboxes: they must not skew the turns.
+        let _ = bus
+            .request("im.none", Bytes::new(), Duration::from_millis(1))
+            .await;
+        for _ in 0..30 {
             bus.publish("im.auth", Bytes::new()).await.unwrap();
+            let _ = bus
+                .request("im.none", Bytes::new(), Duration::from_millis(1))
+                .await;
         }
-        drop(bus);
-        let (mut got_a, mut got_b) = (0, 0);
-        while a.receiver.try_recv().is_ok() {
-            got_a += 1;
-        }
-        while b.receiver.try_recv().is_ok() {
-            got_b += 1;
-        }
-        assert_eq!(got_a + got_b, 10, "each message goes to one member");
-        assert!(got_a > 0 && got_b > 0, "both members take turns");
+        let counts: Vec<usize> = members
+            .iter_mut()
+            .map(|m| std::iter::from_fn(|| m.receiver.try_recv().ok()).count())
+            .collect();
+        assert_eq!(
+            counts,
+            vec![10, 10, 10],
+            "each message goes to one member, in turn"
+        );
+        let other = std::iter::from_fn(|| other_group.receiver.try_recv().ok()).count();
+        assert_eq!(other, 30, "every group gets every message");
     }
 
     #[tokio::test]
@@ -342,6 +374,10 @@ mod tests {
             .request("im.history", Bytes::new(), Duration::from_millis(20))
             .await;
         assert!(matches!(err, Err(BusError::Timeout { .. })));
+        assert!(
+            !bus.lock().keys().any(|k| k.starts_with("_INBOX.")),
+            "request inboxes are removed"
+        );
     }
 
     #[tokio::test]
@@ -350,6 +386,9 @@ mod tests {
         let sub = bus.subscribe("im.ban").await.unwrap();
         drop(sub);
         bus.publish("im.ban", Bytes::new()).await.unwrap();
-        assert!(bus.lock().get("im.ban").is_none_or(Vec::is_empty));
+        assert!(
+            bus.lock().get("im.ban").is_none(),
+            "the subject is forgotten"
+        );
     }
 }

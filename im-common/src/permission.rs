@@ -55,6 +55,8 @@ pub struct PermissionClient {
     /// Bumped by every invalidation; held while inserting so no insert slips past one.
     epoch: Mutex<u64>,
     applied: AtomicU64,
+    /// Decisions are cached only while events can invalidate them.
+    following: std::sync::atomic::AtomicBool,
     timeout: Duration,
 }
 
@@ -80,6 +82,7 @@ impl PermissionClient {
             cache,
             epoch: Mutex::new(0),
             applied: AtomicU64::new(0),
+            following: std::sync::atomic::AtomicBool::new(false),
             timeout,
         }
     }
@@ -112,7 +115,7 @@ impl PermissionClient {
         let decision = PermissionDecision::decode(answer)
             .map_err(|e| BusError::Malformed(format!("permission decision: {e}")))?;
         let current = self.lock();
-        if *current == epoch && decision.ttl_ms > 0 {
+        if *current == epoch && decision.ttl_ms > 0 && self.following.load(Ordering::SeqCst) {
             self.cache.insert(key, decision.clone());
         }
         Ok(decision)
@@ -122,8 +125,15 @@ impl PermissionClient {
     /// event was one of ours.
     pub fn apply(&self, subject: &str, payload: &[u8]) -> bool {
         let matches: Box<dyn Fn(&Key) -> bool + Send + Sync> = match subject {
+            // A membership change concerns only the users it lists.
             bus::MEMBER => match MemberEvent::decode(payload) {
-                Ok(event) => in_group(event.group_id),
+                Ok(event) => {
+                    let conversation = format!("g:{}", event.group_id);
+                    let users = event.user_ids;
+                    Box::new(move |k: &Key| {
+                        k.conversation_id == conversation && users.contains(&k.user_id)
+                    })
+                }
                 Err(_) => return false,
             },
             bus::GROUP => match GroupEvent::decode(payload) {
@@ -178,16 +188,20 @@ impl PermissionClient {
         let mut members = self.bus.subscribe(bus::MEMBER).await?;
         let mut groups = self.bus.subscribe(bus::GROUP).await?;
         let mut bans = self.bus.subscribe(bus::BAN).await?;
+        self.following.store(true, Ordering::SeqCst);
         Ok(tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
                     Some(m) = members.next() => m,
                     Some(m) = groups.next() => m,
                     Some(m) = bans.next() => m,
-                    else => return,
+                    else => break,
                 };
                 self.apply(&message.subject, &message.payload);
             }
+            // Without events nothing may be served from the cache any more.
+            self.following.store(false, Ordering::SeqCst);
+            self.cache.invalidate_all();
         }))
     }
 
@@ -261,12 +275,13 @@ mod tests {
         let bus = LocalBus::default();
         let (allow, asked) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
         responder(&bus, allow.clone(), asked.clone()).await;
-        let client = PermissionClient::new(
+        let client = Arc::new(PermissionClient::new(
             Arc::new(bus.clone()),
             1_000,
             Duration::from_secs(60),
             Duration::from_secs(5),
-        );
+        ));
+        client.clone().follow().await.unwrap();
         let send = ConversationAction::Send;
 
         assert!(client.check("amy", "g:team", send).await.unwrap().allowed);
@@ -307,6 +322,7 @@ mod tests {
             Duration::from_secs(60),
             Duration::from_secs(5),
         ));
+        client.clone().follow().await.unwrap();
         let asking = tokio::spawn({
             let client = client.clone();
             async move {
@@ -355,12 +371,13 @@ mod tests {
         let bus = LocalBus::default();
         let (allow, asked) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
         responder(&bus, allow, asked.clone()).await;
-        let client = PermissionClient::new(
+        let client = Arc::new(PermissionClient::new(
             Arc::new(bus.clone()),
             1_000,
             Duration::from_secs(60),
             Duration::from_secs(5),
-        );
+        ));
+        client.clone().follow().await.unwrap();
         let send = ConversationAction::Send;
         client.check("bob", "d:amy:bob", send).await.unwrap();
         let block = BanEvent {
@@ -387,6 +404,52 @@ mod tests {
             asked.load(Ordering::SeqCst),
             3,
             "so did the peer's deactivation"
+        );
+    }
+}
+
+#[cfg(test)]
+mod unfollowed {
+
+    use super::*;
+    use crate::bus::{LocalBus, respond};
+
+    #[tokio::test]
+    async fn without_events_nothing_is_cached() {
+        let bus = LocalBus::default();
+        let mut requests = bus.queue_subscribe(bus::AUTH, "business").await.unwrap();
+        let asked = Arc::new(AtomicU64::new(0));
+        let answering = bus.clone();
+        let count = asked.clone();
+        tokio::spawn(async move {
+            while let Some(message) = requests.next().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let allow = PermissionDecision {
+                    allowed: true,
+                    ttl_ms: 60_000,
+                    ..Default::default()
+                };
+                respond(&answering, &message, encode(&allow)).await.unwrap();
+            }
+        });
+        let client = PermissionClient::new(
+            Arc::new(bus),
+            100,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        );
+        client
+            .check("amy", "g:team", ConversationAction::Send)
+            .await
+            .unwrap();
+        client
+            .check("amy", "g:team", ConversationAction::Send)
+            .await
+            .unwrap();
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            2,
+            "a client that follows no events asks every time"
         );
     }
 }

@@ -36,7 +36,7 @@ pub struct UserRecord {
 }
 
 /// A group or channel.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = schema::groups)]
 pub struct GroupRecord {
     /// The group id.
@@ -67,8 +67,24 @@ pub struct GroupRecord {
     pub created_at_ms: i64,
 }
 
+/// Changes to a group's profile; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, AsChangeset)]
+#[diesel(table_name = schema::groups)]
+pub struct GroupChanges {
+    /// New name.
+    pub name: Option<String>,
+    /// New avatar URL.
+    pub avatar_url: Option<String>,
+    /// New `im.v1.JoinPolicy`.
+    pub join_policy: Option<i32>,
+    /// Mute everyone but owner and admins.
+    pub mute_all: Option<bool>,
+    /// New app-defined JSON.
+    pub extra_json: Option<String>,
+}
+
 /// One member of a group.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = schema::members)]
 pub struct MemberRecord {
     /// The group.
@@ -106,6 +122,9 @@ pub enum StoreError {
     /// The row to create exists already.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The change contradicts the current state (it moved since it was read).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Adding the members would pass the group's limit.
     #[error("group {group_id} would have {would_have} members, more than {max}")]
     GroupFull {
@@ -168,13 +187,8 @@ pub trait BusinessStore: Send + Sync + 'static {
     async fn first_unusable(&self, user_ids: &[String]) -> StoreResult<Option<(String, bool)>>;
     /// The user, if it exists.
     async fn get_user(&self, user_id: &str) -> StoreResult<Option<UserRecord>>;
-    /// Activates or deactivates a user.
-    async fn set_user_active(
-        &self,
-        user_id: &str,
-        active: bool,
-        now_ms: i64,
-    ) -> StoreResult<UserRecord>;
+    /// Deactivates a user and revokes every token issued to it until `now_ms`, in one step.
+    async fn deactivate_user(&self, user_id: &str, now_ms: i64) -> StoreResult<UserRecord>;
 
     /// Records a revocation; a later cut-off replaces an earlier one, never the reverse.
     async fn revoke_tokens(&self, revocation: &Revocation) -> StoreResult<()>;
@@ -189,8 +203,12 @@ pub trait BusinessStore: Send + Sync + 'static {
     ) -> StoreResult<GroupRecord>;
     /// The group, dismissed or not.
     async fn get_group(&self, group_id: &str) -> StoreResult<Option<GroupRecord>>;
-    /// Replaces the group's profile fields (name, avatar, join policy, mute_all, extra).
-    async fn update_group(&self, group: &GroupRecord) -> StoreResult<GroupRecord>;
+    /// Changes the profile fields that are set; the others stay as they are.
+    async fn update_group(
+        &self,
+        group_id: &str,
+        changes: &GroupChanges,
+    ) -> StoreResult<GroupRecord>;
     /// Marks the group dismissed and removes every member.
     async fn dismiss_group(&self, group_id: &str) -> StoreResult<GroupRecord>;
     /// Adds members: all of them or, if one is a member already or the group would pass its
@@ -200,7 +218,7 @@ pub trait BusinessStore: Send + Sync + 'static {
         group_id: &str,
         members: &[MemberRecord],
     ) -> StoreResult<GroupRecord>;
-    /// Removes members: all of them or, if one is not a member, none.
+    /// Removes members: all of them or, if one is not a member or is the owner, none.
     async fn remove_members(&self, group_id: &str, user_ids: &[String])
     -> StoreResult<GroupRecord>;
     /// One member.
@@ -212,9 +230,22 @@ pub trait BusinessStore: Send + Sync + 'static {
         after_user_id: &str,
         limit: u32,
     ) -> StoreResult<Vec<MemberRecord>>;
-    /// Changes a member's role or mute.
-    async fn update_member(&self, member: &MemberRecord) -> StoreResult<GroupRecord>;
-    /// Makes `to` the owner and `from` an admin, in one step.
+    /// Makes a member an admin or a plain member; the owner's role moves only by a transfer.
+    async fn set_member_role(
+        &self,
+        group_id: &str,
+        user_id: &str,
+        role: i32,
+    ) -> StoreResult<GroupRecord>;
+    /// Mutes a member until `until_ms` (0: not muted).
+    async fn set_member_mute(
+        &self,
+        group_id: &str,
+        user_id: &str,
+        until_ms: i64,
+    ) -> StoreResult<GroupRecord>;
+    /// Makes `to` (a member) the owner and `from` an admin, in one step, if `from` still owns
+    /// the group.
     async fn transfer_ownership(
         &self,
         group_id: &str,

@@ -16,8 +16,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use im_proto::v1::GroupRole;
 
 use super::{
-    BusinessStore, GroupRecord, MemberRecord, Missing, Revocation, StoreError, StoreResult,
-    UserRecord,
+    BusinessStore, GroupChanges, GroupRecord, MemberRecord, Missing, Revocation, StoreError,
+    StoreResult, UserRecord,
     schema::{blocks, contacts, groups, members, token_revocations, users},
 };
 
@@ -115,6 +115,33 @@ async fn load_group(conn: &mut Conn, group_id: &str) -> StoreResult<GroupRecord>
         .await
         .optional()?
         .ok_or_else(|| StoreError::NotFound(Missing::Group(group_id.to_owned())))
+}
+
+/// Records a revocation; a later cut-off replaces an earlier one, never the reverse.
+async fn revoke(conn: &mut Conn, revocation: &Revocation) -> StoreResult<()> {
+    let key = (&revocation.user_id, &revocation.device_id);
+    let current: Option<i64> = token_revocations::table
+        .find(key)
+        .select(token_revocations::revoked_before_ms)
+        .first(conn)
+        .await
+        .optional()?;
+    match current {
+        None => {
+            diesel::insert_into(token_revocations::table)
+                .values(revocation)
+                .execute(conn)
+                .await?;
+        }
+        Some(before) if before < revocation.revoked_before_ms => {
+            diesel::update(token_revocations::table.find(key))
+                .set(token_revocations::revoked_before_ms.eq(revocation.revoked_before_ms))
+                .execute(conn)
+                .await?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 async fn insert_members(conn: &mut Conn, rows: &[MemberRecord]) -> StoreResult<()> {
@@ -229,22 +256,23 @@ impl BusinessStore for SqliteStore {
         Ok(query.first(&mut conn).await.optional()?)
     }
 
-    async fn set_user_active(
-        &self,
-        user_id: &str,
-        active: bool,
-        now_ms: i64,
-    ) -> StoreResult<UserRecord> {
+    async fn deactivate_user(&self, user_id: &str, now_ms: i64) -> StoreResult<UserRecord> {
         let (_turn, mut conn) = self.writer().await?;
         conn.transaction(async |conn| {
-            let changed = diesel::update(users::table.find(&user_id))
-                .set((users::active.eq(active), users::updated_at_ms.eq(now_ms)))
+            let changed = diesel::update(users::table.find(user_id))
+                .set((users::active.eq(false), users::updated_at_ms.eq(now_ms)))
                 .execute(conn)
                 .await?;
             if changed == 0 {
                 return Err(StoreError::NotFound(Missing::User(user_id.to_owned())));
             }
-            let stored = users::table.find(&user_id).select(UserRecord::as_select());
+            let revocation = Revocation {
+                user_id: user_id.into(),
+                device_id: String::new(),
+                revoked_before_ms: now_ms,
+            };
+            revoke(conn, &revocation).await?;
+            let stored = users::table.find(user_id).select(UserRecord::as_select());
             Ok(stored.first(conn).await?)
         })
         .await
@@ -252,32 +280,8 @@ impl BusinessStore for SqliteStore {
 
     async fn revoke_tokens(&self, revocation: &Revocation) -> StoreResult<()> {
         let (_turn, mut conn) = self.writer().await?;
-        conn.transaction(async |conn| {
-            let key = (&revocation.user_id, &revocation.device_id);
-            let current: Option<i64> = token_revocations::table
-                .find(key)
-                .select(token_revocations::revoked_before_ms)
-                .first(conn)
-                .await
-                .optional()?;
-            match current {
-                None => {
-                    diesel::insert_into(token_revocations::table)
-                        .values(revocation)
-                        .execute(conn)
-                        .await?;
-                }
-                Some(before) if before < revocation.revoked_before_ms => {
-                    diesel::update(token_revocations::table.find(key))
-                        .set(token_revocations::revoked_before_ms.eq(revocation.revoked_before_ms))
-                        .execute(conn)
-                        .await?;
-                }
-                Some(_) => {}
-            }
-            Ok(())
-        })
-        .await
+        conn.transaction(async |conn| revoke(conn, revocation).await)
+            .await
     }
 
     async fn revocations(&self) -> StoreResult<Vec<Revocation>> {
@@ -336,21 +340,21 @@ impl BusinessStore for SqliteStore {
         Ok(query.first(&mut conn).await.optional()?)
     }
 
-    async fn update_group(&self, group: &GroupRecord) -> StoreResult<GroupRecord> {
+    async fn update_group(
+        &self,
+        group_id: &str,
+        changes: &GroupChanges,
+    ) -> StoreResult<GroupRecord> {
         let (_turn, mut conn) = self.writer().await?;
         conn.transaction(async |conn| {
-            load_group(conn, &group.group_id).await?;
-            diesel::update(groups::table.find(&group.group_id))
-                .set((
-                    groups::name.eq(&group.name),
-                    groups::avatar_url.eq(&group.avatar_url),
-                    groups::join_policy.eq(group.join_policy),
-                    groups::mute_all.eq(group.mute_all),
-                    groups::extra_json.eq(&group.extra_json),
-                ))
-                .execute(conn)
-                .await?;
-            touch_group(conn, &group.group_id, 0).await
+            load_group(conn, group_id).await?;
+            if *changes != GroupChanges::default() {
+                diesel::update(groups::table.find(group_id))
+                    .set(changes)
+                    .execute(conn)
+                    .await?;
+            }
+            touch_group(conn, group_id, 0).await
         })
         .await
     }
@@ -415,14 +419,19 @@ impl BusinessStore for SqliteStore {
     ) -> StoreResult<GroupRecord> {
         let (_turn, mut conn) = self.writer().await?;
         conn.transaction(async |conn| {
-            load_group(conn, group_id).await?;
+            let group = load_group(conn, group_id).await?;
             let mut removed = 0;
             for user_id in user_ids {
-                let deleted = diesel::delete(members::table.find((&group_id, user_id)))
+                if *user_id == group.owner_user_id {
+                    // Returning an error rolls back the members removed so far.
+                    return Err(StoreError::Conflict(
+                        "the owner cannot be removed; transfer ownership first".into(),
+                    ));
+                }
+                let deleted = diesel::delete(members::table.find((group_id, user_id)))
                     .execute(conn)
                     .await?;
                 if deleted == 0 {
-                    // Returning an error rolls back the members removed so far.
                     return Err(StoreError::NotFound(Missing::Member {
                         group_id: group_id.to_owned(),
                         user_id: user_id.to_owned(),
@@ -459,24 +468,55 @@ impl BusinessStore for SqliteStore {
         Ok(query.load(&mut conn).await?)
     }
 
-    async fn update_member(&self, member: &MemberRecord) -> StoreResult<GroupRecord> {
+    async fn set_member_role(
+        &self,
+        group_id: &str,
+        user_id: &str,
+        role: i32,
+    ) -> StoreResult<GroupRecord> {
         let (_turn, mut conn) = self.writer().await?;
         conn.transaction(async |conn| {
-            load_group(conn, &member.group_id).await?;
-            let changed = diesel::update(members::table.find((&member.group_id, &member.user_id)))
-                .set((
-                    members::role.eq(member.role),
-                    members::muted_until_ms.eq(member.muted_until_ms),
-                ))
+            let group = load_group(conn, group_id).await?;
+            if user_id == group.owner_user_id || role == GroupRole::Owner as i32 {
+                return Err(StoreError::Conflict(
+                    "the owner's role moves only by a transfer".into(),
+                ));
+            }
+            let changed = diesel::update(members::table.find((group_id, user_id)))
+                .set(members::role.eq(role))
                 .execute(conn)
                 .await?;
             if changed == 0 {
                 return Err(StoreError::NotFound(Missing::Member {
-                    group_id: member.group_id.clone(),
-                    user_id: member.user_id.clone(),
+                    group_id: group_id.to_owned(),
+                    user_id: user_id.to_owned(),
                 }));
             }
-            touch_group(conn, &member.group_id, 0).await
+            touch_group(conn, group_id, 0).await
+        })
+        .await
+    }
+
+    async fn set_member_mute(
+        &self,
+        group_id: &str,
+        user_id: &str,
+        until_ms: i64,
+    ) -> StoreResult<GroupRecord> {
+        let (_turn, mut conn) = self.writer().await?;
+        conn.transaction(async |conn| {
+            load_group(conn, group_id).await?;
+            let changed = diesel::update(members::table.find((group_id, user_id)))
+                .set(members::muted_until_ms.eq(until_ms))
+                .execute(conn)
+                .await?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(Missing::Member {
+                    group_id: group_id.to_owned(),
+                    user_id: user_id.to_owned(),
+                }));
+            }
+            touch_group(conn, group_id, 0).await
         })
         .await
     }
@@ -489,8 +529,13 @@ impl BusinessStore for SqliteStore {
     ) -> StoreResult<GroupRecord> {
         let (_turn, mut conn) = self.writer().await?;
         conn.transaction(async |conn| {
-            load_group(conn, group_id).await?;
-            for (user, role) in [(from, GroupRole::Admin), (to, GroupRole::Owner)] {
+            let group = load_group(conn, group_id).await?;
+            if group.owner_user_id != from || from == to {
+                return Err(StoreError::Conflict(format!(
+                    "{from} does not own group {group_id} (or already hands it to itself)"
+                )));
+            }
+            for (user, role) in [(to, GroupRole::Owner), (from, GroupRole::Admin)] {
                 let changed = diesel::update(members::table.find((group_id, user)))
                     .set(members::role.eq(role as i32))
                     .execute(conn)
@@ -502,8 +547,8 @@ impl BusinessStore for SqliteStore {
                     }));
                 }
             }
-            diesel::update(groups::table.find(&group_id))
-                .set(groups::owner_user_id.eq(&to))
+            diesel::update(groups::table.find(group_id))
+                .set(groups::owner_user_id.eq(to))
                 .execute(conn)
                 .await?;
             touch_group(conn, group_id, 0).await

@@ -6,7 +6,9 @@
 
 use im_proto::v1::{ConversationType, GroupRole, JoinPolicy};
 
-use super::{BusinessStore, GroupRecord, MemberRecord, Revocation, StoreError, UserRecord};
+use super::{
+    BusinessStore, GroupChanges, GroupRecord, MemberRecord, Revocation, StoreError, UserRecord,
+};
 
 /// Runs every suite function against a fresh store made by `$make`, an async expression that
 /// yields `(store, guard)`; the guard (a temporary directory, a database) lives for the test.
@@ -23,6 +25,7 @@ macro_rules! business_store_suite {
             removing_members_is_all_or_nothing,
             members_page_in_id_order,
             roles_mutes_and_ownership,
+            group_changes_touch_only_their_fields,
             dismissed_groups_have_no_members,
             blocks_and_contacts,
         );
@@ -95,7 +98,7 @@ async fn team(store: &dyn BusinessStore, id: &str, max: i32) -> GroupRecord {
 pub async fn users_upsert_keeps_creation_and_activity(store: &dyn BusinessStore) {
     let created = store.upsert_user(&user("amy")).await.unwrap();
     assert_eq!(created, user("amy"));
-    store.set_user_active("amy", false, T + 1).await.unwrap();
+    store.deactivate_user("amy", T + 1).await.unwrap();
     let changed = UserRecord {
         display_name: "Amy".into(),
         active: true,
@@ -110,15 +113,31 @@ pub async fn users_upsert_keeps_creation_and_activity(store: &dyn BusinessStore)
     assert_eq!(store.get_user("amy").await.unwrap(), Some(updated));
 }
 
-/// Deactivation sticks; unknown users are absent or not found.
+/// Deactivation sticks and revokes every token in the same step; unknown users are absent or
+/// not found.
 pub async fn deactivation_and_unknown_users(store: &dyn BusinessStore) {
     store.upsert_user(&user("bob")).await.unwrap();
-    let off = store.set_user_active("bob", false, T + 5).await.unwrap();
+    let off = store.deactivate_user("bob", T + 5).await.unwrap();
     assert!(!off.active);
     assert_eq!(off.updated_at_ms, T + 5);
+    let cut = Revocation {
+        user_id: "bob".into(),
+        device_id: String::new(),
+        revoked_before_ms: T + 5,
+    };
+    assert!(store.revocations().await.unwrap().contains(&cut));
     assert_eq!(store.get_user("nobody").await.unwrap(), None);
-    let err = store.set_user_active("nobody", false, T).await.unwrap_err();
+    let err = store.deactivate_user("nobody", T).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert!(
+        store
+            .revocations()
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.user_id != "nobody"),
+        "nothing written"
+    );
 }
 
 /// Many users at once; the first missing or deactivated one among many is found.
@@ -138,7 +157,7 @@ pub async fn users_in_bulk(store: &dyn BusinessStore) {
     );
     let ids: Vec<String> = batch.iter().map(|u| u.user_id.clone()).collect();
     assert_eq!(store.first_unusable(&ids).await.unwrap(), None);
-    store.set_user_active("u1200", false, T).await.unwrap();
+    store.deactivate_user("u1200", T).await.unwrap();
     let mut probe = ids.clone();
     probe.insert(1_300, "ghost".into());
     assert_eq!(
@@ -276,27 +295,58 @@ pub async fn members_page_in_id_order(store: &dyn BusinessStore) {
     assert_eq!(seen, expected);
 }
 
-/// Roles and mutes change per member; ownership moves in one step.
+/// Roles and mutes change per member, each alone; ownership moves in one step, and only from
+/// the owner of the moment; the owner's role moves by no other way, and it cannot be removed.
 pub async fn roles_mutes_and_ownership(store: &dyn BusinessStore) {
     team(store, "g", 10).await;
-    let muted = MemberRecord {
-        muted_until_ms: T + 60_000,
-        ..member("g", "amy", GroupRole::Admin)
-    };
-    let after = store.update_member(&muted).await.unwrap();
+    let role = |u| async move { store.get_member("g", u).await.unwrap().map(|m| m.role) };
+    let after = store
+        .set_member_role("g", "amy", GroupRole::Admin as i32)
+        .await
+        .unwrap();
     assert_eq!(after.version, 2);
-    assert_eq!(store.get_member("g", "amy").await.unwrap(), Some(muted));
+    store.set_member_mute("g", "amy", T + 60_000).await.unwrap();
+    let amy = store.get_member("g", "amy").await.unwrap().unwrap();
+    assert_eq!(
+        (amy.role, amy.muted_until_ms),
+        (GroupRole::Admin as i32, T + 60_000),
+        "neither change undid the other"
+    );
+    let err = store.set_member_mute("g", "zed", 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     let err = store
-        .update_member(&member("g", "zed", GroupRole::Admin))
+        .set_member_role("g", "owner", GroupRole::Member as i32)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let err = store
+        .set_member_role("g", "amy", GroupRole::Owner as i32)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let err = store
+        .remove_members("g", &["owner".into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
 
     let after = store.transfer_ownership("g", "owner", "amy").await.unwrap();
     assert_eq!(after.owner_user_id, "amy");
-    let role = |u| async move { store.get_member("g", u).await.unwrap().map(|m| m.role) };
     assert_eq!(role("amy").await, Some(GroupRole::Owner as i32));
     assert_eq!(role("owner").await, Some(GroupRole::Admin as i32));
+    let stale = store
+        .transfer_ownership("g", "owner", "owner")
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, StoreError::Conflict(_)), "{stale}");
+    let stale = store
+        .transfer_ownership("g", "owner", "amy")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, StoreError::Conflict(_)),
+        "a transfer from a former owner: {stale}"
+    );
     let err = store
         .transfer_ownership("g", "amy", "zed")
         .await
@@ -307,6 +357,35 @@ pub async fn roles_mutes_and_ownership(store: &dyn BusinessStore) {
         Some(GroupRole::Owner as i32),
         "a failed transfer changes nothing"
     );
+    let owners = store
+        .list_members("g", "", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.role == GroupRole::Owner as i32)
+        .count();
+    assert_eq!(owners, 1);
+}
+
+/// A profile change writes the fields it names and nothing else.
+pub async fn group_changes_touch_only_their_fields(store: &dyn BusinessStore) {
+    team(store, "g", 10).await;
+    let rename = GroupChanges {
+        name: Some("Renamed".into()),
+        ..Default::default()
+    };
+    let mute = GroupChanges {
+        mute_all: Some(true),
+        ..Default::default()
+    };
+    store.update_group("g", &mute).await.unwrap();
+    let after = store.update_group("g", &rename).await.unwrap();
+    assert_eq!(
+        (after.name.as_str(), after.mute_all, after.version),
+        ("Renamed", true, 3)
+    );
+    let err = store.update_group("nope", &rename).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
 
 /// A dismissed group keeps its row, loses its members and takes no more changes.

@@ -19,6 +19,10 @@ pub struct World {
 }
 
 pub async fn world() -> World {
+    world_with(BusinessConfig::default()).await
+}
+
+pub async fn world_with(config: BusinessConfig) -> World {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = SqliteStore::open(&dir.path().join("business.db"), 4)
         .await
@@ -28,7 +32,7 @@ pub async fn world() -> World {
         Arc::new(store),
         Arc::new(bus.clone()),
         TokenIssuer::new(SECRET),
-        BusinessConfig::default(),
+        config,
         "business-test",
     );
     World {
@@ -46,7 +50,11 @@ pub fn user(id: &str) -> Actor {
 /// blocked (blocked by the owner), deact (deactivated) and tgt as plain members; outsider and
 /// newbie are not members.
 pub async fn cast() -> World {
-    let w = world().await;
+    cast_with(BusinessConfig::default()).await
+}
+
+pub async fn cast_with(config: BusinessConfig) -> World {
+    let w = world_with(config).await;
     let b = &w.business;
     for id in [
         "owner", "admin", "member", "muted", "outsider", "blocked", "deact", "tgt", "newbie",
