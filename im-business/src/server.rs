@@ -94,7 +94,7 @@ pub async fn start(
     let business = Arc::new(Business::new(
         Arc::new(store),
         bus.clone(),
-        TokenIssuer::new(settings.token_secret.as_bytes()),
+        TokenIssuer::new(settings.token_secret.expose().as_bytes()),
         settings.rules(),
         settings.node_id.clone(),
     ));
@@ -129,7 +129,7 @@ pub async fn start(
     let ready = Arc::new(AtomicBool::new(false));
     let state = http::ApiState::new(
         business.clone(),
-        settings.app_secret.as_bytes(),
+        settings.app_secret.expose().as_bytes(),
         ready.clone(),
     );
     let stop = shutdown.clone();
@@ -140,7 +140,7 @@ pub async fn start(
             tracing::error!(%error, "http api stopped");
         }
     });
-    let routes = grpc::routes(business.clone(), settings.app_secret.as_bytes());
+    let routes = grpc::routes(business.clone(), settings.app_secret.expose().as_bytes());
     let stop = shutdown.clone();
     tasks.spawn(async move {
         let serving = tonic::transport::Server::builder()

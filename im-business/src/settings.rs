@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use im_common::settings::SettingsError;
+use im_common::settings::{Secret, SettingsError};
 use serde::{Deserialize, Serialize};
 
 use crate::BusinessConfig;
@@ -23,9 +23,9 @@ pub struct BusinessSettings {
     /// Connections to the database.
     pub max_connections: usize,
     /// The app backend's secret for both APIs. Required.
-    pub app_secret: String,
+    pub app_secret: Secret,
     /// The cluster's token-signing secret, shared with the core nodes; at least 32 bytes.
-    pub token_secret: String,
+    pub token_secret: Secret,
     /// The largest group, and the limit of new groups.
     pub max_group_members: i32,
     /// The longest display or group name, in bytes.
@@ -57,8 +57,8 @@ impl Default for BusinessSettings {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7102)),
             database: PathBuf::from("data/business.db"),
             max_connections: 4,
-            app_secret: String::new(),
-            token_secret: String::new(),
+            app_secret: Secret::default(),
+            token_secret: Secret::default(),
             max_group_members: rules.max_group_members,
             max_name_bytes: rules.max_name_bytes,
             max_url_bytes: rules.max_url_bytes,
@@ -79,12 +79,12 @@ pub const MIN_TOKEN_SECRET_BYTES: usize = 32;
 impl BusinessSettings {
     /// Refuses settings the service cannot run with, naming the setting.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if self.app_secret.is_empty() {
+        if self.app_secret.expose().is_empty() {
             return Err(SettingsError::new(
                 "business.app_secret is required (IM_BUSINESS__APP_SECRET)",
             ));
         }
-        if self.token_secret.len() < MIN_TOKEN_SECRET_BYTES {
+        if self.token_secret.expose().len() < MIN_TOKEN_SECRET_BYTES {
             return Err(SettingsError::new(format!(
                 "business.token_secret must be at least {MIN_TOKEN_SECRET_BYTES} bytes (IM_BUSINESS__TOKEN_SECRET)"
             )));

@@ -277,6 +277,28 @@ async fn malformed_json_is_an_invalid_argument() {
         StatusCode::BAD_REQUEST,
         "a body without a JSON content type"
     );
+
+    let (status, error) = s
+        .call(Method::GET, "/v1/groups/g/members?limit=many", None, None)
+        .await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_ARGUMENT")),
+        "{error}"
+    );
+    let huge = "x".repeat(im_business::api::http::MAX_BODY_BYTES + 1);
+    let response = s
+        .http
+        .post(format!("{}/v1/users", s.base))
+        .bearer_auth(APP_SECRET)
+        .header("content-type", "application/json")
+        .body(format!("{{\"user_id\": \"{huge}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["name"], "FRAME_TOO_LARGE");
 }
 
 #[tokio::test]

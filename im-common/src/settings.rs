@@ -24,6 +24,56 @@ impl SettingsError {
     }
 }
 
+/// A secret setting: never shown by `Debug`, and read from any scalar (an environment value
+/// such as `123` or `true` is parsed as a number or a boolean before it reaches us).
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<unset>"
+        } else {
+            "<hidden>"
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Text(String),
+            Signed(i64),
+            Unsigned(u64),
+            Float(f64),
+            Flag(bool),
+        }
+        Ok(Self(match Scalar::deserialize(deserializer)? {
+            Scalar::Text(text) => text,
+            Scalar::Signed(n) => n.to_string(),
+            Scalar::Unsigned(n) => n.to_string(),
+            Scalar::Float(n) => n.to_string(),
+            Scalar::Flag(b) => b.to_string(),
+        }))
+    }
+}
+
 /// Loads section `section` (e.g. `business`) of the file at `path` (if any) over `defaults`,
 /// then applies `IM_<SECTION>__<KEY>` environment variables.
 pub fn load<T: Serialize + DeserializeOwned>(
@@ -53,7 +103,7 @@ mod tests {
     struct Sample {
         listen: String,
         limit: u32,
-        secret: String,
+        secret: Secret,
     }
 
     #[test]
@@ -62,7 +112,7 @@ mod tests {
         let defaults = Sample {
             listen: "127.0.0.1:1".into(),
             limit: 1,
-            secret: String::new(),
+            secret: Secret::default(),
         };
         figment::Jail::expect_with(|jail| {
             let file = "[sample]\nlimit = 7\nsecret = \"from file\"\n[other]\nlimit = 9\n";
@@ -75,6 +125,17 @@ mod tests {
                 secret: "from env".into(),
             };
             assert_eq!(loaded, expected);
+            assert!(
+                !format!("{loaded:?}").contains("from env"),
+                "Debug hides secrets"
+            );
+            jail.set_env("IM_SAMPLE__SECRET", "12345");
+            let numeric = load("sample", &defaults, None).unwrap();
+            assert_eq!(
+                numeric.secret.expose(),
+                "12345",
+                "a numeric secret stays text"
+            );
             let missing = load("sample", &defaults, Some(Path::new("missing.toml")));
             assert!(missing.unwrap_err().to_string().contains("missing.toml"));
             jail.set_env("IM_SAMPLE__LIMIT", "not a number");

@@ -14,7 +14,10 @@ use im_proto::v1::{
     moderation_service_server::{ModerationService, ModerationServiceServer},
     user_service_server::{UserService, UserServiceServer},
 };
-use tonic::{Request, Response, Status, service::Routes};
+use tonic::{
+    Request, Response, Status,
+    service::{Routes, interceptor::InterceptedService},
+};
 
 use crate::{
     Actor, Business, BusinessError, GroupUpdate, NewGroup, UserImport,
@@ -49,19 +52,19 @@ impl tonic::service::Interceptor for AppSecret {
     }
 }
 
+/// The largest request message, in bytes (as the HTTP API's body limit).
+pub const MAX_REQUEST_BYTES: usize = super::http::MAX_BODY_BYTES;
+
 /// The three services, each behind the app-secret check, as routes for a tonic server.
 pub fn routes(business: Arc<Business>, secret: &[u8]) -> Routes {
     let api = GrpcApi { business };
     let guard = AppSecret(secret.into());
-    Routes::new(UserServiceServer::with_interceptor(
-        api.clone(),
-        guard.clone(),
-    ))
-    .add_service(GroupServiceServer::with_interceptor(
-        api.clone(),
-        guard.clone(),
-    ))
-    .add_service(ModerationServiceServer::with_interceptor(api, guard))
+    let users = UserServiceServer::new(api.clone()).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let groups = GroupServiceServer::new(api.clone()).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let moderation = ModerationServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
+    Routes::new(InterceptedService::new(users, guard.clone()))
+        .add_service(InterceptedService::new(groups, guard.clone()))
+        .add_service(InterceptedService::new(moderation, guard))
 }
 
 fn status(code: ErrorCode, message: impl Into<String>) -> Status {

@@ -12,7 +12,10 @@ use std::sync::{
 
 use axum::{
     Json, Router,
-    extract::{FromRequest, Path, Query, Request, State, rejection::JsonRejection},
+    extract::{
+        DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+    },
     http::{HeaderMap, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -65,7 +68,12 @@ impl From<BusinessError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        Self::new(ErrorCode::InvalidArgument, rejection.body_text())
+        let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ErrorCode::FrameTooLarge
+        } else {
+            ErrorCode::InvalidArgument
+        };
+        Self::new(code, rejection.body_text())
     }
 }
 
@@ -78,6 +86,31 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Path parameters whose rejections are protocol errors (`INVALID_ARGUMENT`).
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(Path), rejection(ApiError))]
+pub struct PathArg<T>(T);
+
+/// Query parameters whose rejections are protocol errors (`INVALID_ARGUMENT`).
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(Query), rejection(ApiError))]
+pub struct QueryArg<T>(T);
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(ErrorCode::InvalidArgument, rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(ErrorCode::InvalidArgument, rejection.body_text())
+    }
+}
+
+/// The largest request body, in bytes (an import of the largest batch with full profiles fits).
+pub const MAX_BODY_BYTES: usize = 8 << 20;
 
 /// A JSON body whose rejections are protocol errors (`INVALID_ARGUMENT`), not plain text.
 #[derive(Debug, FromRequest)]
@@ -439,7 +472,10 @@ async fn import_users(
 
 /// A user.
 #[utoipa::path(get, path = "/v1/users/{user_id}", responses((status = 200, body = UserJson), (status = "4XX", body = ErrorBody)), tag = "users")]
-async fn get_user(State(s): State<ApiState>, Path(user_id): Path<String>) -> ApiResult<UserJson> {
+async fn get_user(
+    State(s): State<ApiState>,
+    PathArg(user_id): PathArg<String>,
+) -> ApiResult<UserJson> {
     Ok(Json(s.business.get_user(&user_id).await?.into()))
 }
 
@@ -448,7 +484,7 @@ async fn get_user(State(s): State<ApiState>, Path(user_id): Path<String>) -> Api
 async fn deactivate_user(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(user_id): Path<String>,
+    PathArg(user_id): PathArg<String>,
 ) -> ApiResult<UserJson> {
     Ok(Json(
         s.business
@@ -463,7 +499,7 @@ async fn deactivate_user(
 async fn issue_token(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(user_id): Path<String>,
+    PathArg(user_id): PathArg<String>,
     Body(b): Body<IssueTokenBody>,
 ) -> ApiResult<TokenJson> {
     let ttl_ms = i64::try_from(b.ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -482,7 +518,7 @@ async fn issue_token(
 async fn revoke_tokens(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(user_id): Path<String>,
+    PathArg(user_id): PathArg<String>,
     Body(b): Body<RevokeBody>,
 ) -> ApiResult<()> {
     s.business
@@ -524,7 +560,7 @@ async fn create_group(
 async fn get_group(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(group_id): Path<String>,
+    PathArg(group_id): PathArg<String>,
 ) -> ApiResult<GroupJson> {
     Ok(Json(
         s.business
@@ -539,7 +575,7 @@ async fn get_group(
 async fn update_group(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(group_id): Path<String>,
+    PathArg(group_id): PathArg<String>,
     Body(b): Body<UpdateGroupBody>,
 ) -> ApiResult<GroupJson> {
     let update = GroupUpdate {
@@ -562,7 +598,7 @@ async fn update_group(
 async fn dismiss_group(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(group_id): Path<String>,
+    PathArg(group_id): PathArg<String>,
 ) -> ApiResult<()> {
     s.business
         .dismiss_group(&actor(&headers)?, &group_id)
@@ -575,8 +611,8 @@ async fn dismiss_group(
 async fn list_members(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(group_id): Path<String>,
-    Query(q): Query<PageQuery>,
+    PathArg(group_id): PathArg<String>,
+    QueryArg(q): QueryArg<PageQuery>,
 ) -> ApiResult<MemberPageJson> {
     let members = s
         .business
@@ -599,7 +635,7 @@ async fn list_members(
 async fn add_members(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(group_id): Path<String>,
+    PathArg(group_id): PathArg<String>,
     Body(b): Body<UserIdsBody>,
 ) -> ApiResult<GroupJson> {
     Ok(Json(
@@ -615,7 +651,7 @@ async fn add_members(
 async fn remove_members(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(group_id): Path<String>,
+    PathArg(group_id): PathArg<String>,
     Body(b): Body<UserIdsBody>,
 ) -> ApiResult<GroupJson> {
     Ok(Json(
@@ -631,7 +667,7 @@ async fn remove_members(
 async fn leave_group(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(group_id): Path<String>,
+    PathArg(group_id): PathArg<String>,
     Body(b): Body<UserIdBody>,
 ) -> ApiResult<()> {
     s.business
@@ -678,7 +714,7 @@ async fn mute_member(
 async fn transfer_ownership(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(group_id): Path<String>,
+    PathArg(group_id): PathArg<String>,
     Body(b): Body<UserIdBody>,
 ) -> ApiResult<()> {
     s.business
@@ -718,8 +754,8 @@ async fn unblock_user(
 async fn list_blocked(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(user_id): Path<String>,
-    Query(q): Query<PageQuery>,
+    PathArg(user_id): PathArg<String>,
+    QueryArg(q): QueryArg<PageQuery>,
 ) -> ApiResult<UserIdPageJson> {
     let user_ids = s
         .business
@@ -857,5 +893,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
