@@ -110,6 +110,33 @@ impl Standing {
         }
     }
 }
+/// The page size when a request names none.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// One page of a listing in id order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The id to continue after; empty on the last page.
+    pub next_page_token: String,
+}
+
+impl<T> Page<T> {
+    /// A page of `items` asked with `limit`: a full page may have more after it.
+    fn of(items: Vec<T>, limit: u32, id: impl Fn(&T) -> &str) -> Self {
+        let full = items.len() >= limit as usize;
+        let next_page_token = items
+            .last()
+            .filter(|_| full)
+            .map(|last| id(last).to_owned())
+            .unwrap_or_default();
+        Self {
+            items,
+            next_page_token,
+        }
+    }
+}
 
 /// One user of an import.
 #[derive(Debug, Clone, Default)]
@@ -235,6 +262,14 @@ impl Business {
             )));
         }
         Ok(())
+    }
+    /// The page size to use: 100 when unset, at most `max_page`.
+    fn page_limit(&self, limit: u32) -> u32 {
+        if limit == 0 {
+            DEFAULT_PAGE.min(self.config.max_page)
+        } else {
+            limit.min(self.config.max_page)
+        }
     }
 
     fn check_url(&self, url: &str) -> Result<(), BusinessError> {
@@ -912,14 +947,11 @@ impl Business {
         group_id: &str,
         after: &str,
         limit: u32,
-    ) -> Result<Vec<MemberRecord>, BusinessError> {
+    ) -> Result<Page<MemberRecord>, BusinessError> {
         self.standing(actor, group_id).await?;
-        let limit = if limit == 0 {
-            100
-        } else {
-            limit.min(self.config.max_page)
-        };
-        Ok(self.store.list_members(group_id, after, limit).await?)
+        let limit = self.page_limit(limit);
+        let members = self.store.list_members(group_id, after, limit).await?;
+        Ok(Page::of(members, limit, |m| &m.user_id))
     }
 
     /// Makes a member an admin or a plain member again (owner, the app).
@@ -1103,15 +1135,12 @@ impl Business {
         user_id: &str,
         after: &str,
         limit: u32,
-    ) -> Result<Vec<String>, BusinessError> {
+    ) -> Result<Page<String>, BusinessError> {
         Self::app_or_self(actor, user_id)?;
         self.active_user(user_id).await?;
-        let limit = if limit == 0 {
-            100
-        } else {
-            limit.min(self.config.max_page)
-        };
-        Ok(self.store.list_blocked(user_id, after, limit).await?)
+        let limit = self.page_limit(limit);
+        let blocked = self.store.list_blocked(user_id, after, limit).await?;
+        Ok(Page::of(blocked, limit, String::as_str))
     }
 
     /// Adds (or removes) `contact` as a contact of `user_id` (the app, or the user itself).

@@ -51,7 +51,11 @@ async fn a_hundred_thousand_members() {
 
     let (mut seen, mut after) = (0, String::new());
     loop {
-        let page = b.list_members(app, "huge", &after, 1_000).await.unwrap();
+        let page = b
+            .list_members(app, "huge", &after, 1_000)
+            .await
+            .unwrap()
+            .items;
         let Some(last) = page.last() else { break };
         after = last.user_id.clone();
         seen += page.len();

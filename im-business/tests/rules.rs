@@ -42,7 +42,7 @@ async fn bad_input_is_refused_with_its_code_and_writes_nothing() {
         .add_members(app, "team", &["newbie".into(), "ghost".into()])
         .await;
     assert_eq!(code(err), ErrorCode::UserNotFound);
-    let members = b.list_members(app, "team", "", 100).await.unwrap();
+    let members = b.list_members(app, "team", "", 100).await.unwrap().items;
     assert!(
         members.iter().all(|m| m.user_id != "newbie"),
         "no partial write"
@@ -329,7 +329,7 @@ async fn concurrent_changes_never_leave_two_owners_or_undo_each_other() {
         one.is_ok() ^ two.is_ok(),
         "exactly one transfer wins: {one:?} {two:?}"
     );
-    let members = b.list_members(&app, "team", "", 100).await.unwrap();
+    let members = b.list_members(&app, "team", "", 100).await.unwrap().items;
     let owners: Vec<_> = members
         .iter()
         .filter(|m| m.role == im_proto::v1::GroupRole::Owner as i32)
@@ -352,6 +352,7 @@ async fn concurrent_changes_never_leave_two_owners_or_undo_each_other() {
         .list_members(&app, "team", "", 100)
         .await
         .unwrap()
+        .items
         .into_iter()
         .find(|m| m.user_id == "blocked")
         .unwrap();

@@ -137,23 +137,6 @@ fn ok() -> Response<v1::Ok> {
     Response::new(v1::Ok {})
 }
 
-/// The next page token: the last id of a full page, empty after the last page.
-fn next_token(
-    ids: impl DoubleEndedIterator<Item = String> + ExactSizeIterator,
-    limit: usize,
-) -> String {
-    let full = ids.len() >= limit;
-    ids.last().filter(|_| full).unwrap_or_default()
-}
-
-fn page_limit(business: &Business, limit: u32) -> u32 {
-    if limit == 0 {
-        100
-    } else {
-        limit.min(business.config().max_page)
-    }
-}
-
 #[tonic::async_trait]
 impl UserService for GrpcApi {
     async fn upsert_user(
@@ -366,15 +349,14 @@ impl GroupService for GrpcApi {
         let g = group_ref(request.get_ref().group.clone())?;
         let actor = actor(&request, &g.actor_user_id)?;
         let r = request.into_inner();
-        let limit = page_limit(&self.business, r.limit);
-        let members = self
+        let page = self
             .business
-            .list_members(&actor, &g.group_id, &r.page_token, limit)
+            .list_members(&actor, &g.group_id, &r.page_token, r.limit)
             .await?;
-        let next_page_token = next_token(members.iter().map(|m| m.user_id.clone()), limit as usize);
+        let members = page.items.into_iter().map(member).collect();
         Ok(Response::new(v1::MemberPage {
-            members: members.into_iter().map(member).collect(),
-            next_page_token,
+            members,
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -451,15 +433,13 @@ impl ModerationService for GrpcApi {
     ) -> Result<Response<v1::UserIdPage>, Status> {
         let actor = actor(&request, "")?;
         let r = request.into_inner();
-        let limit = page_limit(&self.business, r.limit);
-        let user_ids = self
+        let page = self
             .business
-            .list_blocked(&actor, &r.user_id, &r.page_token, limit)
+            .list_blocked(&actor, &r.user_id, &r.page_token, r.limit)
             .await?;
-        let next_page_token = next_token(user_ids.iter().cloned(), limit as usize);
         Ok(Response::new(v1::UserIdPage {
-            user_ids,
-            next_page_token,
+            user_ids: page.items,
+            next_page_token: page.next_page_token,
         }))
     }
 

@@ -407,14 +407,6 @@ pub struct PageQuery {
     limit: u32,
 }
 
-fn next_token<T>(items: &[T], limit: u32, key: impl Fn(&T) -> &str) -> String {
-    let full = limit > 0 && items.len() as u32 >= limit;
-    match items.last() {
-        Some(last) if full => key(last).to_owned(),
-        _ => String::new(),
-    }
-}
-
 // ---- handlers ------------------------------------------------------------------------------
 
 /// Create the user, or update its profile.
@@ -614,19 +606,14 @@ async fn list_members(
     PathArg(group_id): PathArg<String>,
     QueryArg(q): QueryArg<PageQuery>,
 ) -> ApiResult<MemberPageJson> {
-    let members = s
+    let page = s
         .business
         .list_members(&actor(&headers)?, &group_id, &q.page_token, q.limit)
         .await?;
-    let limit = if q.limit == 0 {
-        100
-    } else {
-        q.limit.min(s.business.config().max_page)
-    };
-    let next_page_token = next_token(&members, limit, |m| &m.user_id);
+    let members = page.items.into_iter().map(Into::into).collect();
     Ok(Json(MemberPageJson {
-        members: members.into_iter().map(Into::into).collect(),
-        next_page_token,
+        members,
+        next_page_token: page.next_page_token,
     }))
 }
 
@@ -757,19 +744,13 @@ async fn list_blocked(
     PathArg(user_id): PathArg<String>,
     QueryArg(q): QueryArg<PageQuery>,
 ) -> ApiResult<UserIdPageJson> {
-    let user_ids = s
+    let page = s
         .business
         .list_blocked(&actor(&headers)?, &user_id, &q.page_token, q.limit)
         .await?;
-    let limit = if q.limit == 0 {
-        100
-    } else {
-        q.limit.min(s.business.config().max_page)
-    };
-    let next_page_token = next_token(&user_ids, limit, String::as_str);
     Ok(Json(UserIdPageJson {
-        user_ids,
-        next_page_token,
+        user_ids: page.items,
+        next_page_token: page.next_page_token,
     }))
 }
 
