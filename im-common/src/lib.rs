@@ -7,8 +7,8 @@
 //! - [`permission`]: permission checks over the bus behind a cache the business events
 //!   invalidate.
 //!
-//! Still to come, as the services that need them arrive: configuration with environment
-//! overrides and hot reload, caches, metrics and tracing setup, the Redis and NATS clients.
+//! Still to come, as the services that need them arrive: dynamic configuration with hot
+//! reload, metrics and tracing setup, the Redis and NATS clients.
 //!
 //! The arrows point one way: `im-proto` <- `im-common` <- services <- binaries.
 
