@@ -555,8 +555,19 @@ impl Business {
         .await
     }
 
-    /// A user's profile.
-    pub async fn get_user(&self, user_id: &str) -> Result<UserRecord, BusinessError> {
+    /// A user's profile.    /// A user's profile, for the app or any active user.
+    pub async fn get_user(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+    ) -> Result<UserRecord, BusinessError> {
+        if let Actor::User(me) = actor {
+            self.active_user(me).await?;
+        }
+        self.existing_user(user_id).await
+    }
+
+    async fn existing_user(&self, user_id: &str) -> Result<UserRecord, BusinessError> {
         parse_user(user_id)?;
         self.store
             .get_user(user_id)
@@ -632,7 +643,7 @@ impl Business {
     ) -> Result<(), BusinessError> {
         self.audited(actor, "token.revoke", format!("user:{user_id}"), async {
             Self::app_or_self(actor, user_id)?;
-            self.get_user(user_id).await?;
+            self.existing_user(user_id).await?;
             if !device_id.is_empty() {
                 device_id
                     .parse::<im_proto::DeviceId>()
@@ -1109,7 +1120,7 @@ impl Business {
                 return Err(invalid("a user cannot block itself"));
             }
             self.active_user(user_id).await?;
-            self.get_user(blocked).await?;
+            self.existing_user(blocked).await?;
             self.store.set_block(user_id, blocked, on, now_ms()).await?;
             let kind = if on {
                 BanKind::UserBlocked
@@ -1158,7 +1169,7 @@ impl Business {
                 return Err(invalid("a user is not its own contact"));
             }
             self.active_user(user_id).await?;
-            self.get_user(contact).await?;
+            self.existing_user(contact).await?;
             self.store
                 .set_contact(user_id, contact, on, now_ms())
                 .await?;

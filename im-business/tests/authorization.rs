@@ -55,6 +55,11 @@ fn matrix() -> Vec<(&'static str, Run, [&'static str; 8])> {
     vec![
         //                                         app   owner admin member muted outsider blocked deact
         op!(
+            "get_user",
+            |b, a, _n| code(b.get_user(a, "tgt").await),
+            [OK, OK, OK, OK, OK, OK, OK, UD]
+        ),
+        op!(
             "get_group",
             |b, a, _n| code(b.get_group(a, "team").await),
             [OK, OK, OK, OK, OK, NAM, OK, UD]

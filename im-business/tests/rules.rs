@@ -23,9 +23,12 @@ async fn bad_input_is_refused_with_its_code_and_writes_nothing() {
     let b = &world.business;
     let app = &Actor::App;
 
-    assert_eq!(code(b.get_user("ghost").await), ErrorCode::UserNotFound);
     assert_eq!(
-        code(b.get_user("bad id!").await),
+        code(b.get_user(&Actor::App, "ghost").await),
+        ErrorCode::UserNotFound
+    );
+    assert_eq!(
+        code(b.get_user(&Actor::App, "bad id!").await),
         ErrorCode::InvalidArgument
     );
     assert_eq!(
@@ -137,7 +140,7 @@ async fn bad_input_is_refused_with_its_code_and_writes_nothing() {
         ErrorCode::InvalidArgument
     );
     assert_eq!(
-        code(b.get_user("fresh").await),
+        code(b.get_user(&Actor::App, "fresh").await),
         ErrorCode::UserNotFound,
         "no user half-created"
     );

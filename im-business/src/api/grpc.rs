@@ -183,11 +183,12 @@ impl UserService for GrpcApi {
         &self,
         request: Request<v1::GetUserRequest>,
     ) -> Result<Response<v1::User>, Status> {
-        Ok(Response::new(user(
-            self.business
-                .get_user(&request.into_inner().user_id)
-                .await?,
-        )))
+        let actor = actor(&request, "")?;
+        let u = self
+            .business
+            .get_user(&actor, &request.into_inner().user_id)
+            .await?;
+        Ok(Response::new(user(u)))
     }
 
     async fn deactivate_user(

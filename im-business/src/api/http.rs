@@ -466,9 +466,15 @@ async fn import_users(
 #[utoipa::path(get, path = "/v1/users/{user_id}", responses((status = 200, body = UserJson), (status = "4XX", body = ErrorBody)), tag = "users")]
 async fn get_user(
     State(s): State<ApiState>,
+    headers: HeaderMap,
     PathArg(user_id): PathArg<String>,
 ) -> ApiResult<UserJson> {
-    Ok(Json(s.business.get_user(&user_id).await?.into()))
+    Ok(Json(
+        s.business
+            .get_user(&actor(&headers)?, &user_id)
+            .await?
+            .into(),
+    ))
 }
 
 /// Deactivate a user: its tokens stop working.
