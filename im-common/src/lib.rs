@@ -4,6 +4,7 @@
 //! - [`api`]: what every service API shares: error mapping, the error body, the app secret.
 //! - [`auth`]: issuing and verifying access tokens, with revocations.
 //! - [`settings`]: defaults, a TOML file and environment overrides, one shape for all services.
+//! - [`sqlite`]: the embedded stores' SQLite database: WAL, durable commits, one writer.
 //! - [`permission`]: permission checks over the bus behind a cache the business events
 //!   invalidate.
 //!
@@ -17,5 +18,6 @@ pub mod auth;
 pub mod bus;
 pub mod permission;
 pub mod settings;
+pub mod sqlite;
 
 pub use im_proto as proto;

@@ -3,16 +3,10 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use diesel::{prelude::*, sqlite::SqliteConnection, upsert::excluded};
-use diesel_async::{
-    AsyncConnection, RunQueryDsl, SimpleAsyncConnection,
-    pooled_connection::{
-        AsyncDieselConnectionManager, ManagerConfig,
-        deadpool::{Object, Pool},
-    },
-    sync_connection_wrapper::SyncConnectionWrapper,
-};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use diesel::{prelude::*, upsert::excluded};
+use diesel_async::{AsyncConnection, RunQueryDsl, pooled_connection::deadpool::Object};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use im_common::sqlite::{Conn, SqliteDb, SqliteError};
 use im_proto::v1::GroupRole;
 
 use super::{
@@ -23,86 +17,36 @@ use super::{
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// Settings of every connection: wait for a lock instead of failing, and make every commit
-/// durable before it returns (an acknowledged change survives a crash or power loss).
-const CONNECTION_PRAGMAS: &str =
-    "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
-
 /// Rows inserted per statement, well under SQLite's bound-parameter limit.
 const INSERT_CHUNK: usize = 500;
 
-type Conn = SyncConnectionWrapper<SqliteConnection>;
-
-/// The business store on one SQLite file.
-pub struct SqliteStore {
-    pool: Pool<Conn>,
-    /// SQLite has one writer at a time; taking turns here, rather than in SQLite's lock,
-    /// keeps two transactions from deadlocking when both upgrade from read to write.
-    writer: tokio::sync::Mutex<()>,
-}
-
-impl std::fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("pool", &self.pool.status())
-            .finish()
+impl From<SqliteError> for StoreError {
+    fn from(error: SqliteError) -> Self {
+        Self::Backend(error.to_string())
     }
 }
 
-fn backend(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(error.to_string())
+/// The business store on one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    db: SqliteDb,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path, max_connections: usize) -> StoreResult<Self> {
-        let url = path
-            .to_str()
-            .ok_or_else(|| backend("database path is not UTF-8"))?
-            .to_owned();
-        let migrate_url = url.clone();
-        tokio::task::spawn_blocking(move || -> StoreResult<()> {
-            let mut conn = SqliteConnection::establish(&migrate_url).map_err(backend)?;
-            diesel::connection::SimpleConnection::batch_execute(
-                &mut conn,
-                "PRAGMA journal_mode = WAL;",
-            )?;
-            conn.run_pending_migrations(MIGRATIONS).map_err(backend)?;
-            Ok(())
-        })
-        .await
-        .map_err(backend)??;
-
-        let mut config = ManagerConfig::<Conn>::default();
-        config.custom_setup = Box::new(|url| {
-            let url = url.to_owned();
-            Box::pin(async move {
-                let mut conn = Conn::establish(&url).await?;
-                conn.batch_execute(CONNECTION_PRAGMAS)
-                    .await
-                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                Ok(conn)
-            })
-        });
-        let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url, config);
-        let pool = Pool::builder(manager)
-            .max_size(max_connections.max(1))
-            .build()
-            .map_err(backend)?;
         Ok(Self {
-            pool,
-            writer: tokio::sync::Mutex::new(()),
+            db: SqliteDb::open(path, max_connections, MIGRATIONS).await?,
         })
     }
 
     async fn conn(&self) -> StoreResult<Object<Conn>> {
-        self.pool.get().await.map_err(backend)
+        Ok(self.db.conn().await?)
     }
 
     /// A connection for one write transaction, and the turn to write.
     async fn writer(&self) -> StoreResult<(tokio::sync::MutexGuard<'_, ()>, Object<Conn>)> {
-        let turn = self.writer.lock().await;
-        Ok((turn, self.conn().await?))
+        Ok(self.db.writer().await?)
     }
 }
 

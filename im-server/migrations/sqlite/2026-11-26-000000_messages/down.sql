@@ -1,0 +1,3 @@
+DROP TABLE read_cursors;
+DROP TABLE entries;
+DROP TABLE conversations;
