@@ -92,6 +92,13 @@ impl Actor {
     }
 }
 
+/// A directed relation between two users.
+#[derive(Debug, Clone, Copy)]
+enum Relation {
+    Block,
+    Contact,
+}
+
 /// Where an actor stands in a group, from most to least rights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Standing {
@@ -1113,30 +1120,8 @@ impl Business {
         blocked: &str,
         on: bool,
     ) -> Result<(), BusinessError> {
-        let action = if on { "user.block" } else { "user.unblock" };
-        self.audited(actor, action, format!("user:{blocked}"), async {
-            Self::app_or_self(actor, user_id)?;
-            if user_id == blocked {
-                return Err(invalid("a user cannot block itself"));
-            }
-            self.active_user(user_id).await?;
-            self.existing_user(blocked).await?;
-            self.store.set_block(user_id, blocked, on, now_ms()).await?;
-            let kind = if on {
-                BanKind::UserBlocked
-            } else {
-                BanKind::UserUnblocked
-            };
-            let event = BanEvent {
-                kind: kind.into(),
-                user_id: user_id.into(),
-                target_user_id: blocked.into(),
-                ..Default::default()
-            };
-            self.ban_event(actor, event).await;
-            Ok(())
-        })
-        .await
+        self.set_relation(actor, Relation::Block, user_id, blocked, on)
+            .await
     }
 
     /// The users `user_id` blocks, a page in id order (the app, or the user itself).
@@ -1162,27 +1147,42 @@ impl Business {
         contact: &str,
         on: bool,
     ) -> Result<(), BusinessError> {
-        let action = if on { "contact.add" } else { "contact.remove" };
-        self.audited(actor, action, format!("user:{contact}"), async {
+        self.set_relation(actor, Relation::Contact, user_id, contact, on)
+            .await
+    }
+
+    /// Adds or lifts a relation of `user_id` to `other`, announced on `im.ban` so that caches
+    /// drop the 1:1 decisions it may change.
+    async fn set_relation(
+        &self,
+        actor: &Actor,
+        relation: Relation,
+        user_id: &str,
+        other: &str,
+        on: bool,
+    ) -> Result<(), BusinessError> {
+        let (action, kind) = match (relation, on) {
+            (Relation::Block, true) => ("user.block", BanKind::UserBlocked),
+            (Relation::Block, false) => ("user.unblock", BanKind::UserUnblocked),
+            (Relation::Contact, true) => ("contact.add", BanKind::ContactAdded),
+            (Relation::Contact, false) => ("contact.remove", BanKind::ContactRemoved),
+        };
+        self.audited(actor, action, format!("user:{other}"), async {
             Self::app_or_self(actor, user_id)?;
-            if user_id == contact {
-                return Err(invalid("a user is not its own contact"));
+            if user_id == other {
+                return Err(invalid(format!("{action} needs two different users")));
             }
             self.active_user(user_id).await?;
-            self.existing_user(contact).await?;
-            self.store
-                .set_contact(user_id, contact, on, now_ms())
-                .await?;
-            // Contacts may gate 1:1 conversations: caches drop their decisions on this.
-            let kind = if on {
-                BanKind::ContactAdded
-            } else {
-                BanKind::ContactRemoved
+            self.existing_user(other).await?;
+            let now = now_ms();
+            match relation {
+                Relation::Block => self.store.set_block(user_id, other, on, now).await?,
+                Relation::Contact => self.store.set_contact(user_id, other, on, now).await?,
             };
             let event = BanEvent {
                 kind: kind.into(),
                 user_id: user_id.into(),
-                target_user_id: contact.into(),
+                target_user_id: other.into(),
                 ..Default::default()
             };
             self.ban_event(actor, event).await;
