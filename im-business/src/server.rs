@@ -18,7 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::{
     Business,
     api::{grpc, http},
-    responder::serve_permission_checks,
+    responder::serve_bus_requests,
     settings::BusinessSettings,
     store::SqliteStore,
 };
@@ -99,11 +99,11 @@ pub async fn start(
         settings.node_id.clone(),
     ));
     let mut tasks = JoinSet::new();
-    let responder = serve_permission_checks(business.clone(), bus).await?;
+    let mut responders = serve_bus_requests(business.clone(), bus).await?;
     let stop = shutdown.clone();
     tasks.spawn(async move {
         stop.cancelled().await;
-        responder.abort();
+        responders.abort_all();
     });
 
     let bind = |addr: SocketAddr| async move {

@@ -19,7 +19,7 @@ use im_proto::{
     v1::{
         AuditEvent, AuditOutcome, BanEvent, BanKind, ConversationAction, ConversationType,
         ErrorCode, GroupChange, GroupEvent, GroupRole, JoinPolicy, MemberChange, MemberEvent,
-        PermissionDecision,
+        PermissionDecision, UserGroup,
     },
 };
 
@@ -1189,6 +1189,49 @@ impl Business {
             Ok(())
         })
         .await
+    }
+
+    // ---- directory, for core nodes ---------------------------------------------------------
+
+    /// A page of a group's member ids for fan-out (no actor: core nodes ask on the bus), with
+    /// whether more follow and the group's version. The page is at most `max_page` members.
+    pub async fn member_ids(
+        &self,
+        group_id: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<String>, bool, u64), BusinessError> {
+        let group = match self.store.get_group(group_id).await? {
+            Some(group) if !group.dismissed => group,
+            _ => return Err(BusinessError::GroupNotFound(group_id.into())),
+        };
+        let limit = if limit == 0 {
+            self.config.max_page
+        } else {
+            limit.min(self.config.max_page)
+        };
+        let page = self.store.list_members(group_id, after, limit).await?;
+        let more = page.len() == limit as usize;
+        let ids = page.into_iter().map(|m| m.user_id).collect();
+        Ok((ids, more, group.version.max(0) as u64))
+    }
+
+    /// Every token revocation on record, for core nodes that start after them.
+    pub async fn revocations(&self) -> Result<Vec<crate::store::Revocation>, BusinessError> {
+        Ok(self.store.revocations().await?)
+    }
+
+    /// The groups and channels `user_id` is a member of, for sync.
+    pub async fn groups_of(&self, user_id: &str) -> Result<Vec<UserGroup>, BusinessError> {
+        let groups = self.store.groups_of(user_id).await?;
+        Ok(groups
+            .into_iter()
+            .map(|(group, member)| UserGroup {
+                group_id: group.group_id,
+                r#type: group.kind,
+                role: member.role,
+            })
+            .collect())
     }
 
     // ---- permission checks -----------------------------------------------------------------

@@ -9,7 +9,7 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::cast;
-use im_business::{Actor, GroupUpdate, responder::serve_permission_checks};
+use im_business::{Actor, GroupUpdate, responder::serve_bus_requests};
 use im_common::{bus::Bus, permission::PermissionClient};
 use im_proto::v1::{ConversationAction, ErrorCode};
 
@@ -27,7 +27,8 @@ async fn until_applied(client: &PermissionClient, count: u64) {
 async fn changes_are_enforced_on_the_next_check_after_their_event() {
     let world = cast().await;
     let bus: Arc<dyn Bus> = Arc::new(world.bus.clone());
-    serve_permission_checks(world.business.clone(), bus.clone())
+    // Dropping the set would stop the responders.
+    let _responders = serve_bus_requests(world.business.clone(), bus.clone())
         .await
         .expect("serves");
     let client = Arc::new(PermissionClient::new(

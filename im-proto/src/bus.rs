@@ -28,6 +28,10 @@ pub const STATUS: &str = "im.status";
 pub const SUBSCRIBE: &str = "im.subscribe";
 /// Business: permission checks (request/reply).
 pub const AUTH: &str = "im.auth";
+/// Business: a page of a group's members, for fan-out (request/reply).
+pub const MEMBERS: &str = "im.members";
+/// Business: the groups a user belongs to, for sync (request/reply).
+pub const GROUPS: &str = "im.groups";
 /// Business: group membership changes.
 pub const MEMBER: &str = "im.member";
 /// Business: group changes.
@@ -117,6 +121,16 @@ pub const SUBJECTS: &[Subject] = &[
         AUTH,
         v1::PermissionCheck::full_name,
         v1::PermissionDecision::full_name,
+    ),
+    request(
+        MEMBERS,
+        v1::MembersQuery::full_name,
+        v1::MemberList::full_name,
+    ),
+    request(
+        GROUPS,
+        v1::UserGroupsQuery::full_name,
+        v1::UserGroups::full_name,
     ),
     event(MEMBER, v1::MemberEvent::full_name),
     event(GROUP, v1::GroupEvent::full_name),

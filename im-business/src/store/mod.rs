@@ -230,6 +230,9 @@ pub trait BusinessStore: Send + Sync + 'static {
         after_user_id: &str,
         limit: u32,
     ) -> StoreResult<Vec<MemberRecord>>;
+    /// The groups `user_id` is a member of, with the membership, in group id order (dismissed
+    /// groups have no members).
+    async fn groups_of(&self, user_id: &str) -> StoreResult<Vec<(GroupRecord, MemberRecord)>>;
     /// Makes a member an admin or a plain member; the owner's role moves only by a transfer.
     async fn set_member_role(
         &self,

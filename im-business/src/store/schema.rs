@@ -63,3 +63,5 @@ diesel::table! {
         revoked_before_ms -> BigInt,
     }
 }
+
+diesel::allow_tables_to_appear_in_same_query!(groups, members);

@@ -412,6 +412,17 @@ impl BusinessStore for SqliteStore {
         Ok(query.load(&mut conn).await?)
     }
 
+    async fn groups_of(&self, user_id: &str) -> StoreResult<Vec<(GroupRecord, MemberRecord)>> {
+        let mut conn = self.conn().await?;
+        let query = members::table
+            .inner_join(groups::table.on(groups::group_id.eq(members::group_id)))
+            .filter(members::user_id.eq(user_id))
+            .filter(groups::dismissed.eq(false))
+            .order(members::group_id.asc())
+            .select((GroupRecord::as_select(), MemberRecord::as_select()));
+        Ok(query.load(&mut conn).await?)
+    }
+
     async fn set_member_role(
         &self,
         group_id: &str,

@@ -27,6 +27,7 @@ macro_rules! business_store_suite {
             roles_mutes_and_ownership,
             group_changes_touch_only_their_fields,
             dismissed_groups_have_no_members,
+            groups_of_a_user,
             blocks_and_contacts,
         );
     };
@@ -386,6 +387,34 @@ pub async fn group_changes_touch_only_their_fields(store: &dyn BusinessStore) {
     );
     let err = store.update_group("nope", &rename).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+}
+
+/// A user's groups, in group id order with the user's role; dismissed groups and groups the
+/// user left are not among them.
+pub async fn groups_of_a_user(store: &dyn BusinessStore) {
+    for id in ["c", "a", "b"] {
+        team(store, id, 10).await;
+    }
+    store
+        .set_member_role("b", "amy", GroupRole::Admin as i32)
+        .await
+        .unwrap();
+    store.remove_members("c", &["amy".into()]).await.unwrap();
+    store.dismiss_group("a").await.unwrap();
+    team(store, "d", 10).await;
+    let groups = store.groups_of("amy").await.unwrap();
+    let seen: Vec<_> = groups
+        .iter()
+        .map(|(g, m)| (g.group_id.as_str(), m.role))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("b", GroupRole::Admin as i32),
+            ("d", GroupRole::Member as i32)
+        ]
+    );
+    assert!(store.groups_of("nobody").await.unwrap().is_empty());
 }
 
 /// A dismissed group keeps its row, loses its members and takes no more changes.
