@@ -1,16 +1,32 @@
 //! The core service (im-core-service): the WebSocket gateway, the messaging module
 //! (conversations, persistence, per-conversation sequences, fan-out, history, resend) and the
-//! presence module (online status, node routing with leases, subscriptions). The all-in-one
-//! binary that runs the whole system in one process composes this library with the business and
-//! admin ones from a package of its own, so that no service library depends on another.
+//! presence module (online status, subscriptions). The all-in-one binary that runs the whole
+//! system in one process composes this library with the business one from a package of its
+//! own (`im-all`), so that no service library depends on another: they talk over the bus
+//! (`im_proto::bus`).
 //!
+//! - [`gateway`]: WebSocket upgrade and version negotiation, the Hello, one task per
+//!   connection (heartbeat, limits, rate limits, bounded outbound queue, resends).
+//! - [`messaging`]: sends checked, group-committed and acknowledged; fan-out; sync, history,
+//!   pull; read state, receipts, typing.
+//! - [`presence`]: who is online, behind [`presence::PresenceStore`].
+//! - [`sessions`]: this node's sessions and presence watchers.
+//! - [`directory`]: group members and users' groups, asked of the business service.
 //! - [`store`]: conversations' entries and read cursors behind [`store::MessageStore`], with
 //!   the embedded SQLite backend and the suite every backend runs.
-//!
-//! Still to come: the gateway, messaging and presence modules (see docs/ARCHITECTURE.md).
-//! Services never depend on each other: they talk over the bus (`im_proto::bus`).
+//! - [`push`]: the hook for entries to offline users.
+//! - [`server`]: all of it started together, with a graceful shutdown.
 
+pub mod directory;
+pub mod gateway;
+pub mod messaging;
+pub mod presence;
+pub mod push;
+pub mod server;
+pub mod sessions;
+pub mod settings;
 pub mod store;
+mod wire;
 
 pub use im_common as common;
 

@@ -178,6 +178,32 @@ pub trait MessageStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<u64>;
 
+    /// The 1:1 conversations `user_id` takes part in (those with at least one entry).
+    async fn direct_conversations(&self, user_id: &str) -> StoreResult<Vec<String>>;
+
+    /// `user_id`'s read cursor in each conversation asked for (0 where none), in order.
+    async fn read_seqs(&self, user_id: &str, conversation_ids: &[String]) -> StoreResult<Vec<u64>>;
+
+    /// Content entries above `after_seq` not sent by `user_id` and not recalled or deleted.
+    async fn unread_count(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        after_seq: u64,
+    ) -> StoreResult<u64>;
+
+    /// The newest content entry, if any.
+    async fn last_content(&self, conversation_id: &str) -> StoreResult<Option<StoredEntry>>;
+
+    /// The entries at or below `up_to` that act on one of `targets` (edits, recalls, deletes,
+    /// reactions), ascending.
+    async fn effects(
+        &self,
+        conversation_id: &str,
+        targets: &[u64],
+        up_to: u64,
+    ) -> StoreResult<Vec<StoredEntry>>;
+
     /// Read cursors of a conversation in user id order, after `after_user_id`.
     async fn read_cursors(
         &self,

@@ -30,3 +30,10 @@ diesel::table! {
         updated_at_ms -> BigInt,
     }
 }
+
+diesel::table! {
+    direct_members (user_id, conversation_id) {
+        user_id -> Text,
+        conversation_id -> Text,
+    }
+}

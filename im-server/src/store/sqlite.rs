@@ -9,8 +9,8 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use im_common::sqlite::{SqliteDb, SqliteError};
 
 use super::{
-    Appended, MessageStore, NewEntry, StoreError, StoreResult, StoredEntry,
-    schema::{conversations, entries, read_cursors},
+    Appended, EntryKind, MessageStore, NewEntry, StoreError, StoreResult, StoredEntry,
+    schema::{conversations, direct_members, entries, read_cursors},
 };
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -55,9 +55,11 @@ fn seq(value: u64) -> i64 {
 mod sync {
     use diesel::prelude::*;
 
+    use im_proto::{ConversationId, ConversationKind};
+
     use super::super::{
         Appended, NewEntry, StoredEntry,
-        schema::{conversations, entries},
+        schema::{conversations, direct_members, entries},
     };
     use super::seq;
 
@@ -112,6 +114,21 @@ mod sync {
                 entries::server_time_ms.eq(stored.server_time_ms),
             ))
             .execute(conn)?;
+        if last == 1 {
+            // A 1:1 conversation starts with its first entry: both users now have it.
+            if let Ok(id) = new.conversation_id.parse::<ConversationId>()
+                && let ConversationKind::Direct(a, b) = id.kind()
+            {
+                for user in [a, b] {
+                    diesel::insert_or_ignore_into(direct_members::table)
+                        .values((
+                            direct_members::user_id.eq(user.as_str()),
+                            direct_members::conversation_id.eq(&new.conversation_id),
+                        ))
+                        .execute(conn)?;
+                }
+            }
+        }
         Ok(Appended::New(stored))
     }
 }
@@ -257,6 +274,98 @@ impl MessageStore for SqliteMessageStore {
             Ok(target as u64)
         })
         .await
+    }
+
+    async fn direct_conversations(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        let mut conn = self.db.conn().await?;
+        Ok(direct_members::table
+            .filter(direct_members::user_id.eq(user_id))
+            .order(direct_members::conversation_id.asc())
+            .select(direct_members::conversation_id)
+            .load(&mut conn)
+            .await?)
+    }
+
+    async fn read_seqs(&self, user_id: &str, conversation_ids: &[String]) -> StoreResult<Vec<u64>> {
+        let mut conn = self.db.conn().await?;
+        let mut found = std::collections::HashMap::new();
+        for chunk in conversation_ids.chunks(CHUNK) {
+            let rows: Vec<(String, i64)> = read_cursors::table
+                .filter(read_cursors::user_id.eq(user_id))
+                .filter(read_cursors::conversation_id.eq_any(chunk))
+                .select((read_cursors::conversation_id, read_cursors::read_seq))
+                .load(&mut conn)
+                .await?;
+            found.extend(rows);
+        }
+        Ok(conversation_ids
+            .iter()
+            .map(|id| found.get(id).map_or(0, |s| *s as u64))
+            .collect())
+    }
+
+    async fn unread_count(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        after_seq: u64,
+    ) -> StoreResult<u64> {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.db.conn().await?;
+        let count: Count = diesel::sql_query(
+            "SELECT COUNT(*) AS n FROM entries e \
+             WHERE e.conversation_id = ? AND e.seq > ? AND e.kind = ? AND e.sender_user_id <> ? \
+             AND NOT EXISTS (SELECT 1 FROM entries t WHERE t.conversation_id = e.conversation_id \
+                             AND t.target_seq = e.seq AND t.kind IN (?, ?))",
+        )
+        .bind::<diesel::sql_types::Text, _>(conversation_id)
+        .bind::<diesel::sql_types::BigInt, _>(seq(after_seq))
+        .bind::<diesel::sql_types::Integer, _>(EntryKind::Content as i32)
+        .bind::<diesel::sql_types::Text, _>(user_id)
+        .bind::<diesel::sql_types::Integer, _>(EntryKind::Recall as i32)
+        .bind::<diesel::sql_types::Integer, _>(EntryKind::Delete as i32)
+        .get_result(&mut conn)
+        .await?;
+        Ok(count.n.max(0) as u64)
+    }
+
+    async fn last_content(&self, conversation_id: &str) -> StoreResult<Option<StoredEntry>> {
+        let mut conn = self.db.conn().await?;
+        Ok(entries::table
+            .filter(entries::conversation_id.eq(conversation_id))
+            .filter(entries::kind.eq(EntryKind::Content as i32))
+            .order(entries::seq.desc())
+            .select(StoredEntry::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
+    async fn effects(
+        &self,
+        conversation_id: &str,
+        targets: &[u64],
+        up_to: u64,
+    ) -> StoreResult<Vec<StoredEntry>> {
+        let mut conn = self.db.conn().await?;
+        let mut found = Vec::new();
+        let targets: Vec<i64> = targets.iter().map(|t| seq(*t)).collect();
+        for chunk in targets.chunks(CHUNK) {
+            let rows: Vec<StoredEntry> = entries::table
+                .filter(entries::conversation_id.eq(conversation_id))
+                .filter(entries::target_seq.eq_any(chunk))
+                .filter(entries::seq.le(seq(up_to)))
+                .select(StoredEntry::as_select())
+                .load(&mut conn)
+                .await?;
+            found.extend(rows);
+        }
+        found.sort_by_key(|e| e.seq);
+        Ok(found)
     }
 
     async fn read_cursors(

@@ -20,6 +20,7 @@ macro_rules! message_store_suite {
             pages_forward_and_backward,
             read_cursors_only_move_forward,
             concurrent_appends_get_every_seq_once,
+            views_of_a_conversation,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -245,4 +246,56 @@ pub async fn concurrent_appends_get_every_seq_once(store: Arc<dyn MessageStore>)
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), total, "every entry once");
+}
+
+fn acting(conversation: &str, sender: &str, id: &str, kind: EntryKind, target: u64) -> NewEntry {
+    NewEntry {
+        kind,
+        target_seq: target,
+        ..entry(conversation, sender, id)
+    }
+}
+
+/// What the views of a conversation are made of: whose 1:1 conversations exist, read cursors,
+/// unread counts (content from others, not recalled or deleted), the newest content entry and
+/// the entries acting on others.
+pub async fn views_of_a_conversation(store: Arc<dyn MessageStore>) {
+    let c = "d:amy:bob";
+    store
+        .append(&[
+            entry(c, "amy", "1"),
+            entry(c, "bob", "2"),
+            entry(c, "amy", "3"),
+            entry(c, "amy", "4"),
+            acting(c, "amy", "5", EntryKind::Recall, 3),
+            acting(c, "bob", "6", EntryKind::Reaction, 1),
+            acting(c, "amy", "7", EntryKind::Edit, 1),
+            entry("d:amy:amy", "amy", "self"),
+            entry("g:team", "amy", "g1"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.direct_conversations("amy").await.unwrap(),
+        ["d:amy:amy", "d:amy:bob"]
+    );
+    assert_eq!(store.direct_conversations("bob").await.unwrap(), [c]);
+    assert!(store.direct_conversations("cy").await.unwrap().is_empty());
+
+    // bob has not read: amy's 1 and 4 count, 3 was recalled, 2 is his own.
+    assert_eq!(store.unread_count(c, "bob", 0).await.unwrap(), 2);
+    assert_eq!(store.unread_count(c, "bob", 1).await.unwrap(), 1);
+    assert_eq!(store.unread_count(c, "amy", 0).await.unwrap(), 1);
+    store.advance_read(c, "bob", 4, T).await.unwrap();
+    let ids = [c.to_owned(), "g:team".to_owned()];
+    assert_eq!(store.read_seqs("bob", &ids).await.unwrap(), [4, 0]);
+
+    let newest = store.last_content(c).await.unwrap().unwrap();
+    assert_eq!(newest.seq, 4);
+    assert_eq!(store.last_content("g:none").await.unwrap(), None);
+
+    let effects = store.effects(c, &[1, 3], 7).await.unwrap();
+    assert_eq!(effects.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6, 7]);
+    let effects = store.effects(c, &[1, 3], 6).await.unwrap();
+    assert_eq!(effects.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
 }

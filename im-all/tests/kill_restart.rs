@@ -1,0 +1,159 @@
+//! The `im-server` binary killed with SIGKILL in the middle of a burst of sends and restarted
+//! on the same data directory: no acknowledged message is lost, resends return the first
+//! acknowledgement, and sequences continue with no gap and no reuse.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../im-server/tests/common/client.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod client;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+use client::Client;
+use im_proto::v1::{PullRequest, SendRequest, client_frame, server_frame};
+
+const BIN: &str = env!("CARGO_BIN_EXE_im-server");
+const CONVERSATION: &str = "d:amy:bob";
+const SENDS: usize = 400;
+
+fn token(data: &Path, user: &str, device: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["--data-dir", data.to_str().unwrap(), "token", user])
+        .args(["--device", device])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Starts the server on ephemeral ports; its WebSocket address, read from what it prints.
+fn start(data: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["--data-dir", data.to_str().unwrap()])
+        .env("IM_CORE__LISTEN", "127.0.0.1:0")
+        .env("IM_CORE__MESSAGES_PER_SECOND", "100000")
+        .env("IM_CORE__FRAMES_PER_SECOND", "100000")
+        .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
+        .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server prints its address")
+            .unwrap();
+        if let Some(rest) = line.split("ws://").nth(1) {
+            break rest.split("/ws").next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep reading so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn send(n: usize) -> client_frame::Body {
+    client_frame::Body::Send(SendRequest {
+        client_msg_id: format!("m{n:04}"),
+        conversation_id: CONVERSATION.into(),
+        body: Some(client::text(&format!("message {n}"))),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_sigkill_and_sequences_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let amy_token = token(data, "amy", "phone");
+    let bob_token = token(data, "bob", "phone");
+
+    let (mut server, addr) = start(data);
+    let mut amy = Client::connect(addr, &amy_token, "phone").await;
+    let mut ids = Vec::new();
+    for n in 0..SENDS {
+        ids.push((amy.send(send(n)).await, n));
+    }
+    // Collect acks for part of the burst, then kill the process outright.
+    let mut acked: BTreeMap<usize, u64> = BTreeMap::new();
+    for (request_id, n) in ids.iter().take(SENDS / 2) {
+        match amy.answer(*request_id).await {
+            server_frame::Body::SendAck(ack) => {
+                acked.insert(*n, ack.seq);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    server.kill().unwrap(); // SIGKILL: no shutdown, no flush.
+    server.wait().unwrap();
+    drop(amy);
+    assert_eq!(acked.len(), SENDS / 2);
+
+    let (mut server, addr) = start(data);
+    let mut amy = Client::connect(addr, &amy_token, "phone").await;
+    let mut seqs = HashSet::new();
+    let mut ids = Vec::new();
+    for n in 0..SENDS {
+        ids.push((amy.send(send(n)).await, n));
+    }
+    for (request_id, n) in ids {
+        let ack = match amy.answer(request_id).await {
+            server_frame::Body::SendAck(ack) => ack,
+            other => panic!("{other:?}"),
+        };
+        if let Some(first) = acked.get(&n) {
+            assert!(
+                ack.duplicate,
+                "message {n} was acknowledged before the kill"
+            );
+            assert_eq!(ack.seq, *first, "its first ack comes back");
+        }
+        assert!(seqs.insert(ack.seq), "seq {} given twice", ack.seq);
+    }
+    assert_eq!(seqs, (1..=SENDS as u64).collect(), "no gap, no reuse");
+    let next = amy.say(CONVERSATION, "after", "after the restart").await;
+    assert_eq!(next.seq, SENDS as u64 + 1);
+
+    // The peer reads each message exactly once, in order.
+    let mut bob = Client::connect(addr, &bob_token, "phone").await;
+    let mut held = 0;
+    let mut seen = HashSet::new();
+    loop {
+        let page = match bob
+            .call(client_frame::Body::Pull(PullRequest {
+                conversation_id: CONVERSATION.into(),
+                after_seq: held,
+                limit: 100,
+            }))
+            .await
+        {
+            server_frame::Body::Messages(page) => page,
+            other => panic!("{other:?}"),
+        };
+        for message in &page.messages {
+            assert_eq!(message.seq, held + 1);
+            held = message.seq;
+            assert!(seen.insert(message.client_msg_id.clone()), "shown twice");
+        }
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(held, SENDS as u64 + 1);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -1,0 +1,1158 @@
+//! The messaging module: sends (checked, then persisted in group-committed batches, then
+//! acknowledged), fan-out to every online device of every member, sync, history and pull pages,
+//! read state and receipts, typing.
+//!
+//! A send's life: the gateway hands it to [`Messaging::submit`] in the order the connection
+//! received it; it is checked (shape, size, rate, permission, the target of an edit, recall,
+//! delete or reaction) and queued for the committer, which appends whole batches in one
+//! transaction each. Only then is it acknowledged, and the committed entries go, in commit
+//! order, to the fan-out task.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    num::NonZeroU32,
+    sync::Arc,
+};
+
+use base64::Engine;
+use bytes::Bytes;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+use im_common::permission::PermissionClient;
+use im_proto::{
+    ConversationId, ConversationKind, UserId,
+    v1::{
+        ConversationAction, ConversationState, ConversationType, Error, ErrorCode, HistoryRequest,
+        MarkRead, Message, MessageBody, MessagePage, MessageState, PullRequest, ReactionCount,
+        ReadCursor, ReadCursorsPage, ReadCursorsRequest, ReadReceipt, ReadState, SendAck,
+        SendRequest, SyncRequest, SyncResponse, TypingEvent, message_body, server_frame,
+    },
+};
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    directory::Directory,
+    push::PushHook,
+    sessions::{Outbound, SessionHandle, Sessions},
+    settings::CoreSettings,
+    store::{Appended, EntryKind, MessageStore, NewEntry, StoredEntry},
+    wire,
+};
+
+/// Field numbers used when frames are assembled around raw bodies.
+mod fields {
+    /// `ServerFrame.message`.
+    pub(super) const FRAME_MESSAGE: u32 = 6;
+    /// `ServerFrame.messages`.
+    pub(super) const FRAME_MESSAGES: u32 = 8;
+    /// `Message.body`.
+    pub(super) const MESSAGE_BODY: u32 = 8;
+    /// `MessagePage.messages`.
+    pub(super) const PAGE_MESSAGES: u32 = 2;
+    /// `MessageBody.content`, and `Edit.content`.
+    pub(super) const BODY_CONTENT: u32 = 1;
+    /// `MessageBody.edit`.
+    pub(super) const BODY_EDIT: u32 = 2;
+    /// `Edit.content`.
+    pub(super) const EDIT_CONTENT: u32 = 2;
+}
+
+/// The longest client message id and reaction key, in bytes.
+const MAX_CLIENT_MSG_ID: usize = 64;
+const MAX_REACTION_KEY: usize = 32;
+/// Room a frame needs beyond its entries (ids, cursors, tags).
+const FRAME_OVERHEAD: usize = 1024;
+
+fn fail(code: ErrorCode, message: impl Into<String>) -> Error {
+    Error::new(code, message)
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    fail(ErrorCode::InvalidArgument, message)
+}
+
+fn internal(error: impl std::fmt::Display) -> Error {
+    tracing::error!(%error, "storage failed");
+    fail(ErrorCode::Internal, "storage failed")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A send waiting for the committer.
+struct Pending {
+    entry: NewEntry,
+    /// The session that sent it: it has the ack and gets no push.
+    session_id: Option<Arc<str>>,
+    done: oneshot::Sender<Result<Appended, String>>,
+}
+
+/// A committed entry on its way to the members' devices.
+struct Committed {
+    entry: StoredEntry,
+    session_id: Option<Arc<str>>,
+}
+
+/// The acknowledgement of a queued send: resolves once the batch holding it is durable.
+pub struct PendingAck {
+    conversation_id: String,
+    client_msg_id: String,
+    done: oneshot::Receiver<Result<Appended, String>>,
+}
+
+impl PendingAck {
+    /// Waits for the commit; the `SendAck`, or the error to answer with.
+    pub async fn wait(self) -> Result<server_frame::Body, Error> {
+        match self.done.await {
+            Ok(Ok(appended)) => {
+                let entry = appended.entry();
+                Ok(server_frame::Body::SendAck(SendAck {
+                    conversation_id: self.conversation_id,
+                    client_msg_id: self.client_msg_id,
+                    server_msg_id: entry.server_msg_id.clone(),
+                    seq: entry.seq as u64,
+                    server_time_ms: entry.server_time_ms,
+                    duplicate: matches!(appended, Appended::Duplicate(_)),
+                }))
+            }
+            Ok(Err(error)) => Err(internal(error)),
+            Err(_) => Err(fail(ErrorCode::ShuttingDown, "the server is stopping")),
+        }
+    }
+}
+
+/// The messaging module of one core node.
+pub struct Messaging {
+    store: Arc<dyn MessageStore>,
+    permissions: Arc<PermissionClient>,
+    directory: Arc<Directory>,
+    sessions: Arc<Sessions>,
+    commits: mpsc::Sender<Pending>,
+    sends: DefaultKeyedRateLimiter<Arc<str>>,
+    settings: CoreSettings,
+}
+
+impl std::fmt::Debug for Messaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messaging").finish_non_exhaustive()
+    }
+}
+
+/// The tasks behind [`Messaging`]: they end once every handle to it is dropped and the queued
+/// sends are committed and fanned out.
+#[derive(Debug)]
+pub struct MessagingTasks {
+    committer: tokio::task::JoinHandle<()>,
+    fanout: tokio::task::JoinHandle<()>,
+}
+
+impl MessagingTasks {
+    /// Waits for both tasks to finish.
+    pub async fn finished(self) {
+        let _ = self.committer.await;
+        let _ = self.fanout.await;
+    }
+}
+
+/// A per-second quota with a burst of twice as many.
+pub fn quota(per_second: u32) -> Quota {
+    let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(rate).allow_burst(rate.saturating_mul(NonZeroU32::new(2).unwrap_or(rate)))
+}
+
+impl Messaging {
+    /// Starts the module: its committer and fan-out tasks.
+    pub fn start(
+        store: Arc<dyn MessageStore>,
+        permissions: Arc<PermissionClient>,
+        directory: Arc<Directory>,
+        sessions: Arc<Sessions>,
+        push: Arc<dyn PushHook>,
+        settings: CoreSettings,
+    ) -> (Arc<Self>, MessagingTasks) {
+        let (commits, queue) = mpsc::channel(settings.commit_queue);
+        let (committed, to_fan_out) = mpsc::channel(settings.commit_queue);
+        let committer = tokio::spawn(commit_batches(
+            store.clone(),
+            queue,
+            committed,
+            settings.max_batch,
+        ));
+        let messaging = Arc::new(Self {
+            store,
+            permissions,
+            directory,
+            sessions,
+            commits,
+            sends: RateLimiter::keyed(quota(settings.messages_per_second)),
+            settings,
+        });
+        let fanout = tokio::spawn(fan_out(
+            Fanout {
+                directory: messaging.directory.clone(),
+                sessions: messaging.sessions.clone(),
+                push,
+            },
+            to_fan_out,
+        ));
+        (messaging, MessagingTasks { committer, fanout })
+    }
+
+    /// Forgets the send rate of users idle long enough to be back at a full burst.
+    pub fn prune_rate_limits(&self) {
+        self.sends.retain_recent();
+        self.sends.shrink_to_fit();
+    }
+
+    async fn permit(
+        &self,
+        user_id: &str,
+        conversation_id: &str,
+        action: ConversationAction,
+    ) -> Result<(), Error> {
+        let decision = self
+            .permissions
+            .check(user_id, conversation_id, action)
+            .await
+            .map_err(|e| fail(ErrorCode::Unavailable, format!("permission check: {e}")))?;
+        if decision.allowed {
+            return Ok(());
+        }
+        let code = ErrorCode::try_from(decision.code).unwrap_or(ErrorCode::Forbidden);
+        Err(fail(code, decision.reason))
+    }
+
+    /// Checks a send and queues it for the committer. Sends queued in order are appended in
+    /// that order.
+    pub async fn submit(
+        &self,
+        session: &SessionHandle,
+        send: SendRequest,
+        raw_body: Option<&[u8]>,
+    ) -> Result<PendingAck, Error> {
+        let user = &*session.user_id;
+        if send.client_msg_id.is_empty() || send.client_msg_id.len() > MAX_CLIENT_MSG_ID {
+            return Err(invalid(format!(
+                "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID} bytes"
+            )));
+        }
+        let conversation: ConversationId = send
+            .conversation_id
+            .parse()
+            .map_err(|e: im_proto::IdError| invalid(e.to_string()))?;
+        let raw_body = raw_body.unwrap_or_default();
+        let Some(body) = send.body else {
+            return Err(invalid("send has no body"));
+        };
+        let Some(kind) = body.kind else {
+            return Err(if raw_body.is_empty() {
+                invalid("the body has no kind")
+            } else {
+                fail(
+                    ErrorCode::UnsupportedFrame,
+                    "a body kind this server does not know",
+                )
+            });
+        };
+        if raw_body.len() > self.settings.max_content_bytes as usize {
+            let mut error = fail(
+                ErrorCode::ContentTooLarge,
+                format!(
+                    "the body is {} bytes, more than {}",
+                    raw_body.len(),
+                    self.settings.max_content_bytes
+                ),
+            );
+            error.limit = u64::from(self.settings.max_content_bytes);
+            return Err(error);
+        }
+        if let Err(not_until) = self.sends.check_key(&session.user_id) {
+            let wait = not_until.wait_time_from(self.sends.clock().now());
+            let mut error = fail(ErrorCode::RateLimited, "too many messages");
+            error.retry_after_ms = wait.as_millis().max(1) as u64;
+            return Err(error);
+        }
+        let id = conversation.to_string();
+        let (kind, target_seq) = match kind {
+            message_body::Kind::Content(content) => {
+                check_content(&content, wire::field(raw_body, fields::BODY_CONTENT))?;
+                self.permit(user, &id, ConversationAction::Send).await?;
+                (EntryKind::Content, 0)
+            }
+            message_body::Kind::Edit(edit) => {
+                let Some(content) = &edit.content else {
+                    return Err(invalid("an edit needs content"));
+                };
+                let raw_edit = wire::field(raw_body, fields::BODY_EDIT);
+                check_content(
+                    content,
+                    raw_edit.and_then(|e| wire::field(e, fields::EDIT_CONTENT)),
+                )?;
+                self.permit(user, &id, ConversationAction::Send).await?;
+                let target = self.target(&id, edit.target_seq).await?;
+                if target.sender_user_id != user {
+                    return Err(fail(
+                        ErrorCode::Forbidden,
+                        "only the sender edits a message",
+                    ));
+                }
+                if now_ms() - target.server_time_ms > self.settings.edit_window_ms {
+                    return Err(fail(
+                        ErrorCode::EditWindowClosed,
+                        "the edit window has passed",
+                    ));
+                }
+                (EntryKind::Edit, edit.target_seq)
+            }
+            message_body::Kind::Recall(recall) => {
+                self.withdraw(user, &id, recall.target_seq).await?;
+                (EntryKind::Recall, recall.target_seq)
+            }
+            message_body::Kind::Delete(delete) => {
+                self.withdraw(user, &id, delete.target_seq).await?;
+                (EntryKind::Delete, delete.target_seq)
+            }
+            message_body::Kind::Reaction(reaction) => {
+                if reaction.key.is_empty() || reaction.key.len() > MAX_REACTION_KEY {
+                    return Err(invalid(format!(
+                        "a reaction key is 1 to {MAX_REACTION_KEY} bytes"
+                    )));
+                }
+                self.permit(user, &id, ConversationAction::Send).await?;
+                self.target(&id, reaction.target_seq).await?;
+                (EntryKind::Reaction, reaction.target_seq)
+            }
+            message_body::Kind::Notice(_) => {
+                return Err(fail(
+                    ErrorCode::Forbidden,
+                    "system notices are written by the server only",
+                ));
+            }
+        };
+        let entry = NewEntry {
+            conversation_id: id,
+            sender_user_id: user.to_owned(),
+            sender_device_id: session.device_id.to_string(),
+            client_msg_id: send.client_msg_id.clone(),
+            kind,
+            target_seq,
+            body: raw_body.to_vec(),
+            server_time_ms: now_ms(),
+        };
+        self.enqueue(entry, Some(session.session_id.clone())).await
+    }
+
+    /// Queues an entry (a checked send, or a notice written by the server).
+    pub async fn enqueue(
+        &self,
+        entry: NewEntry,
+        session_id: Option<Arc<str>>,
+    ) -> Result<PendingAck, Error> {
+        let (done, waiting) = oneshot::channel();
+        let ack = PendingAck {
+            conversation_id: entry.conversation_id.clone(),
+            client_msg_id: entry.client_msg_id.clone(),
+            done: waiting,
+        };
+        self.commits
+            .send(Pending {
+                entry,
+                session_id,
+                done,
+            })
+            .await
+            .map_err(|_| fail(ErrorCode::ShuttingDown, "the server is stopping"))?;
+        Ok(ack)
+    }
+
+    /// The content entry an edit, recall, delete or reaction acts on.
+    async fn target(&self, conversation_id: &str, seq: u64) -> Result<StoredEntry, Error> {
+        if seq == 0 {
+            return Err(invalid("target_seq is 0"));
+        }
+        let target = self
+            .store
+            .entry(conversation_id, seq)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                fail(
+                    ErrorCode::MessageNotFound,
+                    format!("no entry {seq} in {conversation_id}"),
+                )
+            })?;
+        if target.kind != EntryKind::Content as i32 {
+            return Err(invalid(format!("entry {seq} is not a message")));
+        }
+        Ok(target)
+    }
+
+    /// May `user` recall or delete entry `seq`? Its sender within the window; managers always.
+    async fn withdraw(&self, user: &str, conversation_id: &str, seq: u64) -> Result<(), Error> {
+        self.permit(user, conversation_id, ConversationAction::Read)
+            .await?;
+        let target = self.target(conversation_id, seq).await?;
+        let own = target.sender_user_id == user;
+        if own && now_ms() - target.server_time_ms <= self.settings.recall_window_ms {
+            return Ok(());
+        }
+        let managed = conversation_id.starts_with("g:")
+            && self
+                .permit(user, conversation_id, ConversationAction::Manage)
+                .await
+                .is_ok();
+        match (managed, own) {
+            (true, _) => Ok(()),
+            (false, true) => Err(fail(
+                ErrorCode::EditWindowClosed,
+                "the recall window has passed",
+            )),
+            (false, false) => Err(fail(
+                ErrorCode::Forbidden,
+                "only the sender or a group admin withdraws a message",
+            )),
+        }
+    }
+
+    // ---- reading ---------------------------------------------------------------------------
+
+    /// A backward page: entries below `before_seq`, newest last.
+    pub async fn history(
+        &self,
+        user: &str,
+        request: &HistoryRequest,
+        max_frame_bytes: usize,
+    ) -> Result<Bytes, Error> {
+        let id = self.readable(user, &request.conversation_id).await?;
+        let limit = cap(request.limit, self.settings.max_history_page);
+        let last_seq = self.last_seq(&id).await?;
+        let mut entries = self
+            .store
+            .entries_before(&id, request.before_seq, limit)
+            .await
+            .map_err(internal)?;
+        entries.retain(|e| e.seq as u64 <= last_seq);
+        let page = self.page(user, &id, entries, last_seq).await?;
+        let (encoded, kept_from) = fit_backward(&page, max_frame_bytes);
+        let first = page.get(kept_from).map(|(seq, _)| *seq);
+        let has_more = first.is_some_and(|s| s > 1) || (first.is_none() && last_seq > 0);
+        Ok(page_frame(
+            &MessagePage {
+                conversation_id: id,
+                messages: Vec::new(),
+                has_more,
+                last_seq,
+                visible_from_seq: 1,
+            },
+            &encoded,
+        ))
+    }
+
+    /// A forward page: entries above `after_seq`.
+    pub async fn pull(
+        &self,
+        user: &str,
+        request: &PullRequest,
+        max_frame_bytes: usize,
+    ) -> Result<Bytes, Error> {
+        let id = self.readable(user, &request.conversation_id).await?;
+        let limit = cap(request.limit, self.settings.max_history_page);
+        let last_seq = self.last_seq(&id).await?;
+        let mut entries = self
+            .store
+            .entries_after(&id, request.after_seq, limit)
+            .await
+            .map_err(internal)?;
+        entries.retain(|e| e.seq as u64 <= last_seq);
+        let page = self.page(user, &id, entries, last_seq).await?;
+        let encoded = fit_forward(&page, max_frame_bytes);
+        let reached = page
+            .get(encoded.len().wrapping_sub(1))
+            .map_or(request.after_seq, |(seq, _)| *seq);
+        Ok(page_frame(
+            &MessagePage {
+                conversation_id: id,
+                messages: Vec::new(),
+                has_more: reached < last_seq,
+                last_seq,
+                visible_from_seq: 1,
+            },
+            &encoded,
+        ))
+    }
+
+    async fn readable(&self, user: &str, conversation_id: &str) -> Result<String, Error> {
+        let id: ConversationId = conversation_id
+            .parse()
+            .map_err(|e: im_proto::IdError| invalid(e.to_string()))?;
+        let id = id.to_string();
+        self.permit(user, &id, ConversationAction::Read).await?;
+        Ok(id)
+    }
+
+    async fn last_seq(&self, id: &str) -> Result<u64, Error> {
+        let seqs = self
+            .store
+            .last_seqs(&[id.to_owned()])
+            .await
+            .map_err(internal)?;
+        Ok(seqs.first().copied().unwrap_or(0))
+    }
+
+    /// Entries as encoded `Message`s with their state as of `last_seq`, ascending.
+    async fn page(
+        &self,
+        user: &str,
+        id: &str,
+        entries: Vec<StoredEntry>,
+        last_seq: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        let targets: Vec<u64> = entries
+            .iter()
+            .map(|e| {
+                if e.kind == EntryKind::Edit as i32 {
+                    e.target_seq as u64
+                } else {
+                    e.seq as u64
+                }
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let effects = self
+            .store
+            .effects(id, &targets, last_seq)
+            .await
+            .map_err(internal)?;
+        let states = States::fold(user, &effects);
+        Ok(entries
+            .iter()
+            .map(|entry| (entry.seq as u64, states.encode(entry)))
+            .collect())
+    }
+
+    // ---- sync ------------------------------------------------------------------------------
+
+    /// Which of the user's conversations moved past what the client holds (paged).
+    pub async fn sync(&self, user: &str, request: SyncRequest) -> Result<SyncResponse, Error> {
+        let limit = cap(request.limit, self.settings.max_sync_page) as usize;
+        let (snapshot, after) = if request.page_token.is_empty() {
+            (request, String::new())
+        } else {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&request.page_token)
+                .map_err(|_| invalid("bad page_token"))?;
+            let snapshot =
+                SyncRequest::decode(bytes.as_slice()).map_err(|_| invalid("bad page_token"))?;
+            let after = snapshot.page_token.clone();
+            (snapshot, after)
+        };
+        let held: HashMap<&str, u64> = snapshot
+            .held
+            .iter()
+            .map(|c| (c.conversation_id.as_str(), c.seq))
+            .collect();
+        let read_sent: HashMap<&str, u64> = snapshot
+            .read
+            .iter()
+            .map(|c| (c.conversation_id.as_str(), c.seq))
+            .collect();
+
+        // The user's conversations, in id order.
+        let mut mine: BTreeMap<String, ConversationType> = BTreeMap::new();
+        for id in self
+            .store
+            .direct_conversations(user)
+            .await
+            .map_err(internal)?
+        {
+            mine.insert(id, ConversationType::Direct);
+        }
+        for group in self.directory.groups_of(user).await? {
+            let kind = ConversationType::try_from(group.r#type).unwrap_or(ConversationType::Group);
+            mine.insert(format!("g:{}", group.group_id), kind);
+        }
+        let ids: Vec<String> = mine
+            .range(after.clone()..)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let ids: Vec<String> = ids.into_iter().filter(|id| *id > after).collect();
+        let last_seqs = self.store.last_seqs(&ids).await.map_err(internal)?;
+        let read_seqs = self.store.read_seqs(user, &ids).await.map_err(internal)?;
+
+        // Held conversations the user is no longer in (groups left, removed or dismissed).
+        let gone: Vec<&str> = held
+            .keys()
+            .copied()
+            .filter(|id| id.starts_with("g:") && *id > after.as_str() && !mine.contains_key(*id))
+            .collect();
+        let mut changed: BTreeMap<String, Option<(u64, u64, ConversationType)>> = BTreeMap::new();
+        for ((id, last), read) in ids.iter().zip(last_seqs).zip(read_seqs) {
+            let moved = last > held.get(id.as_str()).copied().unwrap_or(0);
+            let read_moved = read != read_sent.get(id.as_str()).copied().unwrap_or(0);
+            if moved || read_moved {
+                changed.insert(id.clone(), Some((last, read, mine[id])));
+            }
+        }
+        for id in gone {
+            changed.insert(id.to_owned(), None);
+        }
+
+        let mut conversations = Vec::new();
+        let mut next_page_token = String::new();
+        for (n, (id, change)) in changed.iter().enumerate() {
+            if n == limit {
+                let token = SyncRequest {
+                    held: snapshot.held.clone(),
+                    read: snapshot.read.clone(),
+                    page_token: conversations
+                        .last()
+                        .map(|c: &ConversationState| c.conversation_id.clone())
+                        .unwrap_or_default(),
+                    limit: 0,
+                };
+                next_page_token =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.encode_to_vec());
+                break;
+            }
+            conversations.push(match change {
+                Some((last, read, kind)) => self.state(user, id, *kind, *last, *read).await?,
+                None => {
+                    let last = self.last_seq(id).await?;
+                    ConversationState {
+                        conversation_id: id.clone(),
+                        r#type: ConversationType::Group as i32,
+                        last_seq: last,
+                        visible_from_seq: 1,
+                        active: false,
+                        ..Default::default()
+                    }
+                }
+            });
+        }
+        Ok(SyncResponse {
+            conversations,
+            next_page_token,
+        })
+    }
+
+    /// One conversation as `user` sees it.
+    async fn state(
+        &self,
+        user: &str,
+        id: &str,
+        kind: ConversationType,
+        last_seq: u64,
+        read_seq: u64,
+    ) -> Result<ConversationState, Error> {
+        let unread_count = self
+            .store
+            .unread_count(id, user, read_seq)
+            .await
+            .map_err(internal)?;
+        let newest = self.store.last_content(id).await.map_err(internal)?;
+        let last_message = match newest {
+            Some(entry) => {
+                let page = self.page(user, id, vec![entry], last_seq).await?;
+                page.into_iter()
+                    .next()
+                    .and_then(|(_, bytes)| Message::decode(bytes.as_slice()).ok())
+            }
+            None => None,
+        };
+        Ok(ConversationState {
+            conversation_id: id.to_owned(),
+            r#type: kind as i32,
+            last_seq,
+            read_seq,
+            unread_count,
+            visible_from_seq: 1,
+            last_message,
+            active: true,
+        })
+    }
+
+    /// The state pushed when a user joins a conversation (a group they were added to).
+    pub async fn joined(&self, user: &str, group_id: &str) -> Result<ConversationState, Error> {
+        let id = format!("g:{group_id}");
+        let last = self.last_seq(&id).await?;
+        let read = self
+            .store
+            .read_seqs(user, std::slice::from_ref(&id))
+            .await
+            .map_err(internal)?;
+        self.state(
+            user,
+            &id,
+            ConversationType::Group,
+            last,
+            read.first().copied().unwrap_or(0),
+        )
+        .await
+    }
+
+    // ---- read state ------------------------------------------------------------------------
+
+    /// Moves the user's read cursor forward; tells the user's other devices and the other
+    /// members.
+    pub async fn mark_read(
+        &self,
+        session: &SessionHandle,
+        request: &MarkRead,
+    ) -> Result<ReadState, Error> {
+        let user = &*session.user_id;
+        let id = self.readable(user, &request.conversation_id).await?;
+        let before = self
+            .store
+            .read_seqs(user, std::slice::from_ref(&id))
+            .await
+            .map_err(internal)?
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let now = now_ms();
+        let read_seq = self
+            .store
+            .advance_read(&id, user, request.seq, now)
+            .await
+            .map_err(internal)?;
+        let unread_count = self
+            .store
+            .unread_count(&id, user, read_seq)
+            .await
+            .map_err(internal)?;
+        let state = ReadState {
+            conversation_id: id.clone(),
+            read_seq,
+            unread_count,
+        };
+        if read_seq > before {
+            let mine = Outbound {
+                frame: wire::frame(0, server_frame::Body::ReadState(state.clone())),
+                entry: None,
+            };
+            self.sessions
+                .deliver([user], &mine, Some(&session.session_id));
+            let receipt = Outbound {
+                frame: wire::frame(
+                    0,
+                    server_frame::Body::ReadReceipt(ReadReceipt {
+                        conversation_id: id.clone(),
+                        user_id: user.to_owned(),
+                        read_seq,
+                        read_at_ms: now,
+                    }),
+                ),
+                entry: None,
+            };
+            let others = self.others(&id, user).await;
+            self.sessions
+                .deliver(others.iter().map(String::as_str), &receipt, None);
+        }
+        Ok(state)
+    }
+
+    /// The members of a conversation other than `user`, for typing and receipts: none in
+    /// groups larger than `receipts_max_group` (or when the list cannot be had).
+    async fn others(&self, id: &str, user: &str) -> Vec<String> {
+        let Ok(conversation) = id.parse::<ConversationId>() else {
+            return Vec::new();
+        };
+        match conversation.kind() {
+            ConversationKind::Direct(..) => UserId::new(user)
+                .ok()
+                .and_then(|me| conversation.peer_of(&me).cloned())
+                .filter(|peer| peer.as_str() != user)
+                .map(|peer| vec![peer.to_string()])
+                .unwrap_or_default(),
+            ConversationKind::Group(group) => match self.directory.members(group.as_str()).await {
+                Ok(members) if members.len() <= self.settings.receipts_max_group => members
+                    .iter()
+                    .filter(|m| m.as_str() != user)
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    /// Who has read how far, paged by user id.
+    pub async fn read_cursors(
+        &self,
+        user: &str,
+        request: &ReadCursorsRequest,
+    ) -> Result<ReadCursorsPage, Error> {
+        let id = self.readable(user, &request.conversation_id).await?;
+        let limit = cap(request.limit, self.settings.max_sync_page);
+        let after = if request.page_token.is_empty() {
+            String::new()
+        } else {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&request.page_token)
+                .map_err(|_| invalid("bad page_token"))?;
+            String::from_utf8(bytes).map_err(|_| invalid("bad page_token"))?
+        };
+        let rows = self
+            .store
+            .read_cursors(&id, &after, limit)
+            .await
+            .map_err(internal)?;
+        let next_page_token = match rows.last() {
+            Some((last, _)) if rows.len() == limit as usize => {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+            }
+            _ => String::new(),
+        };
+        Ok(ReadCursorsPage {
+            conversation_id: id,
+            cursors: rows
+                .into_iter()
+                .map(|(user_id, read_seq)| ReadCursor { user_id, read_seq })
+                .collect(),
+            next_page_token,
+        })
+    }
+
+    /// Relays a typing signal to the other members (dropped when not allowed).
+    pub async fn typing(&self, session: &SessionHandle, conversation_id: &str, active: bool) {
+        let user = &*session.user_id;
+        let Ok(id) = conversation_id.parse::<ConversationId>() else {
+            return;
+        };
+        let id = id.to_string();
+        if self
+            .permit(user, &id, ConversationAction::Send)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let event = Outbound {
+            frame: wire::frame(
+                0,
+                server_frame::Body::Typing(TypingEvent {
+                    conversation_id: id.clone(),
+                    user_id: user.to_owned(),
+                    active,
+                }),
+            ),
+            entry: None,
+        };
+        let others = self.others(&id, user).await;
+        self.sessions
+            .deliver(others.iter().map(String::as_str), &event, None);
+    }
+}
+
+fn cap(asked: u32, max: u32) -> u32 {
+    if asked == 0 { max } else { asked.min(max) }
+}
+
+/// A content's kind must be known: absent is invalid, unknown (from a newer client) is
+/// unsupported.
+fn check_content(content: &im_proto::v1::Content, raw: Option<&[u8]>) -> Result<(), Error> {
+    if content.kind.is_some() {
+        return Ok(());
+    }
+    match raw {
+        Some(raw) if wire::has_unknown_fields(content, raw) => Err(fail(
+            ErrorCode::UnsupportedFrame,
+            "a content kind this server does not know",
+        )),
+        _ => Err(invalid("the content has no kind")),
+    }
+}
+
+/// What later entries did to the entries of a page.
+#[derive(Default)]
+struct States<'a> {
+    /// target -> the latest edit's raw body.
+    edits: HashMap<u64, (u64, &'a [u8])>,
+    recalled: HashMap<u64, u64>,
+    deleted: HashMap<u64, u64>,
+    /// target -> key -> reactors.
+    reactions: HashMap<u64, BTreeMap<String, HashSet<&'a str>>>,
+    user: &'a str,
+}
+
+impl<'a> States<'a> {
+    fn fold(user: &'a str, effects: &'a [StoredEntry]) -> Self {
+        let mut states = States {
+            user,
+            ..Default::default()
+        };
+        for effect in effects {
+            let (seq, target) = (effect.seq as u64, effect.target_seq as u64);
+            match EntryKind::from_i32(effect.kind) {
+                Some(EntryKind::Edit) => {
+                    states.edits.insert(target, (seq, effect.body.as_slice()));
+                }
+                Some(EntryKind::Recall) => {
+                    states.recalled.entry(target).or_insert(seq);
+                }
+                Some(EntryKind::Delete) => {
+                    states.deleted.entry(target).or_insert(seq);
+                }
+                Some(EntryKind::Reaction) => {
+                    let Ok(body) = MessageBody::decode(effect.body.as_slice()) else {
+                        continue;
+                    };
+                    let Some(message_body::Kind::Reaction(reaction)) = body.kind else {
+                        continue;
+                    };
+                    let reactors = states
+                        .reactions
+                        .entry(target)
+                        .or_default()
+                        .entry(reaction.key)
+                        .or_default();
+                    if reaction.remove {
+                        reactors.remove(effect.sender_user_id.as_str());
+                    } else {
+                        reactors.insert(effect.sender_user_id.as_str());
+                    }
+                }
+                _ => {}
+            }
+        }
+        states
+    }
+
+    fn withdrawn(&self, seq: u64) -> bool {
+        self.recalled.contains_key(&seq) || self.deleted.contains_key(&seq)
+    }
+
+    /// The entry as an encoded `Message`, its body as stored or as changed by later entries.
+    fn encode(&self, entry: &StoredEntry) -> Vec<u8> {
+        let seq = entry.seq as u64;
+        let mut state = MessageState {
+            edited_seq: self.edits.get(&seq).map_or(0, |(s, _)| *s),
+            recalled_seq: self.recalled.get(&seq).copied().unwrap_or(0),
+            deleted_seq: self.deleted.get(&seq).copied().unwrap_or(0),
+            reactions: Vec::new(),
+        };
+        if let Some(keys) = self.reactions.get(&seq) {
+            state.reactions = keys
+                .iter()
+                .filter(|(_, who)| !who.is_empty())
+                .map(|(key, who)| ReactionCount {
+                    key: key.clone(),
+                    count: who.len() as u32,
+                    mine: who.contains(self.user),
+                })
+                .collect();
+        }
+        let body: Vec<u8> = if self.withdrawn(seq)
+            || (entry.kind == EntryKind::Edit as i32 && self.withdrawn(entry.target_seq as u64))
+        {
+            Vec::new()
+        } else if let Some((_, edit)) = self.edits.get(&seq) {
+            let content = wire::field(edit, fields::BODY_EDIT)
+                .and_then(|e| wire::field(e, fields::EDIT_CONTENT))
+                .unwrap_or_default();
+            let mut body = Vec::new();
+            wire::put_field(&mut body, fields::BODY_CONTENT, content);
+            body
+        } else {
+            entry.body.clone()
+        };
+        let has_state = state != MessageState::default();
+        let mut out = message_of(entry, has_state.then_some(state)).encode_to_vec();
+        wire::put_field(&mut out, fields::MESSAGE_BODY, &body);
+        out
+    }
+}
+
+/// An entry's `Message` without its body (which is appended raw).
+fn message_of(entry: &StoredEntry, state: Option<MessageState>) -> Message {
+    Message {
+        conversation_id: entry.conversation_id.clone(),
+        seq: entry.seq as u64,
+        server_msg_id: entry.server_msg_id.clone(),
+        sender_user_id: entry.sender_user_id.clone(),
+        sender_device_id: entry.sender_device_id.clone(),
+        client_msg_id: entry.client_msg_id.clone(),
+        server_time_ms: entry.server_time_ms,
+        body: None,
+        state,
+    }
+}
+
+/// The push of a new entry, its body as received.
+pub fn push_frame(entry: &StoredEntry) -> Bytes {
+    let mut message = message_of(entry, None).encode_to_vec();
+    wire::put_field(&mut message, fields::MESSAGE_BODY, &entry.body);
+    wire::raw_frame(0, fields::FRAME_MESSAGE, &message)
+}
+
+fn page_frame(page: &MessagePage, messages: &[&[u8]]) -> Bytes {
+    let mut out = page.encode_to_vec();
+    for message in messages {
+        wire::put_field(&mut out, fields::PAGE_MESSAGES, message);
+    }
+    // request_id is filled in by the caller through `with_request_id`.
+    wire::raw_frame(0, fields::FRAME_MESSAGES, &out)
+}
+
+/// Sets the request id of an encoded `ServerFrame` that carries none.
+pub fn with_request_id(frame: Bytes, request_id: u64) -> Bytes {
+    if request_id == 0 {
+        return frame;
+    }
+    let mut out = Vec::with_capacity(frame.len() + 10);
+    prost::encoding::encode_key(1, prost::encoding::WireType::Varint, &mut out);
+    prost::encoding::encode_varint(request_id, &mut out);
+    out.extend_from_slice(&frame);
+    out.into()
+}
+
+/// The entries of a forward page that fit a frame, from the oldest.
+fn fit_forward(page: &[(u64, Vec<u8>)], max_frame_bytes: usize) -> Vec<&[u8]> {
+    let budget = max_frame_bytes.saturating_sub(FRAME_OVERHEAD);
+    let mut used = 0;
+    let mut kept = Vec::new();
+    for (_, message) in page {
+        used += message.len() + 6;
+        if used > budget && !kept.is_empty() {
+            break;
+        }
+        kept.push(message.as_slice());
+    }
+    kept
+}
+
+/// The entries of a backward page that fit a frame, from the newest; and the index of the
+/// oldest kept.
+fn fit_backward(page: &[(u64, Vec<u8>)], max_frame_bytes: usize) -> (Vec<&[u8]>, usize) {
+    let budget = max_frame_bytes.saturating_sub(FRAME_OVERHEAD);
+    let mut used = 0;
+    let mut from = page.len();
+    while from > 0 {
+        used += page[from - 1].1.len() + 6;
+        if used > budget && from < page.len() {
+            break;
+        }
+        from -= 1;
+    }
+    (
+        page[from..].iter().map(|(_, m)| m.as_slice()).collect(),
+        from,
+    )
+}
+
+/// The committer: takes queued sends in order, appends them in batches (one transaction, one
+/// fsync per batch), answers each, and passes new entries on in commit order.
+async fn commit_batches(
+    store: Arc<dyn MessageStore>,
+    mut queue: mpsc::Receiver<Pending>,
+    committed: mpsc::Sender<Committed>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while queue.recv_many(&mut batch, max_batch).await > 0 {
+        let entries: Vec<NewEntry> = batch.iter().map(|p| p.entry.clone()).collect();
+        match store.append(&entries).await {
+            Ok(results) => {
+                let mut fresh = Vec::new();
+                for (pending, appended) in batch.drain(..).zip(results) {
+                    if let Appended::New(entry) = &appended {
+                        fresh.push(Committed {
+                            entry: entry.clone(),
+                            session_id: pending.session_id.clone(),
+                        });
+                    }
+                    let _ = pending.done.send(Ok(appended));
+                }
+                for entry in fresh {
+                    if committed.send(entry).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, entries = batch.len(), "a batch was not stored");
+                for pending in batch.drain(..) {
+                    let _ = pending.done.send(Err(error.to_string()));
+                }
+            }
+        }
+    }
+}
+
+struct Fanout {
+    directory: Arc<Directory>,
+    sessions: Arc<Sessions>,
+    push: Arc<dyn PushHook>,
+}
+
+/// Pushes committed entries, in commit order, to every online device of every member (the
+/// sending session excepted) and hands the rest to the push hook.
+async fn fan_out(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
+    while let Some(Committed { entry, session_id }) = committed.recv().await {
+        let recipients: Vec<String> = match entry.conversation_id.parse::<ConversationId>() {
+            Ok(id) => match id.kind() {
+                ConversationKind::Direct(a, b) if a == b => vec![a.to_string()],
+                ConversationKind::Direct(a, b) => vec![a.to_string(), b.to_string()],
+                ConversationKind::Group(group) => {
+                    match fanout.directory.members(group.as_str()).await {
+                        Ok(members) => members.to_vec(),
+                        Err(error) => {
+                            // Members sync and pull what they miss; nothing is lost.
+                            tracing::warn!(
+                                conversation = %entry.conversation_id,
+                                code = error.code,
+                                "no member list: entry not pushed"
+                            );
+                            continue;
+                        }
+                    }
+                }
+            },
+            Err(_) => continue,
+        };
+        let outbound = Outbound {
+            frame: push_frame(&entry),
+            entry: Some((entry.conversation_id.as_str().into(), entry.seq as u64)),
+        };
+        let offline = fanout.sessions.deliver(
+            recipients.iter().map(String::as_str),
+            &outbound,
+            session_id.as_deref(),
+        );
+        if !offline.is_empty() {
+            fanout
+                .push
+                .offline(&message_of(&entry, None), &offline)
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_prepended_to_assembled_frames() {
+        let frame = page_frame(&MessagePage::default(), &[]);
+        let framed = with_request_id(frame, 42);
+        let decoded = im_proto::v1::ServerFrame::decode(framed).expect("decodes");
+        assert_eq!(decoded.request_id, 42);
+        assert!(matches!(
+            decoded.body,
+            Some(server_frame::Body::Messages(_))
+        ));
+    }
+
+    #[test]
+    fn pages_fit_the_frame_limit() {
+        let page: Vec<(u64, Vec<u8>)> = (1..=10).map(|s| (s, vec![0; 300])).collect();
+        assert_eq!(fit_forward(&page, 1024 + 1000).len(), 3);
+        let (kept, from) = fit_backward(&page, 1024 + 1000);
+        assert_eq!((kept.len(), from), (3, 7), "the newest are kept");
+        assert_eq!(fit_forward(&page, 10).len(), 1, "one entry always goes");
+    }
+}

@@ -1,0 +1,194 @@
+//! Who is online, on which platforms, with which chosen status. The embedded mode keeps it in
+//! memory ([`MemoryPresence`]); the distributed one keeps the same records in Redis with leases,
+//! behind the same trait.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use async_trait::async_trait;
+use im_proto::v1::{Platform, Presence, PresenceStatus};
+
+/// The presence records of every user.
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// A device of `user_id` connected (session `session_id`). Returns the user's presence if
+    /// what others see changed.
+    async fn connected(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        platform: Platform,
+        now_ms: i64,
+    ) -> Option<Presence>;
+
+    /// The session left. Returns the user's presence if what others see changed.
+    async fn disconnected(&self, user_id: &str, session_id: &str, now_ms: i64) -> Option<Presence>;
+
+    /// The user chose a status. Returns the user's presence if what others see changed.
+    async fn set_status(
+        &self,
+        user_id: &str,
+        status: PresenceStatus,
+        text: &str,
+        now_ms: i64,
+    ) -> Option<Presence>;
+
+    /// The presence of each user, in order (OFFLINE for users never seen).
+    async fn get(&self, user_ids: &[String]) -> Vec<Presence>;
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    /// Online sessions and their platforms.
+    sessions: Vec<(String, Platform)>,
+    status: PresenceStatus,
+    text: String,
+    last_seen_ms: i64,
+}
+
+impl Record {
+    fn view(&self, user_id: &str) -> Presence {
+        if self.sessions.is_empty() {
+            return Presence {
+                user_id: user_id.to_owned(),
+                status: PresenceStatus::Offline as i32,
+                status_text: String::new(),
+                platforms: Vec::new(),
+                last_seen_ms: self.last_seen_ms,
+            };
+        }
+        let mut platforms: Vec<i32> = self.sessions.iter().map(|(_, p)| *p as i32).collect();
+        platforms.sort_unstable();
+        platforms.dedup();
+        let status = match self.status {
+            PresenceStatus::Unspecified | PresenceStatus::Offline => PresenceStatus::Online,
+            chosen => chosen,
+        };
+        Presence {
+            user_id: user_id.to_owned(),
+            status: status as i32,
+            status_text: self.text.clone(),
+            platforms,
+            last_seen_ms: 0,
+        }
+    }
+}
+
+/// Presence in this process's memory: the embedded mode's store.
+#[derive(Debug, Default)]
+pub struct MemoryPresence {
+    users: Mutex<HashMap<String, Record>>,
+}
+
+impl MemoryPresence {
+    fn change(&self, user_id: &str, edit: impl FnOnce(&mut Record)) -> Option<Presence> {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let record = users.entry(user_id.to_owned()).or_default();
+        let before = record.view(user_id);
+        edit(record);
+        let after = record.view(user_id);
+        (before != after).then_some(after)
+    }
+}
+
+#[async_trait]
+impl PresenceStore for MemoryPresence {
+    async fn connected(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        platform: Platform,
+        _now_ms: i64,
+    ) -> Option<Presence> {
+        self.change(user_id, |r| {
+            r.sessions.retain(|(s, _)| s != session_id);
+            r.sessions.push((session_id.to_owned(), platform));
+        })
+    }
+
+    async fn disconnected(&self, user_id: &str, session_id: &str, now_ms: i64) -> Option<Presence> {
+        self.change(user_id, |r| {
+            r.sessions.retain(|(s, _)| s != session_id);
+            if r.sessions.is_empty() {
+                r.last_seen_ms = now_ms;
+            }
+        })
+    }
+
+    async fn set_status(
+        &self,
+        user_id: &str,
+        status: PresenceStatus,
+        text: &str,
+        _now_ms: i64,
+    ) -> Option<Presence> {
+        self.change(user_id, |r| {
+            r.status = status;
+            text.clone_into(&mut r.text);
+        })
+    }
+
+    async fn get(&self, user_ids: &[String]) -> Vec<Presence> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        user_ids
+            .iter()
+            .map(|id| match users.get(id) {
+                Some(record) => record.view(id),
+                None => Record::default().view(id),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn online_while_any_device_is_connected() {
+        let presence = MemoryPresence::default();
+        let amy = ["amy".to_owned()];
+        assert_eq!(
+            presence.get(&amy).await[0].status(),
+            PresenceStatus::Offline
+        );
+        let online = presence
+            .connected("amy", "s1", Platform::Ios, 1)
+            .await
+            .expect("changed");
+        assert_eq!(
+            (online.status(), online.platforms.clone()),
+            (PresenceStatus::Online, vec![Platform::Ios as i32])
+        );
+        let both = presence.connected("amy", "s2", Platform::Web, 2).await;
+        assert_eq!(
+            both.expect("a platform was added").platforms.len(),
+            2,
+            "both platforms"
+        );
+        let busy = presence
+            .set_status("amy", PresenceStatus::Busy, "in a meeting", 3)
+            .await
+            .expect("changed");
+        assert_eq!(busy.status(), PresenceStatus::Busy);
+        assert_eq!(
+            presence
+                .set_status("amy", PresenceStatus::Busy, "in a meeting", 4)
+                .await,
+            None,
+            "no change, no event"
+        );
+        let one_left = presence
+            .disconnected("amy", "s1", 5)
+            .await
+            .expect("changed");
+        assert_eq!(one_left.status(), PresenceStatus::Busy, "still online");
+        let gone = presence
+            .disconnected("amy", "s2", 6)
+            .await
+            .expect("changed");
+        assert_eq!(
+            (gone.status(), gone.last_seen_ms),
+            (PresenceStatus::Offline, 6)
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! Running the core service: its store, the messaging and presence modules, the gateway, and
+//! the bus subscriptions that keep them current, with a graceful shutdown. The all-in-one
+//! binary composes it with the business service on one in-process bus.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use im_common::{
+    auth::TokenVerifier,
+    bus::{Bus, BusError, Subscription},
+    permission::PermissionClient,
+    settings::SettingsError,
+};
+use im_proto::{
+    bus,
+    v1::{
+        BanEvent, BanKind, ConversationState, ConversationType, ErrorCode, GroupChange, GroupEvent,
+        MemberChange, MemberEvent, PresenceChanged, server_frame,
+    },
+};
+use prost::Message;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    directory::Directory,
+    gateway::Gateway,
+    messaging::{Messaging, MessagingTasks},
+    presence::{MemoryPresence, PresenceStore},
+    push::{LogPush, PushHook},
+    sessions::{Outbound, Sessions},
+    settings::CoreSettings,
+    store::{MessageStore, SqliteMessageStore},
+    wire,
+};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Bad settings.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The database could not be opened.
+    #[error("database {path}: {reason}")]
+    Database {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The listener could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bus refused a subscription.
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+}
+
+/// A running core service.
+#[derive(Debug)]
+pub struct RunningCore {
+    /// Where the gateway listens (`ws://<addr>/ws`).
+    pub addr: SocketAddr,
+    /// The node's sessions.
+    pub sessions: Arc<Sessions>,
+    gateway: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    messaging: MessagingTasks,
+}
+
+impl RunningCore {
+    /// Waits until the gateway has closed every connection (after the shutdown token fired)
+    /// and every acknowledged send is stored.
+    pub async fn stopped(self) {
+        let _ = self.gateway.await;
+        for task in &self.background {
+            task.abort();
+        }
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.messaging.finished().await;
+    }
+}
+
+/// What the core service is built from; [`start`] fills in the embedded defaults.
+pub struct Parts {
+    /// Where messages are stored.
+    pub store: Arc<dyn MessageStore>,
+    /// Where presence is kept.
+    pub presence: Arc<dyn PresenceStore>,
+    /// Told about entries for offline users.
+    pub push: Arc<dyn PushHook>,
+}
+
+/// Starts the core service with the embedded parts: SQLite messages at `settings.database`,
+/// presence in memory, offline pushes logged.
+pub async fn start(
+    settings: &CoreSettings,
+    bus: Arc<dyn Bus>,
+    verifier: Arc<TokenVerifier>,
+    shutdown: CancellationToken,
+) -> Result<RunningCore, StartError> {
+    settings.validate()?;
+    let database = |reason: String| StartError::Database {
+        path: settings.database.display().to_string(),
+        reason,
+    };
+    if let Some(dir) = settings
+        .database
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| database(e.to_string()))?;
+    }
+    let store = SqliteMessageStore::open(&settings.database, settings.max_connections)
+        .await
+        .map_err(|e| database(e.to_string()))?;
+    let parts = Parts {
+        store: Arc::new(store),
+        presence: Arc::new(MemoryPresence::default()),
+        push: Arc::new(LogPush),
+    };
+    start_with(settings, bus, verifier, parts, shutdown).await
+}
+
+/// Starts the core service on the given parts.
+pub async fn start_with(
+    settings: &CoreSettings,
+    bus: Arc<dyn Bus>,
+    verifier: Arc<TokenVerifier>,
+    parts: Parts,
+    shutdown: CancellationToken,
+) -> Result<RunningCore, StartError> {
+    settings.validate()?;
+    let mut background = vec![verifier.clone().follow(bus.as_ref()).await?];
+    let permissions = Arc::new(PermissionClient::new(
+        bus.clone(),
+        settings.decision_cache,
+        Duration::from_secs(300),
+        settings.bus_timeout(),
+    ));
+    background.push(permissions.clone().follow().await?);
+    let directory = Arc::new(Directory::new(
+        bus.clone(),
+        settings.member_cache_groups,
+        settings.bus_timeout(),
+    ));
+    let sessions = Arc::new(Sessions::new(settings.max_sessions_per_user));
+    let (messaging, messaging_tasks) = Messaging::start(
+        parts.store,
+        permissions,
+        directory.clone(),
+        sessions.clone(),
+        parts.push,
+        settings.clone(),
+    );
+    let events = Events {
+        members: bus.subscribe(bus::MEMBER).await?,
+        groups: bus.subscribe(bus::GROUP).await?,
+        bans: bus.subscribe(bus::BAN).await?,
+        presence: bus.subscribe(bus::PRESENCE).await?,
+    };
+    background.push(tokio::spawn(follow_events(
+        events,
+        messaging.clone(),
+        directory,
+        sessions.clone(),
+    )));
+    let pruned = messaging.clone();
+    background.push(tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            pruned.prune_rate_limits();
+        }
+    }));
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: settings.listen,
+        source,
+    })?;
+    let gateway = Arc::new(Gateway::new(
+        settings.clone(),
+        verifier,
+        sessions.clone(),
+        messaging,
+        parts.presence,
+        bus,
+        shutdown,
+    ));
+    let gateway = tokio::spawn(gateway.serve(listener));
+    tracing::info!(%addr, node = %settings.node_id, "core service listening");
+    Ok(RunningCore {
+        addr,
+        sessions,
+        gateway,
+        background,
+        messaging: messaging_tasks,
+    })
+}
+
+struct Events {
+    members: Subscription,
+    groups: Subscription,
+    bans: Subscription,
+    presence: Subscription,
+}
+
+/// Applies what other services announce: membership (member lists, `conversation` pushes),
+/// revocations (sessions ended), presence changes (pushed to watchers).
+async fn follow_events(
+    mut events: Events,
+    messaging: Arc<Messaging>,
+    directory: Arc<Directory>,
+    sessions: Arc<Sessions>,
+) {
+    let push_state = |user: &str, state: ConversationState| {
+        let frame = Outbound {
+            frame: wire::frame(0, server_frame::Body::Conversation(state)),
+            entry: None,
+        };
+        sessions.deliver([user], &frame, None);
+    };
+    let inactive = |group_id: &str| ConversationState {
+        conversation_id: format!("g:{group_id}"),
+        r#type: ConversationType::Group as i32,
+        visible_from_seq: 1,
+        active: false,
+        ..Default::default()
+    };
+    loop {
+        tokio::select! {
+            Some(message) = events.members.next() => {
+                let Ok(event) = MemberEvent::decode(message.payload) else { continue };
+                directory.forget(&event.group_id);
+                match event.change() {
+                    MemberChange::Added => {
+                        for user in event.user_ids.iter().filter(|u| sessions.is_online(u)) {
+                            match messaging.joined(user, &event.group_id).await {
+                                Ok(state) => push_state(user, state),
+                                Err(error) => tracing::warn!(code = error.code, "joined state not pushed"),
+                            }
+                        }
+                    }
+                    MemberChange::Removed | MemberChange::Left => {
+                        for user in &event.user_ids {
+                            push_state(user, inactive(&event.group_id));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some(message) = events.groups.next() => {
+                let Ok(event) = GroupEvent::decode(message.payload) else { continue };
+                if event.change() == GroupChange::Dismissed {
+                    // The member list, if this node still has it, says whom to tell now; the
+                    // others learn it from their next sync.
+                    if let Some(members) = directory.cached(&event.group_id) {
+                        for user in members.iter() {
+                            push_state(user, inactive(&event.group_id));
+                        }
+                    }
+                }
+                directory.forget(&event.group_id);
+            }
+            Some(message) = events.bans.next() => {
+                let Ok(event) = BanEvent::decode(message.payload) else { continue };
+                match event.kind() {
+                    BanKind::TokensRevoked => {
+                        let device = (!event.device_id.is_empty()).then_some(event.device_id.as_str());
+                        sessions.end_sessions(&event.user_id, device, event.until_ms, ErrorCode::TokenRevoked);
+                    }
+                    BanKind::UserDeactivated => {
+                        sessions.end_sessions(&event.user_id, None, i64::MAX, ErrorCode::UserDisabled);
+                    }
+                    _ => {}
+                }
+            }
+            Some(message) = events.presence.next() => {
+                let Ok(event) = PresenceChanged::decode(message.payload) else { continue };
+                if let Some(presence) = event.presence {
+                    let user = presence.user_id.clone();
+                    let frame = Outbound {
+                        frame: wire::frame(0, server_frame::Body::Presence(presence)),
+                        entry: None,
+                    };
+                    sessions.deliver_to_watchers(&user, &frame);
+                }
+            }
+            else => break,
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The sessions this node holds: who is connected on which device, the queue of frames waiting
+//! for each connection, and which sessions watch whose presence.
+//!
+//! Frames are handed to a connection through a bounded queue. A connection whose queue is full
+//! reads too slowly: it is closed with SLOW_CONSUMER (it reconnects and syncs) rather than
+//! being allowed to hold unbounded memory.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use bytes::Bytes;
+use im_proto::v1::{ErrorCode, Platform};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A frame for one connection.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// The encoded `ServerFrame`.
+    pub frame: Bytes,
+    /// For a pushed entry: its conversation and seq, so it is resent until acknowledged.
+    pub entry: Option<(Arc<str>, u64)>,
+}
+
+/// What the rest of the node holds of a connection.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// Unique per connection.
+    pub session_id: Arc<str>,
+    /// The authenticated user.
+    pub user_id: Arc<str>,
+    /// Its device.
+    pub device_id: Arc<str>,
+    /// The device's platform.
+    pub platform: Platform,
+    /// When the session's token was issued (revocations cut by time).
+    pub token_issued_at_ms: i64,
+    outbox: mpsc::Sender<Outbound>,
+    ending: Arc<Ending>,
+}
+
+/// How a connection is told to end, and why.
+#[derive(Debug, Default)]
+pub struct Ending {
+    /// Cancelled when the connection must close.
+    pub token: CancellationToken,
+    /// The reason, set once by whoever ends it first.
+    pub reason: OnceLock<ErrorCode>,
+}
+
+impl Ending {
+    /// Ends the connection with `reason` (the first reason given wins).
+    pub fn end(&self, reason: ErrorCode) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+}
+
+impl SessionHandle {
+    /// A handle for a new connection; the connection keeps the receiving end of its queue.
+    pub fn new(
+        user_id: &str,
+        device_id: &str,
+        platform: Platform,
+        token_issued_at_ms: i64,
+        queue: usize,
+    ) -> (Self, mpsc::Receiver<Outbound>) {
+        let (outbox, inbox) = mpsc::channel(queue);
+        let handle = Self {
+            session_id: uuid::Uuid::new_v4().simple().to_string().into(),
+            user_id: user_id.into(),
+            device_id: device_id.into(),
+            platform,
+            token_issued_at_ms,
+            outbox,
+            ending: Arc::default(),
+        };
+        (handle, inbox)
+    }
+
+    /// The connection's ending signal.
+    pub fn ending(&self) -> &Arc<Ending> {
+        &self.ending
+    }
+
+    /// Queues a frame; a full queue ends the connection as a slow consumer.
+    pub fn send(&self, outbound: Outbound) -> bool {
+        match self.outbox.try_send(outbound) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!(session = %self.session_id, user = %self.user_id, "slow consumer");
+                self.ending.end(ErrorCode::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Why a session could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The user holds the most sessions allowed.
+    TooManyForUser,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_user: HashMap<Arc<str>, Vec<SessionHandle>>,
+    /// Watched user -> sessions watching it.
+    watchers: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// Session -> users it watches.
+    watching: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// Session -> its handle, for presence pushes.
+    by_session: HashMap<Arc<str>, SessionHandle>,
+}
+
+/// The registry of this node's sessions.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<Inner>,
+    max_per_user: usize,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("count", &self.count())
+            .finish()
+    }
+}
+
+impl Sessions {
+    /// A registry allowing `max_per_user` sessions per user.
+    pub fn new(max_per_user: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            max_per_user,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sessions held now.
+    pub fn count(&self) -> usize {
+        self.lock().by_session.len()
+    }
+
+    /// Adds a session. An older session of the same device is replaced: it is returned, and told
+    /// to end with SESSION_REPLACED.
+    pub fn register(&self, handle: SessionHandle) -> Result<Option<SessionHandle>, RegisterError> {
+        let mut inner = self.lock();
+        let sessions = inner.by_user.entry(handle.user_id.clone()).or_default();
+        let replaced = sessions
+            .iter()
+            .position(|s| s.device_id == handle.device_id)
+            .map(|at| sessions.swap_remove(at));
+        if replaced.is_none() && sessions.len() >= self.max_per_user {
+            if sessions.is_empty() {
+                inner.by_user.remove(&handle.user_id);
+            }
+            return Err(RegisterError::TooManyForUser);
+        }
+        sessions.push(handle.clone());
+        inner.by_session.insert(handle.session_id.clone(), handle);
+        if let Some(old) = &replaced {
+            inner.by_session.remove(&old.session_id);
+            Self::unwatch_all(&mut inner, &old.session_id);
+            old.ending.end(ErrorCode::SessionReplaced);
+        }
+        Ok(replaced)
+    }
+
+    /// Removes a session (if it is still registered) and its presence subscriptions.
+    pub fn unregister(&self, handle: &SessionHandle) {
+        let mut inner = self.lock();
+        if let Some(sessions) = inner.by_user.get_mut(&handle.user_id) {
+            sessions.retain(|s| s.session_id != handle.session_id);
+            if sessions.is_empty() {
+                inner.by_user.remove(&handle.user_id);
+            }
+        }
+        inner.by_session.remove(&handle.session_id);
+        Self::unwatch_all(&mut inner, &handle.session_id);
+    }
+
+    fn unwatch_all(inner: &mut Inner, session_id: &str) {
+        for user in inner.watching.remove(session_id).unwrap_or_default() {
+            if let Some(watchers) = inner.watchers.get_mut(&user) {
+                watchers.remove(session_id);
+                if watchers.is_empty() {
+                    inner.watchers.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// Whether `user_id` has a session here.
+    pub fn is_online(&self, user_id: &str) -> bool {
+        self.lock().by_user.contains_key(user_id)
+    }
+
+    /// Queues `frame` for every session of each user, except `exclude` (the session that
+    /// caused it). Returns the users with no session here.
+    pub fn deliver<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a str>,
+        frame: &Outbound,
+        exclude: Option<&str>,
+    ) -> Vec<String> {
+        let targets: Vec<SessionHandle>;
+        let mut offline = Vec::new();
+        {
+            let inner = self.lock();
+            let mut found = Vec::new();
+            for user in users {
+                match inner.by_user.get(user) {
+                    Some(sessions) => found.extend(
+                        sessions
+                            .iter()
+                            .filter(|s| Some(&*s.session_id) != exclude)
+                            .cloned(),
+                    ),
+                    None => offline.push(user.to_owned()),
+                }
+            }
+            targets = found;
+        }
+        for session in targets {
+            session.send(frame.clone());
+        }
+        offline
+    }
+
+    /// Ends every session of `user_id` (on `device_id` only, when given) whose token was issued
+    /// before `issued_before_ms`.
+    pub fn end_sessions(
+        &self,
+        user_id: &str,
+        device_id: Option<&str>,
+        issued_before_ms: i64,
+        reason: ErrorCode,
+    ) -> usize {
+        let inner = self.lock();
+        let mut ended = 0;
+        for session in inner.by_user.get(user_id).into_iter().flatten() {
+            let device_matches = device_id.is_none_or(|d| *session.device_id == *d);
+            if device_matches && session.token_issued_at_ms < issued_before_ms {
+                session.ending.end(reason);
+                ended += 1;
+            }
+        }
+        ended
+    }
+
+    /// Ends every session with `reason` (shutdown).
+    pub fn end_all(&self, reason: ErrorCode) {
+        for session in self.lock().by_session.values() {
+            session.ending.end(reason);
+        }
+    }
+
+    /// `session_id` watches the presence of `users`; fails (changing nothing) if that would take
+    /// it past `max` users.
+    pub fn watch(&self, session_id: &str, users: &[String], max: usize) -> bool {
+        let mut inner = self.lock();
+        let Some(session) = inner
+            .by_session
+            .get(session_id)
+            .map(|s| s.session_id.clone())
+        else {
+            return false;
+        };
+        let watching = inner.watching.entry(session.clone()).or_default();
+        let new: HashSet<&String> = users
+            .iter()
+            .filter(|u| !watching.contains(u.as_str()))
+            .collect();
+        if watching.len() + new.len() > max {
+            return false;
+        }
+        let new: Vec<Arc<str>> = new.into_iter().map(|u| Arc::from(u.as_str())).collect();
+        watching.extend(new.iter().cloned());
+        for user in new {
+            inner
+                .watchers
+                .entry(user)
+                .or_default()
+                .insert(session.clone());
+        }
+        true
+    }
+
+    /// `session_id` stops watching `users`.
+    pub fn unwatch(&self, session_id: &str, users: &[String]) {
+        let mut inner = self.lock();
+        for user in users {
+            if let Some(watching) = inner.watching.get_mut(session_id) {
+                watching.remove(user.as_str());
+            }
+            if let Some(watchers) = inner.watchers.get_mut(user.as_str()) {
+                watchers.remove(session_id);
+                if watchers.is_empty() {
+                    inner.watchers.remove(user.as_str());
+                }
+            }
+        }
+    }
+
+    /// Queues `frame` for every session watching `user_id`.
+    pub fn deliver_to_watchers(&self, user_id: &str, frame: &Outbound) {
+        let targets: Vec<SessionHandle> = {
+            let inner = self.lock();
+            inner
+                .watchers
+                .get(user_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|s| inner.by_session.get(s).cloned())
+                .collect()
+        };
+        for session in targets {
+            session.send(frame.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(
+        user: &str,
+        device: &str,
+        queue: usize,
+    ) -> (SessionHandle, mpsc::Receiver<Outbound>) {
+        SessionHandle::new(user, device, Platform::Web, 0, queue)
+    }
+
+    fn frame(byte: u8) -> Outbound {
+        Outbound {
+            frame: Bytes::from(vec![byte]),
+            entry: None,
+        }
+    }
+
+    #[test]
+    fn one_session_per_device_and_a_cap_per_user() {
+        let sessions = Sessions::new(2);
+        let (phone, _p) = session("amy", "phone", 4);
+        let (laptop, _l) = session("amy", "laptop", 4);
+        let (tablet, _t) = session("amy", "tablet", 4);
+        assert!(sessions.register(phone.clone()).unwrap().is_none());
+        assert!(sessions.register(laptop).unwrap().is_none());
+        assert_eq!(
+            sessions.register(tablet).unwrap_err(),
+            RegisterError::TooManyForUser
+        );
+        let (phone2, _p2) = session("amy", "phone", 4);
+        let replaced = sessions.register(phone2).unwrap().expect("replaces");
+        assert_eq!(replaced.session_id, phone.session_id);
+        assert_eq!(
+            phone.ending().reason.get(),
+            Some(&ErrorCode::SessionReplaced)
+        );
+        assert_eq!(sessions.count(), 2);
+    }
+
+    #[test]
+    fn a_full_queue_ends_the_session_as_a_slow_consumer() {
+        let sessions = Sessions::new(4);
+        let (amy, mut inbox) = session("amy", "phone", 2);
+        sessions.register(amy.clone()).unwrap();
+        for byte in 0..3 {
+            sessions.deliver(["amy"], &frame(byte), None);
+        }
+        assert_eq!(amy.ending().reason.get(), Some(&ErrorCode::SlowConsumer));
+        assert_eq!(inbox.try_recv().unwrap().frame[0], 0);
+        assert_eq!(inbox.try_recv().unwrap().frame[0], 1);
+        assert!(
+            inbox.try_recv().is_err(),
+            "the queue never grew past its bound"
+        );
+        let offline = sessions.deliver(["amy", "bob"], &frame(9), None);
+        assert_eq!(offline, ["bob"]);
+    }
+
+    #[test]
+    fn watchers_are_bounded_and_leave_with_their_session() {
+        let sessions = Sessions::new(4);
+        let (amy, mut inbox) = session("amy", "phone", 8);
+        sessions.register(amy.clone()).unwrap();
+        let users = ["bob".to_owned(), "cy".to_owned()];
+        assert!(!sessions.watch(&amy.session_id, &users, 1), "over the cap");
+        assert!(sessions.watch(&amy.session_id, &users, 2));
+        sessions.deliver_to_watchers("bob", &frame(1));
+        assert_eq!(inbox.try_recv().unwrap().frame[0], 1);
+        sessions.unwatch(&amy.session_id, &users[..1]);
+        sessions.deliver_to_watchers("bob", &frame(2));
+        assert!(inbox.try_recv().is_err());
+        sessions.unregister(&amy);
+        sessions.deliver_to_watchers("cy", &frame(3));
+        assert!(inbox.try_recv().is_err());
+        assert_eq!(sessions.count(), 0);
+    }
+}
