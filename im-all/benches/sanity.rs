@@ -36,6 +36,7 @@ fn start(data: &Path) -> (Child, SocketAddr) {
     let mut child = Command::new(BIN)
         .args(["--data-dir", data.to_str().unwrap()])
         .env("IM_CORE__LISTEN", "127.0.0.1:0")
+        .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_CORE__MESSAGES_PER_SECOND", "1000000")
         .env("IM_CORE__FRAMES_PER_SECOND", "1000000")
         .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
@@ -68,13 +69,19 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-fn token_secret(data: &Path) -> String {
+/// A token for `user`, who is created (senders must exist; idle connections need not).
+fn user_token(data: &Path, user: &str) -> String {
     let out = Command::new(BIN)
-        .args(["--data-dir", data.to_str().unwrap(), "token", "warmup"])
+        .args(["--data-dir", data.to_str().unwrap(), "token", user])
         .env("RUST_LOG", "error")
         .output()
         .unwrap();
     assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn token_secret(data: &Path) -> String {
+    user_token(data, "warmup");
     let text = std::fs::read_to_string(data.join("secrets.toml")).unwrap();
     let table: toml::Table = text.parse().unwrap();
     table["token_secret"].as_str().unwrap().to_owned()
@@ -115,16 +122,18 @@ async fn idle_memory(addr: SocketAddr, pid: u32, issuer: &TokenIssuer, count: us
     );
 }
 
-async fn throughput(addr: SocketAddr, issuer: &TokenIssuer, senders: usize, messages: usize) {
+async fn throughput(addr: SocketAddr, data: &Path, senders: usize, messages: usize) {
     let per_sender = messages / senders;
     let window = 64;
     let mut tasks = Vec::new();
+    let tokens: Vec<String> = (0..senders)
+        .map(|s| user_token(data, &format!("s{s}")))
+        .collect();
     let started = Instant::now();
-    for s in 0..senders {
+    for (s, token) in tokens.into_iter().enumerate() {
         let user = format!("s{s}");
-        let token = issuer.issue(&user, "d", now_ms(), 3_600_000).unwrap();
         tasks.push(tokio::spawn(async move {
-            let mut client = Client::connect(addr, &token, "d").await;
+            let mut client = Client::connect(addr, &token, "dev").await;
             let conversation = format!("d:{user}:{user}");
             let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
             let mut latencies = Vec::with_capacity(per_sender);
@@ -184,7 +193,7 @@ fn main() {
         .await;
         throughput(
             addr,
-            &issuer,
+            dir.path(),
             size("IM_SANITY_SENDERS", 50),
             size("IM_SANITY_MESSAGES", 50_000),
         )

@@ -43,6 +43,7 @@ fn start(data: &Path) -> (Child, SocketAddr) {
     let mut child = Command::new(BIN)
         .args(["--data-dir", data.to_str().unwrap()])
         .env("IM_CORE__LISTEN", "127.0.0.1:0")
+        .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_CORE__MESSAGES_PER_SECOND", "100000")
         .env("IM_CORE__FRAMES_PER_SECOND", "100000")
         .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")

@@ -7,15 +7,17 @@
 //! - [`sqlite`]: the embedded stores' SQLite database: WAL, durable commits, one writer.
 //! - [`permission`]: permission checks over the bus behind a cache the business events
 //!   invalidate.
+//! - [`metrics`]: the process's metrics registry, rendered in the Prometheus text format.
 //!
 //! Still to come, as the services that need them arrive: dynamic configuration with hot
-//! reload, metrics and tracing setup, the Redis and NATS clients.
+//! reload, the Redis and NATS clients.
 //!
 //! The arrows point one way: `im-proto` <- `im-common` <- services <- binaries.
 
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod metrics;
 pub mod permission;
 pub mod settings;
 pub mod sqlite;

@@ -2,9 +2,10 @@
 //! connection that reads requests, writes answers and pushes, keeps the heartbeat, enforces the
 //! limits and resends unacknowledged pushes.
 //!
-//! Memory per idle connection is kept small on purpose: tungstenite's buffers are set to a few
-//! KiB (its defaults are 128 KiB), the outbound queue allocates as frames arrive, and the
-//! resend buffer is empty while everything is acknowledged.
+//! Memory per idle connection is kept small on purpose: tungstenite's read buffer is 1 KiB by
+//! default (its own default is 128 KiB) and its writes are not buffered, the outbound queue
+//! holds shared frames, the resend buffer is empty while everything is acknowledged, and each
+//! phase of a connection's task is boxed so the task is only as large as its idle state.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -63,8 +64,8 @@ pub const WS_PATH: &str = "/ws";
 const FRAME_SEND: u32 = 4;
 const SEND_BODY: u32 = 3;
 
-/// tungstenite's read buffer per connection (its default is 128 KiB).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Room a frame needs around one entry's body: ids, times, tags (ids are at most 64 bytes).
+pub const ENTRY_FRAMING_BYTES: u32 = 1024;
 
 /// The WebSocket close code for a protocol error code (docs/PROTOCOL.md, "Closing").
 pub fn close_code(code: ErrorCode) -> u16 {
@@ -174,7 +175,7 @@ impl Gateway {
     fn ws_config(&self) -> WebSocketConfig {
         let max = self.settings.max_frame_bytes as usize + 1;
         WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER_BYTES)
+            .read_buffer_size(self.settings.read_buffer_bytes)
             .write_buffer_size(0)
             .max_write_buffer_size(4 * max)
             .max_message_size(Some(max))
@@ -182,61 +183,109 @@ impl Gateway {
     }
 
     async fn connection(self: Arc<Self>, stream: TcpStream) -> Result<(), tungstenite::Error> {
+        // Each phase is boxed: a task is as large as its largest state, and an idle session
+        // should carry neither the handshake's nor a request's.
+        let Some(connection) = Box::pin(self.clone().open(stream)).await? else {
+            return Ok(());
+        };
+        let session = connection.session.clone();
+        let result = Box::pin(connection.run()).await;
+        Box::pin(self.closed(&session)).await;
+        result
+    }
+
+    /// The upgrade, the Hello and the Welcome: a registered session, or `None` when the
+    /// connection was refused (the refusal has been sent).
+    async fn open(
+        self: Arc<Self>,
+        stream: TcpStream,
+    ) -> Result<Option<Connection<TcpStream>>, tungstenite::Error> {
         let mut negotiated = None;
         #[allow(clippy::result_large_err)] // The error type is tungstenite's callback contract.
         let callback =
             |request: &Request, response: Response| upgrade(request, response, &mut negotiated);
-        let ws = tokio_tungstenite::accept_hdr_async_with_config(
+        let handshake = Instant::now() + Duration::from_millis(self.settings.handshake_timeout_ms);
+        // A peer that never completes the upgrade holds nothing for long.
+        let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
             stream,
             callback,
             Some(self.ws_config()),
-        )
-        .await?;
-        let mut link = Link { ws };
+        );
+        // Boxed, like the other large steps below: a task is as large as its largest state, and
+        // an idle connection should not carry the handshake's.
+        let ws = tokio::time::timeout_at(handshake, Box::pin(upgrade))
+            .await
+            .map_err(|_| timed_out())??;
+        let mut link = Link {
+            ws,
+            write_timeout: Duration::from_millis(self.settings.write_timeout_ms),
+        };
         let Some(slot) = self.slots.clone().try_acquire_owned().ok() else {
             let mut error = Error::new(ErrorCode::TooManyConnections, "the node is full");
             error.retry_after_ms = self.settings.reconnect_after_ms;
-            return link.close_with_error(0, error).await;
-        };
-        let handshake = Duration::from_millis(self.settings.handshake_timeout_ms);
-        let first = match tokio::time::timeout(handshake, link.ws.next()).await {
-            Err(_) => {
-                let error = Error::new(ErrorCode::HandshakeRequired, "no Hello in time");
-                return link.close_with_error(0, error).await;
-            }
-            Ok(None) => return Ok(()),
-            Ok(Some(message)) => message,
+            return Box::pin(link.close_with_error(0, error))
+                .await
+                .map(|()| None);
         };
         let codec = FrameCodec::new(self.settings.max_frame_bytes as usize);
-        let hello = match link.read_frame(first, &codec, false).await? {
-            Read::Frame(frame, _) => *frame,
-            Read::Closed | Read::Ignored => return Ok(()),
+        let hello = loop {
+            let message = match tokio::time::timeout_at(handshake, link.ws.next()).await {
+                Err(_) => {
+                    let error = Error::new(ErrorCode::HandshakeRequired, "no Hello in time");
+                    return Box::pin(link.close_with_error(0, error))
+                        .await
+                        .map(|()| None);
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(message)) => message,
+            };
+            match Box::pin(link.read_frame(message, &codec, false)).await? {
+                Read::Frame(frame, _) => break *frame,
+                // WebSocket pings and pongs may come first.
+                Read::Ignored => {}
+                Read::Closed => return Ok(None),
+            }
         };
         let request_id = hello.request_id;
         let hello = match hello.body {
             Some(client_frame::Body::Hello(hello)) if request_id != 0 => hello,
             Some(client_frame::Body::Hello(_)) => {
                 let error = Error::new(ErrorCode::InvalidArgument, "the Hello needs a request_id");
-                return link.close_with_error(0, error).await;
+                return Box::pin(link.close_with_error(0, error))
+                    .await
+                    .map(|()| None);
             }
             _ => {
                 let error = Error::new(ErrorCode::HandshakeRequired, "the first frame is a Hello");
-                return link.close_with_error(request_id, error).await;
+                return Box::pin(link.close_with_error(request_id, error))
+                    .await
+                    .map(|()| None);
             }
         };
         let (session, inbox) = match self.authenticate(negotiated, &hello) {
             Ok(accepted) => accepted,
-            Err(error) => return link.close_with_error(request_id, error).await,
+            Err(error) => {
+                metrics::counter!("im_handshakes_refused_total", "code" => error.code().as_str_name())
+                    .increment(1);
+                return Box::pin(link.close_with_error(request_id, error))
+                    .await
+                    .map(|()| None);
+            }
         };
         match self.sessions.register(session.clone()) {
-            Ok(_) => {}
+            Ok(_) => {
+                metrics::counter!("im_sessions_opened_total").increment(1);
+                metrics::gauge!("im_sessions").increment(1.0);
+            }
             Err(RegisterError::TooManyForUser) => {
                 let mut error = Error::new(
                     ErrorCode::TooManyConnections,
                     "the user has the most connections allowed",
                 );
                 error.retry_after_ms = self.settings.reconnect_after_ms;
-                return link.close_with_error(request_id, error).await;
+                return Box::pin(link.close_with_error(request_id, error))
+                    .await
+                    .map(|()| None);
             }
         }
         tracing::debug!(session = %session.session_id, user = %session.user_id, device = %session.device_id, "session opened");
@@ -252,49 +301,47 @@ impl Gateway {
             server_version: SERVER_VERSION.into(),
             node_id: self.settings.node_id.clone(),
         };
-        let result = match link
-            .send(frame(request_id, server_frame::Body::Welcome(welcome)))
-            .await
-        {
-            Ok(()) => {
-                self.presence_changed(
-                    self.presence
-                        .connected(
-                            &session.user_id,
-                            &session.session_id,
-                            session.platform,
-                            now_ms(),
-                        )
-                        .await,
-                )
-                .await;
-                let connection = Connection {
-                    gateway: self.clone(),
-                    link,
-                    session: session.clone(),
-                    inbox,
-                    codec,
-                    client_frame_limit: FrameCodec::announced(hello.max_frame_bytes)
-                        .max_frame_bytes(),
-                    limiter: RateLimiter::direct(quota(self.settings.frames_per_second)),
-                    strikes: 0,
-                    unacked: VecDeque::new(),
-                    acked: HashMap::new(),
-                    inflight: FuturesOrdered::new(),
-                    _slot: slot,
-                };
-                connection.run().await
-            }
-            Err(error) => Err(error),
-        };
-        self.sessions.unregister(&session);
+        let welcomed = Box::pin(link.send(frame(request_id, server_frame::Body::Welcome(welcome))));
+        if let Err(error) = welcomed.await {
+            Box::pin(self.closed(&session)).await;
+            return Err(error);
+        }
+        let online = self
+            .presence
+            .connected(
+                &session.user_id,
+                &session.session_id,
+                session.platform,
+                now_ms(),
+            )
+            .await;
+        Box::pin(self.presence_changed(online)).await;
+        Ok(Some(Connection {
+            gateway: self.clone(),
+            link,
+            session,
+            inbox,
+            codec,
+            client_frame_limit: FrameCodec::announced(hello.max_frame_bytes).max_frame_bytes(),
+            limiter: RateLimiter::direct(quota(self.settings.frames_per_second)),
+            strikes: 0,
+            unacked: VecDeque::new(),
+            acked: HashMap::new(),
+            inflight: FuturesOrdered::new(),
+            _slot: slot,
+        }))
+    }
+
+    /// A session has ended: it leaves the registry and, maybe, the user goes offline.
+    async fn closed(&self, session: &SessionHandle) {
+        self.sessions.unregister(session);
+        metrics::gauge!("im_sessions").decrement(1.0);
         let left = self
             .presence
             .disconnected(&session.user_id, &session.session_id, now_ms())
             .await;
         self.presence_changed(left).await;
         tracing::debug!(session = %session.session_id, "session closed");
-        result
     }
 
     /// Checks the Hello: version, device id, token.
@@ -302,7 +349,7 @@ impl Gateway {
         &self,
         negotiated: Option<u32>,
         hello: &Hello,
-    ) -> Result<(SessionHandle, mpsc::Receiver<Outbound>), Error> {
+    ) -> Result<(SessionHandle, mpsc::Receiver<Arc<Outbound>>), Error> {
         let unsupported = || {
             let mut error = Error::new(
                 ErrorCode::UnsupportedVersion,
@@ -317,6 +364,16 @@ impl Gateway {
         }
         DeviceId::new(hello.device_id.clone())
             .map_err(|e| Error::new(ErrorCode::InvalidArgument, format!("device_id: {e}")))?;
+        // Every entry must fit the client's frames: pushes carry one entry each.
+        let smallest = self.settings.max_content_bytes + ENTRY_FRAMING_BYTES;
+        if hello.max_frame_bytes != 0 && hello.max_frame_bytes < smallest {
+            let mut error = Error::new(
+                ErrorCode::InvalidArgument,
+                format!("max_frame_bytes must be 0 or at least {smallest}"),
+            );
+            error.limit = u64::from(smallest);
+            return Err(error);
+        }
         let token = self
             .verifier
             .verify(&hello.token, &hello.device_id)
@@ -410,11 +467,23 @@ enum Read {
 /// The WebSocket of one connection.
 struct Link<S> {
     ws: WebSocketStream<S>,
+    /// A write that cannot finish in this long (a peer that stopped reading) ends the
+    /// connection, so no task waits forever on a dead peer.
+    write_timeout: Duration,
+}
+
+fn timed_out() -> tungstenite::Error {
+    tungstenite::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the peer took too long",
+    ))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     async fn send(&mut self, frame: Bytes) -> Result<(), tungstenite::Error> {
-        self.ws.send(WsMessage::Binary(frame)).await
+        tokio::time::timeout(self.write_timeout, self.ws.send(WsMessage::Binary(frame)))
+            .await
+            .map_err(|_| timed_out())?
     }
 
     /// Sends `error`, then closes with the matching close code and the error's name.
@@ -449,7 +518,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
             code: CloseCode::from(close_code(code)),
             reason: code.name().into(),
         };
-        self.ws.close(Some(close)).await?;
+        tokio::time::timeout(self.write_timeout, self.ws.close(Some(close)))
+            .await
+            .map_err(|_| timed_out())??;
         // Let the peer answer the close, briefly; a peer that does not is dropped.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             while let Some(Ok(_)) = self.ws.next().await {}
@@ -518,7 +589,7 @@ struct Connection<S> {
     gateway: Arc<Gateway>,
     link: Link<S>,
     session: SessionHandle,
-    inbox: mpsc::Receiver<Outbound>,
+    inbox: mpsc::Receiver<Arc<Outbound>>,
     codec: FrameCodec,
     client_frame_limit: usize,
     limiter: DefaultDirectRateLimiter,
@@ -552,23 +623,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 biased;
                 () = ending.token.cancelled() => {
                     let reason = ending.reason.get().copied().unwrap_or(ErrorCode::ShuttingDown);
-                    return self.finish(reason).await;
+                    return Box::pin(self.finish(reason)).await;
                 }
-                () = shutdown.cancelled() => return self.finish(ErrorCode::ShuttingDown).await,
+                () = shutdown.cancelled() => return Box::pin(self.finish(ErrorCode::ShuttingDown)).await,
                 Some(answer) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    self.link.send(answer).await?;
+                    Box::pin(self.link.send(answer)).await?;
                 }
                 Some(outbound) = self.inbox.recv() => {
-                    if !self.push(outbound).await? {
-                        return self.finish(ErrorCode::SlowConsumer).await;
+                    if !Box::pin(self.push(outbound)).await? {
+                        return Box::pin(self.finish(ErrorCode::SlowConsumer)).await;
                     }
                 }
                 message = self.link.ws.next(), if self.inflight.len() < max_inflight => {
                     let Some(message) = message else { return Ok(()) };
                     deadline.as_mut().reset(Instant::now() + idle);
-                    match self.link.read_frame(message, &self.codec, true).await? {
+                    match Box::pin(self.link.read_frame(message, &self.codec, true)).await? {
                         Read::Frame(frame, bytes) => {
-                            if let Flow::Close = self.request(*frame, &bytes).await? {
+                            if let Flow::Close = Box::pin(self.request(*frame, &bytes)).await? {
                                 return Ok(());
                             }
                         }
@@ -577,10 +648,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 () = deadline.as_mut() => {
-                    return self.link.go_away(ErrorCode::HeartbeatTimeout, 0).await;
+                    return Box::pin(self.link.go_away(ErrorCode::HeartbeatTimeout, 0)).await;
                 }
                 () = resend.as_mut(), if !self.unacked.is_empty() => {
-                    self.resend(resend_after).await?;
+                    Box::pin(self.resend(resend_after)).await?;
                     resend.as_mut().reset(Instant::now() + resend_after);
                 }
             }
@@ -606,12 +677,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Writes a frame from the outbound queue; entries are kept until acknowledged. Returns
     /// false when too many pushes wait for their acknowledgement.
-    async fn push(&mut self, outbound: Outbound) -> Result<bool, tungstenite::Error> {
-        if let Some((conversation_id, seq)) = outbound.entry {
+    async fn push(&mut self, outbound: Arc<Outbound>) -> Result<bool, tungstenite::Error> {
+        if let Some((conversation_id, seq)) = outbound.entry.clone() {
             if self.acked.get(&conversation_id).is_some_and(|a| *a >= seq) {
                 return Ok(true);
             }
             if self.unacked.len() >= self.gateway.settings.max_unacked {
+                metrics::counter!("im_slow_consumers_total", "cause" => "unacknowledged")
+                    .increment(1);
                 return Ok(false);
             }
             self.unacked.push_back(Unacked {
@@ -621,7 +694,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 sent_at: Instant::now(),
             });
         }
-        self.link.send(outbound.frame).await?;
+        self.link.send(outbound.frame.clone()).await?;
         Ok(true)
     }
 
@@ -630,13 +703,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         for unacked in self.unacked.iter_mut() {
             if now.duration_since(unacked.sent_at) >= after {
                 unacked.sent_at = now;
+                metrics::counter!("im_pushes_resent_total").increment(1);
                 self.link
                     .ws
                     .feed(WsMessage::Binary(unacked.frame.clone()))
                     .await?;
             }
         }
-        self.link.ws.flush().await
+        let write_timeout = self.link.write_timeout;
+        tokio::time::timeout(write_timeout, self.link.ws.flush())
+            .await
+            .map_err(|_| timed_out())?
     }
 
     fn delivery_ack(&mut self, ack: &DeliveryAck) {
@@ -663,6 +740,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             Err(not_until) => {
                 self.strikes += 1;
+                metrics::counter!("im_rate_limited_total", "scope" => "connection").increment(1);
                 let wait = not_until.wait_time_from(self.limiter.clock().now());
                 let mut error = Error::new(ErrorCode::RateLimited, "too many frames");
                 error.retry_after_ms = wait.as_millis().max(1) as u64;

@@ -15,11 +15,13 @@
 //! - [`store`]: conversations' entries and read cursors behind [`store::MessageStore`], with
 //!   the embedded SQLite backend and the suite every backend runs.
 //! - [`push`]: the hook for entries to offline users.
+//! - [`ops`]: `/healthz`, `/readyz` and `/metrics` over HTTP.
 //! - [`server`]: all of it started together, with a graceful shutdown.
 
 pub mod directory;
 pub mod gateway;
 pub mod messaging;
+pub mod ops;
 pub mod presence;
 pub mod push;
 pub mod server;

@@ -270,6 +270,7 @@ impl Messaging {
             return Err(error);
         }
         if let Err(not_until) = self.sends.check_key(&session.user_id) {
+            metrics::counter!("im_rate_limited_total", "scope" => "user").increment(1);
             let wait = not_until.wait_time_from(self.sends.clock().now());
             let mut error = fail(ErrorCode::RateLimited, "too many messages");
             error.retry_after_ms = wait.as_millis().max(1) as u64;
@@ -735,7 +736,7 @@ impl Messaging {
                 entry: None,
             };
             self.sessions
-                .deliver([user], &mine, Some(&session.session_id));
+                .deliver([user], mine, Some(&session.session_id), None);
             let receipt = Outbound {
                 frame: wire::frame(
                     0,
@@ -750,7 +751,7 @@ impl Messaging {
             };
             let others = self.others(&id, user).await;
             self.sessions
-                .deliver(others.iter().map(String::as_str), &receipt, None);
+                .deliver(others.iter().map(String::as_str), receipt, None, None);
         }
         Ok(state)
     }
@@ -843,7 +844,7 @@ impl Messaging {
         };
         let others = self.others(&id, user).await;
         self.sessions
-            .deliver(others.iter().map(String::as_str), &event, None);
+            .deliver(others.iter().map(String::as_str), event, None, None);
     }
 }
 
@@ -1054,9 +1055,20 @@ async fn commit_batches(
     let mut batch = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut batch, max_batch).await > 0 {
         let entries: Vec<NewEntry> = batch.iter().map(|p| p.entry.clone()).collect();
-        match store.append(&entries).await {
+        let started = std::time::Instant::now();
+        let stored = store.append(&entries).await;
+        metrics::histogram!("im_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("im_commit_batch_entries").record(entries.len() as f64);
+        match stored {
             Ok(results) => {
                 let mut fresh = Vec::new();
+                let duplicates = results
+                    .iter()
+                    .filter(|a| matches!(a, Appended::Duplicate(_)))
+                    .count() as u64;
+                metrics::counter!("im_sends_total", "outcome" => "stored")
+                    .increment(results.len() as u64 - duplicates);
+                metrics::counter!("im_sends_total", "outcome" => "duplicate").increment(duplicates);
                 for (pending, appended) in batch.drain(..).zip(results) {
                     if let Appended::New(entry) = &appended {
                         fresh.push(Committed {
@@ -1074,6 +1086,8 @@ async fn commit_batches(
             }
             Err(error) => {
                 tracing::error!(%error, entries = batch.len(), "a batch was not stored");
+                metrics::counter!("im_sends_total", "outcome" => "failed")
+                    .increment(batch.len() as u64);
                 for pending in batch.drain(..) {
                     let _ = pending.done.send(Err(error.to_string()));
                 }
@@ -1092,13 +1106,13 @@ struct Fanout {
 /// sending session excepted) and hands the rest to the push hook.
 async fn fan_out(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
     while let Some(Committed { entry, session_id }) = committed.recv().await {
-        let recipients: Vec<String> = match entry.conversation_id.parse::<ConversationId>() {
+        let recipients: Arc<[String]> = match entry.conversation_id.parse::<ConversationId>() {
             Ok(id) => match id.kind() {
-                ConversationKind::Direct(a, b) if a == b => vec![a.to_string()],
-                ConversationKind::Direct(a, b) => vec![a.to_string(), b.to_string()],
+                ConversationKind::Direct(a, b) if a == b => Arc::new([a.to_string()]),
+                ConversationKind::Direct(a, b) => Arc::new([a.to_string(), b.to_string()]),
                 ConversationKind::Group(group) => {
                     match fanout.directory.members(group.as_str()).await {
-                        Ok(members) => members.to_vec(),
+                        Ok(members) => members,
                         Err(error) => {
                             // Members sync and pull what they miss; nothing is lost.
                             tracing::warn!(
@@ -1117,10 +1131,13 @@ async fn fan_out(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
             frame: push_frame(&entry),
             entry: Some((entry.conversation_id.as_str().into(), entry.seq as u64)),
         };
-        let offline = fanout.sessions.deliver(
+        let mut offline = Vec::new();
+        let wants_offline = fanout.push.wants_offline_users();
+        fanout.sessions.deliver(
             recipients.iter().map(String::as_str),
-            &outbound,
+            outbound,
             session_id.as_deref(),
+            wants_offline.then_some(&mut offline),
         );
         if !offline.is_empty() {
             fanout

@@ -9,6 +9,12 @@ use im_proto::v1::Message;
 pub trait PushHook: Send + Sync + 'static {
     /// `entry` was appended and `offline_user_ids` have no connected device for it.
     async fn offline(&self, entry: &Message, offline_user_ids: &[String]);
+
+    /// Whether [`Self::offline`] should be called at all (collecting the offline members of a
+    /// large group costs time on every entry).
+    fn wants_offline_users(&self) -> bool {
+        true
+    }
 }
 
 /// The default hook: a debug log line per entry.
@@ -24,5 +30,9 @@ impl PushHook for LogPush {
             offline = offline_user_ids.len(),
             "entry for offline users"
         );
+    }
+
+    fn wants_offline_users(&self) -> bool {
+        tracing::enabled!(tracing::Level::DEBUG)
     }
 }

@@ -66,9 +66,12 @@ pub enum StartError {
 pub struct RunningCore {
     /// Where the gateway listens (`ws://<addr>/ws`).
     pub addr: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub http_addr: SocketAddr,
     /// The node's sessions.
     pub sessions: Arc<Sessions>,
     gateway: JoinHandle<()>,
+    ops: (CancellationToken, JoinHandle<()>),
     background: Vec<JoinHandle<()>>,
     messaging: MessagingTasks,
 }
@@ -78,6 +81,8 @@ impl RunningCore {
     /// and every acknowledged send is stored.
     pub async fn stopped(self) {
         let _ = self.gateway.await;
+        self.ops.0.cancel();
+        let _ = self.ops.1.await;
         for task in &self.background {
             task.abort();
         }
@@ -191,6 +196,31 @@ pub async fn start_with(
         addr: settings.listen,
         source,
     })?;
+    let bind_error = |addr: SocketAddr| move |source| StartError::Listen { addr, source };
+    let http = tokio::net::TcpListener::bind(settings.http_listen)
+        .await
+        .map_err(bind_error(settings.http_listen))?;
+    let http_addr = http
+        .local_addr()
+        .map_err(bind_error(settings.http_listen))?;
+    im_common::metrics::prometheus();
+    // Ready until the shutdown begins; the endpoint itself serves until the node has stopped.
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let draining = ready.clone();
+    let stop = shutdown.clone();
+    background.push(tokio::spawn(async move {
+        stop.cancelled().await;
+        draining.store(false, std::sync::atomic::Ordering::SeqCst);
+    }));
+    let ops_stop = CancellationToken::new();
+    let ops_stopped = ops_stop.clone();
+    let ops = tokio::spawn(async move {
+        let served = axum::serve(http, crate::ops::router(ready))
+            .with_graceful_shutdown(async move { ops_stopped.cancelled().await });
+        if let Err(error) = served.await {
+            tracing::error!(%error, "operations endpoint failed");
+        }
+    });
     let gateway = Arc::new(Gateway::new(
         settings.clone(),
         verifier,
@@ -201,11 +231,13 @@ pub async fn start_with(
         shutdown,
     ));
     let gateway = tokio::spawn(gateway.serve(listener));
-    tracing::info!(%addr, node = %settings.node_id, "core service listening");
+    tracing::info!(%addr, %http_addr, node = %settings.node_id, "core service listening");
     Ok(RunningCore {
         addr,
+        http_addr,
         sessions,
         gateway,
+        ops: (ops_stop, ops),
         background,
         messaging: messaging_tasks,
     })
@@ -231,7 +263,7 @@ async fn follow_events(
             frame: wire::frame(0, server_frame::Body::Conversation(state)),
             entry: None,
         };
-        sessions.deliver([user], &frame, None);
+        sessions.deliver([user], frame, None, None);
     };
     let inactive = |group_id: &str| ConversationState {
         conversation_id: format!("g:{group_id}"),
@@ -296,7 +328,7 @@ async fn follow_events(
                         frame: wire::frame(0, server_frame::Body::Presence(presence)),
                         entry: None,
                     };
-                    sessions.deliver_to_watchers(&user, &frame);
+                    sessions.deliver_to_watchers(&user, frame);
                 }
             }
             else => break,

@@ -37,7 +37,8 @@ pub struct SessionHandle {
     pub platform: Platform,
     /// When the session's token was issued (revocations cut by time).
     pub token_issued_at_ms: i64,
-    outbox: mpsc::Sender<Outbound>,
+    /// Frames are shared: one allocation per frame, however many sessions it goes to.
+    outbox: mpsc::Sender<Arc<Outbound>>,
     ending: Arc<Ending>,
 }
 
@@ -66,7 +67,7 @@ impl SessionHandle {
         platform: Platform,
         token_issued_at_ms: i64,
         queue: usize,
-    ) -> (Self, mpsc::Receiver<Outbound>) {
+    ) -> (Self, mpsc::Receiver<Arc<Outbound>>) {
         let (outbox, inbox) = mpsc::channel(queue);
         let handle = Self {
             session_id: uuid::Uuid::new_v4().simple().to_string().into(),
@@ -86,11 +87,13 @@ impl SessionHandle {
     }
 
     /// Queues a frame; a full queue ends the connection as a slow consumer.
-    pub fn send(&self, outbound: Outbound) -> bool {
+    pub fn send(&self, outbound: Arc<Outbound>) -> bool {
         match self.outbox.try_send(outbound) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::info!(session = %self.session_id, user = %self.user_id, "slow consumer");
+                metrics::counter!("im_slow_consumers_total", "cause" => "outbound_queue")
+                    .increment(1);
                 self.ending.end(ErrorCode::SlowConsumer);
                 false
             }
@@ -205,15 +208,16 @@ impl Sessions {
     }
 
     /// Queues `frame` for every session of each user, except `exclude` (the session that
-    /// caused it). Returns the users with no session here.
+    /// caused it). Users with no session here are added to `offline`, when given.
     pub fn deliver<'a>(
         &self,
         users: impl IntoIterator<Item = &'a str>,
-        frame: &Outbound,
+        frame: Outbound,
         exclude: Option<&str>,
-    ) -> Vec<String> {
+        mut offline: Option<&mut Vec<String>>,
+    ) {
+        let frame = Arc::new(frame);
         let targets: Vec<SessionHandle>;
-        let mut offline = Vec::new();
         {
             let inner = self.lock();
             let mut found = Vec::new();
@@ -225,15 +229,19 @@ impl Sessions {
                             .filter(|s| Some(&*s.session_id) != exclude)
                             .cloned(),
                     ),
-                    None => offline.push(user.to_owned()),
+                    None => {
+                        if let Some(offline) = offline.as_deref_mut() {
+                            offline.push(user.to_owned());
+                        }
+                    }
                 }
             }
             targets = found;
         }
+        metrics::counter!("im_frames_queued_total").increment(targets.len() as u64);
         for session in targets {
             session.send(frame.clone());
         }
-        offline
     }
 
     /// Ends every session of `user_id` (on `device_id` only, when given) whose token was issued
@@ -312,7 +320,8 @@ impl Sessions {
     }
 
     /// Queues `frame` for every session watching `user_id`.
-    pub fn deliver_to_watchers(&self, user_id: &str, frame: &Outbound) {
+    pub fn deliver_to_watchers(&self, user_id: &str, frame: Outbound) {
+        let frame = Arc::new(frame);
         let targets: Vec<SessionHandle> = {
             let inner = self.lock();
             inner
@@ -337,7 +346,7 @@ mod tests {
         user: &str,
         device: &str,
         queue: usize,
-    ) -> (SessionHandle, mpsc::Receiver<Outbound>) {
+    ) -> (SessionHandle, mpsc::Receiver<Arc<Outbound>>) {
         SessionHandle::new(user, device, Platform::Web, 0, queue)
     }
 
@@ -376,7 +385,7 @@ mod tests {
         let (amy, mut inbox) = session("amy", "phone", 2);
         sessions.register(amy.clone()).unwrap();
         for byte in 0..3 {
-            sessions.deliver(["amy"], &frame(byte), None);
+            sessions.deliver(["amy"], frame(byte), None, None);
         }
         assert_eq!(amy.ending().reason.get(), Some(&ErrorCode::SlowConsumer));
         assert_eq!(inbox.try_recv().unwrap().frame[0], 0);
@@ -385,7 +394,8 @@ mod tests {
             inbox.try_recv().is_err(),
             "the queue never grew past its bound"
         );
-        let offline = sessions.deliver(["amy", "bob"], &frame(9), None);
+        let mut offline = Vec::new();
+        sessions.deliver(["amy", "bob"], frame(9), None, Some(&mut offline));
         assert_eq!(offline, ["bob"]);
     }
 
@@ -397,13 +407,13 @@ mod tests {
         let users = ["bob".to_owned(), "cy".to_owned()];
         assert!(!sessions.watch(&amy.session_id, &users, 1), "over the cap");
         assert!(sessions.watch(&amy.session_id, &users, 2));
-        sessions.deliver_to_watchers("bob", &frame(1));
+        sessions.deliver_to_watchers("bob", frame(1));
         assert_eq!(inbox.try_recv().unwrap().frame[0], 1);
         sessions.unwatch(&amy.session_id, &users[..1]);
-        sessions.deliver_to_watchers("bob", &frame(2));
+        sessions.deliver_to_watchers("bob", frame(2));
         assert!(inbox.try_recv().is_err());
         sessions.unregister(&amy);
-        sessions.deliver_to_watchers("cy", &frame(3));
+        sessions.deliver_to_watchers("cy", frame(3));
         assert!(inbox.try_recv().is_err());
         assert_eq!(sessions.count(), 0);
     }

@@ -15,6 +15,8 @@ pub struct CoreSettings {
     pub node_id: String,
     /// Where the WebSocket gateway listens (`ws://<listen>/ws`).
     pub listen: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served over HTTP.
+    pub http_listen: SocketAddr,
     /// The SQLite message database (created with its directory if missing).
     pub database: PathBuf,
     /// Connections to the database.
@@ -39,6 +41,9 @@ pub struct CoreSettings {
     pub abuse_threshold: u32,
     /// Requests in flight per connection; the gateway reads no more frames until one is done.
     pub max_inflight_requests: u32,
+    /// The socket read buffer per connection, in bytes: idle memory against read calls for
+    /// large frames (a frame larger than the buffer takes several reads).
+    pub read_buffer_bytes: usize,
     /// Frames waiting to be written to one connection; a client that reads slower is
     /// disconnected with SLOW_CONSUMER (it reconnects and syncs).
     pub outbound_queue: usize,
@@ -54,6 +59,9 @@ pub struct CoreSettings {
     pub handshake_timeout_ms: u64,
     /// On shutdown, connections get this long to finish what is in flight, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// A write to a connection that cannot finish in this long ends the connection (the peer
+    /// stopped reading), in milliseconds.
+    pub write_timeout_ms: u64,
     /// Clients should wait this long before reconnecting after a GoAway, in milliseconds.
     pub reconnect_after_ms: u64,
 
@@ -88,6 +96,7 @@ impl Default for CoreSettings {
         Self {
             node_id: "core-1".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 7103)),
             database: PathBuf::from("data/messages.db"),
             max_connections: 4,
             token_secret: Secret::default(),
@@ -99,6 +108,7 @@ impl Default for CoreSettings {
             messages_per_second: 20,
             abuse_threshold: 100,
             max_inflight_requests: 64,
+            read_buffer_bytes: 1024,
             outbound_queue: 256,
             max_unacked: 1024,
             resend_after_ms: 5_000,
@@ -106,6 +116,7 @@ impl Default for CoreSettings {
             idle_timeout_ms: 90_000,
             handshake_timeout_ms: 10_000,
             drain_timeout_ms: 5_000,
+            write_timeout_ms: 10_000,
             reconnect_after_ms: 1_000,
             max_sync_page: 200,
             max_history_page: 100,
@@ -144,12 +155,14 @@ impl CoreSettings {
                 u64::from(self.max_inflight_requests),
             ),
             ("outbound_queue", self.outbound_queue as u64),
+            ("read_buffer_bytes", self.read_buffer_bytes as u64),
             ("max_unacked", self.max_unacked as u64),
             ("max_sync_page", u64::from(self.max_sync_page)),
             ("max_history_page", u64::from(self.max_history_page)),
             ("max_batch", self.max_batch as u64),
             ("commit_queue", self.commit_queue as u64),
             ("idle_timeout_ms", u64::from(self.idle_timeout_ms)),
+            ("write_timeout_ms", self.write_timeout_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(SettingsError::new(format!(

@@ -131,6 +131,14 @@ async fn bad_tokens_and_devices_are_refused_with_their_codes() {
             ErrorCode::InvalidArgument,
             1002,
         ),
+        (
+            im_proto::v1::Hello {
+                max_frame_bytes: 100,
+                ..hello(&w.token("amy", "d"), "d")
+            },
+            ErrorCode::InvalidArgument,
+            1002,
+        ),
     ];
     for (hello, code, close) in cases {
         let (answer, closed) = Client::refused(w.addr, hello).await;
@@ -325,7 +333,7 @@ async fn sends_are_rate_limited_per_user() {
     let mut laptop = w.connect("amy", "laptop").await;
     let mut accepted = 0;
     let mut limited = Vec::new();
-    for n in 0..6 {
+    for n in 0..12 {
         let client = if n % 2 == 0 { &mut phone } else { &mut laptop };
         match client
             .send_message("d:amy:amy", &format!("m{n}"), text("x"))
@@ -482,13 +490,13 @@ async fn revocations_and_deactivations_end_live_sessions() {
 
 #[tokio::test]
 async fn silent_connections_time_out_and_pings_keep_them_alive() {
-    let w = world_with(|s| s.idle_timeout_ms = 300).await;
+    let w = world_with(|s| s.idle_timeout_ms = 1_000).await;
     w.users(&["amy"]).await;
     let mut talking = w.connect("amy", "phone").await;
     let silent = w.connect("amy", "laptop").await;
-    assert_eq!(talking.welcome.idle_timeout_ms, 300);
+    assert_eq!(talking.welcome.idle_timeout_ms, 1_000);
     for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(matches!(
             talking.call(ping()).await,
             server_frame::Body::Pong(_)
@@ -571,7 +579,7 @@ struct SlowStore(Arc<dyn MessageStore>);
 #[async_trait::async_trait]
 impl MessageStore for SlowStore {
     async fn append(&self, batch: &[NewEntry]) -> StoreResult<Vec<Appended>> {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
         self.0.append(batch).await
     }
     async fn entries_after(
@@ -638,7 +646,7 @@ async fn a_graceful_shutdown_answers_every_send_in_flight_and_says_goodbye() {
         .await;
     }
     // The first batch is being stored: every send has been read and is in flight.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let ((), (frames, close)) = tokio::join!(w.stop(), amy.closed());
     let mut acked: Vec<u64> = frames
         .iter()
@@ -663,4 +671,31 @@ async fn a_graceful_shutdown_answers_every_send_in_flight_and_says_goodbye() {
         .unwrap();
     let stored = store.entries_after("d:amy:bob", 0, 1000).await.unwrap();
     assert_eq!(stored.len(), 40, "and stored before the answer");
+}
+
+#[tokio::test]
+async fn the_operations_endpoint_serves_health_and_metrics() {
+    let w = world().await;
+    w.users(&["amy"]).await;
+    let mut amy = w.connect("amy", "d").await;
+    amy.say("d:amy:amy", "1", "note to self").await;
+    let get = |path: &str| {
+        let url = format!("http://{}{path}", w.http_addr);
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await, (200, "ok".to_owned()));
+    assert_eq!(get("/readyz").await.0, 200);
+    let (status, text) = get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "im_sessions ",
+        "im_sessions_opened_total ",
+        "im_sends_total{outcome=\"stored\"}",
+        "im_commit_seconds",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::*;
 use im_business::Actor;
 use im_proto::v1::{
-    Edit, ErrorCode, HistoryRequest, MarkRead, MessageBody, PresenceStatus, PresenceSubscribe,
-    PullRequest, Reaction, ReadCursorsRequest, Recall, SeqCursor, SetPresence, SyncRequest, Typing,
-    client_frame, message_body, server_frame,
+    Delete, Edit, ErrorCode, HistoryRequest, MarkRead, MessageBody, PresenceStatus,
+    PresenceSubscribe, PullRequest, Reaction, ReadCursorsRequest, Recall, SeqCursor, SetPresence,
+    SyncRequest, Typing, client_frame, message_body, server_frame,
 };
 
 fn page(body: server_frame::Body) -> im_proto::v1::MessagePage {
@@ -469,6 +469,16 @@ async fn edits_recalls_deletes_and_reactions_are_entries_and_shape_history() {
         "an edit needs content"
     );
     let recall = |seq| body(message_body::Kind::Recall(Recall { target_seq: seq }));
+    let delete = |seq| body(message_body::Kind::Delete(Delete { target_seq: seq }));
+    let refused = bob
+        .send_message("g:team", "x0", delete(1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&refused),
+        ErrorCode::Forbidden,
+        "deleting follows recall's rights"
+    );
     let refused = bob
         .send_message("g:team", "x2", recall(1))
         .await
@@ -815,4 +825,155 @@ async fn members_added_and_removed_are_told_and_fanned_out_to() {
     );
     assert_eq!(sync.conversations.len(), 1);
     assert!(!sync.conversations[0].active, "sync says bob is out");
+}
+
+#[tokio::test]
+async fn a_deleted_entry_keeps_its_place_and_loses_its_content() {
+    let w = world().await;
+    w.users(&["amy", "bob"]).await;
+    let mut amy = w.connect("amy", "d").await;
+    let mut bob = w.connect("bob", "d").await;
+    amy.say("d:amy:bob", "1", "regret").await;
+    let delete = MessageBody {
+        kind: Some(message_body::Kind::Delete(Delete { target_seq: 1 })),
+    };
+    assert_eq!(
+        amy.send_message("d:amy:bob", "2", delete)
+            .await
+            .unwrap()
+            .seq,
+        2
+    );
+    let history = page(
+        bob.call(client_frame::Body::History(HistoryRequest {
+            conversation_id: "d:amy:bob".into(),
+            ..Default::default()
+        }))
+        .await,
+    );
+    let first = &history.messages[0];
+    assert_eq!(first.state.as_ref().unwrap().deleted_seq, 2);
+    assert_eq!(text_of(first), None);
+    let sync = sync_of(
+        bob.call(client_frame::Body::Sync(SyncRequest::default()))
+            .await,
+    );
+    assert_eq!(
+        sync.conversations[0].unread_count, 0,
+        "a deleted message is not unread"
+    );
+}
+
+#[tokio::test]
+async fn replies_mentions_and_fields_newer_than_the_server_reach_clients_as_sent() {
+    use prost::Message as _;
+    let ld = |out: &mut Vec<u8>, field: u32, bytes: &[u8]| {
+        prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, out);
+        prost::encoding::encode_varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    };
+    let w = world().await;
+    w.users(&["amy", "bob"]).await;
+    let mut amy = w.connect("amy", "d").await;
+    let mut bob = w.connect("bob", "d").await;
+    amy.say("d:amy:bob", "1", "question").await;
+    let Some(message_body::Kind::Content(mut content)) = text("answer").kind else {
+        unreachable!()
+    };
+    content.reply_to_seq = 1;
+    content.mentions = vec!["bob".into()];
+    // A field this server does not know (99 in Content), as a newer client may send.
+    let mut content = content.encode_to_vec();
+    ld(&mut content, 99, b"new");
+    let mut raw_body = Vec::new();
+    ld(&mut raw_body, 1, &content);
+    let mut send = im_proto::v1::SendRequest {
+        client_msg_id: "2".into(),
+        conversation_id: "d:amy:bob".into(),
+        body: None,
+    }
+    .encode_to_vec();
+    ld(&mut send, 3, &raw_body);
+    let mut frame = im_proto::v1::ClientFrame {
+        request_id: 500,
+        body: None,
+    }
+    .encode_to_vec();
+    ld(&mut frame, 4, &send);
+    amy.send_bytes(frame).await;
+    assert!(matches!(amy.answer(500).await, server_frame::Body::SendAck(a) if a.seq == 2));
+
+    assert_eq!(bob.message().await.seq, 1);
+    let pushed = bob.message().await;
+    let Some(message_body::Kind::Content(got)) = pushed.body.as_ref().and_then(|b| b.kind.clone())
+    else {
+        panic!("content")
+    };
+    assert_eq!(
+        (got.reply_to_seq, got.mentions),
+        (1, vec!["bob".to_owned()])
+    );
+    // The test client's prost drops the unknown field; the bytes on the wire keep it.
+    let id = bob
+        .send(client_frame::Body::Pull(PullRequest {
+            conversation_id: "d:amy:bob".into(),
+            after_seq: 1,
+            limit: 1,
+        }))
+        .await;
+    use futures::StreamExt;
+    let bytes = loop {
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(bytes))) = bob.ws.next().await
+        else {
+            panic!("closed")
+        };
+        let frame = im_proto::v1::ServerFrame::decode(bytes.clone()).unwrap();
+        if frame.request_id == id {
+            break bytes;
+        }
+    };
+    assert!(
+        bytes
+            .windows(raw_body.len())
+            .any(|w| w == raw_body.as_slice()),
+        "the body's bytes, unknown field included, are relayed unchanged"
+    );
+}
+
+#[derive(Default)]
+struct RecordingPush(std::sync::Mutex<Vec<(u64, Vec<String>)>>);
+
+#[async_trait::async_trait]
+impl im_server::push::PushHook for RecordingPush {
+    async fn offline(&self, entry: &im_proto::v1::Message, offline: &[String]) {
+        self.0.lock().unwrap().push((entry.seq, offline.to_vec()));
+    }
+}
+
+#[tokio::test]
+async fn entries_for_users_with_no_device_online_go_to_the_push_hook() {
+    let push = std::sync::Arc::new(RecordingPush::default());
+    let w = world_with_push(push.clone()).await;
+    w.users(&["owner", "amy", "bob", "cy"]).await;
+    w.group("team", "owner", &["amy", "bob", "cy"]).await;
+    let mut amy = w.connect("amy", "d").await;
+    let _bob = w.connect("bob", "d").await;
+    amy.say("g:team", "1", "hi").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let first = push.0.lock().unwrap().first().cloned();
+        if let Some((seq, mut offline)) = first {
+            offline.sort();
+            assert_eq!(
+                (seq, offline),
+                (1, vec!["cy".to_owned(), "owner".to_owned()])
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hook was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -800,6 +800,11 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     }
 }
 
+/// The process's metrics, in the Prometheus text format.
+async fn metrics() -> String {
+    im_common::metrics::render()
+}
+
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -836,7 +841,8 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
-/// The router: `/v1/...` behind the app secret; `/healthz`, `/readyz` and `/openapi.json` open.
+/// The router: `/v1/...` behind the app secret; `/healthz`, `/readyz`, `/metrics` and
+/// `/openapi.json` open.
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/v1/users", post(upsert_user))
@@ -879,6 +885,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(v1)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

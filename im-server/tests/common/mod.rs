@@ -17,7 +17,7 @@ use im_common::{
 };
 use im_server::{
     presence::MemoryPresence,
-    push::LogPush,
+    push::{LogPush, PushHook},
     server::{Parts, RunningCore, start_with},
     settings::CoreSettings,
     store::{MessageStore, SqliteMessageStore},
@@ -38,6 +38,7 @@ pub fn now_ms() -> i64 {
 
 pub struct World {
     pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub business: Arc<Business>,
     pub bus: Arc<dyn Bus>,
     pub settings: CoreSettings,
@@ -63,6 +64,19 @@ pub async fn world_with_store(
     tune: impl FnOnce(&mut CoreSettings),
     wrap: impl FnOnce(Arc<dyn MessageStore>) -> Arc<dyn MessageStore>,
 ) -> World {
+    world_built(tune, wrap, Arc::new(LogPush)).await
+}
+
+/// A system whose offline entries go to `push`.
+pub async fn world_with_push(push: Arc<dyn PushHook>) -> World {
+    world_built(|_| {}, |store| store, push).await
+}
+
+async fn world_built(
+    tune: impl FnOnce(&mut CoreSettings),
+    wrap: impl FnOnce(Arc<dyn MessageStore>) -> Arc<dyn MessageStore>,
+    push: Arc<dyn PushHook>,
+) -> World {
     let dir = tempfile::tempdir().expect("temporary directory");
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
     let store = SqliteStore::open(&dir.path().join("business.db"), 4)
@@ -80,6 +94,7 @@ pub async fn world_with_store(
         .expect("responders");
     let mut settings = CoreSettings {
         listen: "127.0.0.1:0".parse().expect("address"),
+        http_listen: "127.0.0.1:0".parse().expect("address"),
         database: dir.path().join("messages.db"),
         token_secret: SECRET.into(),
         ..CoreSettings::default()
@@ -93,13 +108,14 @@ pub async fn world_with_store(
     let parts = Parts {
         store: wrap(Arc::new(store)),
         presence: Arc::new(MemoryPresence::default()),
-        push: Arc::new(LogPush),
+        push,
     };
     let core = start_with(&settings, bus.clone(), verifier, parts, shutdown.clone())
         .await
         .expect("core starts");
     World {
         addr: core.addr,
+        http_addr: core.http_addr,
         business,
         bus,
         settings,
