@@ -619,8 +619,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let mut deadline: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(idle));
         let mut resend = Box::pin(tokio::time::sleep(resend_after));
         loop {
+            // Unbiased: neither a stream of pushes nor a chatty client starves the other side.
             tokio::select! {
-                biased;
                 () = ending.token.cancelled() => {
                     let reason = ending.reason.get().copied().unwrap_or(ErrorCode::ShuttingDown);
                     return Box::pin(self.finish(reason)).await;
@@ -700,24 +700,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     async fn resend(&mut self, after: Duration) -> Result<(), tungstenite::Error> {
         let now = Instant::now();
-        for unacked in self.unacked.iter_mut() {
-            if now.duration_since(unacked.sent_at) >= after {
-                unacked.sent_at = now;
-                metrics::counter!("im_pushes_resent_total").increment(1);
-                self.link
-                    .ws
-                    .feed(WsMessage::Binary(unacked.frame.clone()))
-                    .await?;
-            }
-        }
         let write_timeout = self.link.write_timeout;
-        tokio::time::timeout(write_timeout, self.link.ws.flush())
+        let (unacked, ws) = (&mut self.unacked, &mut self.link.ws);
+        let resent = async move {
+            for unacked in unacked.iter_mut() {
+                if now.duration_since(unacked.sent_at) >= after {
+                    unacked.sent_at = now;
+                    metrics::counter!("im_pushes_resent_total").increment(1);
+                    ws.feed(WsMessage::Binary(unacked.frame.clone())).await?;
+                }
+            }
+            ws.flush().await
+        };
+        tokio::time::timeout(write_timeout, resent)
             .await
             .map_err(|_| timed_out())?
     }
 
     fn delivery_ack(&mut self, ack: &DeliveryAck) {
         for cursor in &ack.acks {
+            // Only conversations with pushes waiting: a client cannot grow this map at will.
+            if !self
+                .unacked
+                .iter()
+                .any(|u| *u.conversation_id == *cursor.conversation_id)
+            {
+                continue;
+            }
             let conversation: Arc<str> = cursor.conversation_id.as_str().into();
             let held = self.acked.entry(conversation.clone()).or_insert(0);
             *held = (*held).max(cursor.seq);
@@ -774,18 +783,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             body,
             client_frame::Body::DeliveryAck(_) | client_frame::Body::Typing(_)
         );
-        if let Some(error) = self.rate_limited() {
-            if self.strikes > self.gateway.settings.abuse_threshold {
-                let mut error = error;
-                error.message = "rate limit exceeded repeatedly".into();
-                self.link.close_with_error(0, error).await?;
-                return Ok(Flow::Close);
-            }
-            if !unanswered && request_id != 0 {
-                self.link.send(error_frame(request_id, error)).await?;
-            }
-            return Ok(Flow::Continue);
-        }
         if !unanswered && request_id == 0 {
             let error = Error::new(
                 ErrorCode::InvalidArgument,
@@ -793,6 +790,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             );
             self.link.close_with_error(0, error).await?;
             return Ok(Flow::Close);
+        }
+        if let Some(error) = self.rate_limited() {
+            if self.strikes > self.gateway.settings.abuse_threshold {
+                let mut error = error;
+                error.message = "rate limit exceeded repeatedly".into();
+                self.link.close_with_error(0, error).await?;
+                return Ok(Flow::Close);
+            }
+            if !unanswered {
+                self.link.send(error_frame(request_id, error)).await?;
+            }
+            return Ok(Flow::Continue);
         }
         let gateway = self.gateway.clone();
         let messaging = &gateway.messaging;
@@ -825,7 +834,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             client_frame::Body::DeliveryAck(ack) => self.delivery_ack(&ack),
             client_frame::Body::Sync(sync) => {
-                let result = messaging.sync(&user, sync).await;
+                let result = messaging.sync(&user, sync, self.client_frame_limit).await;
                 self.answer(request_id, result.map(server_frame::Body::Sync))
                     .await?;
             }
@@ -872,6 +881,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.answer(request_id, Ok(server_frame::Body::Ok(OkBody {})))
                     .await?;
             }
+            client_frame::Body::SetPresence(set)
+                if set.status_text.len() > gateway.settings.max_status_text_bytes =>
+            {
+                let mut error = Error::new(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "status_text is at most {} bytes",
+                        gateway.settings.max_status_text_bytes
+                    ),
+                );
+                error.limit = gateway.settings.max_status_text_bytes as u64;
+                self.answer(request_id, Err(error)).await?;
+            }
             client_frame::Body::SetPresence(set) => {
                 let status = match set.status() {
                     PresenceStatus::Unspecified | PresenceStatus::Offline => PresenceStatus::Online,
@@ -890,6 +912,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     async fn subscribe(&mut self, user_ids: &[String]) -> Result<server_frame::Body, Error> {
+        let mut unique: Vec<String> = user_ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let user_ids = unique.as_slice();
         if let Some(bad) = user_ids.iter().find(|u| UserId::new(u.as_str()).is_err()) {
             return Err(Error::new(
                 ErrorCode::InvalidArgument,

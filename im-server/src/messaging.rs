@@ -104,6 +104,17 @@ pub struct PendingAck {
 }
 
 impl PendingAck {
+    /// An ack known already (a resend of a stored entry).
+    fn resolved(conversation_id: String, client_msg_id: String, appended: Appended) -> Self {
+        let (done, waiting) = oneshot::channel();
+        let _ = done.send(Ok(appended));
+        Self {
+            conversation_id,
+            client_msg_id,
+            done: waiting,
+        }
+    }
+
     /// Waits for the commit; the `SendAck`, or the error to answer with.
     pub async fn wait(self) -> Result<server_frame::Body, Error> {
         match self.done.await {
@@ -243,9 +254,28 @@ impl Messaging {
             .conversation_id
             .parse()
             .map_err(|e: im_proto::IdError| invalid(e.to_string()))?;
-        let raw_body = raw_body.unwrap_or_default();
+        let id = conversation.to_string();
+        // A resend returns the first ack whatever changed since (a mute, a closed window): the
+        // entry exists, and refusing it now would make the client send it again as new.
+        if let Some(first) = self
+            .store
+            .entry_by_client_id(&id, user, &send.client_msg_id)
+            .await
+            .map_err(internal)?
+        {
+            return Ok(PendingAck::resolved(
+                id,
+                send.client_msg_id,
+                Appended::Duplicate(first),
+            ));
+        }
         let Some(body) = send.body else {
             return Err(invalid("send has no body"));
+        };
+        // The body's bytes as sent; prost read them, so only a frame this parser cannot walk
+        // (one holding a deprecated group field) lacks them.
+        let Some(raw_body) = raw_body else {
+            return Err(invalid("the send's body could not be read as sent"));
         };
         let Some(kind) = body.kind else {
             return Err(if raw_body.is_empty() {
@@ -276,7 +306,6 @@ impl Messaging {
             error.retry_after_ms = wait.as_millis().max(1) as u64;
             return Err(error);
         }
-        let id = conversation.to_string();
         let (kind, target_seq) = match kind {
             message_body::Kind::Content(content) => {
                 check_content(&content, wire::field(raw_body, fields::BODY_CONTENT))?;
@@ -322,8 +351,13 @@ impl Messaging {
                         "a reaction key is 1 to {MAX_REACTION_KEY} bytes"
                     )));
                 }
-                self.permit(user, &id, ConversationAction::Send).await?;
+                // Any member reacts, in channels and while muted too.
+                self.permit(user, &id, ConversationAction::Read).await?;
                 self.target(&id, reaction.target_seq).await?;
+                if !reaction.remove {
+                    self.check_reaction_keys(&id, reaction.target_seq, &reaction.key)
+                        .await?;
+                }
                 (EntryKind::Reaction, reaction.target_seq)
             }
             message_body::Kind::Notice(_) => {
@@ -367,6 +401,32 @@ impl Messaging {
             .await
             .map_err(|_| fail(ErrorCode::ShuttingDown, "the server is stopping"))?;
         Ok(ack)
+    }
+
+    /// A message carries at most `max_reaction_keys` distinct keys, so its state always fits a
+    /// frame.
+    async fn check_reaction_keys(&self, id: &str, target: u64, key: &str) -> Result<(), Error> {
+        let effects = self
+            .store
+            .effects(id, &[target], u64::MAX >> 1)
+            .await
+            .map_err(internal)?;
+        let states = States::fold("", &effects);
+        let keys = states.reactions.get(&target);
+        let present = keys.is_some_and(|k| k.get(key).is_some_and(|who| !who.is_empty()));
+        let distinct = keys.map_or(0, |k| k.values().filter(|who| !who.is_empty()).count());
+        if !present && distinct >= self.settings.max_reaction_keys {
+            let mut error = fail(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "a message carries at most {} different reactions",
+                    self.settings.max_reaction_keys
+                ),
+            );
+            error.limit = self.settings.max_reaction_keys as u64;
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// The content entry an edit, recall, delete or reaction acts on.
@@ -439,7 +499,7 @@ impl Messaging {
         let page = self.page(user, &id, entries, last_seq).await?;
         let (encoded, kept_from) = fit_backward(&page, max_frame_bytes);
         let first = page.get(kept_from).map(|(seq, _)| *seq);
-        let has_more = first.is_some_and(|s| s > 1) || (first.is_none() && last_seq > 0);
+        let has_more = first.is_some_and(|s| s > 1);
         Ok(page_frame(
             &MessagePage {
                 conversation_id: id,
@@ -538,7 +598,12 @@ impl Messaging {
     // ---- sync ------------------------------------------------------------------------------
 
     /// Which of the user's conversations moved past what the client holds (paged).
-    pub async fn sync(&self, user: &str, request: SyncRequest) -> Result<SyncResponse, Error> {
+    pub async fn sync(
+        &self,
+        user: &str,
+        request: SyncRequest,
+        max_frame_bytes: usize,
+    ) -> Result<SyncResponse, Error> {
         let limit = cap(request.limit, self.settings.max_sync_page) as usize;
         let (snapshot, after) = if request.page_token.is_empty() {
             (request, String::new())
@@ -602,37 +667,52 @@ impl Messaging {
             changed.insert(id.to_owned(), None);
         }
 
-        let mut conversations = Vec::new();
+        // The page token carries the snapshot of what is still to come, so later pages need no
+        // server state; the page is cut to fit the client's frames, token included.
+        let rest = |after: &str| SyncRequest {
+            held: snapshot
+                .held
+                .iter()
+                .filter(|c| c.conversation_id.as_str() > after)
+                .cloned()
+                .collect(),
+            read: snapshot
+                .read
+                .iter()
+                .filter(|c| c.conversation_id.as_str() > after)
+                .cloned()
+                .collect(),
+            page_token: after.to_owned(),
+            limit: 0,
+        };
+        let token_room = rest(&after).encoded_len() * 4 / 3 + 64;
+        let budget = max_frame_bytes.saturating_sub(FRAME_OVERHEAD + token_room);
+        let mut conversations: Vec<ConversationState> = Vec::new();
+        let mut used = 0;
         let mut next_page_token = String::new();
-        for (n, (id, change)) in changed.iter().enumerate() {
-            if n == limit {
-                let token = SyncRequest {
-                    held: snapshot.held.clone(),
-                    read: snapshot.read.clone(),
-                    page_token: conversations
-                        .last()
-                        .map(|c: &ConversationState| c.conversation_id.clone())
-                        .unwrap_or_default(),
-                    limit: 0,
-                };
-                next_page_token =
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.encode_to_vec());
+        for (id, change) in &changed {
+            let state = match change {
+                Some((last, read, kind)) => self.state(user, id, *kind, *last, *read).await?,
+                // The user is no longer in it: its progress is none of their business.
+                None => ConversationState {
+                    conversation_id: id.clone(),
+                    r#type: ConversationType::Group as i32,
+                    visible_from_seq: 1,
+                    active: false,
+                    ..Default::default()
+                },
+            };
+            used += state.encoded_len() + 8;
+            if conversations.len() == limit || (used > budget && !conversations.is_empty()) {
+                let last = conversations
+                    .last()
+                    .map(|c| c.conversation_id.clone())
+                    .unwrap_or_default();
+                next_page_token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(rest(&last).encode_to_vec());
                 break;
             }
-            conversations.push(match change {
-                Some((last, read, kind)) => self.state(user, id, *kind, *last, *read).await?,
-                None => {
-                    let last = self.last_seq(id).await?;
-                    ConversationState {
-                        conversation_id: id.clone(),
-                        r#type: ConversationType::Group as i32,
-                        last_seq: last,
-                        visible_from_seq: 1,
-                        active: false,
-                        ..Default::default()
-                    }
-                }
-            });
+            conversations.push(state);
         }
         Ok(SyncResponse {
             conversations,
@@ -679,20 +759,22 @@ impl Messaging {
     /// The state pushed when a user joins a conversation (a group they were added to).
     pub async fn joined(&self, user: &str, group_id: &str) -> Result<ConversationState, Error> {
         let id = format!("g:{group_id}");
+        let kind = self
+            .directory
+            .groups_of(user)
+            .await?
+            .into_iter()
+            .find(|g| g.group_id == group_id)
+            .and_then(|g| ConversationType::try_from(g.r#type).ok())
+            .unwrap_or(ConversationType::Group);
         let last = self.last_seq(&id).await?;
         let read = self
             .store
             .read_seqs(user, std::slice::from_ref(&id))
             .await
             .map_err(internal)?;
-        self.state(
-            user,
-            &id,
-            ConversationType::Group,
-            last,
-            read.first().copied().unwrap_or(0),
-        )
-        .await
+        self.state(user, &id, kind, last, read.first().copied().unwrap_or(0))
+            .await
     }
 
     // ---- read state ------------------------------------------------------------------------
@@ -1096,6 +1178,20 @@ async fn commit_batches(
     }
 }
 
+/// A group's members, asked up to three times (a business node restarting, say).
+async fn members_with_retries(directory: &Directory, group_id: &str) -> Option<Arc<[String]>> {
+    for wait_ms in [0, 100, 500] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        match directory.members(group_id).await {
+            Ok(members) => return Some(members),
+            // A group that is gone stays gone.
+            Err(error) if error.code() == ErrorCode::GroupNotFound => return None,
+            Err(_) => {}
+        }
+    }
+    None
+}
+
 struct Fanout {
     directory: Arc<Directory>,
     sessions: Arc<Sessions>,
@@ -1111,15 +1207,16 @@ async fn fan_out(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
                 ConversationKind::Direct(a, b) if a == b => Arc::new([a.to_string()]),
                 ConversationKind::Direct(a, b) => Arc::new([a.to_string(), b.to_string()]),
                 ConversationKind::Group(group) => {
-                    match fanout.directory.members(group.as_str()).await {
-                        Ok(members) => members,
-                        Err(error) => {
-                            // Members sync and pull what they miss; nothing is lost.
+                    match members_with_retries(&fanout.directory, group.as_str()).await {
+                        Some(members) => members,
+                        None => {
+                            // Members catch up at their next sync or gap; nothing is lost, the push is.
                             tracing::warn!(
                                 conversation = %entry.conversation_id,
-                                code = error.code,
+                                seq = entry.seq,
                                 "no member list: entry not pushed"
                             );
+                            metrics::counter!("im_pushes_skipped_total").increment(1);
                             continue;
                         }
                     }

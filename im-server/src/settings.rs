@@ -80,6 +80,10 @@ pub struct CoreSettings {
     /// A sender may recall or delete a message for this long, in milliseconds (group admins
     /// always may).
     pub recall_window_ms: i64,
+    /// Different reaction keys one message may carry.
+    pub max_reaction_keys: usize,
+    /// The longest presence status text, in bytes.
+    pub max_status_text_bytes: usize,
     /// Groups larger than this get no typing or read-receipt pushes (clients ask with
     /// read_cursors).
     pub receipts_max_group: usize,
@@ -125,6 +129,8 @@ impl Default for CoreSettings {
             commit_queue: 8_192,
             edit_window_ms: 48 * 3600 * 1000,
             recall_window_ms: 24 * 3600 * 1000,
+            max_reaction_keys: 64,
+            max_status_text_bytes: 256,
             receipts_max_group: 200,
             member_cache_groups: 10_000,
             decision_cache: 100_000,

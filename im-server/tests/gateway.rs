@@ -601,6 +601,14 @@ impl MessageStore for SlowStore {
     async fn entry(&self, c: &str, seq: u64) -> StoreResult<Option<StoredEntry>> {
         self.0.entry(c, seq).await
     }
+    async fn entry_by_client_id(
+        &self,
+        c: &str,
+        u: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredEntry>> {
+        self.0.entry_by_client_id(c, u, id).await
+    }
     async fn last_seqs(&self, ids: &[String]) -> StoreResult<Vec<u64>> {
         self.0.last_seqs(ids).await
     }

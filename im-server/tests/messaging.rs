@@ -684,6 +684,16 @@ async fn presence_follows_devices_and_chosen_status() {
         }))
         .await;
     assert!(matches!(answer, server_frame::Body::Ok(_)));
+    let too_long = bob
+        .call(client_frame::Body::SetPresence(SetPresence {
+            status: PresenceStatus::Away as i32,
+            status_text: "x".repeat(257),
+        }))
+        .await;
+    assert!(
+        matches!(&too_long, server_frame::Body::Error(e) if e.code() == ErrorCode::InvalidArgument && e.limit == 256),
+        "{too_long:?}"
+    );
     let busy = amy.expect(presence(PresenceStatus::Busy)).await;
     assert_eq!(busy.status_text, "in a meeting");
     drop(bob);
@@ -825,6 +835,7 @@ async fn members_added_and_removed_are_told_and_fanned_out_to() {
     );
     assert_eq!(sync.conversations.len(), 1);
     assert!(!sync.conversations[0].active, "sync says bob is out");
+    assert_eq!(sync.conversations[0].last_seq, 0, "and tells nothing more");
 }
 
 #[tokio::test]
@@ -976,4 +987,100 @@ async fn entries_for_users_with_no_device_online_go_to_the_push_hook() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn a_resend_gets_its_first_ack_even_after_the_sender_was_muted() {
+    let w = world().await;
+    w.users(&["owner", "amy"]).await;
+    w.group("team", "owner", &["amy"]).await;
+    let mut amy = w.connect("amy", "d").await;
+    let first = amy.say("g:team", "once", "before the mute").await;
+    w.business
+        .mute_member(&Actor::App, "team", "amy", now_ms() + 60_000)
+        .await
+        .unwrap();
+    let again = amy.say("g:team", "once", "before the mute").await;
+    assert!(again.duplicate);
+    assert_eq!(again.seq, first.seq);
+    let new = amy
+        .send_message("g:team", "new", text("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&new),
+        ErrorCode::Muted,
+        "a new message is still refused"
+    );
+}
+
+#[tokio::test]
+async fn sync_pages_fit_the_clients_frames() {
+    let w = world_with(|s| {
+        s.max_content_bytes = 4_096;
+        s.max_frame_bytes = 8_192;
+    })
+    .await;
+    w.users(&["amy", "bob", "cy", "dan", "eve"]).await;
+    let long = "x".repeat(3_000);
+    for peer in ["bob", "cy", "dan", "eve"] {
+        let mut client = w.connect(peer, "d").await;
+        client.say(&format!("d:amy:{peer}"), "1", &long).await;
+    }
+    let hello = im_proto::v1::Hello {
+        max_frame_bytes: 4_096 + 1_024,
+        ..hello(&w.token("amy", "d"), "d")
+    };
+    let mut amy = Client::connect_with(w.addr, hello).await;
+    let (mut pages, mut seen, mut token) = (0, 0, String::new());
+    loop {
+        let sync = sync_of(
+            amy.call(client_frame::Body::Sync(SyncRequest {
+                page_token: token.clone(),
+                ..Default::default()
+            }))
+            .await,
+        );
+        pages += 1;
+        seen += sync.conversations.len();
+        assert!(
+            prost::Message::encoded_len(&sync) < 4_096 + 1_024,
+            "fits the announced frame limit"
+        );
+        if sync.next_page_token.is_empty() {
+            break;
+        }
+        token = sync.next_page_token;
+    }
+    assert_eq!((seen, pages), (4, 4), "one 3 KB preview per page");
+}
+
+#[tokio::test]
+async fn a_message_carries_a_bounded_number_of_reaction_keys() {
+    let w = world_with(|s| s.max_reaction_keys = 2).await;
+    w.users(&["amy", "bob"]).await;
+    let mut amy = w.connect("amy", "d").await;
+    let mut bob = w.connect("bob", "d").await;
+    amy.say("d:amy:bob", "1", "react to me").await;
+    let react = |key: &str| MessageBody {
+        kind: Some(message_body::Kind::Reaction(Reaction {
+            target_seq: 1,
+            key: key.into(),
+            remove: false,
+        })),
+    };
+    amy.send_message("d:amy:bob", "r1", react("a"))
+        .await
+        .unwrap();
+    bob.send_message("d:amy:bob", "r2", react("b"))
+        .await
+        .unwrap();
+    let third = bob
+        .send_message("d:amy:bob", "r3", react("c"))
+        .await
+        .unwrap_err();
+    assert_eq!((code(&third), third.limit), (ErrorCode::QuotaExceeded, 2));
+    bob.send_message("d:amy:bob", "r4", react("a"))
+        .await
+        .expect("a key already there may be added to");
 }

@@ -165,6 +165,14 @@ pub trait MessageStore: Send + Sync + 'static {
     /// The entry at `seq`, if any.
     async fn entry(&self, conversation_id: &str, seq: u64) -> StoreResult<Option<StoredEntry>>;
 
+    /// The entry a sender stored with `client_msg_id` in a conversation, if any.
+    async fn entry_by_client_id(
+        &self,
+        conversation_id: &str,
+        sender_user_id: &str,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<StoredEntry>>;
+
     /// The highest seq of each conversation asked for (0 for one with no entries), in order.
     async fn last_seqs(&self, conversation_ids: &[String]) -> StoreResult<Vec<u64>>;
 

@@ -207,6 +207,21 @@ impl MessageStore for SqliteMessageStore {
         Ok(query.first(&mut conn).await.optional()?)
     }
 
+    async fn entry_by_client_id(
+        &self,
+        conversation_id: &str,
+        sender_user_id: &str,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<StoredEntry>> {
+        let mut conn = self.db.conn().await?;
+        let query = entries::table
+            .filter(entries::conversation_id.eq(conversation_id))
+            .filter(entries::sender_user_id.eq(sender_user_id))
+            .filter(entries::client_msg_id.eq(client_msg_id))
+            .select(StoredEntry::as_select());
+        Ok(query.first(&mut conn).await.optional()?)
+    }
+
     async fn last_seqs(&self, conversation_ids: &[String]) -> StoreResult<Vec<u64>> {
         let mut conn = self.db.conn().await?;
         let mut found = std::collections::HashMap::new();

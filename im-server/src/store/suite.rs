@@ -71,6 +71,20 @@ pub async fn sequences_are_gap_free_per_conversation(store: Arc<dyn MessageStore
         .unwrap();
     assert_eq!(seqs(&next), vec![4]);
     let stored = store.entry("d:amy:bob", 4).await.unwrap().unwrap();
+    let by_id = store
+        .entry_by_client_id("d:amy:bob", "bob", "b2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_id, stored);
+    assert_eq!(
+        store
+            .entry_by_client_id("d:amy:bob", "amy", "b2")
+            .await
+            .unwrap(),
+        None,
+        "ids belong to their sender"
+    );
     assert_eq!(
         (stored.body.as_slice(), stored.kind),
         (b"b2".as_slice(), EntryKind::Content as i32)

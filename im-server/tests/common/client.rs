@@ -89,6 +89,11 @@ pub struct Client {
 impl Client {
     /// Connects with `im.v1` and completes the Hello; panics unless welcomed.
     pub async fn connect(addr: SocketAddr, token: &str, device: &str) -> Client {
+        Self::connect_with(addr, hello(token, device)).await
+    }
+
+    /// Connects with the given Hello; panics unless welcomed.
+    pub async fn connect_with(addr: SocketAddr, hello: Hello) -> Client {
         let (ws, _) = open(addr, &["im.v1", "im"]).await.expect("upgrade");
         let mut client = Client {
             ws,
@@ -97,10 +102,7 @@ impl Client {
             pushes: VecDeque::new(),
             answers: Vec::new(),
         };
-        match client
-            .call(client_frame::Body::Hello(hello(token, device)))
-            .await
-        {
+        match client.call(client_frame::Body::Hello(hello)).await {
             server_frame::Body::Welcome(welcome) => client.welcome = welcome,
             other => panic!("no welcome: {other:?}"),
         }
