@@ -1,0 +1,206 @@
+//! The SDK against a real embedded server in the same process, through a proxy that cuts
+//! connections and drops frames: every message arrives exactly once and in order across a cut
+//! connection and a server restart, an injected sequence gap is filled, a second device sees
+//! the same history and read state.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use common::*;
+use im_proto::v1::{ErrorCode, PresenceStatus, server_frame};
+use im_sdk_rust::{Body, ConnectionState, Content, Event};
+
+const CHAT: &str = "d:alice:bob";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_across_a_cut_connection_and_a_server_restart_arrives_exactly_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.users(&["alice", "bob"]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let alice = Arc::new(client(proxy.addr, "alice", "phone"));
+    let bob = client(proxy.addr, "bob", "phone");
+    let mut alice_events = alice.events().unwrap();
+    let mut bob_events = bob.events().unwrap();
+    alice.wait_connected().await.unwrap();
+    bob.wait_connected().await.unwrap();
+
+    const BURST: usize = 120;
+    let send = |n: usize| {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            let body = Body::Content(Content::text(format!("#{n}")));
+            alice.send_with_id(CHAT, &format!("m{n:03}"), body).await
+        })
+    };
+    let mut sends: Vec<_> = (0..BURST / 3).map(send).collect();
+    proxy.cut(); // every connection drops in the middle of the burst
+    sends.extend((BURST / 3..2 * BURST / 3).map(send));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // The server goes away while sends are in flight, and comes back on the same data.
+    server.stop().await;
+    sends.extend((2 * BURST / 3..BURST).map(send));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let server = Server::start(dir.path()).await;
+    proxy.point_to(server.addr);
+
+    let mut seqs = HashSet::new();
+    let mut resent = 0;
+    for send in sends {
+        let sent = send
+            .await
+            .unwrap()
+            .expect("every send is acknowledged in the end");
+        assert!(seqs.insert(sent.seq), "seq {} acknowledged twice", sent.seq);
+        resent += usize::from(sent.duplicate);
+    }
+    eprintln!("{resent} of {BURST} sends were stored before their first ack was lost");
+    assert_eq!(seqs.len(), BURST);
+
+    let expected: Vec<u64> = (1..=BURST as u64).collect();
+    for events in [&mut alice_events, &mut bob_events] {
+        let seen = collect_until(events, |e| messages_in(e, CHAT).len() >= BURST).await;
+        let messages = messages_in(&seen, CHAT);
+        let got: Vec<u64> = messages.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(got, expected, "each entry once, in seq order");
+        let ids: HashSet<&String> = messages.iter().map(|(_, id)| id).collect();
+        assert_eq!(ids.len(), BURST, "every message, none twice");
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e, Event::Connection(ConnectionState::Reconnecting { .. }))),
+            "the client did reconnect"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_sequence_gap_is_filled_by_pulling() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.users(&["alice", "bob"]).await;
+    let proxy = Proxy::start(server.addr).await;
+    // The server's push of seq 3 never reaches bob.
+    proxy.drop_frames(Arc::new(
+        |frame| matches!(&frame.body, Some(server_frame::Body::Message(m)) if m.seq == 3),
+    ));
+    let alice = client(server.addr, "alice", "phone");
+    let bob = client(proxy.addr, "bob", "phone");
+    let mut bob_events = bob.events().unwrap();
+    bob.wait_connected().await.unwrap();
+    for n in 1..=5 {
+        alice.send_text(CHAT, &format!("#{n}")).await.unwrap();
+    }
+    let seen = collect_until(&mut bob_events, |e| messages_in(e, CHAT).len() >= 5).await;
+    let got: Vec<u64> = messages_in(&seen, CHAT).iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        got,
+        [1, 2, 3, 4, 5],
+        "3 was pulled before 4 and 5 were shown"
+    );
+    let recent = bob.recent(CHAT, 10).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_device_sees_the_same_history_and_read_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.users(&["alice", "bob"]).await;
+    let alice = client(server.addr, "alice", "phone");
+    let phone = client(server.addr, "bob", "phone");
+    let laptop = client(server.addr, "bob", "laptop");
+    let mut laptop_events = laptop.events().unwrap();
+    phone.wait_connected().await.unwrap();
+    laptop.wait_connected().await.unwrap();
+    for n in 1..=3 {
+        alice.send_text(CHAT, &format!("#{n}")).await.unwrap();
+    }
+    let read = phone.mark_read(CHAT, 2).await.unwrap();
+    assert_eq!((read.read_seq, read.unread_count), (2, 1));
+    let seen = collect_until(&mut laptop_events, |e| {
+        e.iter()
+            .any(|e| matches!(e, Event::ReadState { read_seq: 2, .. }))
+    })
+    .await;
+    assert!(seen.iter().any(|e| matches!(e, Event::ReadState { conversation_id, unread_count: 1, .. } if conversation_id == CHAT)));
+
+    let on_phone = phone.history(CHAT, 0, 0).await.unwrap();
+    let on_laptop = laptop.history(CHAT, 0, 0).await.unwrap();
+    assert_eq!(on_phone, on_laptop);
+    assert_eq!(on_phone.messages.len(), 3);
+
+    // A third device, connecting later, learns the read state from its sync.
+    let tablet = client(server.addr, "bob", "tablet");
+    let mut tablet_events = tablet.events().unwrap();
+    let seen = collect_until(&mut tablet_events, |e| messages_in(e, CHAT).len() >= 3).await;
+    let state = seen
+        .iter()
+        .find_map(|e| match e {
+            Event::Conversation(c) if c.conversation_id == CHAT => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (state.read_seq, state.unread_count, state.last_seq),
+        (2, 1, 3)
+    );
+    let listed = tablet.conversations().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_reach_the_caller_with_their_codes_and_the_client_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.users(&["alice", "bob", "owner"]).await;
+    server.group("team", "owner", &["bob"]).await;
+    let alice = client(server.addr, "alice", "phone");
+    let refused = alice.send_text("g:team", "let me in").await.unwrap_err();
+    assert_eq!(refused.error_code(), Some(ErrorCode::NotAMember));
+    assert!(!refused.is_retryable());
+    let history = alice.history("g:team", 0, 0).await.unwrap_err();
+    assert_eq!(history.error_code(), Some(ErrorCode::NotAMember));
+    let presence = alice.subscribe_presence(&["bob".to_owned()]).await.unwrap();
+    assert_eq!(presence[0].status(), PresenceStatus::Offline);
+    alice.send_text(CHAT, "still here").await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_session_of_the_same_device_stops_the_older_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.users(&["alice"]).await;
+    let first = client(server.addr, "alice", "phone");
+    first.wait_connected().await.unwrap();
+    let second = client(server.addr, "alice", "phone");
+    second.wait_connected().await.unwrap();
+    let mut stopped = false;
+    for _ in 0..200 {
+        if let ConnectionState::Stopped { reason } = first.connection_state() {
+            assert!(reason.contains("SESSION_REPLACED"), "{reason}");
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stopped, "the replaced client does not reconnect by itself");
+    assert_eq!(
+        second
+            .send_text("d:alice:alice", "mine now")
+            .await
+            .unwrap()
+            .seq,
+        1
+    );
+    server.stop().await;
+}
