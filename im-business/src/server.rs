@@ -10,7 +10,11 @@ use std::{
     },
 };
 
-use im_common::{auth::TokenIssuer, bus::Bus, settings::SettingsError};
+use im_common::{
+    auth::{TokenIssuer, TokenVerifier},
+    bus::Bus,
+    settings::SettingsError,
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -99,11 +103,25 @@ pub async fn start(
         settings.node_id.clone(),
     ));
     let mut tasks = JoinSet::new();
-    let mut responders = serve_bus_requests(business.clone(), bus).await?;
+    let mut responders = serve_bus_requests(business.clone(), bus.clone()).await?;
+    // Users' own tokens on the HTTP API: revocations on record, then those announced.
+    let verifier = Arc::new(
+        TokenVerifier::new(settings.token_secret.expose().as_bytes(), None)
+            .map_err(|e| SettingsError::new(e.to_string()))?,
+    );
+    for r in business
+        .revocations()
+        .await
+        .map_err(|e| database(e.to_string()))?
+    {
+        verifier.revoke(&r.user_id, &r.device_id, r.revoked_before_ms);
+    }
+    let following = verifier.clone().follow(bus.as_ref()).await?;
     let stop = shutdown.clone();
     tasks.spawn(async move {
         stop.cancelled().await;
         responders.abort_all();
+        following.abort();
     });
 
     let bind = |addr: SocketAddr| async move {
@@ -131,7 +149,8 @@ pub async fn start(
         business.clone(),
         settings.app_secret.expose().as_bytes(),
         ready.clone(),
-    );
+    )
+    .with_user_tokens(verifier);
     let stop = shutdown.clone();
     tasks.spawn(async move {
         let serving = axum::serve(http_listener, http::router(state))

@@ -22,11 +22,14 @@ struct Server {
 
 async fn serve() -> Server {
     let world = common::world().await;
+    let verifier = Arc::new(TokenVerifier::new(common::SECRET, None).unwrap());
     let state = ApiState::new(
         world.business.clone(),
         APP_SECRET.as_bytes(),
         Arc::new(AtomicBool::new(true)),
-    );
+    )
+    .with_user_tokens(verifier.clone());
+    verifier.follow(&world.bus).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
@@ -330,4 +333,99 @@ async fn health_readiness_and_the_openapi_document() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["paths"]["/v1/groups/{group_id}/members"]["post"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+#[tokio::test]
+async fn users_call_with_their_own_tokens_and_act_only_for_themselves() {
+    let s = serve().await;
+    for user in ["amy", "bob"] {
+        let (status, _) = s
+            .call(
+                Method::POST,
+                "/v1/users",
+                None,
+                Some(json!({"user_id": user})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, issued) = s
+        .call(
+            Method::POST,
+            "/v1/users/amy/tokens",
+            None,
+            Some(json!({"device_id": "phone"})),
+        )
+        .await;
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let as_amy = |method: Method, path: &str, actor: Option<&str>, body: Option<Value>| {
+        let mut request = s
+            .http
+            .request(method, format!("{}{path}", s.base))
+            .bearer_auth(&token);
+        if let Some(actor) = actor {
+            request = request.header("x-im-actor", actor);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, group) = as_amy(
+        Method::POST,
+        "/v1/groups",
+        None,
+        Some(json!({"group_id": "mine", "name": "Mine", "member_user_ids": ["bob"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{group}");
+    assert_eq!(group["owner_user_id"], "amy", "a user's group is its own");
+    let (status, members) = as_amy(Method::GET, "/v1/groups/mine/members", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(members["members"].as_array().unwrap().len(), 2);
+
+    let (status, error) = as_amy(Method::GET, "/v1/groups/mine", Some("bob"), None).await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::FORBIDDEN, Some("FORBIDDEN"))
+    );
+    let (status, error) = as_amy(
+        Method::POST,
+        "/v1/users/bob/tokens",
+        None,
+        Some(json!({"device_id": "x"})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "issuing tokens is the app's: {error}"
+    );
+
+    let (status, _) = s
+        .call(
+            Method::POST,
+            "/v1/users/amy/tokens/revoke",
+            None,
+            Some(json!({"device_id": "phone"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut refused = None;
+    for _ in 0..100 {
+        let (status, error) = as_amy(Method::GET, "/v1/groups/mine", None, None).await;
+        if status == StatusCode::UNAUTHORIZED {
+            refused = Some(error);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(refused.unwrap()["name"], "TOKEN_REVOKED");
 }

@@ -209,6 +209,16 @@ impl TokenVerifier {
 
     /// Checks a token presented by `device_id`.
     pub fn verify(&self, token: &str, device_id: &str) -> Result<VerifiedToken, TokenError> {
+        self.check(token, Some(device_id))
+    }
+
+    /// Checks a token presented without a device (an API call on the user's behalf): a token
+    /// bound to a device counts as that device's, revocations of the device included.
+    pub fn verify_any_device(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        self.check(token, None)
+    }
+
+    fn check(&self, token: &str, device: Option<&str>) -> Result<VerifiedToken, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         let issued = validation(Algorithm::HS256, Some(ISSUER), None);
@@ -228,11 +238,15 @@ impl TokenVerifier {
                 _ => TokenError::Invalid(e.to_string()),
             })?
             .claims;
-        if !claims.did.is_empty() && claims.did != device_id {
+        if let Some(device_id) = device
+            && !claims.did.is_empty()
+            && claims.did != device_id
+        {
             return Err(TokenError::Invalid(
                 "token is bound to another device".into(),
             ));
         }
+        let device_id = device.unwrap_or(&claims.did);
         let issued_at_ms = if claims.iat_ms > 0 {
             claims.iat_ms as i64
         } else {

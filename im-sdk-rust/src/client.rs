@@ -38,6 +38,7 @@ use tokio_tungstenite::{
 
 use crate::{
     error::{Error, Result},
+    groups::{Group, GroupsApi, Member},
     store::{LocalStore, MemoryStore, Outgoing},
     types::{Body, ConnectionState, Conversation, Event, Message},
 };
@@ -142,6 +143,7 @@ pub struct ClientBuilder {
     store: Arc<dyn LocalStore>,
     config: Config,
     runtime: Option<Handle>,
+    business_api: Option<String>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -169,7 +171,14 @@ impl ClientBuilder {
             store: Arc::new(MemoryStore::default()),
             config: Config::default(),
             runtime: None,
+            business_api: None,
         }
+    }
+
+    /// The business service's HTTP API (`http://host:port`), for groups and membership.
+    pub fn business_api(mut self, url: impl Into<String>) -> Self {
+        self.business_api = Some(url.into());
+        self
     }
 
     /// The device's platform, announced in the Hello.
@@ -215,7 +224,7 @@ impl ClientBuilder {
             endpoint,
             device_id: self.device_id,
             platform: self.platform,
-            token: self.token,
+            token: self.token.clone(),
             store: self.store.clone(),
             config: self.config,
             commands: inbox,
@@ -234,8 +243,13 @@ impl ClientBuilder {
             server_codec: FrameCodec::default(),
             rng: seed(),
         };
+        let groups = self
+            .business_api
+            .map(|url| Arc::new(GroupsApi::new(&url, self.token.clone())));
         let task = runtime.spawn(actor.run());
         Ok(Client {
+            groups,
+            runtime,
             commands,
             events: Mutex::new(Some(events_rx)),
             state: state_rx,
@@ -274,6 +288,8 @@ impl Endpoint {
 /// An app's handle on the IM service. Cheap to share behind an `Arc`; every method may be
 /// called from any task or thread.
 pub struct Client {
+    groups: Option<Arc<GroupsApi>>,
+    runtime: Handle,
     commands: mpsc::Sender<Command>,
     events: Mutex<Option<mpsc::Receiver<Event>>>,
     state: watch::Receiver<ConnectionState>,
@@ -482,6 +498,67 @@ impl Client {
         .map(drop)
     }
 
+    fn groups(&self) -> Result<Arc<GroupsApi>> {
+        self.groups.clone().ok_or_else(|| {
+            Error::new(
+                ErrorCode::InvalidArgument,
+                "no business API: set ClientBuilder::business_api",
+            )
+        })
+    }
+
+    /// Runs a business API call on the client's runtime (so any executor may await it).
+    async fn on_runtime<T: Send + 'static>(
+        &self,
+        call: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.runtime
+            .spawn(call)
+            .await
+            .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
+    }
+
+    /// Creates a group the user owns, with `members` besides the user.
+    pub async fn create_group(&self, name: &str, members: &[String]) -> Result<Group> {
+        let (api, name, members) = (self.groups()?, name.to_owned(), members.to_vec());
+        self.on_runtime(async move { api.create(&name, &members).await })
+            .await
+    }
+
+    /// A group the user is a member of.
+    pub async fn group(&self, group_id: &str) -> Result<Group> {
+        let (api, id) = (self.groups()?, group_id.to_owned());
+        self.on_runtime(async move { api.get(&id).await }).await
+    }
+
+    /// Every member of a group the user is in.
+    pub async fn members(&self, group_id: &str) -> Result<Vec<Member>> {
+        let (api, id) = (self.groups()?, group_id.to_owned());
+        self.on_runtime(async move { api.members(&id).await }).await
+    }
+
+    /// Adds members (as the user's role in the group allows).
+    pub async fn add_members(&self, group_id: &str, user_ids: &[String]) -> Result<()> {
+        let (api, id, users) = (self.groups()?, group_id.to_owned(), user_ids.to_vec());
+        self.on_runtime(async move { api.add(&id, &users).await })
+            .await
+    }
+
+    /// Removes members (as the user's role in the group allows).
+    pub async fn remove_members(&self, group_id: &str, user_ids: &[String]) -> Result<()> {
+        let (api, id, users) = (self.groups()?, group_id.to_owned(), user_ids.to_vec());
+        self.on_runtime(async move { api.remove(&id, &users).await })
+            .await
+    }
+
+    /// Leaves a group.
+    pub async fn leave_group(&self, group_id: &str) -> Result<()> {
+        let me = self.wait_connected().await?;
+        let (api, id) = (self.groups()?, group_id.to_owned());
+        self.on_runtime(async move { api.leave(&id, &me).await })
+            .await
+    }
+
     /// Closes the connection and stops the client; unacknowledged sends stay in the store's
     /// outbox.
     pub async fn close(&self) {
@@ -560,6 +637,8 @@ struct Call {
     body: client_frame::Body,
     done: oneshot::Sender<Result<server_frame::Body>>,
     deadline: Instant,
+    /// After a retryable refusal: not to be sent again before this.
+    not_before: Option<Instant>,
 }
 
 enum Pending {
@@ -815,7 +894,12 @@ impl Actor {
                     Some(Command::Send { outgoing, done }) => self.enqueue_send(outgoing, done).await,
                     Some(Command::Call { body, done }) => {
                         let deadline = Instant::now() + self.config.request_timeout;
-                        self.queued.push_back(Call { body, done, deadline });
+                        self.queued.push_back(Call {
+                                body,
+                                done,
+                                deadline,
+                                not_before: None,
+                            });
                     }
                     // Typing while offline means nothing by the time the connection is back.
                     Some(Command::Notify { .. }) => {}
@@ -952,7 +1036,12 @@ impl Actor {
                         }
                         Some(Command::Call { body, done }) => {
                             let deadline = Instant::now() + self.config.request_timeout;
-                            self.send_call(ws, Call { body, done, deadline }).await
+                            self.send_call(ws, Call {
+                                body,
+                                done,
+                                deadline,
+                                not_before: None,
+                            }).await
                         }
                         Some(Command::Notify { body }) => self.write(ws, 0, body).await,
                     };
@@ -1002,7 +1091,15 @@ impl Actor {
                         }
                         _ => Ok(()),
                     };
-                    if let Err(e) = result.and(self.flush_outbox(ws).await) {
+                    let result = match result {
+                        Ok(()) => self.flush_outbox(ws).await,
+                        failed => failed,
+                    };
+                    let result = match result {
+                        Ok(()) => self.send_due_calls(ws).await,
+                        failed => failed,
+                    };
+                    if let Err(e) = result {
                         return lost(&e);
                     }
                 }
@@ -1054,6 +1151,20 @@ impl Actor {
             }
             other => other,
         }
+    }
+
+    /// Sends the queued calls whose retry time has come.
+    async fn send_due_calls(&mut self, ws: &mut Ws) -> std::result::Result<(), Error> {
+        let now = Instant::now();
+        let (due, waiting): (Vec<Call>, Vec<Call>) = self
+            .queued
+            .drain(..)
+            .partition(|c| c.not_before.is_none_or(|t| t <= now));
+        self.queued = waiting.into();
+        for call in due {
+            self.send_call(ws, call).await?;
+        }
+        Ok(())
     }
 
     /// Puts every send that is not on the wire (and not waiting out a refusal) on it, in order.
@@ -1113,12 +1224,23 @@ impl Actor {
                 Some(Pending::Send(client_msg_id)) => {
                     self.on_send_answer(ws, &client_msg_id, body).await?
                 }
-                Some(Pending::Call(call)) => {
-                    let _ = call.done.send(match body {
-                        server_frame::Body::Error(error) => Err(error.into()),
-                        other => Ok(other),
-                    });
-                }
+                Some(Pending::Call(mut call)) => match body {
+                    server_frame::Body::Error(error) => {
+                        let error = Error::from(error);
+                        let retry_at =
+                            Instant::now() + Duration::from_millis(error.retry_after_ms.max(100));
+                        if error.is_retryable() && retry_at < call.deadline {
+                            // Retried on this connection when due, or on the next one.
+                            call.not_before = Some(retry_at);
+                            self.queued.push_back(*call);
+                        } else {
+                            let _ = call.done.send(Err(error));
+                        }
+                    }
+                    other => {
+                        let _ = call.done.send(Ok(other));
+                    }
+                },
                 Some(Pending::Sync) => self.on_sync(ws, body).await?,
                 Some(Pending::Pull(conversation)) => self.on_pull(ws, &conversation, body).await?,
                 Some(Pending::Ping) | None => {}

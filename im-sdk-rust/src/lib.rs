@@ -20,7 +20,8 @@
 //!
 //! - [`ClientBuilder`] / [`Client`]: connection with version negotiation, automatic reconnect
 //!   with jittered backoff, heartbeats, sends that resolve on the server's ack and survive
-//!   reconnects (the outbox), history, read state, typing, presence.
+//!   reconnects (the outbox), history, read state, typing, presence; groups and membership
+//!   through the business API with the user's own token ([`ClientBuilder::business_api`]).
 //! - [`Event`]: one stream, entries of a conversation in seq order and each once (repeats
 //!   dropped, gaps filled by pulling, a sync after every connect), receipts, typing,
 //!   presence, connection state.
@@ -32,6 +33,7 @@
 
 mod client;
 mod error;
+mod groups;
 pub mod store;
 mod types;
 
@@ -39,6 +41,7 @@ pub use client::{
     Client, ClientBuilder, Config, Events, Page, ReadState, Sent, StaticToken, TokenProvider,
 };
 pub use error::{Error, Result};
+pub use groups::{Group, Member};
 
 /// The canonical id of the 1:1 conversation of two users (`d:<a>:<b>`, ids in byte order).
 pub fn direct_conversation_id(a: &str, b: &str) -> Result<String> {

@@ -389,3 +389,42 @@ pub enum Event {
     /// The connection's state changed.
     Connection(ConnectionState),
 }
+
+impl From<&Message> for v1::Message {
+    fn from(m: &Message) -> Self {
+        let body = match &m.body {
+            Body::Notice { text } => Some(v1::MessageBody {
+                kind: Some(message_body::Kind::Notice(v1::SystemNotice {
+                    text: text.clone(),
+                    ..Default::default()
+                })),
+            }),
+            Body::Empty => Some(v1::MessageBody::default()),
+            other => other.to_wire(),
+        };
+        Self {
+            conversation_id: m.conversation_id.clone(),
+            seq: m.seq,
+            server_msg_id: m.server_msg_id.clone(),
+            sender_user_id: m.sender_user_id.clone(),
+            sender_device_id: m.sender_device_id.clone(),
+            client_msg_id: m.client_msg_id.clone(),
+            server_time_ms: m.server_time_ms,
+            body,
+            state: m.state.as_ref().map(|s| v1::MessageState {
+                edited_seq: s.edited_seq,
+                recalled_seq: s.recalled_seq,
+                deleted_seq: s.deleted_seq,
+                reactions: s
+                    .reactions
+                    .iter()
+                    .map(|(key, count, mine)| v1::ReactionCount {
+                        key: key.clone(),
+                        count: *count,
+                        mine: *mine,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+}

@@ -204,3 +204,175 @@ async fn a_newer_session_of_the_same_device_stops_the_older_client() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_managed_through_the_business_api_and_their_messages_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.users(&["alice", "bob", "carol"]).await;
+    let with_api = |user: &str| {
+        im_sdk_rust::ClientBuilder::new(
+            format!("ws://{}/ws", server.addr),
+            "phone",
+            Arc::new(im_sdk_rust::StaticToken(token(user, "phone"))),
+        )
+        .business_api(format!("http://{}", server.http_addr))
+        .build()
+        .unwrap()
+    };
+    let alice = with_api("alice");
+    let bob = with_api("bob");
+    let carol = with_api("carol");
+    let mut bob_events = bob.events().unwrap();
+    let mut carol_events = carol.events().unwrap();
+    bob.wait_connected().await.unwrap();
+    carol.wait_connected().await.unwrap();
+
+    let group = alice
+        .create_group("Team", &["bob".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (group.owner_user_id.as_str(), group.member_count),
+        ("alice", 2)
+    );
+    let conversation = format!("g:{}", group.group_id);
+    alice.send_text(&conversation, "welcome").await.unwrap();
+    let seen = collect_until(&mut bob_events, |e| {
+        messages_in(e, &conversation).len() == 1
+    })
+    .await;
+    assert!(seen.iter().any(
+        |e| matches!(e, Event::Conversation(c) if c.conversation_id == conversation && c.active)
+    ));
+    let members = bob.members(&group.group_id).await.unwrap();
+    let mut names: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["alice", "bob"]);
+
+    let refused = bob
+        .add_members(&group.group_id, &["carol".to_owned()])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.error_code(),
+        Some(ErrorCode::Forbidden),
+        "invite-only: admins add"
+    );
+    alice
+        .add_members(&group.group_id, &["carol".to_owned()])
+        .await
+        .unwrap();
+    bob.leave_group(&group.group_id).await.unwrap();
+    let left = collect_until(&mut bob_events, |e| {
+        e.iter()
+            .any(|e| matches!(e, Event::Conversation(c) if !c.active))
+    })
+    .await;
+    assert!(!left.is_empty());
+    alice.send_text(&conversation, "hello carol").await.unwrap();
+    let seen = collect_until(&mut carol_events, |e| {
+        messages_in(e, &conversation).len() == 2
+    })
+    .await;
+    assert_eq!(
+        messages_in(&seen, &conversation)
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>(),
+        [1, 2],
+        "carol catches up on the history, then the new message"
+    );
+    server.stop().await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_made_before_an_app_restart_are_delivered_once_after_it() {
+    use im_sdk_rust::{ClientBuilder, StaticToken, store::sqlite::SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("alice-client.db");
+    // The server is not there yet: the send waits in the persistent outbox.
+    let idle = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nowhere = idle.local_addr().unwrap();
+    drop(idle);
+    let offline = ClientBuilder::new(
+        format!("ws://{nowhere}/ws"),
+        "phone",
+        Arc::new(StaticToken(token("alice", "phone"))),
+    )
+    .store(Arc::new(SqliteStore::open(&state, 200).unwrap()))
+    .build()
+    .unwrap();
+    let offline = Arc::new(offline);
+    let pending = {
+        let offline = offline.clone();
+        tokio::spawn(async move {
+            offline
+                .send_with_id(
+                    CHAT,
+                    "before-restart",
+                    Body::Content(Content::text("sent while offline")),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    offline.close().await; // the app quits
+    let error = pending.await.unwrap().unwrap_err();
+    assert_eq!(error.error_code(), Some(ErrorCode::Unavailable));
+
+    let server = Server::start(dir.path()).await;
+    server.users(&["alice", "bob"]).await;
+    let bob = client(server.addr, "bob", "phone");
+    let mut bob_events = bob.events().unwrap();
+    // The app starts again on the same state, and the server is up.
+    let restarted = ClientBuilder::new(
+        format!("ws://{}/ws", server.addr),
+        "phone",
+        Arc::new(StaticToken(token("alice", "phone"))),
+    )
+    .store(Arc::new(SqliteStore::open(&state, 200).unwrap()))
+    .build()
+    .unwrap();
+    let mut alice_events = restarted.events().unwrap();
+    let seen = collect_until(&mut bob_events, |e| messages_in(e, CHAT).len() == 1).await;
+    assert_eq!(messages_in(&seen, CHAT), [(1, "before-restart".to_owned())]);
+    let mine = collect_until(&mut alice_events, |e| messages_in(e, CHAT).len() == 1).await;
+    assert_eq!(
+        messages_in(&mine, CHAT).len(),
+        1,
+        "the sender's view shows it once"
+    );
+    // Sending the same id again is the same message.
+    let again = restarted
+        .send_with_id(
+            CHAT,
+            "before-restart",
+            Body::Content(Content::text("sent while offline")),
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.seq, again.duplicate), (1, true));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_calls_are_retried_for_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), |s| s.frames_per_second = 4).await;
+    server.users(&["alice"]).await;
+    let alice = Arc::new(client(server.addr, "alice", "phone"));
+    alice.wait_connected().await.unwrap();
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let alice = alice.clone();
+            tokio::spawn(async move { alice.history("d:alice:alice", 0, 0).await })
+        })
+        .collect();
+    for call in calls {
+        let page = call.await.unwrap().expect("answered once the rate allows");
+        assert!(page.messages.is_empty());
+    }
+    server.stop().await;
+}

@@ -21,7 +21,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
-use im_common::api::{ACTOR_HEADER, ErrorBody, bearer, http_status, secret_matches};
+use im_common::{
+    api::{ACTOR_HEADER, ErrorBody, bearer, http_status, secret_matches},
+    auth::TokenVerifier,
+};
 use im_proto::v1::{ConversationType, ErrorCode, GroupRole, JoinPolicy};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -37,6 +40,8 @@ pub struct ApiState {
     business: Arc<Business>,
     secret: Arc<[u8]>,
     ready: Arc<AtomicBool>,
+    /// Checks users' own tokens, when users may call the API themselves.
+    users: Option<Arc<TokenVerifier>>,
 }
 
 impl ApiState {
@@ -46,7 +51,15 @@ impl ApiState {
             business,
             secret: secret.into(),
             ready,
+            users: None,
         }
+    }
+
+    /// Users may also call the API with their own access tokens, acting for themselves (the
+    /// client SDK does, for groups and membership); `verifier` checks the tokens.
+    pub fn with_user_tokens(mut self, verifier: Arc<TokenVerifier>) -> Self {
+        self.users = Some(verifier);
+        self
     }
 }
 
@@ -129,14 +142,42 @@ fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
     }
 }
 
-async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+async fn authenticate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
+        .and_then(bearer)
+        .map(str::to_owned);
     match presented {
         Some(secret) if secret_matches(secret.as_bytes(), &state.secret) => next.run(request).await,
+        // A user's own token: the user acts for itself, and only for itself.
+        Some(token) if state.users.is_some() && token.matches('.').count() == 2 => {
+            let Some(verifier) = &state.users else {
+                return ApiError::new(ErrorCode::Unauthenticated, "wrong app secret")
+                    .into_response();
+            };
+            let user = match verifier.verify_any_device(&token) {
+                Ok(verified) => verified.user_id,
+                Err(error) => {
+                    return ApiError::new(error.code(), error.to_string()).into_response();
+                }
+            };
+            let claimed = request
+                .headers()
+                .get(ACTOR_HEADER)
+                .and_then(|v| v.to_str().ok());
+            if claimed.is_some_and(|c| !c.is_empty() && c != user) {
+                return ApiError::new(ErrorCode::Forbidden, "a user acts only for itself")
+                    .into_response();
+            }
+            let Ok(user_header) = http::HeaderValue::from_str(&user) else {
+                return ApiError::new(ErrorCode::Unauthenticated, "the token's user id")
+                    .into_response();
+            };
+            request.headers_mut().insert(ACTOR_HEADER, user_header);
+            next.run(request).await
+        }
         Some(_) => ApiError::new(ErrorCode::Unauthenticated, "wrong app secret").into_response(),
         None => ApiError::new(
             ErrorCode::Unauthenticated,

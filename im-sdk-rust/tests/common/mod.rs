@@ -52,6 +52,8 @@ pub fn now_ms() -> i64 {
 /// The whole system on a data directory.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The business HTTP API (users may call it with their own tokens).
+    pub http_addr: SocketAddr,
     pub business: Arc<Business>,
     shutdown: CancellationToken,
     core: Option<RunningCore>,
@@ -60,6 +62,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(dir: &Path) -> Server {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    /// Starts with core settings `tune` adjusts.
+    pub async fn start_with(dir: &Path, tune: impl FnOnce(&mut CoreSettings)) -> Server {
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
         let store = SqliteStore::open(&dir.join("business.db"), 2)
             .await
@@ -74,7 +81,18 @@ impl Server {
         let responders = serve_bus_requests(business.clone(), bus.clone())
             .await
             .unwrap();
-        let settings = CoreSettings {
+        let users = Arc::new(TokenVerifier::new(SECRET.as_bytes(), None).unwrap());
+        users.clone().follow(bus.as_ref()).await.unwrap();
+        let api = im_business::api::http::ApiState::new(
+            business.clone(),
+            b"app secret",
+            Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        )
+        .with_user_tokens(users);
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(http, im_business::api::http::router(api)).await });
+        let mut settings = CoreSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
             http_listen: "127.0.0.1:0".parse().unwrap(),
             database: dir.join("messages.db"),
@@ -85,6 +103,7 @@ impl Server {
             reconnect_after_ms: 50,
             ..CoreSettings::default()
         };
+        tune(&mut settings);
         let shutdown = CancellationToken::new();
         let verifier = Arc::new(TokenVerifier::new(SECRET.as_bytes(), None).unwrap());
         let core = start(&settings, bus, verifier, shutdown.clone())
@@ -92,6 +111,7 @@ impl Server {
             .unwrap();
         Server {
             addr: core.addr,
+            http_addr,
             business,
             shutdown,
             core: Some(core),
