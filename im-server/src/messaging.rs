@@ -255,20 +255,41 @@ impl Messaging {
             .parse()
             .map_err(|e: im_proto::IdError| invalid(e.to_string()))?;
         let id = conversation.to_string();
-        // A resend returns the first ack whatever changed since (a mute, a closed window): the
-        // entry exists, and refusing it now would make the client send it again as new.
-        if let Some(first) = self
-            .store
-            .entry_by_client_id(&id, user, &send.client_msg_id)
-            .await
-            .map_err(internal)?
-        {
-            return Ok(PendingAck::resolved(
-                id,
-                send.client_msg_id,
-                Appended::Duplicate(first),
-            ));
+        let client_msg_id = send.client_msg_id.clone();
+        match self.checked(session, &id, send, raw_body).await {
+            // A send that passes the checks is appended; the store returns the first entry if
+            // it is a resend.
+            Ok(entry) => self.enqueue(entry, Some(session.session_id.clone())).await,
+            // A resend returns the first ack whatever changed since (a mute, a closed window):
+            // the entry exists, and refusing it now would make the client send it again as
+            // new. Looked up only on refusal, so accepted sends cost no extra read.
+            Err(refusal) => match self
+                .store
+                .entry_by_client_id(&id, user, &client_msg_id)
+                .await
+                .map_err(internal)?
+            {
+                Some(first) => Ok(PendingAck::resolved(
+                    id,
+                    client_msg_id,
+                    Appended::Duplicate(first),
+                )),
+                None => Err(refusal),
+            },
         }
+    }
+
+    /// The entry a send asks for, if it passes every check: shape, size, rate, permission, and
+    /// the target and window of an edit, recall, delete or reaction.
+    async fn checked(
+        &self,
+        session: &SessionHandle,
+        id: &str,
+        send: SendRequest,
+        raw_body: Option<&[u8]>,
+    ) -> Result<NewEntry, Error> {
+        let user = &*session.user_id;
+        let id = id.to_owned();
         let Some(body) = send.body else {
             return Err(invalid("send has no body"));
         };
@@ -367,17 +388,16 @@ impl Messaging {
                 ));
             }
         };
-        let entry = NewEntry {
+        Ok(NewEntry {
             conversation_id: id,
             sender_user_id: user.to_owned(),
             sender_device_id: session.device_id.to_string(),
-            client_msg_id: send.client_msg_id.clone(),
+            client_msg_id: send.client_msg_id,
             kind,
             target_seq,
             body: raw_body.to_vec(),
             server_time_ms: now_ms(),
-        };
-        self.enqueue(entry, Some(session.session_id.clone())).await
+        })
     }
 
     /// Queues an entry (a checked send, or a notice written by the server).
