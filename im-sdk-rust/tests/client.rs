@@ -238,13 +238,13 @@ async fn groups_are_managed_through_the_business_api_and_their_messages_flow() {
     );
     let conversation = format!("g:{}", group.group_id);
     alice.send_text(&conversation, "welcome").await.unwrap();
-    let seen = collect_until(&mut bob_events, |e| {
-        messages_in(e, &conversation).len() == 1
+    // The message and the "you are in this group" state come by different paths, in either
+    // order: wait for both.
+    let joined = |e: &Event| matches!(e, Event::Conversation(c) if c.conversation_id == conversation && c.active);
+    collect_until(&mut bob_events, |e| {
+        messages_in(e, &conversation).len() == 1 && e.iter().any(joined)
     })
     .await;
-    assert!(seen.iter().any(
-        |e| matches!(e, Event::Conversation(c) if c.conversation_id == conversation && c.active)
-    ));
     let members = bob.members(&group.group_id).await.unwrap();
     let mut names: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
     names.sort_unstable();
