@@ -444,6 +444,42 @@ pub async fn run_all(target: &Target, suffix: &str) -> Vec<CheckResult> {
         }
         Ok(())
     });
+    check!("a_silent_connection_gets_heartbeat_timeout", {
+        let silent = admin.token(&user("amy"), "silent").await?;
+        let (mut ws, _) = open(target, "im.v1").await?;
+        send(&mut ws, 1, hello(&silent, "silent")).await?;
+        let idle = match read(&mut ws)
+            .await?
+            .map_err(|c| format!("closed: {c:?}"))?
+            .body
+        {
+            Some(server_frame::Body::Welcome(w)) => w.idle_timeout_ms,
+            other => return Err(format!("no welcome: {other:?}")),
+        };
+        if idle == 0 || idle > 20_000 {
+            return Err(format!("idle_timeout_ms {idle} is too long to check here"));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(idle) + 5_000);
+        loop {
+            let next = tokio::time::timeout_at(deadline, read(&mut ws)).await;
+            match next.map_err(|_| "still open after the idle timeout".to_owned())?? {
+                Ok(frame) => match frame.body {
+                    Some(server_frame::Body::GoAway(g))
+                        if g.code() == ErrorCode::HeartbeatTimeout =>
+                    {
+                        return Ok(());
+                    }
+                    Some(server_frame::Body::Error(e))
+                        if e.code() == ErrorCode::HeartbeatTimeout =>
+                    {
+                        return Ok(());
+                    }
+                    _ => {}
+                },
+                Err(code) => return Err(format!("closed ({code:?}) without HEARTBEAT_TIMEOUT")),
+            }
+        }
+    });
     check!("floods_are_rate_limited", {
         let flood = admin.token(&user("amy"), "flood").await?;
         let (mut ws, _) = welcomed(target, &flood, "flood").await?;

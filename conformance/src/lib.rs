@@ -140,7 +140,14 @@ pub mod runner {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let embedded = match external {
             Some(_) => None,
-            None => Some(Embedded::start(dir.path(), |_| {}).await?),
+            // Short heartbeats, so that a silent connection's timeout is checked in seconds.
+            None => Some(
+                Embedded::start(dir.path(), |core| {
+                    core.heartbeat_interval_ms = 1_000;
+                    core.idle_timeout_ms = 3_000;
+                })
+                .await?,
+            ),
         };
         let target = match (&embedded, external) {
             (Some(e), _) => e.target.clone(),
