@@ -237,6 +237,7 @@ impl ClientBuilder {
             pulling: HashSet::new(),
             unacked: HashSet::new(),
             outbox: Vec::new(),
+            backlog: VecDeque::new(),
             queued: VecDeque::new(),
             pending: HashMap::new(),
             next_id: 0,
@@ -443,12 +444,16 @@ impl Client {
     /// The conversations known so far (from the local store, updated by every sync), with
     /// their unread counts.
     pub async fn conversations(&self) -> Result<Vec<Conversation>> {
-        self.store.conversations().await
+        let store = self.store.clone();
+        self.on_runtime(async move { store.conversations().await })
+            .await
     }
 
     /// The most recent messages of a conversation held locally, oldest first.
     pub async fn recent(&self, conversation_id: &str, limit: usize) -> Result<Vec<Message>> {
-        self.store.recent(conversation_id, limit).await
+        let (store, id) = (self.store.clone(), conversation_id.to_owned());
+        self.on_runtime(async move { store.recent(&id, limit).await })
+            .await
     }
 
     /// Tells the other members the user is typing (repeat every few seconds) or stopped.
@@ -653,6 +658,8 @@ enum Pending {
 enum Ended {
     /// The app closed the client.
     Closed,
+    /// The token expired: reconnect with a fresh one.
+    TokenExpired,
     /// Lost; reconnect (after at least this long).
     Lost(String, Duration),
     /// Refused for good.
@@ -682,12 +689,25 @@ struct Actor {
     /// Conversations whose progress the server has not been told.
     unacked: HashSet<String>,
     outbox: Vec<Outbound>,
+    /// Events the app's stream could not take yet, oldest first.
+    backlog: VecDeque<Event>,
     /// Calls made while disconnected.
     queued: VecDeque<Call>,
     pending: HashMap<u64, Pending>,
     next_id: u64,
     server_codec: FrameCodec,
     rng: u64,
+}
+
+/// Events held back while the app's stream is full, before the connection stops reading.
+const BACKLOG_LIMIT: usize = 4096;
+
+/// How long one write to the server may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A delay the server asked for, within reason (and never an overflow).
+fn delay_ms(ms: u64) -> Duration {
+    Duration::from_millis(ms.min(3_600_000))
 }
 
 fn seed() -> u64 {
@@ -744,6 +764,10 @@ impl Actor {
                     refresh = false;
                     match self.session(ws, welcome).await {
                         Ended::Closed => return self.closed().await,
+                        Ended::TokenExpired => {
+                            refresh = true;
+                            ("the token expired".to_owned(), Duration::ZERO)
+                        }
                         Ended::Fatal(error) => return self.stop(error).await,
                         Ended::Lost(reason, after) => (reason, after),
                     }
@@ -752,11 +776,9 @@ impl Actor {
                     refresh = true;
                     (error.to_string(), Duration::ZERO)
                 }
-                Ok(Err(error)) if is_fatal(error.code) => return self.stop(error).await,
-                Ok(Err(error)) => (
-                    error.to_string(),
-                    Duration::from_millis(error.retry_after_ms),
-                ),
+                // A refusal a retry cannot fix ends the client (a bad token, a version gap).
+                Ok(Err(error)) if !error.is_retryable() => return self.stop(error).await,
+                Ok(Err(error)) => (error.to_string(), delay_ms(error.retry_after_ms)),
                 Err(_) => ("connecting timed out".to_owned(), Duration::ZERO),
             };
             let delay = self.backoff(attempt).max(at_least);
@@ -782,14 +804,37 @@ impl Actor {
         Duration::from_millis(full / 2 + self.rng % (full / 2 + 1))
     }
 
-    fn set_state(&self, state: ConnectionState) {
+    fn set_state(&mut self, state: ConnectionState) {
         let _ = self.state.send(state.clone());
-        // The event stream sees it too; a full stream does not hold up the connection.
-        let _ = self.events.try_send(Event::Connection(state));
+        self.emit(Event::Connection(state));
     }
 
-    async fn emit(&self, event: Event) {
-        let _ = self.events.send(event).await;
+    /// Hands an event to the app. The actor never waits for the app (which may be waiting
+    /// for the actor): what the stream cannot take now waits in the backlog, and while the
+    /// backlog is long the connection reads no more frames.
+    fn emit(&mut self, event: Event) {
+        if self.backlog.is_empty() {
+            match self.events.try_send(event) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => self.backlog.push_back(event),
+            }
+        } else {
+            self.backlog.push_back(event);
+        }
+    }
+
+    /// Moves backlogged events into the stream as it takes them.
+    fn drain_backlog(&mut self) {
+        while let Some(event) = self.backlog.pop_front() {
+            match self.events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => self.backlog.clear(),
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    self.backlog.push_front(event);
+                    return;
+                }
+            }
+        }
     }
 
     /// Every waiter learns the client is gone; the outbox stays in the store.
@@ -904,7 +949,10 @@ impl Actor {
                     // Typing while offline means nothing by the time the connection is back.
                     Some(Command::Notify { .. }) => {}
                 },
-                _ = expiry.tick() => self.expire_calls(),
+                _ = expiry.tick() => {
+                    self.expire_calls();
+                    self.drain_backlog();
+                }
             }
         }
     }
@@ -988,7 +1036,7 @@ impl Actor {
             outbound.in_flight = None;
         }
         self.pulling.clear();
-        let _ = ws.close(None).await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
         ended
     }
 
@@ -1020,13 +1068,15 @@ impl Actor {
         let mut housekeeping = tokio::time::interval(Duration::from_millis(100));
         let mut last_heard = Instant::now();
         let mut ack_due: Option<Instant> = None;
+        // A handle of its own, so that waiting for room in the stream borrows nothing of self.
+        let events = self.events.clone();
         loop {
             tokio::select! {
                 command = self.commands.recv() => {
                     let result = match command {
                         None => return Ended::Closed,
                         Some(Command::Close { done }) => {
-                            let _ = ws.close(None).await;
+                            let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
                             let _ = done.send(());
                             return Ended::Closed;
                         }
@@ -1049,7 +1099,14 @@ impl Actor {
                         return lost(&e);
                     }
                 }
-                message = ws.next() => {
+                permit = events.reserve(), if !self.backlog.is_empty() => {
+                    if let (Ok(permit), Some(event)) = (permit, self.backlog.pop_front()) {
+                        permit.send(event);
+                    }
+                    self.drain_backlog();
+                }
+                // While the app lags behind, read nothing more: the server holds what is next.
+                message = ws.next(), if self.backlog.len() < BACKLOG_LIMIT => {
                     let frame = match message {
                         Some(Ok(WsMessage::Binary(bytes))) => match ServerFrame::decode(bytes) {
                             Ok(frame) => frame,
@@ -1084,6 +1141,7 @@ impl Actor {
                 }
                 _ = housekeeping.tick() => {
                     self.expire_calls();
+                    self.drain_backlog();
                     let result = match ack_due {
                         Some(due) if due <= Instant::now() => {
                             ack_due = None;
@@ -1121,8 +1179,10 @@ impl Actor {
             .server_codec
             .encode(&frame)
             .map_err(|e| Error::from(e.to_error()))?;
-        ws.send(WsMessage::Binary(bytes))
+        // A server that stops reading must not hold the task (and the app) forever.
+        tokio::time::timeout(WRITE_TIMEOUT, ws.send(WsMessage::Binary(bytes)))
             .await
+            .map_err(|_| Error::new(ErrorCode::Unavailable, "the server stopped reading"))?
             .map_err(|e| Error::new(ErrorCode::Unavailable, e.to_string()))
     }
 
@@ -1186,9 +1246,37 @@ impl Actor {
             self.outbox[at].not_before = None;
             self.pending
                 .insert(id, Pending::Send(send.client_msg_id.clone()));
-            self.write(ws, id, client_frame::Body::Send(send)).await?;
+            let client_msg_id = send.client_msg_id.clone();
+            match self.write(ws, id, client_frame::Body::Send(send)).await {
+                // Too large for any frame: only this send fails, for good.
+                Err(error) if error.error_code() == Some(ErrorCode::FrameTooLarge) => {
+                    self.pending.remove(&id);
+                    self.fail_send(&client_msg_id, error).await?;
+                    return Box::pin(self.flush_outbox(ws)).await;
+                }
+                other => other?,
+            }
         }
         Ok(())
+    }
+
+    /// Drops a send refused for good: its waiters learn why, the store forgets it.
+    async fn fail_send(
+        &mut self,
+        client_msg_id: &str,
+        error: Error,
+    ) -> std::result::Result<(), Error> {
+        if let Some(at) = self
+            .outbox
+            .iter()
+            .position(|o| o.outgoing.client_msg_id == client_msg_id)
+        {
+            let outbound = self.outbox.remove(at);
+            for waiter in outbound.waiters {
+                let _ = waiter.send(Err(error.clone()));
+            }
+        }
+        self.store.remove_outgoing(client_msg_id).await
     }
 
     async fn flush_acks(&mut self, ws: &mut Ws) -> std::result::Result<(), Error> {
@@ -1227,8 +1315,7 @@ impl Actor {
                 Some(Pending::Call(mut call)) => match body {
                     server_frame::Body::Error(error) => {
                         let error = Error::from(error);
-                        let retry_at =
-                            Instant::now() + Duration::from_millis(error.retry_after_ms.max(100));
+                        let retry_at = Instant::now() + delay_ms(error.retry_after_ms.max(100));
                         if error.is_retryable() && retry_at < call.deadline {
                             // Retried on this connection when due, or on the next one.
                             call.not_before = Some(retry_at);
@@ -1258,26 +1345,23 @@ impl Actor {
                     conversation_id: state.conversation_id,
                     read_seq: state.read_seq,
                     unread_count: state.unread_count,
-                })
-                .await;
+                });
             }
             server_frame::Body::ReadReceipt(receipt) => {
                 self.emit(Event::Receipt {
                     conversation_id: receipt.conversation_id,
                     user_id: receipt.user_id,
                     read_seq: receipt.read_seq,
-                })
-                .await;
+                });
             }
             server_frame::Body::Typing(typing) => {
                 self.emit(Event::Typing {
                     conversation_id: typing.conversation_id,
                     user_id: typing.user_id,
                     active: typing.active,
-                })
-                .await;
+                });
             }
-            server_frame::Body::Presence(presence) => self.emit(Event::Presence(presence)).await,
+            server_frame::Body::Presence(presence) => self.emit(Event::Presence(presence)),
             server_frame::Body::Conversation(state) => self.on_conversation(ws, &state).await?,
             server_frame::Body::GoAway(go_away) => {
                 let error = Error {
@@ -1285,14 +1369,16 @@ impl Actor {
                     message: go_away.message,
                     retry_after_ms: 0,
                 };
-                return Ok(Some(if is_fatal(go_away.code) {
+                return Ok(Some(if go_away.code == ErrorCode::TokenExpired as i32 {
+                    Ended::TokenExpired
+                } else if is_fatal(go_away.code) {
                     Ended::Fatal(error)
                 } else {
-                    Ended::Lost(
-                        error.to_string(),
-                        Duration::from_millis(go_away.reconnect_after_ms),
-                    )
+                    Ended::Lost(error.to_string(), delay_ms(go_away.reconnect_after_ms))
                 }));
+            }
+            server_frame::Body::Error(error) if error.code == ErrorCode::TokenExpired as i32 => {
+                return Ok(Some(Ended::TokenExpired));
             }
             server_frame::Body::Error(error) if is_fatal(error.code) => {
                 return Ok(Some(Ended::Fatal(error.into())));
@@ -1319,7 +1405,6 @@ impl Actor {
         match body {
             server_frame::Body::SendAck(ack) => {
                 let outbound = self.outbox.remove(at);
-                self.store.remove_outgoing(client_msg_id).await?;
                 let sent = Sent {
                     conversation_id: ack.conversation_id.clone(),
                     client_msg_id: ack.client_msg_id.clone(),
@@ -1331,6 +1416,7 @@ impl Actor {
                 for waiter in outbound.waiters {
                     let _ = waiter.send(Ok(sent.clone()));
                 }
+                self.store.remove_outgoing(client_msg_id).await?;
                 // The sender's own entry, in its place in the conversation.
                 let body = MessageBody::decode(outbound.outgoing.body.as_slice()).ok();
                 let own = Message {
@@ -1349,15 +1435,11 @@ impl Actor {
             server_frame::Body::Error(error) => {
                 let error = Error::from(error);
                 if error.is_retryable() {
-                    let wait = Duration::from_millis(error.retry_after_ms.max(200));
+                    let wait = delay_ms(error.retry_after_ms.max(200));
                     self.outbox[at].in_flight = None;
                     self.outbox[at].not_before = Some(Instant::now() + wait);
                 } else {
-                    let outbound = self.outbox.remove(at);
-                    self.store.remove_outgoing(client_msg_id).await?;
-                    for waiter in outbound.waiters {
-                        let _ = waiter.send(Err(error.clone()));
-                    }
+                    self.fail_send(client_msg_id, error).await?;
                 }
             }
             _ => {}
@@ -1380,20 +1462,20 @@ impl Actor {
                 .insert(message.seq, message);
             return self.pull(ws, &conversation).await;
         }
-        let mut next = Some(message);
-        let mut held = held;
-        while let Some(message) = next {
-            held = message.seq;
-            self.store.put_message(&message).await?;
-            let event = match message.body {
-                Body::Content(_) => Event::Message(message),
-                _ => Event::Change(message),
-            };
-            self.emit(event).await;
-            next = self
-                .buffered
-                .get_mut(&conversation)
-                .and_then(|b| b.remove(&(held + 1)));
+        // The run of entries this one completes: stored, and `held` moved past them, before any
+        // is shown, so a failure part-way shows nothing twice.
+        let mut run = vec![message];
+        let mut held = held + 1;
+        while let Some(next) = self
+            .buffered
+            .get_mut(&conversation)
+            .and_then(|b| b.remove(&(held + 1)))
+        {
+            held = next.seq;
+            run.push(next);
+        }
+        for message in &run {
+            self.store.put_message(message).await?;
         }
         if let Some(buffer) = self.buffered.get_mut(&conversation) {
             buffer.retain(|seq, _| *seq > held);
@@ -1401,9 +1483,16 @@ impl Actor {
                 self.buffered.remove(&conversation);
             }
         }
-        self.held.insert(conversation.clone(), held);
         self.store.set_held(&conversation, held).await?;
+        self.held.insert(conversation.clone(), held);
         self.unacked.insert(conversation);
+        for message in run {
+            let event = match message.body {
+                Body::Content(_) => Event::Message(message),
+                _ => Event::Change(message),
+            };
+            self.emit(event);
+        }
         Ok(())
     }
 
@@ -1428,11 +1517,20 @@ impl Actor {
         body: server_frame::Body,
     ) -> std::result::Result<(), Error> {
         self.pulling.remove(conversation);
-        let server_frame::Body::Messages(page) = body else {
-            // Refused (the user left, say): nothing more will come for what is buffered.
-            self.buffered.remove(conversation);
-            return Ok(());
+        let page = match body {
+            server_frame::Body::Messages(page) => page,
+            // A passing refusal: reconnect, sync and pull again.
+            server_frame::Body::Error(error) if Error::from(error.clone()).is_retryable() => {
+                return Err(error.into());
+            }
+            // Refused for good (the user left, say): nothing more comes for what is buffered.
+            _ => {
+                self.buffered.remove(conversation);
+                return Ok(());
+            }
         };
+        self.skip_invisible(conversation, page.visible_from_seq)
+            .await?;
         let progressed = !page.messages.is_empty();
         for message in &page.messages {
             self.apply(ws, with_as_of(Message::from(message), page.last_seq))
@@ -1450,8 +1548,11 @@ impl Actor {
         ws: &mut Ws,
         body: server_frame::Body,
     ) -> std::result::Result<(), Error> {
-        let server_frame::Body::Sync(sync) = body else {
-            return Ok(());
+        let sync = match body {
+            server_frame::Body::Sync(sync) => sync,
+            // Without a sync the client would miss what moved: reconnect and sync again.
+            server_frame::Body::Error(error) => return Err(error.into()),
+            _ => return Ok(()),
         };
         for state in &sync.conversations {
             self.on_conversation(ws, state).await?;
@@ -1467,18 +1568,56 @@ impl Actor {
         Ok(())
     }
 
+    /// Entries below `visible_from_seq` are not the user's to see: they count as held.
+    async fn skip_invisible(
+        &mut self,
+        conversation: &str,
+        visible_from_seq: u64,
+    ) -> std::result::Result<(), Error> {
+        let floor = visible_from_seq.saturating_sub(1);
+        if floor > self.held.get(conversation).copied().unwrap_or(0) {
+            self.store.set_held(conversation, floor).await?;
+            self.held.insert(conversation.to_owned(), floor);
+            if let Some(buffer) = self.buffered.get_mut(conversation) {
+                buffer.retain(|seq, _| *seq > floor);
+            }
+        }
+        Ok(())
+    }
+
     async fn on_conversation(
         &mut self,
         ws: &mut Ws,
         state: &v1::ConversationState,
     ) -> std::result::Result<(), Error> {
+        if !state.active {
+            // Out of the conversation: what the client knew of it stays, marked inactive.
+            let known = self
+                .store
+                .conversations()
+                .await?
+                .into_iter()
+                .find(|c| c.conversation_id == state.conversation_id);
+            let conversation = match known {
+                Some(known) => Conversation {
+                    active: false,
+                    ..known
+                },
+                None => Conversation::from(state),
+            };
+            self.store.put_conversation(&conversation).await?;
+            self.emit(Event::Conversation(conversation));
+            return Ok(());
+        }
+        self.skip_invisible(&state.conversation_id, state.visible_from_seq)
+            .await?;
         let conversation = Conversation::from(state);
         self.read
             .insert(conversation.conversation_id.clone(), conversation.read_seq);
         self.store.put_conversation(&conversation).await?;
         let behind = state.active
             && state.last_seq > self.held.get(&state.conversation_id).copied().unwrap_or(0);
-        self.emit(Event::Conversation(conversation)).await;
+        self.emit(Event::Conversation(conversation));
         if behind {
             self.pull(ws, &state.conversation_id).await?;
         }

@@ -376,3 +376,42 @@ async fn rate_limited_calls_are_retried_for_the_caller() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_calls_the_client_from_its_event_loop_never_deadlocks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.users(&["alice", "bob"]).await;
+    let alice = client(server.addr, "alice", "phone");
+    for n in 0..60 {
+        alice.send_text(CHAT, &format!("#{n}")).await.unwrap();
+    }
+    // A tiny stream: bob's catch-up overflows it while bob's loop waits on the client.
+    let config = im_sdk_rust::Config {
+        event_buffer: 2,
+        ..im_sdk_rust::Config::default()
+    };
+    let bob = im_sdk_rust::ClientBuilder::new(
+        format!("ws://{}/ws", server.addr),
+        "phone",
+        Arc::new(im_sdk_rust::StaticToken(token("bob", "phone"))),
+    )
+    .config(config)
+    .build()
+    .unwrap();
+    let mut events = bob.events().unwrap();
+    let mut seqs = Vec::new();
+    let reading = async {
+        while seqs.len() < 60 {
+            if let Some(Event::Message(m)) = events.next().await {
+                bob.mark_read(CHAT, m.seq).await.unwrap();
+                seqs.push(m.seq);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), reading)
+        .await
+        .expect("the app's loop and the client both make progress");
+    assert_eq!(seqs, (1..=60).collect::<Vec<u64>>());
+    server.stop().await;
+}
