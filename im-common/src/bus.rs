@@ -47,6 +47,9 @@ pub enum BusError {
     /// The bus is gone (shut down, connection lost for good).
     #[error("bus closed")]
     Closed,
+    /// The bus cannot be reached now (a lost connection; it reconnects by itself).
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
     /// An answer that does not decode.
     #[error("malformed answer: {0}")]
     Malformed(String),
@@ -59,6 +62,12 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// A subscription fed by `receiver` (for bus implementations).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn from_receiver(receiver: mpsc::Receiver<BusMessage>) -> Self {
+        Self { receiver }
+    }
+
     /// The next message, or `None` once the bus is gone.
     pub async fn next(&mut self) -> Option<BusMessage> {
         self.receiver.recv().await
@@ -381,6 +390,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_local_bus_passes_the_bus_suite() {
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        super::suite::fan_out(bus.as_ref(), "im").await;
+        super::suite::queue_groups(bus.as_ref(), "im").await;
+        super::suite::request_reply(bus.clone(), "im").await;
+        super::suite::unsubscribe_on_drop(bus.as_ref(), "im").await;
+    }
+
+    #[tokio::test]
     async fn dropping_a_subscription_unsubscribes() {
         let bus = LocalBus::default();
         let sub = bus.subscribe("im.ban").await.unwrap();
@@ -390,5 +408,117 @@ mod tests {
             bus.lock().get("im.ban").is_none(),
             "the subject is forgotten"
         );
+    }
+}
+
+/// What every [`Bus`] implementation must do; run by the in-process bus's tests and by the NATS
+/// bus's against a real server.
+#[cfg(test)]
+pub(crate) mod suite {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    async fn next(subscription: &mut Subscription) -> BusMessage {
+        tokio::time::timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .expect("a message in time")
+            .expect("the subscription is open")
+    }
+
+    /// Every subscriber of a subject gets each message; subjects are separate.
+    pub(crate) async fn fan_out(bus: &dyn Bus, prefix: &str) {
+        let (member, group) = (format!("{prefix}.member"), format!("{prefix}.group"));
+        let mut a = bus.subscribe(&member).await.unwrap();
+        let mut b = bus.subscribe(&member).await.unwrap();
+        let mut other = bus.subscribe(&group).await.unwrap();
+        bus.publish(&member, Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        bus.publish(&group, Bytes::from_static(b"y")).await.unwrap();
+        assert_eq!(next(&mut a).await.payload, "x");
+        assert_eq!(next(&mut b).await.payload, "x");
+        assert_eq!(next(&mut other).await.payload, "y", "subjects are separate");
+    }
+
+    /// A queue group gets each message once, shared among its members; another group gets
+    /// every message too.
+    pub(crate) async fn queue_groups(bus: &dyn Bus, prefix: &str) {
+        let subject = format!("{prefix}.auth");
+        let mut members = Vec::new();
+        for _ in 0..3 {
+            members.push(bus.queue_subscribe(&subject, "business").await.unwrap());
+        }
+        let mut other = bus.queue_subscribe(&subject, "audit").await.unwrap();
+        for n in 0..30u8 {
+            bus.publish(&subject, Bytes::from(vec![n])).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        for _ in 0..30 {
+            seen.push(next(&mut other).await.payload[0]);
+        }
+        assert_eq!(
+            seen,
+            (0..30).collect::<Vec<u8>>(),
+            "the other group gets all, in order"
+        );
+        let mut shared = Vec::new();
+        while shared.len() < 30 {
+            for member in &mut members {
+                if let Ok(Some(m)) =
+                    tokio::time::timeout(Duration::from_millis(20), member.next()).await
+                {
+                    shared.push(m.payload[0]);
+                }
+            }
+        }
+        shared.sort_unstable();
+        assert_eq!(
+            shared,
+            (0..30).collect::<Vec<u8>>(),
+            "each message to one member"
+        );
+    }
+
+    /// Requests find their responder; without one, or without an answer, they fail fast.
+    pub(crate) async fn request_reply(bus: Arc<dyn Bus>, prefix: &str) {
+        let subject = format!("{prefix}.req");
+        let err = bus
+            .request(&subject, Bytes::new(), Duration::from_millis(500))
+            .await;
+        assert!(matches!(err, Err(BusError::NoResponders(_))), "{err:?}");
+        let mut responder = bus.queue_subscribe(&subject, "business").await.unwrap();
+        let server = bus.clone();
+        tokio::spawn(async move {
+            while let Some(message) = responder.next().await {
+                let answer = [b"re:".as_slice(), &message.payload].concat();
+                respond(server.as_ref(), &message, Bytes::from(answer))
+                    .await
+                    .unwrap();
+            }
+        });
+        let answer = bus
+            .request(&subject, Bytes::from_static(b"q"), Duration::from_secs(5))
+            .await;
+        assert_eq!(answer.unwrap(), "re:q");
+        let silent_subject = format!("{prefix}.silent");
+        let _silent = bus.subscribe(&silent_subject).await.unwrap();
+        let err = bus
+            .request(&silent_subject, Bytes::new(), Duration::from_millis(50))
+            .await;
+        assert!(matches!(err, Err(BusError::Timeout { .. })), "{err:?}");
+    }
+
+    /// A dropped subscription receives nothing more, and the others go on.
+    pub(crate) async fn unsubscribe_on_drop(bus: &dyn Bus, prefix: &str) {
+        let subject = format!("{prefix}.ban");
+        let dropped = bus.subscribe(&subject).await.unwrap();
+        let mut kept = bus.subscribe(&subject).await.unwrap();
+        drop(dropped);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        bus.publish(&subject, Bytes::from_static(b"after"))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut kept).await.payload, "after");
     }
 }

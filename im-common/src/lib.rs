@@ -8,6 +8,7 @@
 //! - [`permission`]: permission checks over the bus behind a cache the business events
 //!   invalidate.
 //! - [`metrics`]: the process's metrics registry, rendered in the Prometheus text format.
+//! - `nats` (feature `nats`): the bus on NATS, for the distributed mode.
 //!
 //! Still to come, as the services that need them arrive: dynamic configuration with hot
 //! reload, the Redis and NATS clients.
@@ -18,6 +19,8 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod metrics;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod permission;
 pub mod settings;
 pub mod sqlite;

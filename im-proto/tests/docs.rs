@@ -116,7 +116,7 @@ fn readme_test_command_is_what_ci_runs() {
         "README names ./scripts/test"
     );
     assert!(
-        read(".ci/run").contains("exec ./scripts/test"),
+        read(".ci/run").contains("\n./scripts/test\n"),
         ".ci/run runs the README's command"
     );
 }
