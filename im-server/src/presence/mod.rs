@@ -7,6 +7,9 @@ use std::{collections::HashMap, sync::Mutex};
 use async_trait::async_trait;
 use im_proto::v1::{Platform, Presence, PresenceStatus};
 
+#[cfg(feature = "redis")]
+pub mod redis;
+
 /// The presence records of every user.
 #[async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
@@ -34,6 +37,10 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// The presence of each user, in order (OFFLINE for users never seen).
     async fn get(&self, user_ids: &[String]) -> Vec<Presence>;
+
+    /// The session is still there (its node renews the lease of each of its sessions); stores
+    /// without leases ignore it.
+    async fn renew(&self, _user_id: &str, _session_id: &str, _platform: Platform, _now_ms: i64) {}
 }
 
 #[derive(Debug, Default)]
@@ -139,56 +146,55 @@ impl PresenceStore for MemoryPresence {
     }
 }
 
+/// What every [`PresenceStore`] must do; run against the memory store and against Redis.
+#[cfg(test)]
+pub(crate) async fn behaves_as_presence(presence: &dyn PresenceStore, amy: &str) {
+    let ids = [amy.to_owned()];
+    assert_eq!(
+        presence.get(&ids).await[0].status(),
+        PresenceStatus::Offline
+    );
+    let online = presence
+        .connected(amy, "s1", Platform::Ios, 1)
+        .await
+        .expect("changed");
+    assert_eq!(
+        (online.status(), online.platforms.clone()),
+        (PresenceStatus::Online, vec![Platform::Ios as i32])
+    );
+    let both = presence.connected(amy, "s2", Platform::Web, 2).await;
+    assert_eq!(both.expect("a platform was added").platforms.len(), 2);
+    let busy = presence
+        .set_status(amy, PresenceStatus::Busy, "in a meeting", 3)
+        .await
+        .expect("changed");
+    assert_eq!(
+        (busy.status(), busy.status_text.as_str()),
+        (PresenceStatus::Busy, "in a meeting")
+    );
+    assert_eq!(
+        presence
+            .set_status(amy, PresenceStatus::Busy, "in a meeting", 4)
+            .await,
+        None,
+        "no change, no event"
+    );
+    let one_left = presence.disconnected(amy, "s1", 5).await.expect("changed");
+    assert_eq!(one_left.status(), PresenceStatus::Busy, "still online");
+    let gone = presence.disconnected(amy, "s2", 6).await.expect("changed");
+    assert_eq!(
+        (gone.status(), gone.last_seen_ms),
+        (PresenceStatus::Offline, 6)
+    );
+    assert_eq!(presence.get(&ids).await[0], gone);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn online_while_any_device_is_connected() {
-        let presence = MemoryPresence::default();
-        let amy = ["amy".to_owned()];
-        assert_eq!(
-            presence.get(&amy).await[0].status(),
-            PresenceStatus::Offline
-        );
-        let online = presence
-            .connected("amy", "s1", Platform::Ios, 1)
-            .await
-            .expect("changed");
-        assert_eq!(
-            (online.status(), online.platforms.clone()),
-            (PresenceStatus::Online, vec![Platform::Ios as i32])
-        );
-        let both = presence.connected("amy", "s2", Platform::Web, 2).await;
-        assert_eq!(
-            both.expect("a platform was added").platforms.len(),
-            2,
-            "both platforms"
-        );
-        let busy = presence
-            .set_status("amy", PresenceStatus::Busy, "in a meeting", 3)
-            .await
-            .expect("changed");
-        assert_eq!(busy.status(), PresenceStatus::Busy);
-        assert_eq!(
-            presence
-                .set_status("amy", PresenceStatus::Busy, "in a meeting", 4)
-                .await,
-            None,
-            "no change, no event"
-        );
-        let one_left = presence
-            .disconnected("amy", "s1", 5)
-            .await
-            .expect("changed");
-        assert_eq!(one_left.status(), PresenceStatus::Busy, "still online");
-        let gone = presence
-            .disconnected("amy", "s2", 6)
-            .await
-            .expect("changed");
-        assert_eq!(
-            (gone.status(), gone.last_seen_ms),
-            (PresenceStatus::Offline, 6)
-        );
+    async fn the_memory_store_behaves_as_presence() {
+        behaves_as_presence(&MemoryPresence::default(), "amy").await;
     }
 }

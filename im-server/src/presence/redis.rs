@@ -1,0 +1,298 @@
+//! Presence in Redis (feature `redis`), shared by every core node: each session is a field of
+//! the user's session hash with a lease its node renews; a session whose lease ran out is gone,
+//! whatever its node last said, so a node that dies takes its users offline within one lease.
+//!
+//! Change detection compares what others see before and after each change; two nodes changing
+//! one user at the same moment may both report (or both miss) a change, which the next change
+//! corrects: presence is a hint, never a guarantee.
+
+use async_trait::async_trait;
+use deadpool_redis::{Pool, redis::AsyncCommands};
+use im_proto::v1::{Platform, Presence, PresenceStatus};
+
+use super::PresenceStore;
+
+/// Presence records in Redis.
+#[derive(Clone)]
+pub struct RedisPresence {
+    pool: Pool,
+    lease_ms: i64,
+}
+
+impl std::fmt::Debug for RedisPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPresence")
+            .field("lease_ms", &self.lease_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sessions_key(user: &str) -> String {
+    format!("im:presence:{{{user}}}:sessions")
+}
+
+fn status_key(user: &str) -> String {
+    format!("im:presence:{{{user}}}:status")
+}
+
+impl RedisPresence {
+    /// Presence on the Redis at `url`; sessions live `lease_ms` past their last renewal.
+    pub fn connect(url: &str, lease_ms: i64) -> Result<Self, String> {
+        let pool = deadpool_redis::Config::from_url(url)
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .map_err(|e| e.to_string())?;
+        Ok(Self { pool, lease_ms })
+    }
+
+    /// What others see of `user` at `now_ms` (expired sessions are dropped on the way).
+    async fn view(&self, user: &str, now_ms: i64) -> Result<Presence, String> {
+        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        let sessions: Vec<(String, String)> = conn
+            .hgetall(sessions_key(user))
+            .await
+            .map_err(|e| e.to_string())?;
+        let status: Vec<(String, String)> = conn
+            .hgetall(status_key(user))
+            .await
+            .map_err(|e| e.to_string())?;
+        let field = |name: &str| {
+            status
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let mut platforms = Vec::new();
+        let mut last_lease = 0;
+        for (session, value) in &sessions {
+            let (platform, lease) = value.split_once(':').unwrap_or(("0", "0"));
+            let lease: i64 = lease.parse().unwrap_or(0);
+            if lease > now_ms {
+                platforms.push(platform.parse::<i32>().unwrap_or(0));
+            } else {
+                last_lease = last_lease.max(lease);
+                let _: Result<(), _> = conn.hdel(sessions_key(user), session).await;
+            }
+        }
+        platforms.sort_unstable();
+        platforms.dedup();
+        if platforms.is_empty() {
+            let last_seen = field("last_seen")
+                .parse::<i64>()
+                .unwrap_or(0)
+                .max(last_lease);
+            return Ok(Presence {
+                user_id: user.to_owned(),
+                status: PresenceStatus::Offline as i32,
+                last_seen_ms: last_seen,
+                ..Default::default()
+            });
+        }
+        let status = match field("status")
+            .parse::<i32>()
+            .ok()
+            .and_then(|s| PresenceStatus::try_from(s).ok())
+        {
+            Some(chosen @ (PresenceStatus::Away | PresenceStatus::Busy)) => chosen,
+            _ => PresenceStatus::Online,
+        };
+        Ok(Presence {
+            user_id: user.to_owned(),
+            status: status as i32,
+            status_text: field("text"),
+            platforms,
+            last_seen_ms: 0,
+        })
+    }
+
+    /// Applies `change` and reports the new view if it differs from the old one.
+    async fn change(
+        &self,
+        user: &str,
+        now_ms: i64,
+        change: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> Result<(), String>,
+    ) -> Option<Presence> {
+        let outcome: Result<Option<Presence>, String> = async {
+            let before = self.view(user, now_ms).await?;
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            change(&mut conn).await?;
+            let after = self.view(user, now_ms).await?;
+            Ok((before != after).then_some(after))
+        }
+        .await;
+        outcome.unwrap_or_else(|error| {
+            tracing::warn!(%error, user, "presence not updated in Redis");
+            None
+        })
+    }
+
+    async fn put_session(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        user: &str,
+        session: &str,
+        platform: Platform,
+        now_ms: i64,
+    ) -> Result<(), String> {
+        let value = format!("{}:{}", platform as i32, now_ms + self.lease_ms);
+        let key = sessions_key(user);
+        let _: () = conn
+            .hset(&key, session, value)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The whole record goes when no node has renewed anything for a while.
+        let _: () = conn
+            .pexpire(&key, self.lease_ms * 2)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PresenceStore for RedisPresence {
+    async fn connected(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        platform: Platform,
+        now_ms: i64,
+    ) -> Option<Presence> {
+        self.change(user_id, now_ms, async |conn| {
+            self.put_session(conn, user_id, session_id, platform, now_ms)
+                .await
+        })
+        .await
+    }
+
+    async fn disconnected(&self, user_id: &str, session_id: &str, now_ms: i64) -> Option<Presence> {
+        self.change(user_id, now_ms, async |conn| {
+            let _: () = conn
+                .hdel(sessions_key(user_id), session_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _: () = conn
+                .hset(status_key(user_id), "last_seen", now_ms)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_status(
+        &self,
+        user_id: &str,
+        status: PresenceStatus,
+        text: &str,
+        now_ms: i64,
+    ) -> Option<Presence> {
+        self.change(user_id, now_ms, async |conn| {
+            let fields = [
+                ("status", (status as i32).to_string()),
+                ("text", text.to_owned()),
+            ];
+            let _: () = conn
+                .hset_multiple(status_key(user_id), &fields)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, user_ids: &[String]) -> Vec<Presence> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut out = Vec::with_capacity(user_ids.len());
+        for user in user_ids {
+            out.push(self.view(user, now).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, user, "presence not read from Redis");
+                Presence {
+                    user_id: user.clone(),
+                    status: PresenceStatus::Offline as i32,
+                    ..Default::default()
+                }
+            }));
+        }
+        out
+    }
+
+    async fn renew(&self, user_id: &str, session_id: &str, platform: Platform, now_ms: i64) {
+        if let Ok(mut conn) = self.pool.get().await
+            && let Err(error) = self
+                .put_session(&mut conn, user_id, session_id, platform, now_ms)
+                .await
+        {
+            tracing::warn!(%error, user_id, "presence lease not renewed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Redis URL the services script printed; `None` (after a loud message) outside CI.
+    fn redis_url() -> Option<String> {
+        match std::env::var("IM_TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ if std::env::var_os("CI").is_some() => {
+                panic!("IM_TEST_REDIS_URL is not set in CI: scripts/services start must run first")
+            }
+            _ => {
+                eprintln!(
+                    "SKIPPED: the Redis presence tests need IM_TEST_REDIS_URL (eval \"$(scripts/services start)\")"
+                );
+                None
+            }
+        }
+    }
+
+    fn user(name: &str) -> String {
+        format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        )
+    }
+
+    #[tokio::test]
+    async fn redis_presence_behaves_as_presence() {
+        let Some(url) = redis_url() else { return };
+        // Leases far in the future: the suite's clock starts at 1 ms.
+        let presence = RedisPresence::connect(&url, i64::MAX / 4).unwrap();
+        crate::presence::behaves_as_presence(&presence, &user("amy")).await;
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_lease_runs_out_is_gone() {
+        let Some(url) = redis_url() else { return };
+        let presence = RedisPresence::connect(&url, 1_000).unwrap();
+        let amy = user("amy");
+        let now = 1_000_000;
+        presence
+            .connected(&amy, "s1", Platform::Web, now)
+            .await
+            .unwrap();
+        let ids = [amy.clone()];
+        let seen = presence.view(&amy, now + 500).await.unwrap();
+        assert_eq!(seen.status(), PresenceStatus::Online);
+        presence.renew(&amy, "s1", Platform::Web, now + 900).await;
+        assert_eq!(
+            presence.view(&amy, now + 1_500).await.unwrap().status(),
+            PresenceStatus::Online,
+            "renewed"
+        );
+        let expired = presence.view(&amy, now + 3_000).await.unwrap();
+        assert_eq!(
+            (expired.status(), expired.last_seen_ms),
+            (PresenceStatus::Offline, now + 1_900)
+        );
+        assert_eq!(
+            presence.get(&ids).await[0].status(),
+            PresenceStatus::Offline
+        );
+    }
+}
