@@ -67,6 +67,7 @@ impl Driver {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                    eprintln!("driver: not a JSON line on stdout: {line}");
                     continue;
                 };
                 if let Some(event) = value.get("event") {
@@ -80,7 +81,15 @@ impl Driver {
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(value);
                     }
+                } else {
+                    eprintln!(
+                        "driver: a line that is neither an event nor an answer with a numeric id: {line}"
+                    );
                 }
+            }
+            // The driver is gone: every answer still awaited fails now, not after a timeout.
+            if let Ok(mut waiters) = w.lock() {
+                waiters.clear();
             }
         });
         Ok(Self {

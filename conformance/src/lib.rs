@@ -92,13 +92,17 @@ pub fn baseline_of(outcomes: &[Outcome]) -> Baseline {
         .collect()
 }
 
-/// What regressed against `baseline`: passed there, failing now (or gone).
-pub fn regressions(baseline: &Baseline, outcomes: &[Outcome]) -> Vec<String> {
+/// What regressed against `baseline`: passed there, failing now. With `complete`, a run of
+/// everything, a passing entry that did not run at all counts too.
+pub fn regressions(baseline: &Baseline, outcomes: &[Outcome], complete: bool) -> Vec<String> {
     let now = baseline_of(outcomes);
     baseline
         .iter()
         .filter(|(_, v)| v.as_str() == "pass")
-        .filter(|(k, _)| now.get(*k).map(String::as_str) != Some("pass"))
+        .filter(|(k, _)| match now.get(*k).map(String::as_str) {
+            Some(result) => result != "pass",
+            None => complete,
+        })
         .map(|(k, _)| k.clone())
         .collect()
 }
@@ -158,7 +162,10 @@ pub mod runner {
         let mut driver =
             Driver::spawn(&options.driver, &[]).map_err(|e| format!("{}: {e}", options.driver))?;
         driver.call(json!({"cmd": "hello"})).await?;
-        let run_id = std::process::id();
+        // Unique per run, so that reruns against a long-lived server never meet earlier data.
+        let run_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() % 10_000_000_000);
         let mut outcomes = Vec::new();
         for (n, s) in scenarios.iter().enumerate() {
             if options
@@ -231,7 +238,15 @@ mod tests {
             outcome("c", None),
         ]);
         let now = [outcome("a", Some("broke")), outcome("b", None)];
-        assert_eq!(regressions(&before, &now), ["scenario/a", "scenario/c"]);
+        assert_eq!(
+            regressions(&before, &now, true),
+            ["scenario/a", "scenario/c"]
+        );
+        assert_eq!(
+            regressions(&before, &now, false),
+            ["scenario/a"],
+            "a partial run"
+        );
         let summary = summary(&now);
         assert!(summary.ends_with("1 passed, 1 failed\n"), "{summary}");
         assert!(summary.contains("FAILED rust scenario/a: broke"));

@@ -131,9 +131,12 @@ impl Run<'_> {
         out
     }
 
-    fn session<'s>(&self, step: &'s Value, key: &str) -> Result<&'s str, String> {
+    /// A session named in a step, as the driver knows it: with the run's suffix, so that no
+    /// event of an earlier scenario's session can answer this one's expectations.
+    fn session(&self, step: &Value, key: &str) -> Result<String, String> {
         step[key]
             .as_str()
+            .map(|name| format!("{name}-{}", self.suffix))
             .ok_or_else(|| format!("the step needs \"{key}\": {step}"))
     }
 
@@ -149,7 +152,7 @@ impl Run<'_> {
         let expect = &step["expect"];
         match action.as_str() {
             "connect" => {
-                let session = self.session(args, "as")?.to_owned();
+                let session = self.session(args, "as")?;
                 let user = args["user"]
                     .as_str()
                     .ok_or("connect needs \"user\"")?
@@ -167,7 +170,8 @@ impl Run<'_> {
                 Ok(())
             }
             "close" => {
-                let session = args.as_str().ok_or("close names a session")?;
+                let name = args.as_str().ok_or("close names a session")?;
+                let session = format!("{name}-{}", self.suffix);
                 check_ok(
                     &self
                         .command(json!({"cmd": "close", "session": session}))
@@ -182,11 +186,22 @@ impl Run<'_> {
                 if let Some(id) = args["id"].as_str() {
                     command["client_msg_id"] = json!(id);
                 }
-                let answer = self.command(command).await?;
-                expect_answer(&answer, expect)
+                // `retry_ms`: an admin change (unmute, unblock) reaches the server's caches
+                // through an event; the send is tried again until it has the expected outcome.
+                let deadline = tokio::time::Instant::now()
+                    + Duration::from_millis(args["retry_ms"].as_u64().unwrap_or(0));
+                loop {
+                    let answer = self.command(command.clone()).await?;
+                    match expect_answer(&answer, expect) {
+                        Err(_) if tokio::time::Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        outcome => return outcome,
+                    }
+                }
             }
             "send_many" => {
-                let session = self.session(args, "as")?.to_owned();
+                let session = self.session(args, "as")?;
                 let to = self.conversation(args["to"].as_str().unwrap_or_default());
                 let count = args["count"].as_u64().unwrap_or(1);
                 let cut_after = args["cut_after"].as_u64();
@@ -225,7 +240,7 @@ impl Run<'_> {
                     };
                     let event = self
                         .driver
-                        .next_event(session, EVENT_WITHIN, &in_conversation, &|_| false)
+                        .next_event(&session, EVENT_WITHIN, &in_conversation, &|_| false)
                         .await
                         .map_err(|e| format!("message {seq} of {conversation}: {e}"))?;
                     if event["seq"] != json!(seq) {
@@ -253,7 +268,7 @@ impl Run<'_> {
                         && !subset(&wanted, e)
                 };
                 self.driver
-                    .next_event(session, EVENT_WITHIN, &pick, &out_of_order)
+                    .next_event(&session, EVENT_WITHIN, &pick, &out_of_order)
                     .await
                     .map(drop)
                     .map_err(|e| format!("expected {wanted}: {e}"))
@@ -265,7 +280,7 @@ impl Run<'_> {
                 let pick = |e: &Value| subset(&wanted, e);
                 match self
                     .driver
-                    .next_event(session, within, &pick, &|_| false)
+                    .next_event(&session, within, &pick, &|_| false)
                     .await
                 {
                     Ok(event) => Err(format!("an event that must not come came: {event}")),

@@ -1325,6 +1325,17 @@ impl Actor {
                         }
                     }
                     other => {
+                        // The device's own mark_read moves its conversation list too.
+                        if let server_frame::Body::ReadState(state) = &other {
+                            self.read
+                                .insert(state.conversation_id.clone(), state.read_seq);
+                            let (read_seq, unread_count) = (state.read_seq, state.unread_count);
+                            self.touch(&state.conversation_id, |c| {
+                                c.read_seq = read_seq;
+                                c.unread_count = unread_count;
+                            })
+                            .await?;
+                        }
                         let _ = call.done.send(Ok(other));
                     }
                 },
@@ -1341,6 +1352,11 @@ impl Actor {
             server_frame::Body::ReadState(state) => {
                 self.read
                     .insert(state.conversation_id.clone(), state.read_seq);
+                self.touch(&state.conversation_id, |c| {
+                    c.read_seq = state.read_seq;
+                    c.unread_count = state.unread_count;
+                })
+                .await?;
                 self.emit(Event::ReadState {
                     conversation_id: state.conversation_id,
                     read_seq: state.read_seq,
@@ -1485,7 +1501,23 @@ impl Actor {
         }
         self.store.set_held(&conversation, held).await?;
         self.held.insert(conversation.clone(), held);
-        self.unacked.insert(conversation);
+        // Messages from others newer than what the conversation's state already counts.
+        let me = self.user_id.clone();
+        let from_others: Vec<u64> = run
+            .iter()
+            .filter(|m| matches!(m.body, Body::Content(_)) && m.sender_user_id != me)
+            .map(|m| m.seq)
+            .collect();
+        self.touch(&conversation, |c| {
+            let fresh = from_others
+                .iter()
+                .filter(|seq| **seq > c.last_seq && **seq > c.read_seq)
+                .count() as u64;
+            c.unread_count += fresh;
+            c.last_seq = c.last_seq.max(held);
+        })
+        .await?;
+        self.unacked.insert(conversation.clone());
         for message in run {
             let event = match message.body {
                 Body::Content(_) => Event::Message(message),
@@ -1566,6 +1598,35 @@ impl Actor {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Updates the stored state of a conversation (created if the client did not know it yet:
+    /// a 1:1 conversation starts with its first message).
+    async fn touch(
+        &mut self,
+        conversation: &str,
+        change: impl FnOnce(&mut Conversation),
+    ) -> std::result::Result<(), Error> {
+        let mut state = self
+            .store
+            .conversations()
+            .await?
+            .into_iter()
+            .find(|c| c.conversation_id == conversation)
+            .unwrap_or_else(|| Conversation {
+                conversation_id: conversation.to_owned(),
+                kind: if conversation.starts_with("d:") {
+                    v1::ConversationType::Direct as i32
+                } else {
+                    v1::ConversationType::Group as i32
+                },
+                last_seq: 0,
+                read_seq: 0,
+                unread_count: 0,
+                active: true,
+            });
+        change(&mut state);
+        self.store.put_conversation(&state).await
     }
 
     /// Entries below `visible_from_seq` are not the user's to see: they count as held.

@@ -123,8 +123,18 @@ async fn a_second_device_sees_the_same_history_and_read_state() {
     for n in 1..=3 {
         alice.send_text(CHAT, &format!("#{n}")).await.unwrap();
     }
+    let mut phone_events = phone.events().unwrap();
+    collect_until(&mut phone_events, |e| messages_in(e, CHAT).len() == 3).await;
+    let listed = phone.conversations().await.unwrap();
+    assert_eq!(
+        (listed[0].last_seq, listed[0].unread_count),
+        (3, 3),
+        "the list follows live messages"
+    );
     let read = phone.mark_read(CHAT, 2).await.unwrap();
     assert_eq!((read.read_seq, read.unread_count), (2, 1));
+    let listed = phone.conversations().await.unwrap();
+    assert_eq!((listed[0].read_seq, listed[0].unread_count), (2, 1));
     let seen = collect_until(&mut laptop_events, |e| {
         e.iter()
             .any(|e| matches!(e, Event::ReadState { read_seq: 2, .. }))
