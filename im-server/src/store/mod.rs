@@ -9,6 +9,8 @@
 //! - one entry per (conversation, sender, client message id): a resend returns the first entry;
 //! - a batch (group commit) is one transaction: all of it is durable when `append` returns.
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub(crate) mod schema;
