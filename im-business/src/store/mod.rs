@@ -5,6 +5,8 @@
 //! The store keeps data consistent (each method is one transaction: all or nothing) and leaves
 //! the rules of who may do what to the service.
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub(crate) mod schema;
