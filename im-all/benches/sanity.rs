@@ -32,7 +32,28 @@ fn size(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn start(data: &Path) -> (Child, SocketAddr) {
+/// The server process; killed when dropped, so a failing run leaves no server behind.
+struct Server(Child);
+
+impl Server {
+    /// SIGKILL, and wait for the process to be gone.
+    fn sigkill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+fn start(data: &Path) -> (Server, SocketAddr) {
     let mut child = Command::new(BIN)
         .args(["--data-dir", data.to_str().unwrap()])
         .env("IM_CORE__LISTEN", "127.0.0.1:0")
@@ -56,7 +77,7 @@ fn start(data: &Path) -> (Child, SocketAddr) {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (Server(child), addr)
 }
 
 /// Resident memory of a process, in KiB.
@@ -198,7 +219,6 @@ fn main() {
             size("IM_SANITY_MESSAGES", 50_000),
         )
         .await;
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.sigkill();
     });
 }

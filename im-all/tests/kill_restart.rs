@@ -39,7 +39,24 @@ fn token(data: &Path, user: &str, device: &str) -> String {
 }
 
 /// Starts the server on ephemeral ports; its WebSocket address, read from what it prints.
-fn start(data: &Path) -> (Child, SocketAddr) {
+/// The server process; killed when dropped, so a failing run leaves no server behind.
+struct Server(Child);
+
+impl Server {
+    /// SIGKILL, and wait for the process to be gone.
+    fn sigkill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+fn start(data: &Path) -> (Server, SocketAddr) {
     let mut child = Command::new(BIN)
         .args(["--data-dir", data.to_str().unwrap()])
         .env("IM_CORE__LISTEN", "127.0.0.1:0")
@@ -65,7 +82,7 @@ fn start(data: &Path) -> (Child, SocketAddr) {
     };
     // Keep reading so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (Server(child), addr)
 }
 
 fn send(n: usize) -> client_frame::Body {
@@ -99,8 +116,7 @@ async fn acknowledged_messages_survive_sigkill_and_sequences_continue() {
             other => panic!("{other:?}"),
         }
     }
-    server.kill().unwrap(); // SIGKILL: no shutdown, no flush.
-    server.wait().unwrap();
+    server.sigkill(); // SIGKILL: no shutdown, no flush.
     drop(amy);
     assert_eq!(acked.len(), SENDS / 2);
 
@@ -155,6 +171,5 @@ async fn acknowledged_messages_survive_sigkill_and_sequences_continue() {
         }
     }
     assert_eq!(held, SENDS as u64 + 1);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.sigkill();
 }
