@@ -3,12 +3,7 @@
 //! bus (`im.member`, `im.group`, `im.ban`) and recorded in the audit trail (`im.audit`),
 //! denied and failed attempts included.
 
-use std::{
-    collections::BTreeSet,
-    future::Future,
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeSet, future::Future, sync::Arc};
 
 use im_common::{
     auth::TokenIssuer,
@@ -212,12 +207,7 @@ impl std::fmt::Debug for Business {
     }
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use im_common::now_ms;
 
 fn invalid(message: impl Into<String>) -> BusinessError {
     BusinessError::InvalidArgument(message.into())

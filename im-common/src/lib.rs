@@ -7,6 +7,7 @@
 //! - [`sqlite`]: the embedded stores' SQLite database: WAL, durable commits, one writer.
 //! - [`permission`]: permission checks over the bus behind a cache the business events
 //!   invalidate.
+//! - [`testing`]: what tests against real services share.
 //! - [`metrics`]: the process's metrics registry, rendered in the Prometheus text format.
 //! - `nats` (feature `nats`): the bus on NATS, for the distributed mode.
 //!
@@ -24,5 +25,13 @@ pub mod nats;
 pub mod permission;
 pub mod settings;
 pub mod sqlite;
+pub mod testing;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 pub use im_proto as proto;

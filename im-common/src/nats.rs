@@ -141,20 +141,8 @@ mod tests {
     use super::*;
     use crate::bus::suite;
 
-    /// The NATS URL the services script printed; `None` (after a loud message) outside CI.
     fn nats_url() -> Option<String> {
-        match std::env::var("IM_TEST_NATS_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("IM_TEST_NATS_URL is not set in CI: scripts/services start must run first")
-            }
-            _ => {
-                eprintln!(
-                    "SKIPPED: the NATS bus suite needs IM_TEST_NATS_URL (eval \"$(scripts/services start)\")"
-                );
-                None
-            }
-        }
+        crate::testing::service_url("IM_TEST_NATS_URL", "the NATS bus suite")
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use governor::{DefaultDirectRateLimiter, RateLimiter, clock::Clock};
 use im_common::{
     auth::TokenVerifier,
     bus::{Bus, encode},
+    now_ms,
 };
 use im_proto::{
     DeviceId, FrameCodec, FrameError, UserId, bus,
@@ -89,12 +90,6 @@ pub fn close_code(code: ErrorCode) -> u16 {
         C::TooManyConnections | C::Unavailable | C::SlowConsumer => 1013,
         _ => 1000,
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// What a connection needs from the node.

@@ -17,7 +17,7 @@ use std::{
 use base64::Engine;
 use bytes::Bytes;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
-use im_common::permission::PermissionClient;
+use im_common::{now_ms, permission::PermissionClient};
 use im_proto::{
     ConversationId, ConversationKind, UserId,
     v1::{
@@ -74,12 +74,6 @@ fn invalid(message: impl Into<String>) -> Error {
 fn internal(error: impl std::fmt::Display) -> Error {
     tracing::error!(%error, "storage failed");
     fail(ErrorCode::Internal, "storage failed")
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A send waiting for the committer.

@@ -640,22 +640,8 @@ mod tests {
 
     use super::*;
 
-    /// The MariaDB URL the services script printed; `None` (after a loud message) outside CI.
     fn mysql_url() -> Option<String> {
-        match std::env::var("IM_TEST_MARIADB_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!(
-                    "IM_TEST_MARIADB_URL is not set in CI: scripts/services start must run first"
-                )
-            }
-            _ => {
-                eprintln!(
-                    "SKIPPED: the MariaDB business store suite needs IM_TEST_MARIADB_URL (eval \"$(scripts/services start)\")"
-                );
-                None
-            }
-        }
+        im_common::testing::service_url("IM_TEST_MARIADB_URL", "the MariaDB business store suite")
     }
 
     /// A store on a database of its own.

@@ -234,20 +234,8 @@ impl PresenceStore for RedisPresence {
 mod tests {
     use super::*;
 
-    /// The Redis URL the services script printed; `None` (after a loud message) outside CI.
     fn redis_url() -> Option<String> {
-        match std::env::var("IM_TEST_REDIS_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("IM_TEST_REDIS_URL is not set in CI: scripts/services start must run first")
-            }
-            _ => {
-                eprintln!(
-                    "SKIPPED: the Redis presence tests need IM_TEST_REDIS_URL (eval \"$(scripts/services start)\")"
-                );
-                None
-            }
-        }
+        im_common::testing::service_url("IM_TEST_REDIS_URL", "the Redis presence tests")
     }
 
     fn user(name: &str) -> String {

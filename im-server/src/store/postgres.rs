@@ -435,22 +435,8 @@ mod tests {
     use super::*;
     use crate::store::suite;
 
-    /// The PostgreSQL URL the services script printed; `None` (after a loud message) outside CI.
     fn postgres_url() -> Option<String> {
-        match std::env::var("IM_TEST_POSTGRES_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!(
-                    "IM_TEST_POSTGRES_URL is not set in CI: scripts/services start must run first"
-                )
-            }
-            _ => {
-                eprintln!(
-                    "SKIPPED: the PostgreSQL store suite needs IM_TEST_POSTGRES_URL (eval \"$(scripts/services start)\")"
-                );
-                None
-            }
-        }
+        im_common::testing::service_url("IM_TEST_POSTGRES_URL", "the PostgreSQL store suite")
     }
 
     /// A store on a database of its own.
