@@ -134,7 +134,7 @@ impl Embedded {
         let business_settings = BusinessSettings {
             http_listen: any,
             grpc_listen: any,
-            database: dir.join("business.db"),
+            database: dir.join("business.db").display().to_string(),
             app_secret: APP_SECRET.into(),
             token_secret: TOKEN_SECRET.into(),
             ..BusinessSettings::default()
@@ -142,7 +142,7 @@ impl Embedded {
         let mut core_settings = CoreSettings {
             listen: any,
             http_listen: any,
-            database: dir.join("messages.db"),
+            database: dir.join("messages.db").display().to_string(),
             token_secret: TOKEN_SECRET.into(),
             ..CoreSettings::default()
         };

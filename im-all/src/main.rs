@@ -2,6 +2,10 @@
 //! messaging, presence) and the business service (users, tokens, groups, moderation, HTTP and
 //! gRPC APIs) share an in-process bus; messages and business data live in SQLite files under
 //! the data directory. No outside service is needed.
+//!
+//! The same binary runs a cluster's nodes: `--services core` on each core node and
+//! `--services business` on business nodes, sharing NATS (`[bus] nats_url`), Redis
+//! (`[core] redis_url`) and a database (`database = "postgres://…"` or `"mysql://…"`).
 
 use std::{
     path::{Path, PathBuf},
@@ -10,11 +14,11 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use im_business::{Actor, Business, BusinessError, settings::BusinessSettings, store::SqliteStore};
+use im_business::{Actor, Business, BusinessError, settings::BusinessSettings};
 use im_common::{
     auth::{TokenIssuer, TokenVerifier},
-    bus::{Bus, LocalBus},
-    settings::{Secret, load},
+    bus::LocalBus,
+    settings::{BusSettings, Secret, load},
 };
 use im_server::settings::CoreSettings;
 use serde::{Deserialize, Serialize};
@@ -23,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 /// The IM system in one process: the WebSocket gateway at ws://127.0.0.1:7100/ws and the
 /// business API at http://127.0.0.1:7101 (gRPC on 7102), with SQLite under the data directory.
 ///
-/// Settings come from the [core] and [business] sections of the config file, then from
-/// environment variables IM_CORE__<KEY> and IM_BUSINESS__<KEY>. Unless configured, the token
-/// and app secrets are generated on first start and kept in <data-dir>/secrets.toml. Logs
-/// follow RUST_LOG (default: info).
+/// Settings come from the [core], [business] and [bus] sections of the config file, then from
+/// environment variables IM_CORE__<KEY>, IM_BUSINESS__<KEY> and IM_BUS__<KEY>. Unless
+/// configured, the token and app secrets are generated on first start and kept in
+/// <data-dir>/secrets.toml (a cluster's nodes must be given the same secrets). Logs follow
+/// RUST_LOG (default: info).
 #[derive(Debug, Parser)]
 #[command(name = "im-server", version)]
 struct Args {
@@ -36,8 +41,23 @@ struct Args {
     /// Where the databases and generated secrets live.
     #[arg(long, env = "IM_DATA_DIR", default_value = "data", global = true)]
     data_dir: PathBuf,
+    /// The services this process runs: core (gateway, messaging, presence), business, or both.
+    #[arg(
+        long,
+        env = "IM_SERVICES",
+        value_delimiter = ',',
+        default_value = "core,business",
+        global = true
+    )]
+    services: Vec<Service>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Service {
+    Core,
+    Business,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,27 +127,34 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-/// Both services' settings, their databases under the data directory and their secrets
-/// shared (generated when not configured).
-fn settings(args: &Args) -> Result<(CoreSettings, BusinessSettings), String> {
+/// Every service's settings: the databases under the data directory and the secrets shared
+/// (generated when not configured, which only a process on an in-process bus may rely on).
+fn settings(args: &Args) -> Result<(CoreSettings, BusinessSettings, BusSettings), String> {
     let core_defaults = CoreSettings {
-        database: args.data_dir.join("messages.db"),
+        database: args.data_dir.join("messages.db").display().to_string(),
         ..CoreSettings::default()
     };
     let business_defaults = BusinessSettings {
-        database: args.data_dir.join("business.db"),
+        database: args.data_dir.join("business.db").display().to_string(),
         ..BusinessSettings::default()
     };
     let config = args.config.as_deref();
     let mut core = load("core", &core_defaults, config).map_err(|e| e.to_string())?;
     let mut business = load("business", &business_defaults, config).map_err(|e| e.to_string())?;
+    let bus = load("bus", &BusSettings::default(), config).map_err(|e| e.to_string())?;
     let token_secret = match (core.token_secret.expose(), business.token_secret.expose()) {
         ("", "") => None,
         ("", shared) | (shared, "") => Some(shared.to_owned()),
         (a, b) if a == b => Some(a.to_owned()),
         _ => return Err("core.token_secret and business.token_secret differ".into()),
     };
-    if token_secret.is_none() || business.app_secret.expose().is_empty() {
+    let missing = token_secret.is_none() || business.app_secret.expose().is_empty();
+    if missing && !bus.nats_url.is_empty() {
+        return Err(
+            "with bus.nats_url set, every node needs the same core.token_secret and business.app_secret (IM_CORE__TOKEN_SECRET, IM_BUSINESS__APP_SECRET): none is generated".into(),
+        );
+    }
+    if missing {
         let generated = generated_secrets(&args.data_dir)?;
         if business.app_secret.expose().is_empty() {
             business.app_secret = Secret::from(generated.app_secret.as_str());
@@ -141,7 +168,7 @@ fn settings(args: &Args) -> Result<(CoreSettings, BusinessSettings), String> {
     }
     core.validate().map_err(|e| e.to_string())?;
     business.validate().map_err(|e| e.to_string())?;
-    Ok((core, business))
+    Ok((core, business, bus))
 }
 
 #[tokio::main]
@@ -154,7 +181,7 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let (core, business) = match settings(&args) {
+    let (core, business, bus) = match settings(&args) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("im-server: {error}");
@@ -178,6 +205,7 @@ async fn main() -> ExitCode {
         },
         Some(Command::PrintSettings) => {
             let shown = serde_json::json!({
+                "bus": bus,
                 "core": CoreSettings { token_secret: "<hidden>".into(), ..core },
                 "business": BusinessSettings {
                     app_secret: "<hidden>".into(),
@@ -191,7 +219,7 @@ async fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        None => run(&args, &core, &business).await,
+        None => run(&args, &core, &business, &bus).await,
     }
 }
 
@@ -202,14 +230,9 @@ async fn token(
     device: &str,
     ttl_secs: u64,
 ) -> Result<String, String> {
-    if let Some(dir) = settings.database.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    let store = SqliteStore::open(&settings.database, 1)
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = im_business::server::open_store(settings).await?;
     let business = Business::new(
-        Arc::new(store),
+        store,
         Arc::new(LocalBus::default()),
         TokenIssuer::new(settings.token_secret.expose().as_bytes()),
         settings.rules(),
@@ -233,67 +256,86 @@ async fn token(
     Ok(token)
 }
 
-async fn run(args: &Args, core: &CoreSettings, business: &BusinessSettings) -> ExitCode {
+async fn run(
+    args: &Args,
+    core: &CoreSettings,
+    business: &BusinessSettings,
+    bus: &BusSettings,
+) -> ExitCode {
     let shutdown = CancellationToken::new();
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
-    let running_business =
-        match im_business::server::start(business, bus.clone(), shutdown.clone()).await {
-            Ok(running) => running,
-            Err(error) => {
-                eprintln!("im-server: business service: {error}");
-                return ExitCode::from(1);
-            }
-        };
-    let verifier = match TokenVerifier::new(core.token_secret.expose().as_bytes(), None) {
-        Ok(verifier) => Arc::new(verifier),
+    let bus = match im_common::bus::connect(bus).await {
+        Ok(bus) => bus,
         Err(error) => {
-            eprintln!("im-server: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    // Revocations made before this start; later ones arrive on the bus.
-    match running_business.business.revocations().await {
-        Ok(revocations) => {
-            for r in revocations {
-                verifier.revoke(&r.user_id, &r.device_id, r.revoked_before_ms);
-            }
-        }
-        Err(error) => {
-            eprintln!("im-server: reading revocations: {error}");
-            return ExitCode::from(1);
-        }
-    }
-    let running_core = match im_server::server::start(core, bus, verifier, shutdown.clone()).await {
-        Ok(running) => running,
-        Err(error) => {
-            eprintln!("im-server: core service: {error}");
-            shutdown.cancel();
-            running_business.stopped().await;
+            eprintln!("im-server: bus: {error}");
             return ExitCode::from(1);
         }
     };
     println!("im-server {} is running", env!("CARGO_PKG_VERSION"));
-    println!(
-        "  WebSocket     ws://{}/ws  (subprotocol im.v1)",
-        running_core.addr
-    );
-    println!(
-        "  business API  http://{}  (OpenAPI at /openapi.json; gRPC on {})",
-        running_business.http_addr, running_business.grpc_addr
-    );
-    println!(
-        "  data          {}  (app secret in {})",
-        args.data_dir.display(),
-        args.data_dir.join(SECRETS_FILE).display()
-    );
-    println!(
-        "  a token:      cargo run --bin im-server -- token alice   (prints a token for user alice)"
-    );
+    let running_business = if args.services.contains(&Service::Business) {
+        match im_business::server::start(business, bus.clone(), shutdown.clone()).await {
+            Ok(running) => {
+                println!(
+                    "  business API  http://{}  (OpenAPI at /openapi.json; gRPC on {})",
+                    running.http_addr, running.grpc_addr
+                );
+                Some(running)
+            }
+            Err(error) => {
+                eprintln!("im-server: business service: {error}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    let running_core = if args.services.contains(&Service::Core) {
+        let verifier = match TokenVerifier::new(core.token_secret.expose().as_bytes(), None) {
+            Ok(verifier) => Arc::new(verifier),
+            Err(error) => {
+                eprintln!("im-server: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        match im_server::server::start(core, bus, verifier, shutdown.clone()).await {
+            Ok(running) => {
+                println!(
+                    "  WebSocket     ws://{}/ws  (subprotocol im.v1; node {})",
+                    running.addr, core.node_id
+                );
+                println!("  operations    http://{}/metrics", running.http_addr);
+                Some(running)
+            }
+            Err(error) => {
+                eprintln!("im-server: core service: {error}");
+                shutdown.cancel();
+                if let Some(running) = running_business {
+                    running.stopped().await;
+                }
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    if running_business.is_some() {
+        println!(
+            "  data          {}  (app secret in {} unless configured)",
+            args.data_dir.display(),
+            args.data_dir.join(SECRETS_FILE).display()
+        );
+        println!(
+            "  a token:      cargo run --bin im-server -- token alice   (prints a token for user alice)"
+        );
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();
-    running_core.stopped().await;
-    running_business.stopped().await;
+    if let Some(running) = running_core {
+        running.stopped().await;
+    }
+    if let Some(running) = running_business {
+        running.stopped().await;
+    }
     ExitCode::SUCCESS
 }
 

@@ -1,18 +1,19 @@
 //! `im-business`: the business service on its own.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
 use im_business::{server, settings::BusinessSettings};
-use im_common::bus::LocalBus;
+use im_common::settings::BusSettings;
 use tokio_util::sync::CancellationToken;
 
 /// The business service: users and tokens, groups, roles, mute and blacklist, permission
 /// checks; an HTTP/JSON API (OpenAPI at /openapi.json) and a gRPC API for app backends.
 ///
-/// Settings come from the [business] section of the config file, then from environment
-/// variables IM_BUSINESS__<KEY> (e.g. IM_BUSINESS__APP_SECRET, IM_BUSINESS__TOKEN_SECRET,
-/// IM_BUSINESS__HTTP_LISTEN, IM_BUSINESS__DATABASE). Logs follow RUST_LOG (default: info).
+/// Settings come from the [business] and [bus] sections of the config file, then from
+/// environment variables IM_BUSINESS__<KEY> and IM_BUS__<KEY> (e.g. IM_BUSINESS__APP_SECRET,
+/// IM_BUSINESS__TOKEN_SECRET, IM_BUSINESS__HTTP_LISTEN, IM_BUSINESS__DATABASE,
+/// IM_BUS__NATS_URL). Logs follow RUST_LOG (default: info).
 #[derive(Debug, Parser)]
 #[command(name = "im-business", version)]
 struct Args {
@@ -55,16 +56,30 @@ async fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let shutdown = CancellationToken::new();
-    // Alone, the service has the bus to itself; the all-in-one binary shares one.
-    let running =
-        match server::start(&settings, Arc::new(LocalBus::default()), shutdown.clone()).await {
-            Ok(running) => running,
+    let bus =
+        match im_common::settings::load("bus", &BusSettings::default(), args.config.as_deref()) {
+            Ok(bus) => bus,
             Err(error) => {
                 eprintln!("im-business: {error}");
-                return ExitCode::from(1);
+                return ExitCode::from(2);
             }
         };
+    // Without NATS the service has an in-process bus to itself.
+    let bus = match im_common::bus::connect(&bus).await {
+        Ok(bus) => bus,
+        Err(error) => {
+            eprintln!("im-business: bus: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let running = match server::start(&settings, bus, shutdown.clone()).await {
+        Ok(running) => running,
+        Err(error) => {
+            eprintln!("im-business: {error}");
+            return ExitCode::from(1);
+        }
+    };
     println!(
         "im-business: HTTP on http://{}, gRPC on {}",
         running.http_addr, running.grpc_addr

@@ -1,6 +1,6 @@
 //! The business service's answers on the bus, for core nodes: permission checks (`im.auth`),
-//! pages of a group's members for fan-out (`im.members`) and a user's groups for sync
-//! (`im.groups`).
+//! pages of a group's members for fan-out (`im.members`), a user's groups for sync
+//! (`im.groups`) and the token revocations on record (`im.revocations`).
 
 use std::{future::Future, sync::Arc};
 
@@ -8,8 +8,8 @@ use im_common::bus::{Bus, BusError, encode, respond};
 use im_proto::{
     bus,
     v1::{
-        Error, ErrorCode, MemberList, MembersQuery, PermissionCheck, PermissionDecision,
-        UserGroups, UserGroupsQuery,
+        BanEvent, BanKind, Error, ErrorCode, MemberList, MembersQuery, PermissionCheck,
+        PermissionDecision, RevocationList, RevocationsQuery, UserGroups, UserGroupsQuery,
     },
 };
 use prost::Message;
@@ -67,6 +67,37 @@ pub async fn serve_bus_requests(
                     Err(error) => MemberList {
                         error: Some(error_of(&error)),
                         ..Default::default()
+                    },
+                }
+            }
+        },
+    )
+    .await?;
+    let b = business.clone();
+    answer(
+        &mut tasks,
+        &bus,
+        bus::REVOCATIONS,
+        move |_: RevocationsQuery| {
+            let business = b.clone();
+            async move {
+                match business.revocations().await {
+                    Ok(revocations) => RevocationList {
+                        revocations: revocations
+                            .into_iter()
+                            .map(|r| BanEvent {
+                                kind: BanKind::TokensRevoked as i32,
+                                user_id: r.user_id,
+                                device_id: r.device_id,
+                                until_ms: r.revoked_before_ms,
+                                ..Default::default()
+                            })
+                            .collect(),
+                        error: None,
+                    },
+                    Err(error) => RevocationList {
+                        revocations: Vec::new(),
+                        error: Some(error_of(&error)),
                     },
                 }
             }
@@ -162,6 +193,15 @@ impl Malformed for PermissionDecision {
 }
 
 impl Malformed for MemberList {
+    fn malformed(reason: String) -> Self {
+        Self {
+            error: Some(Error::new(ErrorCode::InvalidArgument, reason)),
+            ..Default::default()
+        }
+    }
+}
+
+impl Malformed for RevocationList {
     fn malformed(reason: String) -> Self {
         Self {
             error: Some(Error::new(ErrorCode::InvalidArgument, reason)),

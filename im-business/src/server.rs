@@ -13,7 +13,7 @@ use std::{
 use im_common::{
     auth::{TokenIssuer, TokenVerifier},
     bus::Bus,
-    settings::SettingsError,
+    settings::{Database, SettingsError, without_password},
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,7 @@ use crate::{
     api::{grpc, http},
     responder::serve_bus_requests,
     settings::BusinessSettings,
-    store::SqliteStore,
+    store::{BusinessStore, SqliteStore},
 };
 
 /// Why the service could not start.
@@ -74,6 +74,37 @@ impl RunningBusiness {
     }
 }
 
+/// The store the `database` setting names: a SQLite file, or a PostgreSQL or MySQL/MariaDB URL.
+pub async fn open_store(settings: &BusinessSettings) -> Result<Arc<dyn BusinessStore>, String> {
+    match Database::parse(&settings.database) {
+        Database::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            }
+            let store = SqliteStore::open(path, settings.max_connections)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "postgres")]
+        Database::Postgres(url) => {
+            let store = crate::store::postgres::PgStore::connect(url, settings.max_connections)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "mysql")]
+        Database::Mysql(url) => {
+            let store = crate::store::mysql::MysqlStore::connect(url, settings.max_connections)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(store))
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err("this build has no support for that database (features postgres, mysql)".into()),
+    }
+}
+
 /// Starts the service on `bus`; it drains and stops when `shutdown` is cancelled.
 pub async fn start(
     settings: &BusinessSettings,
@@ -82,21 +113,12 @@ pub async fn start(
 ) -> Result<RunningBusiness, StartError> {
     settings.validate()?;
     let database = |reason: String| StartError::Database {
-        path: settings.database.display().to_string(),
+        path: without_password(&settings.database),
         reason,
     };
-    if let Some(dir) = settings
-        .database
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).map_err(|e| database(e.to_string()))?;
-    }
-    let store = SqliteStore::open(&settings.database, settings.max_connections)
-        .await
-        .map_err(|e| database(e.to_string()))?;
+    let store = open_store(settings).await.map_err(database)?;
     let business = Arc::new(Business::new(
-        Arc::new(store),
+        store,
         bus.clone(),
         TokenIssuer::new(settings.token_secret.expose().as_bytes()),
         settings.rules(),

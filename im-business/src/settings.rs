@@ -1,7 +1,7 @@
 //! The business service's settings: section `[business]` of the config file, overridden by
 //! `IM_BUSINESS__<KEY>` environment variables.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::net::SocketAddr;
 
 use im_common::settings::{Secret, SettingsError};
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,9 @@ pub struct BusinessSettings {
     pub http_listen: SocketAddr,
     /// Where the gRPC API listens.
     pub grpc_listen: SocketAddr,
-    /// The SQLite database file (created with its directory if missing).
-    pub database: PathBuf,
+    /// The database: a SQLite file (created with its directory if missing), or a
+    /// `postgres://` or `mysql://` URL shared by every business node.
+    pub database: String,
     /// Connections to the database.
     pub max_connections: usize,
     /// The app backend's secret for both APIs. Required.
@@ -55,7 +56,7 @@ impl Default for BusinessSettings {
             node_id: "business-1".into(),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7102)),
-            database: PathBuf::from("data/business.db"),
+            database: "data/business.db".into(),
             max_connections: 4,
             app_secret: Secret::default(),
             token_secret: Secret::default(),

@@ -18,6 +18,24 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+/// The bus the `[bus]` settings name: NATS when `nats_url` is set (feature `nats`), else a new
+/// in-process bus.
+pub async fn connect(settings: &crate::settings::BusSettings) -> Result<Arc<dyn Bus>, BusError> {
+    if settings.nats_url.is_empty() {
+        return Ok(Arc::new(LocalBus::default()));
+    }
+    #[cfg(feature = "nats")]
+    {
+        Ok(Arc::new(
+            crate::nats::NatsBus::connect(&settings.nats_url).await?,
+        ))
+    }
+    #[cfg(not(feature = "nats"))]
+    Err(BusError::Unavailable(
+        "bus.nats_url is set but this build has no NATS support (feature `nats`)".into(),
+    ))
+}
+
 /// One message received from the bus.
 #[derive(Debug, Clone)]
 pub struct BusMessage {
@@ -102,6 +120,13 @@ pub trait Bus: Send + Sync + 'static {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, BusError>;
+
+    /// A count of the times the connection came back after it was lost, for those who must
+    /// catch up on what was published meanwhile (events to them may have been dropped). `None`
+    /// for a bus that cannot lose its connection (the in-process one).
+    fn reconnections(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Answers a request received in `message`.

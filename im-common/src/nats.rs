@@ -17,19 +17,42 @@ const SUBSCRIPTION_BUFFER: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct NatsBus {
     client: async_nats::Client,
+    reconnections: tokio::sync::watch::Receiver<u64>,
 }
 
 impl NatsBus {
     /// Connects to the NATS server(s) at `url` (`nats://host:port`, comma-separated for several).
     pub async fn connect(url: &str) -> Result<Self, BusError> {
+        let (count, reconnections) = tokio::sync::watch::channel(0u64);
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let client = async_nats::ConnectOptions::new()
             .name("im")
+            .event_callback(move |event| {
+                let (count, lost) = (count.clone(), lost.clone());
+                async move {
+                    use std::sync::atomic::Ordering;
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("bus connection lost: reconnecting");
+                            lost.store(true, Ordering::SeqCst);
+                        }
+                        async_nats::Event::Connected if lost.swap(false, Ordering::SeqCst) => {
+                            tracing::info!("bus connection back");
+                            count.send_modify(|n| *n += 1);
+                        }
+                        _ => {}
+                    }
+                }
+            })
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            reconnections,
+        })
     }
 
     /// The underlying client (JetStream, flush, statistics).
@@ -107,6 +130,10 @@ impl Bus for NatsBus {
             .map_err(closed)?;
         self.client.flush().await.map_err(closed)?;
         Ok(Self::forward(subscriber))
+    }
+
+    fn reconnections(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.reconnections.clone())
     }
 
     async fn request(

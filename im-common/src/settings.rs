@@ -74,6 +74,53 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
+/// Where a service keeps its data, from its `database` setting: a SQLite file path (the
+/// embedded default), or a `postgres://` or `mysql://` URL (MariaDB too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database<'a> {
+    /// A SQLite file.
+    Sqlite(&'a Path),
+    /// A PostgreSQL URL.
+    Postgres(&'a str),
+    /// A MySQL or MariaDB URL.
+    Mysql(&'a str),
+}
+
+impl<'a> Database<'a> {
+    /// Reads a `database` setting.
+    pub fn parse(setting: &'a str) -> Self {
+        if setting.starts_with("postgres://") || setting.starts_with("postgresql://") {
+            Self::Postgres(setting)
+        } else if setting.starts_with("mysql://") || setting.starts_with("mariadb://") {
+            Self::Mysql(setting)
+        } else {
+            Self::Sqlite(Path::new(setting))
+        }
+    }
+}
+
+/// A database setting fit for messages and logs: a URL's password is masked.
+pub fn without_password(setting: &str) -> String {
+    let (Some(scheme), Some(at)) = (setting.find("://"), setting.rfind('@')) else {
+        return setting.to_owned();
+    };
+    match setting.get(scheme + 3..at).and_then(|c| c.split_once(':')) {
+        Some((user, _)) if at > scheme => {
+            format!("{}{user}:***{}", &setting[..scheme + 3], &setting[at..])
+        }
+        _ => setting.to_owned(),
+    }
+}
+
+/// The bus every service of a deployment shares: section `[bus]`, `IM_BUS__<KEY>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusSettings {
+    /// The NATS server(s), `nats://host:port` (comma-separated for several). Empty: the
+    /// services of one process share an in-process bus.
+    pub nats_url: String,
+}
+
 /// Loads section `section` (e.g. `business`) of the file at `path` (if any) over `defaults`,
 /// then applies `IM_<SECTION>__<KEY>` environment variables.
 pub fn load<T: Serialize + DeserializeOwned>(
@@ -104,6 +151,23 @@ mod tests {
         listen: String,
         limit: u32,
         secret: Secret,
+    }
+
+    #[test]
+    fn database_settings_name_their_backend() {
+        assert_eq!(
+            Database::parse("data/messages.db"),
+            Database::Sqlite(Path::new("data/messages.db"))
+        );
+        let pg = "postgres://im@db:5432/im";
+        assert_eq!(Database::parse(pg), Database::Postgres(pg));
+        let my = "mysql://im@db:3306/im";
+        assert_eq!(Database::parse(my), Database::Mysql(my));
+        assert_eq!(
+            without_password("postgres://im:s3cret@db:5432/im"),
+            "postgres://im:***@db:5432/im"
+        );
+        assert_eq!(without_password(my), my, "no password, nothing masked");
     }
 
     #[test]

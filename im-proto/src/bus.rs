@@ -32,6 +32,8 @@ pub const AUTH: &str = "im.auth";
 pub const MEMBERS: &str = "im.members";
 /// Business: the groups a user belongs to, for sync (request/reply).
 pub const GROUPS: &str = "im.groups";
+/// Business: every token revocation on record, for a core node starting (request/reply).
+pub const REVOCATIONS: &str = "im.revocations";
 /// Business: group membership changes.
 pub const MEMBER: &str = "im.member";
 /// Business: group changes.
@@ -131,6 +133,11 @@ pub const SUBJECTS: &[Subject] = &[
         GROUPS,
         v1::UserGroupsQuery::full_name,
         v1::UserGroups::full_name,
+    ),
+    request(
+        REVOCATIONS,
+        v1::RevocationsQuery::full_name,
+        v1::RevocationList::full_name,
     ),
     event(MEMBER, v1::MemberEvent::full_name),
     event(GROUP, v1::GroupEvent::full_name),

@@ -137,6 +137,7 @@ impl Default for Config {
 /// Builds a [`Client`].
 pub struct ClientBuilder {
     url: String,
+    more_urls: Vec<String>,
     device_id: String,
     platform: Platform,
     token: Arc<dyn TokenProvider>,
@@ -165,6 +166,7 @@ impl ClientBuilder {
     ) -> Self {
         Self {
             url: url.into(),
+            more_urls: Vec::new(),
             device_id: device_id.into(),
             platform: Platform::Unspecified,
             token,
@@ -173,6 +175,13 @@ impl ClientBuilder {
             runtime: None,
             business_api: None,
         }
+    }
+
+    /// More gateways of the same deployment (other core nodes), tried in turn after the first:
+    /// when a connection cannot be opened or is lost, the next attempt goes to the next URL.
+    pub fn more_urls(mut self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.more_urls.extend(urls.into_iter().map(Into::into));
+        self
     }
 
     /// The business service's HTTP API (`http://host:port`), for groups and membership.
@@ -216,12 +225,16 @@ impl ClientBuilder {
                 )
             })?,
         };
-        let endpoint = Endpoint::parse(&self.url)?;
+        let endpoints = std::iter::once(&self.url)
+            .chain(&self.more_urls)
+            .map(|url| Endpoint::parse(url))
+            .collect::<Result<Vec<_>>>()?;
         let (commands, inbox) = mpsc::channel(256);
         let (events, events_rx) = mpsc::channel(self.config.event_buffer.max(1));
         let (state, state_rx) = watch::channel(ConnectionState::Connecting);
         let actor = Actor {
-            endpoint,
+            endpoints,
+            next_endpoint: 0,
             device_id: self.device_id,
             platform: self.platform,
             token: self.token.clone(),
@@ -669,7 +682,10 @@ enum Ended {
 type Ws = WebSocketStream<TcpStream>;
 
 struct Actor {
-    endpoint: Endpoint,
+    /// The gateways, tried in turn.
+    endpoints: Vec<Endpoint>,
+    /// Which one the next connection goes to.
+    next_endpoint: usize,
     device_id: String,
     platform: Platform,
     token: Arc<dyn TokenProvider>,
@@ -862,12 +878,14 @@ impl Actor {
         let unavailable =
             |e: &dyn std::fmt::Display| Error::new(ErrorCode::Unavailable, e.to_string());
         let token = self.token.token(refresh).await?;
-        let tcp = TcpStream::connect(&self.endpoint.host_port)
+        // Each attempt goes to the next gateway; a lost connection moves on too.
+        let endpoint = self.endpoints[self.next_endpoint % self.endpoints.len()].clone();
+        self.next_endpoint = (self.next_endpoint + 1) % self.endpoints.len();
+        let tcp = TcpStream::connect(&endpoint.host_port)
             .await
             .map_err(|e| unavailable(&e))?;
         let _ = tcp.set_nodelay(true);
-        let mut request = self
-            .endpoint
+        let mut request = endpoint
             .url
             .as_str()
             .into_client_request()

@@ -48,7 +48,8 @@ use tokio_tungstenite::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    messaging::{Messaging, quota, with_request_id},
+    limits::quota,
+    messaging::{Messaging, with_request_id},
     presence::PresenceStore,
     sessions::{Outbound, RegisterError, SessionHandle, Sessions},
     settings::CoreSettings,

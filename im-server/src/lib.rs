@@ -9,7 +9,10 @@
 //!   connection (heartbeat, limits, rate limits, bounded outbound queue, resends).
 //! - [`messaging`]: sends checked, group-committed and acknowledged; fan-out; sync, history,
 //!   pull; read state, receipts, typing.
-//! - [`presence`]: who is online, behind [`presence::PresenceStore`].
+//! - [`presence`]: who is online, behind [`presence::PresenceStore`]; in the distributed mode
+//!   also which node holds whom.
+//! - [`router`]: frames to this node's sessions and, over the bus, to other nodes'.
+//! - [`limits`]: each user's message rate, per node or shared by the cluster.
 //! - [`sessions`]: this node's sessions and presence watchers.
 //! - [`directory`]: group members and users' groups, asked of the business service.
 //! - [`store`]: conversations' entries and read cursors behind [`store::MessageStore`], with
@@ -20,10 +23,12 @@
 
 pub mod directory;
 pub mod gateway;
+pub mod limits;
 pub mod messaging;
 pub mod ops;
 pub mod presence;
 pub mod push;
+pub mod router;
 pub mod server;
 pub mod sessions;
 pub mod settings;

@@ -10,13 +10,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    num::NonZeroU32,
     sync::Arc,
 };
 
 use base64::Engine;
 use bytes::Bytes;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use im_common::{now_ms, permission::PermissionClient};
 use im_proto::{
     ConversationId, ConversationKind, UserId,
@@ -32,8 +30,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     directory::Directory,
+    limits::SendRate,
     push::PushHook,
-    sessions::{Outbound, SessionHandle, Sessions},
+    router::{Item, Router},
+    sessions::{Outbound, SessionHandle},
     settings::CoreSettings,
     store::{Appended, EntryKind, MessageStore, NewEntry, StoredEntry},
     wire,
@@ -134,9 +134,9 @@ pub struct Messaging {
     store: Arc<dyn MessageStore>,
     permissions: Arc<PermissionClient>,
     directory: Arc<Directory>,
-    sessions: Arc<Sessions>,
+    router: Arc<Router>,
     commits: mpsc::Sender<Pending>,
-    sends: DefaultKeyedRateLimiter<Arc<str>>,
+    sends: Arc<dyn SendRate>,
     settings: CoreSettings,
 }
 
@@ -162,19 +162,14 @@ impl MessagingTasks {
     }
 }
 
-/// A per-second quota with a burst of twice as many.
-pub fn quota(per_second: u32) -> Quota {
-    let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-    Quota::per_second(rate).allow_burst(rate.saturating_mul(NonZeroU32::new(2).unwrap_or(rate)))
-}
-
 impl Messaging {
     /// Starts the module: its committer and fan-out tasks.
     pub fn start(
         store: Arc<dyn MessageStore>,
         permissions: Arc<PermissionClient>,
         directory: Arc<Directory>,
-        sessions: Arc<Sessions>,
+        router: Arc<Router>,
+        sends: Arc<dyn SendRate>,
         push: Arc<dyn PushHook>,
         settings: CoreSettings,
     ) -> (Arc<Self>, MessagingTasks) {
@@ -190,15 +185,15 @@ impl Messaging {
             store,
             permissions,
             directory,
-            sessions,
+            router,
             commits,
-            sends: RateLimiter::keyed(quota(settings.messages_per_second)),
+            sends,
             settings,
         });
         let fanout = tokio::spawn(fan_out(
             Fanout {
                 directory: messaging.directory.clone(),
-                sessions: messaging.sessions.clone(),
+                router: messaging.router.clone(),
                 push,
             },
             to_fan_out,
@@ -208,8 +203,7 @@ impl Messaging {
 
     /// Forgets the send rate of users idle long enough to be back at a full burst.
     pub fn prune_rate_limits(&self) {
-        self.sends.retain_recent();
-        self.sends.shrink_to_fit();
+        self.sends.prune();
     }
 
     async fn permit(
@@ -314,9 +308,8 @@ impl Messaging {
             error.limit = u64::from(self.settings.max_content_bytes);
             return Err(error);
         }
-        if let Err(not_until) = self.sends.check_key(&session.user_id) {
+        if let Err(wait) = self.sends.check(&session.user_id).await {
             metrics::counter!("im_rate_limited_total", "scope" => "user").increment(1);
-            let wait = not_until.wait_time_from(self.sends.clock().now());
             let mut error = fail(ErrorCode::RateLimited, "too many messages");
             error.retry_after_ms = wait.as_millis().max(1) as u64;
             return Err(error);
@@ -831,8 +824,9 @@ impl Messaging {
                 frame: wire::frame(0, server_frame::Body::ReadState(state.clone())),
                 entry: None,
             };
-            self.sessions
-                .deliver([user], mine, Some(&session.session_id), None);
+            self.router
+                .deliver(Arc::new([user.to_owned()]), mine, Some(&session.session_id))
+                .await;
             let receipt = Outbound {
                 frame: wire::frame(
                     0,
@@ -846,8 +840,7 @@ impl Messaging {
                 entry: None,
             };
             let others = self.others(&id, user).await;
-            self.sessions
-                .deliver(others.iter().map(String::as_str), receipt, None, None);
+            self.router.deliver(others.into(), receipt, None).await;
         }
         Ok(state)
     }
@@ -939,8 +932,7 @@ impl Messaging {
             entry: None,
         };
         let others = self.others(&id, user).await;
-        self.sessions
-            .deliver(others.iter().map(String::as_str), event, None, None);
+        self.router.deliver(others.into(), event, None).await;
     }
 }
 
@@ -1166,12 +1158,13 @@ async fn commit_batches(
                     .increment(results.len() as u64 - duplicates);
                 metrics::counter!("im_sends_total", "outcome" => "duplicate").increment(duplicates);
                 for (pending, appended) in batch.drain(..).zip(results) {
-                    if let Appended::New(entry) = &appended {
-                        fresh.push(Committed {
-                            entry: entry.clone(),
-                            session_id: pending.session_id.clone(),
-                        });
-                    }
+                    // A resend is pushed again too: its first push may have died with the node
+                    // that stored it before answering. Clients drop the repeat by seq.
+                    let (Appended::New(entry) | Appended::Duplicate(entry)) = &appended;
+                    fresh.push(Committed {
+                        entry: entry.clone(),
+                        session_id: pending.session_id.clone(),
+                    });
                     let _ = pending.done.send(Ok(appended));
                 }
                 for entry in fresh {
@@ -1208,53 +1201,68 @@ async fn members_with_retries(directory: &Directory, group_id: &str) -> Option<A
 
 struct Fanout {
     directory: Arc<Directory>,
-    sessions: Arc<Sessions>,
+    router: Arc<Router>,
     push: Arc<dyn PushHook>,
 }
 
+/// Committed entries fanned out together, at most.
+const FAN_OUT_BATCH: usize = 256;
+
 /// Pushes committed entries, in commit order, to every online device of every member (the
-/// sending session excepted) and hands the rest to the push hook.
+/// sending session excepted) on every node, and hands the rest to the push hook. Entries
+/// committed together go out together: one route lookup and one bus message per node.
 async fn fan_out(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
-    while let Some(Committed { entry, session_id }) = committed.recv().await {
-        let recipients: Arc<[String]> = match entry.conversation_id.parse::<ConversationId>() {
-            Ok(id) => match id.kind() {
-                ConversationKind::Direct(a, b) if a == b => Arc::new([a.to_string()]),
-                ConversationKind::Direct(a, b) => Arc::new([a.to_string(), b.to_string()]),
-                ConversationKind::Group(group) => {
-                    match members_with_retries(&fanout.directory, group.as_str()).await {
-                        Some(members) => members,
-                        None => {
-                            // Members catch up at their next sync or gap; nothing is lost, the push is.
-                            tracing::warn!(
-                                conversation = %entry.conversation_id,
-                                seq = entry.seq,
-                                "no member list: entry not pushed"
-                            );
-                            metrics::counter!("im_pushes_skipped_total").increment(1);
-                            continue;
-                        }
-                    }
-                }
-            },
-            Err(_) => continue,
-        };
-        let outbound = Outbound {
-            frame: push_frame(&entry),
-            entry: Some((entry.conversation_id.as_str().into(), entry.seq as u64)),
-        };
-        let mut offline = Vec::new();
-        let wants_offline = fanout.push.wants_offline_users();
-        fanout.sessions.deliver(
-            recipients.iter().map(String::as_str),
-            outbound,
-            session_id.as_deref(),
-            wants_offline.then_some(&mut offline),
-        );
-        if !offline.is_empty() {
-            fanout
-                .push
-                .offline(&message_of(&entry, None), &offline)
-                .await;
+    let mut batch = Vec::with_capacity(FAN_OUT_BATCH);
+    while committed.recv_many(&mut batch, FAN_OUT_BATCH).await > 0 {
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut items = Vec::with_capacity(batch.len());
+        for Committed { entry, session_id } in batch.drain(..) {
+            let Some(recipients) = recipients(&fanout.directory, &entry).await else {
+                continue;
+            };
+            items.push(Item {
+                users: recipients,
+                outbound: Outbound {
+                    frame: push_frame(&entry),
+                    entry: Some((entry.conversation_id.as_str().into(), entry.seq as u64)),
+                },
+                exclude: session_id,
+            });
+            entries.push(entry);
+        }
+        let offline = fanout.router.deliver_all(&items).await;
+        if !fanout.push.wants_offline_users() {
+            continue;
+        }
+        for (entry, offline) in entries.iter().zip(offline) {
+            if !offline.is_empty() {
+                fanout
+                    .push
+                    .offline(&message_of(entry, None), &offline)
+                    .await;
+            }
+        }
+    }
+}
+
+/// Who gets an entry: both sides of a 1:1, or a group's members.
+async fn recipients(directory: &Directory, entry: &StoredEntry) -> Option<Arc<[String]>> {
+    let id = entry.conversation_id.parse::<ConversationId>().ok()?;
+    match id.kind() {
+        ConversationKind::Direct(a, b) if a == b => Some(Arc::new([a.to_string()])),
+        ConversationKind::Direct(a, b) => Some(Arc::new([a.to_string(), b.to_string()])),
+        ConversationKind::Group(group) => {
+            let members = members_with_retries(directory, group.as_str()).await;
+            if members.is_none() {
+                // Members catch up at their next sync or gap; nothing is lost, the push is.
+                tracing::warn!(
+                    conversation = %entry.conversation_id,
+                    seq = entry.seq,
+                    "no member list: entry not pushed"
+                );
+                metrics::counter!("im_pushes_skipped_total").increment(1);
+            }
+            members
         }
     }
 }

@@ -1,20 +1,21 @@
 //! Running the core service: its store, the messaging and presence modules, the gateway, and
 //! the bus subscriptions that keep them current, with a graceful shutdown. The all-in-one
-//! binary composes it with the business service on one in-process bus.
+//! binary composes it with the business service on one in-process bus; in the distributed
+//! mode several core nodes share NATS, Redis and a database.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use im_common::{
     auth::TokenVerifier,
-    bus::{Bus, BusError, Subscription},
+    bus::{Bus, BusError, Subscription, encode},
     permission::PermissionClient,
-    settings::SettingsError,
+    settings::{Database, SettingsError, without_password},
 };
 use im_proto::{
     bus,
     v1::{
         BanEvent, BanKind, ConversationState, ConversationType, ErrorCode, GroupChange, GroupEvent,
-        MemberChange, MemberEvent, PresenceChanged, server_frame,
+        MemberChange, MemberEvent, PresenceChanged, RevocationList, RevocationsQuery, server_frame,
     },
 };
 use prost::Message;
@@ -24,9 +25,11 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     directory::Directory,
     gateway::Gateway,
+    limits::{LocalSendRate, SendRate},
     messaging::{Messaging, MessagingTasks},
     presence::{MemoryPresence, PresenceStore},
     push::{LogPush, PushHook},
+    router::Router,
     sessions::{Outbound, Sessions},
     settings::CoreSettings,
     store::{MessageStore, SqliteMessageStore},
@@ -59,6 +62,9 @@ pub enum StartError {
     /// The bus refused a subscription.
     #[error("bus: {0}")]
     Bus(#[from] BusError),
+    /// Redis could not be used.
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 /// A running core service.
@@ -93,18 +99,72 @@ impl RunningCore {
     }
 }
 
-/// What the core service is built from; [`start`] fills in the embedded defaults.
+/// What the core service is built from; [`start`] fills them in from the settings.
 pub struct Parts {
     /// Where messages are stored.
     pub store: Arc<dyn MessageStore>,
-    /// Where presence is kept.
+    /// Where presence (and, across nodes, routes) are kept.
     pub presence: Arc<dyn PresenceStore>,
+    /// Each user's message rate.
+    pub send_rate: Arc<dyn SendRate>,
     /// Told about entries for offline users.
     pub push: Arc<dyn PushHook>,
 }
 
-/// Starts the core service with the embedded parts: SQLite messages at `settings.database`,
-/// presence in memory, offline pushes logged.
+impl Parts {
+    /// The embedded parts around `store`: presence and rates in memory, offline pushes logged.
+    pub fn embedded(store: Arc<dyn MessageStore>, settings: &CoreSettings) -> Self {
+        Self {
+            store,
+            presence: Arc::new(MemoryPresence::default()),
+            send_rate: Arc::new(LocalSendRate::new(settings.messages_per_second)),
+            push: Arc::new(LogPush),
+        }
+    }
+}
+
+/// The message store the `database` setting names.
+async fn open_store(settings: &CoreSettings) -> Result<Arc<dyn MessageStore>, StartError> {
+    let database = |reason: String| StartError::Database {
+        path: without_password(&settings.database),
+        reason,
+    };
+    match Database::parse(&settings.database) {
+        Database::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| database(e.to_string()))?;
+            }
+            let store = SqliteMessageStore::open(path, settings.max_connections)
+                .await
+                .map_err(|e| database(e.to_string()))?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "postgres")]
+        Database::Postgres(url) => {
+            let store =
+                crate::store::postgres::PgMessageStore::connect(url, settings.max_connections)
+                    .await
+                    .map_err(|e| database(e.to_string()))?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "mysql")]
+        Database::Mysql(url) => {
+            let store =
+                crate::store::mysql::MysqlMessageStore::connect(url, settings.max_connections)
+                    .await
+                    .map_err(|e| database(e.to_string()))?;
+            Ok(Arc::new(store))
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err(database(
+            "this build has no support for that database (features postgres, mysql)".into(),
+        )),
+    }
+}
+
+/// Starts the core service on the parts its settings name: the message store of `database`;
+/// presence, routes and rates in Redis when `redis_url` is set, else in memory; offline pushes
+/// logged.
 pub async fn start(
     settings: &CoreSettings,
     bus: Arc<dyn Bus>,
@@ -112,25 +172,33 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningCore, StartError> {
     settings.validate()?;
-    let database = |reason: String| StartError::Database {
-        path: settings.database.display().to_string(),
-        reason,
-    };
-    if let Some(dir) = settings
-        .database
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).map_err(|e| database(e.to_string()))?;
+    #[allow(unused_mut)]
+    let mut parts = Parts::embedded(open_store(settings).await?, settings);
+    if !settings.redis_url.is_empty() {
+        #[cfg(feature = "redis")]
+        {
+            let lease = i64::try_from(settings.presence_lease_ms).unwrap_or(i64::MAX);
+            parts.presence = Arc::new(
+                crate::presence::redis::RedisPresence::connect(
+                    &settings.redis_url,
+                    lease,
+                    &settings.node_id,
+                )
+                .map_err(StartError::Redis)?,
+            );
+            parts.send_rate = Arc::new(
+                crate::limits::redis::RedisSendRate::connect(
+                    &settings.redis_url,
+                    settings.messages_per_second,
+                )
+                .map_err(StartError::Redis)?,
+            );
+        }
+        #[cfg(not(feature = "redis"))]
+        return Err(StartError::Redis(
+            "core.redis_url is set but this build has no Redis support (feature `redis`)".into(),
+        ));
     }
-    let store = SqliteMessageStore::open(&settings.database, settings.max_connections)
-        .await
-        .map_err(|e| database(e.to_string()))?;
-    let parts = Parts {
-        store: Arc::new(store),
-        presence: Arc::new(MemoryPresence::default()),
-        push: Arc::new(LogPush),
-    };
     start_with(settings, bus, verifier, parts, shutdown).await
 }
 
@@ -144,6 +212,7 @@ pub async fn start_with(
 ) -> Result<RunningCore, StartError> {
     settings.validate()?;
     let mut background = vec![verifier.clone().follow(bus.as_ref()).await?];
+    load_revocations(bus.as_ref(), &verifier, settings).await?;
     let permissions = Arc::new(PermissionClient::new(
         bus.clone(),
         settings.decision_cache,
@@ -157,11 +226,41 @@ pub async fn start_with(
         settings.bus_timeout(),
     ));
     let sessions = Arc::new(Sessions::new(settings.max_sessions_per_user));
+    let router = Arc::new(Router::new(
+        &settings.node_id,
+        sessions.clone(),
+        parts.presence.clone(),
+        bus.clone(),
+    ));
+    let (mut own, mut everyone) = router.subscribe().await?;
+    let receiving = router.clone();
+    background.push(tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                Some(message) = own.next() => message,
+                Some(message) = everyone.next() => message,
+                else => break,
+            };
+            receiving.receive(message.payload);
+        }
+    }));
+    if let Some(reconnections) = bus.reconnections() {
+        background.push(tokio::spawn(resync_after_bus_loss(
+            reconnections,
+            sessions.clone(),
+        )));
+    }
+    background.push(tokio::spawn(renew_leases(
+        parts.presence.clone(),
+        sessions.clone(),
+        settings.lease_renewal(),
+    )));
     let (messaging, messaging_tasks) = Messaging::start(
         parts.store,
         permissions,
         directory.clone(),
-        sessions.clone(),
+        router,
+        parts.send_rate,
         parts.push,
         settings.clone(),
     );
@@ -241,6 +340,79 @@ pub async fn start_with(
         background,
         messaging: messaging_tasks,
     })
+}
+
+/// Applies the token revocations made before this node started, asked of the business service
+/// (later ones arrive on `im.ban`, followed before this is called). A node that cannot learn
+/// them within `business_wait_ms` does not start: it would accept revoked tokens.
+async fn load_revocations(
+    bus: &dyn Bus,
+    verifier: &TokenVerifier,
+    settings: &CoreSettings,
+) -> Result<(), StartError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(settings.business_wait_ms);
+    loop {
+        let asked = bus
+            .request(
+                bus::REVOCATIONS,
+                encode(&RevocationsQuery {}),
+                settings.bus_timeout(),
+            )
+            .await
+            .and_then(|payload| {
+                RevocationList::decode(payload).map_err(|e| BusError::Unavailable(e.to_string()))
+            });
+        let error = match asked {
+            Ok(list) if list.error.is_none() => {
+                for revocation in &list.revocations {
+                    verifier.apply(revocation);
+                }
+                tracing::info!(
+                    revocations = list.revocations.len(),
+                    "token revocations loaded"
+                );
+                return Ok(());
+            }
+            Ok(list) => BusError::Unavailable(list.error.map(|e| e.message).unwrap_or_default()),
+            Err(error) => error,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StartError::Bus(error));
+        }
+        tracing::warn!(%error, "waiting for the business service's revocations");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// While the bus was away, frames other nodes sent to this node's sessions may have been
+/// dropped. When it is back, every session is asked to reconnect (GoAway UNAVAILABLE, after
+/// `reconnect_after_ms`): a reconnecting client syncs, so nothing it missed stays missing.
+async fn resync_after_bus_loss(
+    mut reconnections: tokio::sync::watch::Receiver<u64>,
+    sessions: Arc<Sessions>,
+) {
+    while reconnections.changed().await.is_ok() {
+        let count = sessions.count();
+        tracing::warn!(
+            sessions = count,
+            "the bus came back: sessions reconnect to resync"
+        );
+        metrics::counter!("im_resyncs_after_bus_loss_total").increment(1);
+        sessions.end_all(ErrorCode::Unavailable);
+    }
+}
+
+/// Renews the presence leases of this node's sessions (stores without leases ignore it).
+async fn renew_leases(presence: Arc<dyn PresenceStore>, sessions: Arc<Sessions>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let live = sessions.live();
+        if let Err(error) = presence.renew(&live, im_common::now_ms()).await {
+            tracing::warn!(%error, sessions = live.len(), "presence leases not renewed");
+        }
+    }
 }
 
 struct Events {

@@ -102,6 +102,17 @@ impl SessionHandle {
     }
 }
 
+/// A session as the presence store records it.
+#[derive(Debug, Clone)]
+pub struct LiveSession {
+    /// The user.
+    pub user_id: Arc<str>,
+    /// The connection.
+    pub session_id: Arc<str>,
+    /// The device's platform.
+    pub platform: Platform,
+}
+
 /// Why a session could not be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegisterError {
@@ -151,6 +162,19 @@ impl Sessions {
     /// Sessions held now.
     pub fn count(&self) -> usize {
         self.lock().by_session.len()
+    }
+
+    /// Every session held now, for lease renewals.
+    pub fn live(&self) -> Vec<LiveSession> {
+        self.lock()
+            .by_session
+            .values()
+            .map(|s| LiveSession {
+                user_id: s.user_id.clone(),
+                session_id: s.session_id.clone(),
+                platform: s.platform,
+            })
+            .collect()
     }
 
     /// Adds a session. An older session of the same device is replaced: it is returned, and told

@@ -1,7 +1,7 @@
 //! The core service's settings: section `[core]` of the config file, overridden by
 //! `IM_CORE__<KEY>` environment variables. Every limit the gateway enforces is here.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use im_common::settings::{Secret, SettingsError};
 use im_proto::{v1::ServerLimits, version::DEFAULT_MAX_FRAME_BYTES};
@@ -17,12 +17,19 @@ pub struct CoreSettings {
     pub listen: SocketAddr,
     /// Where `/healthz`, `/readyz` and `/metrics` are served over HTTP.
     pub http_listen: SocketAddr,
-    /// The SQLite message database (created with its directory if missing).
-    pub database: PathBuf,
+    /// The message database: a SQLite file (created with its directory if missing), or a
+    /// `postgres://` or `mysql://` URL shared by every core node.
+    pub database: String,
     /// Connections to the database.
     pub max_connections: usize,
     /// The cluster's token-signing secret, shared with the business service; at least 32 bytes.
     pub token_secret: Secret,
+    /// The Redis every core node shares (`redis://host:port`) for presence, user -> node
+    /// routes and message rates. Empty: all of it in this node's memory (one node only).
+    pub redis_url: String,
+    /// In Redis, a session this node stops renewing is gone after this long, in milliseconds:
+    /// how long a dead node's users still look online and routed to it. Renewed every third.
+    pub presence_lease_ms: u64,
 
     /// Connections this node holds at most; more are refused with TOO_MANY_CONNECTIONS.
     pub max_sessions: usize,
@@ -93,6 +100,9 @@ pub struct CoreSettings {
     pub decision_cache: u64,
     /// How long a request to another service may take, in milliseconds.
     pub bus_timeout_ms: u64,
+    /// How long a starting node waits for the business service (the revocations on record)
+    /// before it gives up, in milliseconds.
+    pub business_wait_ms: u64,
 }
 
 impl Default for CoreSettings {
@@ -101,9 +111,11 @@ impl Default for CoreSettings {
             node_id: "core-1".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 7103)),
-            database: PathBuf::from("data/messages.db"),
+            database: "data/messages.db".into(),
             max_connections: 4,
             token_secret: Secret::default(),
+            redis_url: String::new(),
+            presence_lease_ms: 30_000,
             max_sessions: 200_000,
             max_sessions_per_user: 16,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
@@ -135,6 +147,7 @@ impl Default for CoreSettings {
             member_cache_groups: 10_000,
             decision_cache: 100_000,
             bus_timeout_ms: 5_000,
+            business_wait_ms: 30_000,
         }
     }
 }
@@ -169,6 +182,7 @@ impl CoreSettings {
             ("commit_queue", self.commit_queue as u64),
             ("idle_timeout_ms", u64::from(self.idle_timeout_ms)),
             ("write_timeout_ms", self.write_timeout_ms),
+            ("presence_lease_ms", self.presence_lease_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(SettingsError::new(format!(
@@ -194,6 +208,11 @@ impl CoreSettings {
             max_history_page: self.max_history_page,
             max_presence_subscriptions: self.max_presence_subscriptions,
         }
+    }
+
+    /// How often this node renews its sessions' presence leases.
+    pub fn lease_renewal(&self) -> Duration {
+        Duration::from_millis((self.presence_lease_ms / 3).max(1))
     }
 
     /// [`Self::bus_timeout_ms`] as a duration.

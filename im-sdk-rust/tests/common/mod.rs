@@ -95,7 +95,7 @@ impl Server {
         let mut settings = CoreSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
             http_listen: "127.0.0.1:0".parse().unwrap(),
-            database: dir.join("messages.db"),
+            database: dir.join("messages.db").display().to_string(),
             token_secret: SECRET.into(),
             messages_per_second: 10_000,
             frames_per_second: 10_000,

@@ -4,6 +4,8 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
+use crate::sessions::LiveSession;
+
 use async_trait::async_trait;
 use im_proto::v1::{Platform, Presence, PresenceStatus};
 
@@ -38,9 +40,21 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// The presence of each user, in order (OFFLINE for users never seen).
     async fn get(&self, user_ids: &[String]) -> Vec<Presence>;
 
-    /// The session is still there (its node renews the lease of each of its sessions); stores
-    /// without leases ignore it.
-    async fn renew(&self, _user_id: &str, _session_id: &str, _platform: Platform, _now_ms: i64) {}
+    /// The node's sessions are still there: it renews their leases together, every third of a
+    /// lease. Stores without leases ignore it.
+    async fn renew(&self, _sessions: &[LiveSession], _now_ms: i64) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The nodes holding a live session of each of `user_ids` (users with none are left out).
+    /// A store of one node knows no other nodes and returns `Ok(None)`: every session is local.
+    async fn routes(
+        &self,
+        _user_ids: &[String],
+        _now_ms: i64,
+    ) -> Result<Option<HashMap<String, Vec<String>>>, String> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, Default)]

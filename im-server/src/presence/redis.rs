@@ -1,28 +1,36 @@
-//! Presence in Redis (feature `redis`), shared by every core node: each session is a field of
-//! the user's session hash with a lease its node renews; a session whose lease ran out is gone,
-//! whatever its node last said, so a node that dies takes its users offline within one lease.
+//! Presence and routing in Redis (feature `redis`), shared by every core node: each session is
+//! a field of the user's session hash, `platform:lease_until:node`, with a lease its node renews
+//! every third of a lease. A session whose lease ran out is gone, whatever its node last said,
+//! so a node that dies takes its users offline (and out of the routes) within one lease. The
+//! same records say which nodes to deliver a user's frames to. After Redis loses its data (a
+//! restart without persistence), the nodes' next renewals write every live session back.
 //!
 //! Change detection compares what others see before and after each change; two nodes changing
 //! one user at the same moment may both report (or both miss) a change, which the next change
 //! corrects: presence is a hint, never a guarantee.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use deadpool_redis::{Pool, redis::AsyncCommands};
 use im_proto::v1::{Platform, Presence, PresenceStatus};
 
 use super::PresenceStore;
+use crate::sessions::LiveSession;
 
 /// Presence records in Redis.
 #[derive(Clone)]
 pub struct RedisPresence {
     pool: Pool,
     lease_ms: i64,
+    node_id: String,
 }
 
 impl std::fmt::Debug for RedisPresence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisPresence")
             .field("lease_ms", &self.lease_ms)
+            .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
 }
@@ -35,13 +43,62 @@ fn status_key(user: &str) -> String {
     format!("im:presence:{{{user}}}:status")
 }
 
+/// A pool of connections to the Redis at `url`. A Redis that went away fails calls within
+/// two seconds instead of holding them.
+pub(crate) fn pool(url: &str) -> Result<Pool, String> {
+    let mut config = deadpool_redis::Config::from_url(url);
+    let limit = Some(std::time::Duration::from_secs(2));
+    config.pool = Some(deadpool_redis::PoolConfig {
+        timeouts: deadpool_redis::Timeouts {
+            wait: limit,
+            create: limit,
+            recycle: limit,
+        },
+        ..deadpool_redis::PoolConfig::default()
+    });
+    config
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .map_err(|e| e.to_string())
+}
+
+/// One session field: its platform, when its lease ends, and its node.
+struct SessionValue<'a> {
+    platform: i32,
+    lease_until_ms: i64,
+    node: &'a str,
+}
+
+impl<'a> SessionValue<'a> {
+    fn parse(value: &'a str) -> Self {
+        let mut parts = value.splitn(3, ':');
+        let mut next = || parts.next().unwrap_or("");
+        Self {
+            platform: next().parse().unwrap_or(0),
+            lease_until_ms: next().parse().unwrap_or(0),
+            node: next(),
+        }
+    }
+}
+
 impl RedisPresence {
-    /// Presence on the Redis at `url`; sessions live `lease_ms` past their last renewal.
-    pub fn connect(url: &str, lease_ms: i64) -> Result<Self, String> {
-        let pool = deadpool_redis::Config::from_url(url)
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map_err(|e| e.to_string())?;
-        Ok(Self { pool, lease_ms })
+    /// Presence on the Redis at `url` for the node `node_id`; sessions live `lease_ms` past
+    /// their last renewal.
+    pub fn connect(url: &str, lease_ms: i64, node_id: &str) -> Result<Self, String> {
+        let pool = pool(url)?;
+        Ok(Self {
+            pool,
+            lease_ms,
+            node_id: node_id.to_owned(),
+        })
+    }
+
+    fn session_value(&self, platform: Platform, now_ms: i64) -> String {
+        format!(
+            "{}:{}:{}",
+            platform as i32,
+            now_ms + self.lease_ms,
+            self.node_id
+        )
     }
 
     /// What others see of `user` at `now_ms` (expired sessions are dropped on the way).
@@ -65,10 +122,10 @@ impl RedisPresence {
         let mut platforms = Vec::new();
         let mut last_lease = 0;
         for (session, value) in &sessions {
-            let (platform, lease) = value.split_once(':').unwrap_or(("0", "0"));
-            let lease: i64 = lease.parse().unwrap_or(0);
+            let value = SessionValue::parse(value);
+            let lease = value.lease_until_ms;
             if lease > now_ms {
-                platforms.push(platform.parse::<i32>().unwrap_or(0));
+                platforms.push(value.platform);
             } else {
                 last_lease = last_lease.max(lease);
                 let _: Result<(), _> = conn.hdel(sessions_key(user), session).await;
@@ -134,7 +191,7 @@ impl RedisPresence {
         platform: Platform,
         now_ms: i64,
     ) -> Result<(), String> {
-        let value = format!("{}:{}", platform as i32, now_ms + self.lease_ms);
+        let value = self.session_value(platform, now_ms);
         let key = sessions_key(user);
         let _: () = conn
             .hset(&key, session, value)
@@ -219,14 +276,61 @@ impl PresenceStore for RedisPresence {
         out
     }
 
-    async fn renew(&self, user_id: &str, session_id: &str, platform: Platform, now_ms: i64) {
-        if let Ok(mut conn) = self.pool.get().await
-            && let Err(error) = self
-                .put_session(&mut conn, user_id, session_id, platform, now_ms)
+    async fn renew(&self, sessions: &[LiveSession], now_ms: i64) -> Result<(), String> {
+        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        // One round trip per thousand sessions.
+        for chunk in sessions.chunks(1000) {
+            let mut pipe = deadpool_redis::redis::pipe();
+            for session in chunk {
+                let key = sessions_key(&session.user_id);
+                pipe.hset(
+                    &key,
+                    &*session.session_id,
+                    self.session_value(session.platform, now_ms),
+                )
+                .ignore()
+                .pexpire(&key, self.lease_ms * 2)
+                .ignore();
+            }
+            let _: () = pipe
+                .query_async(&mut *conn)
                 .await
-        {
-            tracing::warn!(%error, user_id, "presence lease not renewed");
+                .map_err(|e| e.to_string())?;
         }
+        Ok(())
+    }
+
+    async fn routes(
+        &self,
+        user_ids: &[String],
+        now_ms: i64,
+    ) -> Result<Option<HashMap<String, Vec<String>>>, String> {
+        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        let mut routes = HashMap::new();
+        for chunk in user_ids.chunks(1000) {
+            let mut pipe = deadpool_redis::redis::pipe();
+            for user in chunk {
+                pipe.hgetall(sessions_key(user));
+            }
+            let found: Vec<Vec<(String, String)>> = pipe
+                .query_async(&mut *conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (user, sessions) in chunk.iter().zip(found) {
+                let mut nodes: Vec<String> = sessions
+                    .iter()
+                    .map(|(_, value)| SessionValue::parse(value))
+                    .filter(|v| v.lease_until_ms > now_ms && !v.node.is_empty())
+                    .map(|v| v.node.to_owned())
+                    .collect();
+                nodes.sort_unstable();
+                nodes.dedup();
+                if !nodes.is_empty() {
+                    routes.insert(user.clone(), nodes);
+                }
+            }
+        }
+        Ok(Some(routes))
     }
 }
 
@@ -250,14 +354,14 @@ mod tests {
     async fn redis_presence_behaves_as_presence() {
         let Some(url) = redis_url() else { return };
         // Leases far in the future: the suite's clock starts at 1 ms.
-        let presence = RedisPresence::connect(&url, i64::MAX / 4).unwrap();
+        let presence = RedisPresence::connect(&url, i64::MAX / 4, "node-a").unwrap();
         crate::presence::behaves_as_presence(&presence, &user("amy")).await;
     }
 
     #[tokio::test]
     async fn a_session_whose_lease_runs_out_is_gone() {
         let Some(url) = redis_url() else { return };
-        let presence = RedisPresence::connect(&url, 1_000).unwrap();
+        let presence = RedisPresence::connect(&url, 1_000, "node-a").unwrap();
         let amy = user("amy");
         let now = 1_000_000;
         presence
@@ -267,7 +371,12 @@ mod tests {
         let ids = [amy.clone()];
         let seen = presence.view(&amy, now + 500).await.unwrap();
         assert_eq!(seen.status(), PresenceStatus::Online);
-        presence.renew(&amy, "s1", Platform::Web, now + 900).await;
+        let live = LiveSession {
+            user_id: amy.as_str().into(),
+            session_id: "s1".into(),
+            platform: Platform::Web,
+        };
+        presence.renew(&[live], now + 900).await.unwrap();
         assert_eq!(
             presence.view(&amy, now + 1_500).await.unwrap().status(),
             PresenceStatus::Online,
@@ -282,5 +391,34 @@ mod tests {
             presence.get(&ids).await[0].status(),
             PresenceStatus::Offline
         );
+    }
+
+    #[tokio::test]
+    async fn routes_name_the_nodes_of_live_sessions() {
+        let Some(url) = redis_url() else { return };
+        let a = RedisPresence::connect(&url, 1_000, "node-a").unwrap();
+        let b = RedisPresence::connect(&url, 1_000, "node-b").unwrap();
+        let (amy, bob, cat) = (user("amy"), user("bob"), user("cat"));
+        let now = 5_000_000;
+        a.connected(&amy, "s1", Platform::Web, now).await;
+        b.connected(&amy, "s2", Platform::Ios, now).await;
+        b.connected(&bob, "s3", Platform::Ios, now).await;
+        let users = [amy.clone(), bob.clone(), cat.clone()];
+        let routes = a.routes(&users, now + 10).await.unwrap().unwrap();
+        assert_eq!(routes[&amy], ["node-a", "node-b"]);
+        assert_eq!(routes[&bob], ["node-b"]);
+        assert!(!routes.contains_key(&cat), "no session, no route");
+        // Node b renews; node a died and its session's lease runs out.
+        let live = |user: &str, session: &str| LiveSession {
+            user_id: user.into(),
+            session_id: session.into(),
+            platform: Platform::Ios,
+        };
+        b.renew(&[live(&amy, "s2"), live(&bob, "s3")], now + 900)
+            .await
+            .unwrap();
+        let later = a.routes(&users, now + 1_500).await.unwrap().unwrap();
+        assert_eq!(later[&amy], ["node-b"], "the dead node's route is gone");
+        assert_eq!(later[&bob], ["node-b"]);
     }
 }

@@ -16,7 +16,6 @@ use im_common::{
     bus::{Bus, LocalBus},
 };
 use im_server::{
-    presence::MemoryPresence,
     push::{LogPush, PushHook},
     server::{Parts, RunningCore, start_with},
     settings::CoreSettings,
@@ -95,20 +94,22 @@ async fn world_built(
     let mut settings = CoreSettings {
         listen: "127.0.0.1:0".parse().expect("address"),
         http_listen: "127.0.0.1:0".parse().expect("address"),
-        database: dir.path().join("messages.db"),
+        database: dir.path().join("messages.db").display().to_string(),
         token_secret: SECRET.into(),
         ..CoreSettings::default()
     };
     tune(&mut settings);
     let shutdown = CancellationToken::new();
     let verifier = Arc::new(TokenVerifier::new(SECRET.as_bytes(), None).expect("verifier"));
-    let store = SqliteMessageStore::open(&settings.database, settings.max_connections)
-        .await
-        .expect("message store");
+    let store = SqliteMessageStore::open(
+        std::path::Path::new(&settings.database),
+        settings.max_connections,
+    )
+    .await
+    .expect("message store");
     let parts = Parts {
-        store: wrap(Arc::new(store)),
-        presence: Arc::new(MemoryPresence::default()),
         push,
+        ..Parts::embedded(wrap(Arc::new(store)), &settings)
     };
     let core = start_with(&settings, bus.clone(), verifier, parts, shutdown.clone())
         .await

@@ -1,0 +1,391 @@
+//! A cluster on this machine: nats-server and redis-server of its own (so a test may kill and
+//! restart them), the shared PostgreSQL the services script started, one business process and
+//! core nodes, all the `im-server` binary on ephemeral ports, killed when dropped.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use im_conformance::system::{Admin, Target};
+use im_sdk_rust::{Body, Client, ClientBuilder, Config, Content, Event, StaticToken};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_im-server");
+const TOKEN_SECRET: &str = "cluster-test-token-secret-of-at-least-32-bytes";
+const APP_SECRET: &str = "cluster-test-app-secret";
+/// The presence lease of the test cluster's nodes, in milliseconds.
+pub const LEASE_MS: u64 = 3_000;
+
+/// A child process, SIGKILLed when dropped.
+pub struct Proc(Child);
+
+impl Proc {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `port`.
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether the real services are here: PostgreSQL's URL (from `scripts/services`) and the
+/// nats-server and redis-server binaries. Outside CI a missing one skips the test loudly.
+fn services() -> Option<String> {
+    let database = im_common::testing::service_url("IM_TEST_POSTGRES_URL", "the cluster tests")?;
+    for binary in ["nats-server", "redis-server"] {
+        let found = Command::new(binary)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{binary} is missing: ./scripts/services start installs it"
+            );
+            eprintln!("SKIPPED: {binary} is missing (run ./scripts/services start)");
+            return None;
+        }
+    }
+    Some(database)
+}
+
+/// One core node: its process and gateway address.
+pub struct Node {
+    pub id: String,
+    pub addr: SocketAddr,
+    proc: Proc,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub run: String,
+    database: String,
+    nats_port: u16,
+    redis_port: u16,
+    nats: Proc,
+    redis: Proc,
+    business: Proc,
+    pub api: String,
+    pub nodes: Vec<Option<Node>>,
+    pub admin: Admin,
+}
+
+impl Cluster {
+    /// A cluster of `nodes` core nodes and one business node, or `None` (skipped) without the
+    /// real services.
+    pub async fn start(nodes: usize) -> Option<Cluster> {
+        let database = services()?;
+        let dir = tempfile::tempdir().unwrap();
+        let (nats_port, redis_port) = (free_port(), free_port());
+        let nats = start_nats(dir.path(), nats_port);
+        let redis = start_redis(dir.path(), redis_port);
+        let (business, lines) = spawn(
+            dir.path(),
+            "business",
+            &[("IM_BUSINESS__DATABASE", database.as_str())],
+            &[("IM_BUS__NATS_URL", format!("nats://127.0.0.1:{nats_port}"))],
+        );
+        let api = format!(
+            "http://{}",
+            address_after(&lines, "business API  http://", dir.path(), "business")
+        );
+        let admin = Admin::new(&Target {
+            url: String::new(),
+            api: api.clone(),
+            app_secret: APP_SECRET.into(),
+        });
+        let mut cluster = Cluster {
+            run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+            database,
+            nats_port,
+            redis_port,
+            nats,
+            redis,
+            business,
+            api,
+            nodes: Vec::new(),
+            admin,
+            dir,
+        };
+        for i in 0..nodes {
+            let node = cluster.start_node(&format!("core-{i}"));
+            cluster.nodes.push(Some(node));
+        }
+        Some(cluster)
+    }
+
+    fn start_node(&self, id: &str) -> Node {
+        let env = [
+            ("IM_CORE__NODE_ID", id.to_owned()),
+            ("IM_CORE__DATABASE", self.database.clone()),
+            (
+                "IM_CORE__REDIS_URL",
+                format!("redis://127.0.0.1:{}", self.redis_port),
+            ),
+            (
+                "IM_BUS__NATS_URL",
+                format!("nats://127.0.0.1:{}", self.nats_port),
+            ),
+        ];
+        let (proc, lines) = spawn(self.dir.path(), id, &[("IM_SERVICES", "core")], &env);
+        let addr = address_after(&lines, "ws://", self.dir.path(), id)
+            .trim_end_matches("/ws")
+            .parse()
+            .unwrap();
+        Node {
+            id: id.to_owned(),
+            addr,
+            proc,
+        }
+    }
+
+    /// Every gateway URL, starting with node `first`'s.
+    pub fn urls(&self, first: usize) -> Vec<String> {
+        let live: Vec<&Node> = self.nodes.iter().flatten().collect();
+        let mut urls: Vec<String> = live.iter().map(|n| format!("ws://{}/ws", n.addr)).collect();
+        let len = urls.len();
+        urls.rotate_left(first % len);
+        urls
+    }
+
+    /// `name` made unique to this run.
+    pub fn user(&self, name: &str) -> String {
+        format!("{name}-{}", self.run)
+    }
+
+    /// A client of `user` that connects to node `first` first and fails over to the others.
+    pub async fn client(&self, user: &str, device: &str, first: usize) -> Client {
+        let urls = self.urls(first);
+        self.client_of(user, device, urls).await
+    }
+
+    /// A client of `user` that only knows the gateways `urls`.
+    pub async fn client_of(&self, user: &str, device: &str, urls: Vec<String>) -> Client {
+        self.admin.user(user).await.unwrap();
+        let token = self.admin.token(user, device).await.unwrap();
+        let config = Config {
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+            ack_delay: Duration::from_millis(20),
+            ..Config::default()
+        };
+        let client = ClientBuilder::new(urls[0].clone(), device, Arc::new(StaticToken(token)))
+            .more_urls(urls[1..].to_vec())
+            .config(config)
+            .build()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), client.wait_connected())
+            .await
+            .expect("connects in time")
+            .unwrap();
+        client
+    }
+
+    /// SIGKILLs core node `i`.
+    pub fn kill_node(&mut self, i: usize) -> String {
+        let mut node = self.nodes[i].take().expect("running");
+        node.proc.kill();
+        node.id
+    }
+
+    /// SIGKILLs nats-server, waits `down`, and starts it again on the same port.
+    pub fn restart_nats(&mut self, down: Duration) {
+        self.nats.kill();
+        std::thread::sleep(down);
+        self.nats = start_nats(self.dir.path(), self.nats_port);
+    }
+
+    /// SIGKILLs redis-server (which keeps nothing on disk), waits `down`, and starts it again
+    /// empty on the same port.
+    pub fn restart_redis(&mut self, down: Duration) {
+        self.redis.kill();
+        std::thread::sleep(down);
+        self.redis = start_redis(self.dir.path(), self.redis_port);
+    }
+
+    /// Where a process's log is.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+}
+
+fn start_nats(dir: &Path, port: u16) -> Proc {
+    let log = std::fs::File::create(dir.join("nats.log")).unwrap();
+    let child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("nats-server starts");
+    wait_for_port(port, "nats-server");
+    Proc(child)
+}
+
+fn start_redis(dir: &Path, port: u16) -> Proc {
+    let child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    wait_for_port(port, "redis-server");
+    Proc(child)
+}
+
+/// Starts `im-server` as `name` with the cluster's shared settings plus `env`; its stdout
+/// lines arrive on the returned channel, its log goes to `<dir>/<name>.log`.
+fn spawn(
+    dir: &Path,
+    name: &str,
+    fixed: &[(&str, &str)],
+    env: &[(&str, String)],
+) -> (Proc, std::sync::mpsc::Receiver<String>) {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args(["--data-dir", dir.join(name).to_str().unwrap()])
+        .env("IM_SERVICES", "business")
+        .env("IM_CORE__TOKEN_SECRET", TOKEN_SECRET)
+        .env("IM_BUSINESS__TOKEN_SECRET", TOKEN_SECRET)
+        .env("IM_BUSINESS__APP_SECRET", APP_SECRET)
+        .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
+        .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
+        .env("IM_CORE__LISTEN", "127.0.0.1:0")
+        .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
+        .env("IM_CORE__MESSAGES_PER_SECOND", "10000")
+        .env("IM_CORE__FRAMES_PER_SECOND", "10000")
+        .env("IM_CORE__PRESENCE_LEASE_MS", LEASE_MS.to_string())
+        .env("IM_CORE__BUS_TIMEOUT_MS", "2000")
+        .env("IM_CORE__RESEND_AFTER_MS", "1000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log);
+    for (key, value) in fixed {
+        command.env(key, value);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, receiver) = std::sync::mpsc::channel();
+    // Drained for the process's whole life, so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = lines.send(line);
+        }
+    });
+    (Proc(child), receiver)
+}
+
+/// The address printed after `marker`, or a panic with the process's log.
+fn address_after(
+    lines: &std::sync::mpsc::Receiver<String>,
+    marker: &str,
+    dir: &Path,
+    name: &str,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.split(marker).nth(1) {
+                    return rest.split_whitespace().next().unwrap().to_owned();
+                }
+            }
+            Err(_) => panic!(
+                "{name} did not start: {}",
+                std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// What one receiving client has shown, as the app sees it.
+#[derive(Default, Debug)]
+pub struct Seen {
+    /// client_msg_id -> times shown.
+    pub shown: HashMap<String, u32>,
+    /// (conversation, seq) pairs shown.
+    pub seqs: HashSet<(String, u64)>,
+    /// Entries shown twice, by (conversation, seq) or by client id.
+    pub duplicates: u64,
+}
+
+/// Collects the messages `client` shows, until `stop` fires.
+pub fn watch(client: &Client, seen: Arc<std::sync::Mutex<Seen>>) -> tokio::task::JoinHandle<()> {
+    let mut events = client.events().expect("the event stream");
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let Event::Message(message) = event {
+                let mut seen = seen.lock().unwrap();
+                let again = !seen
+                    .seqs
+                    .insert((message.conversation_id.clone(), message.seq));
+                let count = seen.shown.entry(message.client_msg_id.clone()).or_default();
+                *count += 1;
+                if again || *count > 1 {
+                    seen.duplicates += 1;
+                }
+            }
+        }
+    })
+}
+
+/// A text body.
+pub fn text(text: &str) -> Body {
+    Body::Content(Content::text(text))
+}
+
+/// Figures of one failover run, printed for the closing note.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub sent: u64,
+    pub acked: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+}

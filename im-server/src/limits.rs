@@ -1,0 +1,183 @@
+//! Each user's message rate over all its devices. One node counts in memory
+//! ([`LocalSendRate`], governor's GCRA); the nodes of a cluster share their counters in Redis
+//! ([`redis::RedisSendRate`], the same GCRA in one script), so a user spread over several nodes
+//! gets the same allowance as on one.
+
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+
+/// A per-second quota with a burst of twice as many.
+pub fn quota(per_second: u32) -> Quota {
+    let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(rate).allow_burst(rate.saturating_mul(NonZeroU32::new(2).unwrap_or(rate)))
+}
+
+/// How many messages each user may send.
+#[async_trait]
+pub trait SendRate: Send + Sync + 'static {
+    /// Counts one message of `user_id`; `Err` says how long until the next one is allowed.
+    async fn check(&self, user_id: &str) -> Result<(), Duration>;
+
+    /// Forgets users idle long enough to be back at a full burst.
+    fn prune(&self) {}
+}
+
+/// Message rates in this node's memory.
+#[derive(Debug)]
+pub struct LocalSendRate(DefaultKeyedRateLimiter<Arc<str>>);
+
+impl LocalSendRate {
+    /// `per_second` messages per user, with a burst of twice as many.
+    pub fn new(per_second: u32) -> Self {
+        Self(RateLimiter::keyed(quota(per_second)))
+    }
+}
+
+#[async_trait]
+impl SendRate for LocalSendRate {
+    async fn check(&self, user_id: &str) -> Result<(), Duration> {
+        self.0
+            .check_key(&Arc::from(user_id))
+            .map_err(|not_until| not_until.wait_time_from(self.0.clock().now()))
+    }
+
+    fn prune(&self) {
+        self.0.retain_recent();
+        self.0.shrink_to_fit();
+    }
+}
+
+/// Message rates shared by every node in Redis (feature `redis`).
+#[cfg(feature = "redis")]
+pub mod redis {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use deadpool_redis::{Pool, redis};
+
+    use super::{LocalSendRate, SendRate};
+
+    /// GCRA: the key holds the theoretical arrival time (TAT) in microseconds of Redis's clock.
+    /// A message is allowed when it does not push the TAT further than the burst ahead of now.
+    /// Returns 0 when allowed, else the microseconds to wait.
+    const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local next_tat = tat + interval
+local ahead = next_tat - now
+if ahead > burst * interval then
+  return ahead - burst * interval
+end
+redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(ahead / 1000) + 1000)
+return 0
+";
+
+    /// Message rates in Redis. While Redis cannot be reached, each node falls back to its own
+    /// counters (a user may then send up to once per node), so sends go on.
+    pub struct RedisSendRate {
+        pool: Pool,
+        interval_us: u64,
+        burst: u64,
+        fallback: LocalSendRate,
+    }
+
+    impl std::fmt::Debug for RedisSendRate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RedisSendRate")
+                .field("interval_us", &self.interval_us)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl RedisSendRate {
+        /// `per_second` messages per user (a burst of twice as many), counted in the Redis at
+        /// `url`.
+        pub fn connect(url: &str, per_second: u32) -> Result<Self, String> {
+            let per_second = per_second.max(1);
+            Ok(Self {
+                pool: crate::presence::redis::pool(url)?,
+                interval_us: 1_000_000 / u64::from(per_second),
+                burst: 2 * u64::from(per_second),
+                fallback: LocalSendRate::new(per_second),
+            })
+        }
+
+        async fn shared(&self, user_id: &str) -> Result<u64, String> {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            // EVAL: Redis keeps the compiled script by its hash; the text is a few hundred
+            // bytes on the wire.
+            redis::cmd("EVAL")
+                .arg(GCRA)
+                .arg(1)
+                .arg(format!("im:rate:{{{user_id}}}:send"))
+                .arg(self.interval_us)
+                .arg(self.burst)
+                .query_async(&mut *conn)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    #[async_trait]
+    impl SendRate for RedisSendRate {
+        async fn check(&self, user_id: &str) -> Result<(), Duration> {
+            match self.shared(user_id).await {
+                Ok(0) => Ok(()),
+                Ok(wait_us) => Err(Duration::from_micros(wait_us)),
+                Err(error) => {
+                    tracing::warn!(%error, "shared rate limit unavailable: counting locally");
+                    metrics::counter!("im_rate_limit_fallbacks_total").increment(1);
+                    self.fallback.check(user_id).await
+                }
+            }
+        }
+
+        fn prune(&self) {
+            self.fallback.prune();
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[tokio::test]
+        async fn nodes_share_one_allowance() {
+            let Some(url) =
+                im_common::testing::service_url("IM_TEST_REDIS_URL", "the shared rate limit")
+            else {
+                return;
+            };
+            // Two nodes, one message a second with a burst of two: together they allow two in a
+            // burst, not four (the loop takes far less than the second a third would need).
+            let a = RedisSendRate::connect(&url, 1).unwrap();
+            let b = RedisSendRate::connect(&url, 1).unwrap();
+            let user = format!("rate-{}", uuid::Uuid::new_v4().simple());
+            let mut allowed = 0;
+            let mut waits = Vec::new();
+            for i in 0..20 {
+                let node = if i % 2 == 0 { &a } else { &b };
+                match node.check(&user).await {
+                    Ok(()) => allowed += 1,
+                    Err(wait) => waits.push(wait),
+                }
+            }
+            assert_eq!(allowed, 2, "one burst for the user over both nodes");
+            assert!(
+                waits
+                    .iter()
+                    .all(|w| *w > Duration::ZERO && *w <= Duration::from_secs(1)),
+                "{waits:?}"
+            );
+            // Another user has an allowance of its own.
+            let other = format!("rate-{}", uuid::Uuid::new_v4().simple());
+            assert_eq!(a.check(&other).await, Ok(()));
+        }
+    }
+}
