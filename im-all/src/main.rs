@@ -18,7 +18,7 @@ use im_business::{Actor, Business, BusinessError, settings::BusinessSettings};
 use im_common::{
     auth::{TokenIssuer, TokenVerifier},
     bus::LocalBus,
-    settings::{BusSettings, Secret, load},
+    settings::{BusSettings, Secret, load, without_password},
 };
 use im_server::settings::CoreSettings;
 use serde::{Deserialize, Serialize};
@@ -148,13 +148,23 @@ fn settings(args: &Args) -> Result<(CoreSettings, BusinessSettings, BusSettings)
         (a, b) if a == b => Some(a.to_owned()),
         _ => return Err("core.token_secret and business.token_secret differ".into()),
     };
-    let missing = token_secret.is_none() || business.app_secret.expose().is_empty();
-    if missing && !bus.nats_url.is_empty() {
+    let runs_business = args.services.contains(&Service::Business);
+    if bus.nats_url.is_empty() && !runs_business {
         return Err(
-            "with bus.nats_url set, every node needs the same core.token_secret and business.app_secret (IM_CORE__TOKEN_SECRET, IM_BUSINESS__APP_SECRET): none is generated".into(),
+            "a core node without the business service in its process needs bus.nats_url (IM_BUS__NATS_URL)".into(),
         );
     }
-    if missing {
+    let missing = token_secret.is_none() || business.app_secret.expose().is_empty();
+    // A cluster's nodes cannot each generate their own secrets.
+    let generate = missing && bus.nats_url.is_empty();
+    let unsecured =
+        token_secret.is_none() || (runs_business && business.app_secret.expose().is_empty());
+    if !bus.nats_url.is_empty() && unsecured {
+        return Err(
+            "with bus.nats_url set, every node needs the same token_secret (IM_CORE__TOKEN_SECRET), and business nodes the app_secret (IM_BUSINESS__APP_SECRET): none is generated".into(),
+        );
+    }
+    if generate {
         let generated = generated_secrets(&args.data_dir)?;
         if business.app_secret.expose().is_empty() {
             business.app_secret = Secret::from(generated.app_secret.as_str());
@@ -167,7 +177,9 @@ fn settings(args: &Args) -> Result<(CoreSettings, BusinessSettings, BusSettings)
         business.token_secret = Secret::from(token.as_str());
     }
     core.validate().map_err(|e| e.to_string())?;
-    business.validate().map_err(|e| e.to_string())?;
+    if runs_business {
+        business.validate().map_err(|e| e.to_string())?;
+    }
     Ok((core, business, bus))
 }
 
@@ -205,11 +217,17 @@ async fn main() -> ExitCode {
         },
         Some(Command::PrintSettings) => {
             let shown = serde_json::json!({
-                "bus": bus,
-                "core": CoreSettings { token_secret: "<hidden>".into(), ..core },
+                "bus": BusSettings { nats_url: without_password(&bus.nats_url) },
+                "core": CoreSettings {
+                    token_secret: "<hidden>".into(),
+                    database: without_password(&core.database),
+                    redis_url: without_password(&core.redis_url),
+                    ..core
+                },
                 "business": BusinessSettings {
                     app_secret: "<hidden>".into(),
                     token_secret: "<hidden>".into(),
+                    database: without_password(&business.database),
                     ..business
                 },
             });

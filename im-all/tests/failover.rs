@@ -101,9 +101,13 @@ async fn run_load(
         });
     }
     let quarter = (PAIRS * PER_SENDER / 4) as u64;
-    while acked_total.load(Ordering::SeqCst) < quarter {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while acked_total.load(Ordering::SeqCst) < quarter {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("a quarter of the load acknowledged within a minute");
     tokio::task::spawn_blocking(failure).await.unwrap();
     let failed_at = Instant::now();
     tokio::time::timeout(Duration::from_secs(120), async {

@@ -75,7 +75,7 @@ impl<'de> serde::Deserialize<'de> for Secret {
 }
 
 /// Where a service keeps its data, from its `database` setting: a SQLite file path (the
-/// embedded default), or a `postgres://` or `mysql://` URL (MariaDB too).
+/// embedded default), or a `postgres://` or `mysql://` URL (`mysql://` for MariaDB too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Database<'a> {
     /// A SQLite file.
@@ -91,7 +91,7 @@ impl<'a> Database<'a> {
     pub fn parse(setting: &'a str) -> Self {
         if setting.starts_with("postgres://") || setting.starts_with("postgresql://") {
             Self::Postgres(setting)
-        } else if setting.starts_with("mysql://") || setting.starts_with("mariadb://") {
+        } else if setting.starts_with("mysql://") {
             Self::Mysql(setting)
         } else {
             Self::Sqlite(Path::new(setting))

@@ -664,9 +664,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(None) | Err(_) => break,
             }
         }
+        let after = self.gateway.settings.reconnect_after_ms;
         let wait = match reason {
             ErrorCode::SessionReplaced | ErrorCode::TokenRevoked | ErrorCode::UserDisabled => 0,
-            _ => self.gateway.settings.reconnect_after_ms,
+            // Every session of the node is told at once: spread them over four times the wait
+            // so they do not all come back in the same instant.
+            ErrorCode::Unavailable => {
+                after + (uuid::Uuid::new_v4().as_u128() % u128::from(3 * after + 1)) as u64
+            }
+            _ => after,
         };
         self.link.go_away(reason, wait).await
     }

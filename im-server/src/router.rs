@@ -25,6 +25,12 @@ use crate::{
 /// A batch published to one node is cut at about this size (NATS refuses payloads over 1 MiB
 /// by default).
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Recipients one `Delivery` names at most, so a large group's frame is split across several
+/// deliveries (and batches) rather than exceeding the bus's payload limit.
+const MAX_DELIVERY_USERS: usize = 4096;
+/// How long a route lookup or a publish may take before the router gives up on it: a stalled
+/// Redis or bus must not stall local delivery.
+const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One frame for every session of some users, on whichever nodes they are.
 #[derive(Debug, Clone)]
@@ -102,7 +108,13 @@ impl Router {
         let mut users: Vec<String> = items.iter().flat_map(|i| i.users.iter().cloned()).collect();
         users.sort_unstable();
         users.dedup();
-        let routes = match self.presence.routes(&users, im_common::now_ms()).await {
+        let looked_up = tokio::time::timeout(
+            REMOTE_TIMEOUT,
+            self.presence.routes(&users, im_common::now_ms()),
+        )
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+        let routes = match looked_up {
             Ok(None) => return offline,
             Ok(Some(routes)) => routes,
             Err(error) => {
@@ -110,7 +122,7 @@ impl Router {
                 metrics::counter!("im_deliveries_broadcast_total").increment(items.len() as u64);
                 let deliveries: Vec<Delivery> = items
                     .iter()
-                    .map(|item| delivery(item, item.users.to_vec()))
+                    .flat_map(|item| deliveries(item, item.users.to_vec()))
                     .collect();
                 self.publish(bus::DELIVER, deliveries).await;
                 offline.iter_mut().for_each(Vec::clear);
@@ -132,7 +144,7 @@ impl Router {
                 per_node
                     .entry(node.to_owned())
                     .or_default()
-                    .push(delivery(item, users));
+                    .extend(deliveries(item, users));
             }
         }
         for (node, deliveries) in per_node {
@@ -168,11 +180,14 @@ impl Router {
 
     async fn send(&self, subject: &str, batch: DeliveryBatch) {
         let count = batch.deliveries.len() as u64;
-        match self
-            .bus
-            .publish(subject, Bytes::from(batch.encode_to_vec()))
-            .await
-        {
+        let published = tokio::time::timeout(
+            REMOTE_TIMEOUT,
+            self.bus
+                .publish(subject, Bytes::from(batch.encode_to_vec())),
+        )
+        .await
+        .unwrap_or_else(|_| Err(im_common::bus::BusError::Unavailable("timed out".into())));
+        match published {
             Ok(()) => metrics::counter!("im_deliveries_forwarded_total").increment(count),
             Err(error) => {
                 // The recipients see the entries at their next gap or sync.
@@ -223,16 +238,20 @@ impl Router {
     }
 }
 
-fn delivery(item: &Item, users: Vec<String>) -> Delivery {
+/// The deliveries of `item` to `users`, at most [`MAX_DELIVERY_USERS`] users each.
+fn deliveries(item: &Item, users: Vec<String>) -> Vec<Delivery> {
     let (conversation_id, seq) = match &item.outbound.entry {
         Some((conversation, seq)) => (conversation.to_string(), *seq),
         None => (String::new(), 0),
     };
-    Delivery {
-        user_ids: users,
-        exclude_session_id: item.exclude.as_deref().unwrap_or_default().to_owned(),
-        frame: item.outbound.frame.to_vec(),
-        conversation_id,
-        seq,
-    }
+    users
+        .chunks(MAX_DELIVERY_USERS)
+        .map(|users| Delivery {
+            user_ids: users.to_vec(),
+            exclude_session_id: item.exclude.as_deref().unwrap_or_default().to_owned(),
+            frame: item.outbound.frame.to_vec(),
+            conversation_id: conversation_id.clone(),
+            seq,
+        })
+        .collect()
 }

@@ -409,8 +409,25 @@ async fn renew_leases(presence: Arc<dyn PresenceStore>, sessions: Arc<Sessions>,
     loop {
         ticks.tick().await;
         let live = sessions.live();
-        if let Err(error) = presence.renew(&live, im_common::now_ms()).await {
-            tracing::warn!(%error, sessions = live.len(), "presence leases not renewed");
+        let renewed = tokio::time::timeout(every, presence.renew(&live, im_common::now_ms()))
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+        match renewed {
+            Ok(()) => {
+                // A session that closed while the renewal ran was written back: take it out.
+                let still: std::collections::HashSet<Arc<str>> =
+                    sessions.live().into_iter().map(|s| s.session_id).collect();
+                for gone in live.iter().filter(|s| !still.contains(&s.session_id)) {
+                    presence
+                        .disconnected(&gone.user_id, &gone.session_id, im_common::now_ms())
+                        .await;
+                }
+            }
+            Err(error) => {
+                // Soon again: a Redis that came back empty knows no routes until then.
+                tracing::warn!(%error, sessions = live.len(), "presence leases not renewed");
+                ticks.reset_after(Duration::from_millis(200).min(every));
+            }
         }
     }
 }

@@ -163,6 +163,16 @@ impl CoreSettings {
                 "core.token_secret must be at least {MIN_TOKEN_SECRET_BYTES} bytes (IM_CORE__TOKEN_SECRET)"
             )));
         }
+        let node_id_ok = !self.node_id.is_empty()
+            && self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !node_id_ok {
+            return Err(SettingsError::new(
+                "core.node_id must be letters, digits, '-' and '_' (it names the node's bus subject), and unique in the cluster",
+            ));
+        }
         let positive = [
             ("max_sessions", self.max_sessions as u64),
             ("max_sessions_per_user", self.max_sessions_per_user as u64),
