@@ -5,13 +5,19 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
 use common::{Cluster, text};
 use im_proto::v1::{ErrorCode, PresenceStatus};
 use im_sdk_rust::{Client, ConnectionState, Event, Events, Message, direct_conversation_id};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The next message from `sender` a client shows in `conversation`, within ten seconds.
 async fn next_message(events: &mut Events, conversation: &str, sender: &str) -> Message {
@@ -162,4 +168,95 @@ async fn three_nodes_deliver_share_presence_and_enforce_bans() {
         .await;
         assert!(stopped.is_ok(), "a revoked session was ended");
     }
+}
+
+/// A webhook that refuses its first push, then records every push it accepts.
+async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>, Arc<AtomicU32>) {
+    let accepted: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let calls = Arc::new(AtomicU32::new(0));
+    let (seen, counted) = (accepted.clone(), calls.clone());
+    let app = axum::Router::new().route(
+        "/push",
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let (seen, counted) = (seen.clone(), counted.clone());
+            async move {
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                seen.lock().unwrap().push(body.0);
+                http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/push", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, accepted, calls)
+}
+
+/// The pushes the webhook accepted for `user`, once there are `count` (twenty seconds at most).
+async fn pushes_for(accepted: &Mutex<Vec<Value>>, user: &str, count: usize) -> Vec<Value> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let found: Vec<Value> = accepted
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|p| {
+                    p["user_ids"]
+                        .as_array()
+                        .is_some_and(|u| u.iter().any(|id| id == user))
+                })
+                .cloned()
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{count} pushes for {user} never reached the webhook"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_pushes_wait_in_the_outbox_until_the_webhook_takes_them() {
+    let (url, accepted, calls) = webhook().await;
+    let env = vec![("IM_BUSINESS__PUSH_WEBHOOK_URL", url)];
+    let Some(mut cluster) = Cluster::start_with(2, env).await else {
+        return;
+    };
+    let (amy, bob) = (cluster.user("amy"), cluster.user("bob"));
+    cluster.admin.user(&bob).await.unwrap();
+    let amy_client = cluster.client(&amy, "phone", 0).await;
+    let direct = direct_conversation_id(&amy, &bob).unwrap();
+
+    // bob has no device online: the entry goes to the webhook, which refuses it once.
+    let first = amy_client
+        .send_text(&direct, "are you there?")
+        .await
+        .unwrap();
+    let pushes = pushes_for(&accepted, &bob, 1).await;
+    assert_eq!(pushes[0]["seq"], first.seq);
+    assert_eq!(pushes[0]["text"], "are you there?");
+    assert_eq!(pushes[0]["sender_user_id"], amy.as_str());
+    assert!(
+        calls.load(Ordering::SeqCst) >= 2,
+        "the refused push came again"
+    );
+
+    // With the business node down, the push waits in JetStream; it arrives once a business
+    // node is back.
+    cluster.kill_business();
+    let second = amy_client.send_text(&direct, "hello?").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        pushes_for(&accepted, &bob, 1).await.len(),
+        1,
+        "nobody took it yet"
+    );
+    cluster.restart_business();
+    let pushes = pushes_for(&accepted, &bob, 2).await;
+    assert_eq!(pushes[1]["seq"], second.seq);
+    assert_eq!(pushes.len(), 2, "each push once");
 }

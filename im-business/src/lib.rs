@@ -9,6 +9,7 @@
 //! - [`service`]: the rules of who may do what, announced on the bus and audited.
 //! - [`store`]: the business data behind [`store::BusinessStore`], with the embedded SQLite
 //!   backend and the suite every backend runs.
+//! - [`webhook`]: offline pushes from the durable outbox to the app's webhook.
 //!
 //! Services never depend on each other: they talk over the bus (`im_proto::bus`).
 
@@ -19,6 +20,7 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod webhook;
 
 pub use error::BusinessError;
 pub use service::{Actor, Business, BusinessConfig, GroupUpdate, NewGroup, UserImport};

@@ -8,13 +8,16 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use im_common::{
     auth::{TokenIssuer, TokenVerifier},
     bus::Bus,
+    outbox::{AUDIT_KEPT, AUDIT_STREAM, PUSH_KEPT, PUSH_STREAM},
     settings::{Database, SettingsError, without_password},
 };
+use im_proto::bus;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -25,6 +28,7 @@ use crate::{
     responder::serve_bus_requests,
     settings::BusinessSettings,
     store::{BusinessStore, SqliteStore},
+    webhook::{self, Webhook},
 };
 
 /// Why the service could not start.
@@ -117,14 +121,41 @@ pub async fn start(
         reason,
     };
     let store = open_store(settings).await.map_err(database)?;
-    let business = Arc::new(Business::new(
+    let mut business = Business::new(
         store,
         bus.clone(),
         TokenIssuer::new(settings.token_secret.expose().as_bytes()),
         settings.rules(),
         settings.node_id.clone(),
-    ));
+    );
+    // On NATS the audit trail and the offline pushes are durable outboxes.
+    if let Some(audit) = bus.outbox(AUDIT_STREAM, bus::AUDIT, AUDIT_KEPT).await? {
+        business = business.with_audit_outbox(audit);
+    }
+    let business = Arc::new(business);
     let mut tasks = JoinSet::new();
+    if !settings.push_webhook_url.is_empty() {
+        let Some(pushes) = bus.outbox(PUSH_STREAM, bus::PUSH, PUSH_KEPT).await? else {
+            return Err(StartError::Settings(SettingsError::new(
+                "business.push_webhook_url needs NATS (bus.nats_url): offline pushes wait in its durable outbox",
+            )));
+        };
+        let webhook = Webhook::new(
+            &settings.push_webhook_url,
+            settings.push_webhook_secret.expose(),
+            Duration::from_millis(settings.push_webhook_timeout_ms),
+        )
+        .map_err(SettingsError::new)?;
+        let ack_wait = Duration::from_millis(settings.push_webhook_timeout_ms.saturating_mul(3));
+        let reader = pushes.take(webhook::CONSUMER, ack_wait).await?;
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = webhook::run(reader, webhook) => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
     let mut responders = serve_bus_requests(business.clone(), bus.clone()).await?;
     // Users' own tokens on the HTTP API: revocations on record, then those announced.
     let verifier = Arc::new(

@@ -8,6 +8,7 @@ use std::{collections::BTreeSet, future::Future, sync::Arc};
 use im_common::{
     auth::TokenIssuer,
     bus::{Bus, encode},
+    outbox::Outbox,
 };
 use im_proto::{
     ConversationId, ConversationKind, GroupId, UserId, bus,
@@ -193,6 +194,8 @@ pub struct GroupUpdate {
 pub struct Business {
     store: Arc<dyn BusinessStore>,
     bus: Arc<dyn Bus>,
+    /// The durable audit trail, when the bus has one; else audit events are only published.
+    audit: Option<Arc<dyn Outbox>>,
     issuer: TokenIssuer,
     config: BusinessConfig,
     node_id: String,
@@ -234,10 +237,18 @@ impl Business {
         Self {
             store,
             bus,
+            audit: None,
             issuer,
             config,
             node_id: node_id.into(),
         }
+    }
+
+    /// Audit events go into `outbox` (stored before the change is answered), which also
+    /// publishes them on `im.audit`.
+    pub fn with_audit_outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.audit = Some(outbox);
+        self
     }
 
     /// The configuration in force.
@@ -434,7 +445,15 @@ impl Business {
             node_id: self.node_id.clone(),
         };
         tracing::info!(actor = %event.actor, action, target = %event.target, outcome = ?outcome, "audit");
-        self.emit(bus::AUDIT, &event).await;
+        match &self.audit {
+            Some(outbox) => {
+                if let Err(error) = outbox.put(encode(&event)).await {
+                    tracing::error!(%error, event_id = %event.event_id, "audit event not stored");
+                    metrics::counter!("im_audit_events_failed_total").increment(1);
+                }
+            }
+            None => self.emit(bus::AUDIT, &event).await,
+        }
         result
     }
 

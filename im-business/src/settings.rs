@@ -47,6 +47,13 @@ pub struct BusinessSettings {
     pub max_page: u32,
     /// The most users one import may carry.
     pub max_import_batch: usize,
+    /// Where offline pushes are POSTed as JSON (`http://…`); empty: no webhook. Needs NATS
+    /// (`[bus] nats_url`): the pushes wait in its durable outbox until the webhook takes them.
+    pub push_webhook_url: String,
+    /// Sent to the webhook as `Authorization: Bearer <secret>`, when set.
+    pub push_webhook_secret: Secret,
+    /// How long the webhook may take to answer before the push is tried again, in milliseconds.
+    pub push_webhook_timeout_ms: u64,
 }
 
 impl Default for BusinessSettings {
@@ -70,6 +77,9 @@ impl Default for BusinessSettings {
             decision_ttl_ms: rules.decision_ttl_ms,
             max_page: rules.max_page,
             max_import_batch: rules.max_import_batch,
+            push_webhook_url: String::new(),
+            push_webhook_secret: Secret::default(),
+            push_webhook_timeout_ms: 10_000,
         }
     }
 }

@@ -121,6 +121,17 @@ pub trait Bus: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<Bytes, BusError>;
 
+    /// A durable queue named `name` of the items published on `subject` (kept `max_age`), for
+    /// what must survive a crash. `None` on a bus without one (the in-process bus).
+    async fn outbox(
+        &self,
+        _name: &str,
+        _subject: &str,
+        _max_age: Duration,
+    ) -> Result<Option<Arc<dyn crate::outbox::Outbox>>, BusError> {
+        Ok(None)
+    }
+
     /// A count of the times the connection came back after it was lost, for those who must
     /// catch up on what was published meanwhile (events to them may have been dropped). `None`
     /// for a bus that cannot lose its connection (the in-process one).

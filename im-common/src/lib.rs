@@ -10,9 +10,10 @@
 //! - [`testing`]: what tests against real services share.
 //! - [`metrics`]: the process's metrics registry, rendered in the Prometheus text format.
 //! - `nats` (feature `nats`): the bus on NATS, for the distributed mode.
+//! - [`outbox`]: durable queues (JetStream streams on NATS) for what must not be lost.
 //!
 //! Still to come, as the services that need them arrive: dynamic configuration with hot
-//! reload, the Redis and NATS clients.
+//! reload.
 //!
 //! The arrows point one way: `im-proto` <- `im-common` <- services <- binaries.
 
@@ -22,6 +23,7 @@ pub mod bus;
 pub mod metrics;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod outbox;
 pub mod permission;
 pub mod settings;
 pub mod sqlite;

@@ -132,6 +132,22 @@ impl Bus for NatsBus {
         Ok(Self::forward(subscriber))
     }
 
+    async fn outbox(
+        &self,
+        name: &str,
+        subject: &str,
+        max_age: Duration,
+    ) -> Result<Option<std::sync::Arc<dyn crate::outbox::Outbox>>, BusError> {
+        let outbox = crate::outbox::jetstream::JetStreamOutbox::open(
+            self.client.clone(),
+            name,
+            subject,
+            max_age,
+        )
+        .await?;
+        Ok(Some(std::sync::Arc::new(outbox)))
+    }
+
     fn reconnections(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.reconnections.clone())
     }
@@ -182,5 +198,29 @@ mod tests {
         suite::queue_groups(bus.as_ref(), &prefix).await;
         suite::request_reply(bus.clone(), &prefix).await;
         suite::unsubscribe_on_drop(bus.as_ref(), &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn jetstream_outboxes_keep_items_until_acknowledged() {
+        let Some(url) = nats_url() else { return };
+        let bus = NatsBus::connect(&url).await.expect("connects");
+        let run = format!("t{}{}", std::process::id(), uuid_like());
+        let outbox = bus
+            .outbox(
+                &format!("TEST_{run}"),
+                &format!("test.outbox.{run}"),
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("a stream")
+            .expect("NATS has outboxes");
+        crate::outbox::behaves_as_outbox(outbox, "worker").await;
+    }
+
+    /// A name part unique enough for a shared server.
+    fn uuid_like() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
     }
 }

@@ -16,6 +16,8 @@ pub const MESSAGE: &str = "im.message";
 pub const DELIVER: &str = "im.deliver";
 /// Messaging: delivery acknowledgements, for resend tracking.
 pub const ACK: &str = "im.ack";
+/// Messaging: entries for users with no connected device (a durable outbox on NATS).
+pub const PUSH: &str = "im.push";
 /// Messaging: history and pull queries forwarded to the data's owner (request/reply).
 pub const HISTORY: &str = "im.history";
 /// Presence: a user's presence changed.
@@ -110,6 +112,7 @@ pub const SUBJECTS: &[Subject] = &[
     ),
     event(DELIVER, v1::DeliveryBatch::full_name),
     event(ACK, v1::DeliveryAcked::full_name),
+    event(PUSH, v1::OfflinePush::full_name),
     request(
         HISTORY,
         v1::HistoryQuery::full_name,

@@ -1,8 +1,12 @@
 //! The hook for entries that reach users with no connected device: mobile push, webhooks. The
 //! embedded mode logs them; the distributed mode puts them in a durable outbox.
 
+use std::{sync::Arc, time::Duration};
+
 use async_trait::async_trait;
-use im_proto::v1::Message;
+use im_common::outbox::Outbox;
+use im_proto::v1::{Message, OfflinePush};
+use prost::Message as _;
 
 /// Told about every entry for users who have no session to deliver it to.
 #[async_trait]
@@ -34,5 +38,61 @@ impl PushHook for LogPush {
 
     fn wants_offline_users(&self) -> bool {
         tracing::enabled!(tracing::Level::DEBUG)
+    }
+}
+
+/// The distributed mode's hook: each entry for offline users goes into a durable outbox
+/// (`im.push`, the JetStream stream IM_PUSH) as an [`OfflinePush`], for the business service's
+/// webhook worker or any other consumer. A put the outbox does not confirm is tried three
+/// times, then counted in `im_offline_pushes_failed_total` (the entry itself is stored: only
+/// the notification is missed).
+pub struct OutboxPush {
+    outbox: Arc<dyn Outbox>,
+    node_id: String,
+}
+
+impl std::fmt::Debug for OutboxPush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxPush")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutboxPush {
+    /// Offline pushes of node `node_id` into `outbox`.
+    pub fn new(outbox: Arc<dyn Outbox>, node_id: &str) -> Self {
+        Self {
+            outbox,
+            node_id: node_id.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl PushHook for OutboxPush {
+    async fn offline(&self, entry: &Message, offline_user_ids: &[String]) {
+        let push = OfflinePush {
+            message: Some(entry.clone()),
+            user_ids: offline_user_ids.to_vec(),
+            node_id: self.node_id.clone(),
+        };
+        let payload = bytes::Bytes::from(push.encode_to_vec());
+        for wait_ms in [0, 100, 500] {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            match self.outbox.put(payload.clone()).await {
+                Ok(()) => {
+                    metrics::counter!("im_offline_pushes_total").increment(1);
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "offline push not stored yet"),
+            }
+        }
+        tracing::error!(
+            conversation = %entry.conversation_id,
+            seq = entry.seq,
+            "offline push dropped: the outbox refused it three times"
+        );
+        metrics::counter!("im_offline_pushes_failed_total").increment(1);
     }
 }

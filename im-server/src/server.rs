@@ -8,6 +8,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use im_common::{
     auth::TokenVerifier,
     bus::{Bus, BusError, Subscription, encode},
+    outbox::{PUSH_KEPT, PUSH_STREAM},
     permission::PermissionClient,
     settings::{Database, SettingsError, without_password},
 };
@@ -28,7 +29,7 @@ use crate::{
     limits::{LocalSendRate, SendRate},
     messaging::{Messaging, MessagingTasks},
     presence::{MemoryPresence, PresenceStore},
-    push::{LogPush, PushHook},
+    push::{LogPush, OutboxPush, PushHook},
     router::Router,
     sessions::{Outbound, Sessions},
     settings::CoreSettings,
@@ -164,7 +165,7 @@ async fn open_store(settings: &CoreSettings) -> Result<Arc<dyn MessageStore>, St
 
 /// Starts the core service on the parts its settings name: the message store of `database`;
 /// presence, routes and rates in Redis when `redis_url` is set, else in memory; offline pushes
-/// logged.
+/// into the `IM_PUSH` outbox on NATS, else logged.
 pub async fn start(
     settings: &CoreSettings,
     bus: Arc<dyn Bus>,
@@ -198,6 +199,10 @@ pub async fn start(
         return Err(StartError::Redis(
             "core.redis_url is set but this build has no Redis support (feature `redis`)".into(),
         ));
+    }
+    // On NATS, pushes for offline users go through a durable outbox.
+    if let Some(outbox) = bus.outbox(PUSH_STREAM, bus::PUSH, PUSH_KEPT).await? {
+        parts.push = Arc::new(OutboxPush::new(outbox, &settings.node_id));
     }
     start_with(settings, bus, verifier, parts, shutdown).await
 }

@@ -95,6 +95,7 @@ pub struct Cluster {
     nats: Proc,
     redis: Proc,
     business: Proc,
+    business_env: Vec<(&'static str, String)>,
     pub api: String,
     pub nodes: Vec<Option<Node>>,
     pub admin: Admin,
@@ -104,26 +105,21 @@ impl Cluster {
     /// A cluster of `nodes` core nodes and one business node, or `None` (skipped) without the
     /// real services.
     pub async fn start(nodes: usize) -> Option<Cluster> {
+        Self::start_with(nodes, Vec::new()).await
+    }
+
+    /// A cluster whose business node has `business_env` on top of the shared settings.
+    pub async fn start_with(
+        nodes: usize,
+        business_env: Vec<(&'static str, String)>,
+    ) -> Option<Cluster> {
         let database = services()?;
         let dir = tempfile::tempdir().unwrap();
         let (nats_port, redis_port) = (free_port(), free_port());
         let nats = start_nats(dir.path(), nats_port);
         let redis = start_redis(dir.path(), redis_port);
-        let (business, lines) = spawn(
-            dir.path(),
-            "business",
-            &[("IM_BUSINESS__DATABASE", database.as_str())],
-            &[("IM_BUS__NATS_URL", format!("nats://127.0.0.1:{nats_port}"))],
-        );
-        let api = format!(
-            "http://{}",
-            address_after(&lines, "business API  http://", dir.path(), "business")
-        );
-        let admin = Admin::new(&Target {
-            url: String::new(),
-            api: api.clone(),
-            app_secret: APP_SECRET.into(),
-        });
+        let (business, api) = start_business(dir.path(), &database, nats_port, &business_env);
+        let admin = admin_of(&api);
         let mut cluster = Cluster {
             run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
             database,
@@ -132,6 +128,7 @@ impl Cluster {
             nats,
             redis,
             business,
+            business_env,
             api,
             nodes: Vec::new(),
             admin,
@@ -218,6 +215,24 @@ impl Cluster {
         node.id
     }
 
+    /// SIGKILLs the business node.
+    pub fn kill_business(&mut self) {
+        self.business.kill();
+    }
+
+    /// Starts the business node again (its API moves to a new port).
+    pub fn restart_business(&mut self) {
+        let (business, api) = start_business(
+            self.dir.path(),
+            &self.database,
+            self.nats_port,
+            &self.business_env,
+        );
+        self.business = business;
+        self.admin = admin_of(&api);
+        self.api = api;
+    }
+
     /// SIGKILLs nats-server, waits `down`, and starts it again on the same port.
     pub fn restart_nats(&mut self, down: Duration) {
         self.nats.kill();
@@ -239,10 +254,42 @@ impl Cluster {
     }
 }
 
+fn admin_of(api: &str) -> Admin {
+    Admin::new(&Target {
+        url: String::new(),
+        api: api.to_owned(),
+        app_secret: APP_SECRET.into(),
+    })
+}
+
+fn start_business(
+    dir: &Path,
+    database: &str,
+    nats_port: u16,
+    extra: &[(&'static str, String)],
+) -> (Proc, String) {
+    let mut env = vec![("IM_BUS__NATS_URL", format!("nats://127.0.0.1:{nats_port}"))];
+    env.extend(extra.iter().cloned());
+    let (business, lines) = spawn(
+        dir,
+        "business",
+        &[("IM_BUSINESS__DATABASE", database)],
+        &env,
+    );
+    let api = format!(
+        "http://{}",
+        address_after(&lines, "business API  http://", dir, "business")
+    );
+    (business, api)
+}
+
 fn start_nats(dir: &Path, port: u16) -> Proc {
     let log = std::fs::File::create(dir.join("nats.log")).unwrap();
+    // JetStream on, its store in the cluster's directory: outboxes survive a restart.
+    let store = dir.join("jetstream");
     let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&store)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

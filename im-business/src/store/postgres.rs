@@ -24,6 +24,9 @@ use super::{
 
 type Conn = AsyncPgConnection;
 
+/// The advisory lock every store's schema is applied under (any constant shared by them).
+const SCHEMA_LOCK: i64 = 0x696d_7363_6865_6d61;
+
 /// The schema, applied at open (idempotent); the same tables as the SQLite migrations.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -79,7 +82,10 @@ impl PgStore {
             .build()
             .map_err(backend)?;
         let mut conn = pool.get().await.map_err(backend)?;
-        conn.batch_execute(SCHEMA).await.map_err(backend)?;
+        // Nodes starting together would race on the catalog: one creates, the others wait.
+        let schema =
+            format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA}; COMMIT;");
+        conn.batch_execute(&schema).await.map_err(backend)?;
         Ok(Self { pool })
     }
 
