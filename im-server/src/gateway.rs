@@ -56,6 +56,12 @@ use crate::{
     wire::{self, error_frame, frame},
 };
 
+/// Pushes written with one flush at most.
+const PUSH_BATCH: usize = 64;
+/// The write buffer pushes are gathered in before a flush; an idle connection never allocates
+/// it, a busy one keeps up to this much (plus a frame) after its first burst.
+const PUSH_WRITE_BUFFER: usize = 8 * 1024;
+
 /// The server's name and version, in `Welcome.server_version`.
 pub const SERVER_VERSION: &str = concat!("im-server/", env!("CARGO_PKG_VERSION"));
 
@@ -172,8 +178,10 @@ impl Gateway {
         let max = self.settings.max_frame_bytes as usize + 1;
         WebSocketConfig::default()
             .read_buffer_size(self.settings.read_buffer_bytes)
-            .write_buffer_size(0)
-            .max_write_buffer_size(4 * max)
+            // Single frames are written at once (send = feed + flush); pushes queued together
+            // are fed into this buffer and written with one flush, one system call for many.
+            .write_buffer_size(PUSH_WRITE_BUFFER)
+            .max_write_buffer_size(PUSH_WRITE_BUFFER + 4 * max)
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
     }
@@ -482,6 +490,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
             .map_err(|_| timed_out())?
     }
 
+    /// Buffers a frame; it reaches the socket once the buffer fills or at the next flush.
+    async fn feed(&mut self, frame: Bytes) -> Result<(), tungstenite::Error> {
+        tokio::time::timeout(self.write_timeout, self.ws.feed(WsMessage::Binary(frame)))
+            .await
+            .map_err(|_| timed_out())?
+    }
+
+    async fn flush(&mut self) -> Result<(), tungstenite::Error> {
+        tokio::time::timeout(self.write_timeout, self.ws.flush())
+            .await
+            .map_err(|_| timed_out())?
+    }
+
     /// Sends `error`, then closes with the matching close code and the error's name.
     async fn close_with_error(
         &mut self,
@@ -626,7 +647,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     Box::pin(self.link.send(answer)).await?;
                 }
                 Some(outbound) = self.inbox.recv() => {
-                    if !Box::pin(self.push(outbound)).await? {
+                    if !Box::pin(self.push_queued(outbound)).await? {
                         return Box::pin(self.finish(ErrorCode::SlowConsumer)).await;
                     }
                 }
@@ -677,8 +698,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.link.go_away(reason, wait).await
     }
 
-    /// Writes a frame from the outbound queue; entries are kept until acknowledged. Returns
-    /// false when too many pushes wait for their acknowledgement.
+    /// Writes `first` and whatever else is queued now (up to [`PUSH_BATCH`] frames) with one
+    /// flush. Returns false when too many pushes wait for their acknowledgement.
+    async fn push_queued(&mut self, first: Arc<Outbound>) -> Result<bool, tungstenite::Error> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(outbound) = next.take() {
+            if !self.push(outbound).await? {
+                return Ok(false);
+            }
+            written += 1;
+            if written < PUSH_BATCH {
+                next = self.inbox.try_recv().ok();
+            }
+        }
+        self.link.flush().await?;
+        Ok(true)
+    }
+
+    /// Feeds a frame from the outbound queue to the socket's buffer; entries are kept until
+    /// acknowledged. Returns false when too many pushes wait for their acknowledgement.
     async fn push(&mut self, outbound: Arc<Outbound>) -> Result<bool, tungstenite::Error> {
         if let Some((conversation_id, seq)) = outbound.entry.clone() {
             if self.acked.get(&conversation_id).is_some_and(|a| *a >= seq) {
@@ -696,7 +735,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 sent_at: Instant::now(),
             });
         }
-        self.link.send(outbound.frame.clone()).await?;
+        self.link.feed(outbound.frame.clone()).await?;
         Ok(true)
     }
 
