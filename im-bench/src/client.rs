@@ -1,0 +1,334 @@
+//! A raw protocol client (adapted from im-server's test client): the WebSocket with subprotocol
+//! `im.v1`, protobuf frames, the Hello; connections bound to spread source addresses.
+
+use std::{
+    collections::HashSet,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use im_proto::v1::{
+    ClientFrame, Content, DeliveryAck, Hello, Message, MessageBody, Platform, SendRequest,
+    SeqCursor, ServerFrame, Text, client_frame, content, message_body, server_frame,
+};
+use prost::Message as _;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        Message as WsMessage, client::IntoClientRequest, http::HeaderValue,
+        protocol::WebSocketConfig,
+    },
+};
+
+use crate::util::{Result, micros_histogram, record};
+
+/// A protocol connection.
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// Source ports per source address: 10000..32000, below the kernel's ephemeral range
+/// (32768..60999 here). Ports chosen by `bind(addr, 0)` would come from that range, and a port
+/// taken by an explicit bind (even one in TIME_WAIT) is skipped by every later plain
+/// `connect()`: a few tens of thousands of closed benchmark connections would leave the
+/// machine without ephemeral ports. Explicit ports below the range avoid that.
+const FIRST_PORT: usize = 10_000;
+const PORTS: usize = 22_000;
+
+/// Every connection of the run gets its own source address and port.
+static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
+
+/// The source of the `n`th connection of the run: 127.0.0.2:10000, 127.0.0.2:10001, ...,
+/// then 127.0.0.3, ... (22,000 per address, past the 64k ports of one address).
+pub(crate) fn source(n: usize) -> SocketAddrV4 {
+    let host = 2 + n / PORTS;
+    let ip = Ipv4Addr::new(127, (host >> 16) as u8, (host >> 8) as u8, host as u8);
+    SocketAddrV4::new(ip, (FIRST_PORT + n % PORTS) as u16)
+}
+
+/// A TCP connection to `to` from the next free source address and port.
+pub(crate) async fn tcp(to: SocketAddr) -> Result<TcpStream> {
+    let mut tries = 0;
+    loop {
+        let from = source(NEXT_SOURCE.fetch_add(1, Ordering::Relaxed));
+        if from.ip().octets()[3] == 0 || from.ip().octets()[3] == 255 {
+            continue;
+        }
+        let socket = TcpSocket::new_v4().map_err(|e| format!("creating a client socket: {e}"))?;
+        // A port left in TIME_WAIT by an earlier run may be bound again.
+        socket.set_reuseaddr(true)?;
+        let attempt = match socket.bind(SocketAddr::V4(from)) {
+            Ok(()) => socket.connect(to).await,
+            Err(e) => Err(e),
+        };
+        match attempt {
+            Ok(stream) => return Ok(stream),
+            Err(e)
+                if tries < 100
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable
+                    ) =>
+            {
+                tries += 1;
+            }
+            Err(e) => return Err(format!("connecting from {from}: {e}").into()),
+        }
+    }
+}
+
+/// A TCP connection to the bare holder, once the holder has accepted it (it answers one byte).
+pub(crate) async fn tcp_accepted(to: SocketAddr) -> Result<TcpStream> {
+    let stream = tcp(to).await?;
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            stream.readable().await?;
+            match stream.try_read(&mut byte) {
+                Ok(0) => return Err(std::io::Error::other("closed by the holder")),
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "the holder did not accept within 30 s")??;
+    Ok(stream)
+}
+
+/// A binary WebSocket message carrying `body` with `request_id`.
+pub(crate) fn frame(request_id: u64, body: client_frame::Body) -> WsMessage {
+    let frame = ClientFrame {
+        request_id,
+        body: Some(body),
+    };
+    WsMessage::Binary(frame.encode_to_vec().into())
+}
+
+/// A server frame, if `message` is one.
+pub(crate) fn decode(message: &WsMessage) -> Option<ServerFrame> {
+    match message {
+        WsMessage::Binary(bytes) => ServerFrame::decode(bytes.clone()).ok(),
+        _ => None,
+    }
+}
+
+/// A text message body.
+pub(crate) fn text(body: &str) -> MessageBody {
+    MessageBody {
+        kind: Some(message_body::Kind::Content(Content {
+            kind: Some(content::Kind::Text(Text { text: body.into() })),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The text of a pushed entry, if it is one.
+pub(crate) fn text_of(message: &Message) -> Option<&str> {
+    match message.body.as_ref()?.kind.as_ref()? {
+        message_body::Kind::Content(c) => match c.kind.as_ref()? {
+            content::Kind::Text(t) => Some(&t.text),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A send request.
+pub(crate) fn send(conversation: &str, client_msg_id: String, body: &str) -> client_frame::Body {
+    client_frame::Body::Send(SendRequest {
+        client_msg_id,
+        conversation_id: conversation.into(),
+        body: Some(text(body)),
+    })
+}
+
+/// The canonical 1:1 conversation of `a` and `b`.
+pub(crate) fn direct(a: &str, b: &str) -> String {
+    if a.as_bytes() <= b.as_bytes() {
+        format!("d:{a}:{b}")
+    } else {
+        format!("d:{b}:{a}")
+    }
+}
+
+/// Opens connection `n` to the gateway and completes the Hello with `token`, within 30 s (a
+/// server out of file descriptors leaves connections in its backlog unanswered).
+pub(crate) async fn connect(addr: SocketAddr, token: &str, device: &str) -> Result<Ws> {
+    tokio::time::timeout(Duration::from_secs(30), connect_now(addr, token, device))
+        .await
+        .map_err(|_| "no welcome within 30 s")?
+}
+
+async fn connect_now(addr: SocketAddr, token: &str, device: &str) -> Result<Ws> {
+    let mut request = format!("ws://{addr}/ws").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static("im.v1"));
+    let stream = tcp(addr).await?;
+    // Small read buffers: the default (128 KiB each) would dominate the client's memory.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    let hello = Hello {
+        protocol_versions: vec![1],
+        token: token.into(),
+        device_id: device.into(),
+        platform: Platform::Desktop as i32,
+        client_version: "im-bench/0".into(),
+        max_frame_bytes: 0,
+    };
+    ws.send(frame(1, client_frame::Body::Hello(hello))).await?;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(60), ws.next())
+            .await
+            .map_err(|_| "no welcome within 60 s")?
+            .ok_or("closed before the welcome")??;
+        if let WsMessage::Close(close) = &message {
+            return Err(format!("closed before the welcome: {close:?}").into());
+        }
+        let Some(frame) = decode(&message) else {
+            continue;
+        };
+        if frame.request_id != 1 {
+            continue;
+        }
+        return match frame.body {
+            Some(server_frame::Body::Welcome(_)) => Ok(ws),
+            other => Err(format!("no welcome: {other:?}").into()),
+        };
+    }
+}
+
+/// Sends `count` messages to `conversation` with at most `window` unanswered; the ack
+/// latencies (send to `SendAck`) are recorded. Any error answer fails the run.
+pub(crate) async fn send_windowed(
+    ws: &mut Ws,
+    conversation: &str,
+    prefix: &str,
+    count: usize,
+    window: usize,
+    body: &str,
+    done: &AtomicU64,
+) -> Result<Histogram<u64>> {
+    let mut pending = std::collections::HashMap::new();
+    let mut latency = micros_histogram();
+    let mut sent = 0usize;
+    let mut next_id = 1u64;
+    while sent < count || !pending.is_empty() {
+        let mut fed = false;
+        while sent < count && pending.len() < window.max(1) {
+            next_id += 1;
+            ws.feed(frame(
+                next_id,
+                send(conversation, format!("{prefix}-{sent}"), body),
+            ))
+            .await?;
+            pending.insert(next_id, Instant::now());
+            sent += 1;
+            fed = true;
+        }
+        if fed {
+            ws.flush().await?;
+        }
+        let message = tokio::time::timeout(Duration::from_secs(60), ws.next())
+            .await
+            .map_err(|_| "no answer within 60 s")?
+            .ok_or("the connection closed")??;
+        let Some(frame) = decode(&message) else {
+            continue;
+        };
+        let Some(at) = pending.remove(&frame.request_id) else {
+            continue;
+        };
+        match frame.body {
+            Some(server_frame::Body::SendAck(_)) => {
+                record(&mut latency, at.elapsed());
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            other => return Err(format!("send refused: {other:?}").into()),
+        }
+    }
+    Ok(latency)
+}
+
+/// What a receiving connection does with each new pushed entry.
+#[derive(Clone, Copy)]
+pub(crate) enum Measure {
+    /// Only counts.
+    Count,
+    /// Also records `now - t` for bodies `t<micros since origin>`.
+    Latency(Instant),
+}
+
+/// Reads pushes until `stop`: counts each new entry once (pushes may repeat), acknowledges
+/// them in batches, and with [`Measure::Latency`] records send-to-deliver times.
+pub(crate) fn spawn_receiver(
+    mut ws: Ws,
+    delivered: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    measure: Measure,
+) -> tokio::task::JoinHandle<Histogram<u64>> {
+    tokio::spawn(async move {
+        let mut latency = micros_histogram();
+        let mut seen: HashSet<(String, u64)> = HashSet::new();
+        let mut unacked: Vec<SeqCursor> = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let next = tokio::time::timeout(Duration::from_millis(50), ws.next()).await;
+            let message = match next {
+                Err(_) => None,
+                Ok(Some(Ok(message))) => Some(message),
+                Ok(_) => break,
+            };
+            if let Some(server_frame::Body::Message(m)) =
+                message.as_ref().and_then(decode).and_then(|f| f.body)
+            {
+                let now = Instant::now();
+                if seen.insert((m.conversation_id.clone(), m.seq)) {
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    if let Measure::Latency(origin) = measure {
+                        let sent = text_of(&m)
+                            .and_then(|t| t.strip_prefix('t'))
+                            .and_then(|t| t.split(' ').next())
+                            .and_then(|t| t.parse::<u64>().ok());
+                        if let Some(sent) = sent {
+                            let at = u64::try_from(now.duration_since(origin).as_micros())
+                                .unwrap_or(u64::MAX);
+                            latency.saturating_record(at.saturating_sub(sent).max(1));
+                        }
+                    }
+                }
+                match unacked
+                    .iter_mut()
+                    .find(|c| c.conversation_id == m.conversation_id)
+                {
+                    Some(cursor) => cursor.seq = cursor.seq.max(m.seq),
+                    None => unacked.push(SeqCursor {
+                        conversation_id: m.conversation_id,
+                        seq: m.seq,
+                    }),
+                }
+                if !seen.len().is_multiple_of(64) {
+                    continue;
+                }
+            }
+            // A timeout, another frame, or every 64th entry: acknowledge what is held.
+            // Cumulative acks are approximate here (pushes may skip), which only means the
+            // server may resend a few; the receiver counts each entry once.
+            if !unacked.is_empty() {
+                let acks = std::mem::take(&mut unacked);
+                let body = client_frame::Body::DeliveryAck(DeliveryAck { acks });
+                if ws.send(frame(0, body)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        latency
+    })
+}
