@@ -1236,10 +1236,11 @@ async fn fan_out(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
         }
         for (entry, offline) in entries.iter().zip(offline) {
             if !offline.is_empty() {
-                fanout
-                    .push
-                    .offline(&message_of(entry, None), &offline)
-                    .await;
+                // Push services want the content (a preview): the body decoded, unlike pushes
+                // to clients, which relay its bytes.
+                let mut message = message_of(entry, None);
+                message.body = MessageBody::decode(entry.body.as_slice()).ok();
+                fanout.push.offline(&message, &offline).await;
             }
         }
     }
