@@ -5,8 +5,9 @@
 //! A send's life: the gateway hands it to [`Messaging::submit`] in the order the connection
 //! received it; it is checked (shape, size, rate, permission, the target of an edit, recall,
 //! delete or reaction) and queued for the committer, which appends whole batches in one
-//! transaction each. Only then is it acknowledged, and the committed entries go, in commit
-//! order, to the fan-out task.
+//! transaction each. The committed entries go, in commit order, to the fan-out task, which
+//! hands each to this node's sessions and to the other nodes holding a recipient, and only then
+//! answers the sender: an acknowledged entry is durable and on its way to every online device.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -84,13 +85,16 @@ struct Pending {
     done: oneshot::Sender<Result<Appended, String>>,
 }
 
-/// A committed entry on its way to the members' devices.
+/// A committed entry on its way to the members' devices; its sender is answered once it is
+/// on its way.
 struct Committed {
-    entry: StoredEntry,
+    appended: Appended,
     session_id: Option<Arc<str>>,
+    done: oneshot::Sender<Result<Appended, String>>,
 }
 
-/// The acknowledgement of a queued send: resolves once the batch holding it is durable.
+/// The acknowledgement of a queued send: resolves once the batch holding it is durable and
+/// its entries have been handed to every node with a recipient online.
 pub struct PendingAck {
     conversation_id: String,
     client_msg_id: String,
@@ -1133,7 +1137,8 @@ fn fit_backward(page: &[(u64, Vec<u8>)], max_frame_bytes: usize) -> (Vec<&[u8]>,
 }
 
 /// The committer: takes queued sends in order, appends them in batches (one transaction, one
-/// fsync per batch), answers each, and passes new entries on in commit order.
+/// fsync per batch), and passes the entries on in commit order to the fan-out, which answers
+/// their senders; a batch that fails is answered at once.
 async fn commit_batches(
     store: Arc<dyn MessageStore>,
     mut queue: mpsc::Receiver<Pending>,
@@ -1149,7 +1154,7 @@ async fn commit_batches(
         metrics::histogram!("im_commit_batch_entries").record(entries.len() as f64);
         match stored {
             Ok(results) => {
-                let mut fresh = Vec::new();
+                let mut committed_now = Vec::with_capacity(results.len());
                 let duplicates = results
                     .iter()
                     .filter(|a| matches!(a, Appended::Duplicate(_)))
@@ -1157,17 +1162,18 @@ async fn commit_batches(
                 metrics::counter!("im_sends_total", "outcome" => "stored")
                     .increment(results.len() as u64 - duplicates);
                 metrics::counter!("im_sends_total", "outcome" => "duplicate").increment(duplicates);
+                // Every entry goes to the fan-out, which answers its sender after pushing it:
+                // an acknowledged entry is on its way to every online recipient, wherever the
+                // node holding them. A resend is pushed again too: its first push may have died
+                // with the node that stored it before answering. Clients drop repeats by seq.
                 for (pending, appended) in batch.drain(..).zip(results) {
-                    // A resend is pushed again too: its first push may have died with the node
-                    // that stored it before answering. Clients drop the repeat by seq.
-                    let (Appended::New(entry) | Appended::Duplicate(entry)) = &appended;
-                    fresh.push(Committed {
-                        entry: entry.clone(),
-                        session_id: pending.session_id.clone(),
+                    committed_now.push(Committed {
+                        appended,
+                        session_id: pending.session_id,
+                        done: pending.done,
                     });
-                    let _ = pending.done.send(Ok(appended));
                 }
-                for entry in fresh {
+                for entry in committed_now {
                     if committed.send(entry).await.is_err() {
                         return;
                     }
@@ -1216,7 +1222,15 @@ async fn fan_out(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
     while committed.recv_many(&mut batch, FAN_OUT_BATCH).await > 0 {
         let mut entries = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(batch.len());
-        for Committed { entry, session_id } in batch.drain(..) {
+        let mut answers = Vec::with_capacity(batch.len());
+        for Committed {
+            appended,
+            session_id,
+            done,
+        } in batch.drain(..)
+        {
+            let entry = appended.entry().clone();
+            answers.push((done, appended));
             let Some(recipients) = recipients(&fanout.directory, &entry).await else {
                 continue;
             };
@@ -1231,6 +1245,9 @@ async fn fan_out(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
             entries.push(entry);
         }
         let offline = fanout.router.deliver_all(&items).await;
+        for (done, appended) in answers {
+            let _ = done.send(Ok(appended));
+        }
         if !fanout.push.wants_offline_users() {
             continue;
         }
