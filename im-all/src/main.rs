@@ -288,16 +288,9 @@ async fn run(
             return ExitCode::from(1);
         }
     };
-    println!("im-server {} is running", env!("CARGO_PKG_VERSION"));
     let running_business = if args.services.contains(&Service::Business) {
         match im_business::server::start(business, bus.clone(), shutdown.clone()).await {
-            Ok(running) => {
-                println!(
-                    "  business API  http://{}  (OpenAPI at /openapi.json; gRPC on {})",
-                    running.http_addr, running.grpc_addr
-                );
-                Some(running)
-            }
+            Ok(running) => Some(running),
             Err(error) => {
                 eprintln!("im-server: business service: {error}");
                 return ExitCode::from(1);
@@ -315,14 +308,7 @@ async fn run(
             }
         };
         match im_server::server::start(core, bus, verifier, shutdown.clone()).await {
-            Ok(running) => {
-                println!(
-                    "  WebSocket     ws://{}/ws  (subprotocol im.v1; node {})",
-                    running.addr, core.node_id
-                );
-                println!("  operations    http://{}/metrics", running.http_addr);
-                Some(running)
-            }
+            Ok(running) => Some(running),
             Err(error) => {
                 eprintln!("im-server: core service: {error}");
                 shutdown.cancel();
@@ -335,7 +321,22 @@ async fn run(
     } else {
         None
     };
-    if running_business.is_some() {
+    println!("im-server {} is running", env!("CARGO_PKG_VERSION"));
+    if let Some(running) = &running_core {
+        println!(
+            "  WebSocket     ws://{}/ws  (subprotocol im.v1; node {})",
+            running.addr, core.node_id
+        );
+        println!(
+            "  operations    http://{}  (/healthz, /readyz, /metrics)",
+            running.http_addr
+        );
+    }
+    if let Some(running) = &running_business {
+        println!(
+            "  business API  http://{}  (OpenAPI at /openapi.json; gRPC on {})",
+            running.http_addr, running.grpc_addr
+        );
         println!(
             "  data          {}  (app secret in {} unless configured)",
             args.data_dir.display(),
