@@ -7,16 +7,18 @@
 #[path = "../../im-server/tests/common/client.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod client;
+mod common;
 
 use std::{
     collections::{BTreeMap, HashSet},
     io::{BufRead, BufReader},
     net::SocketAddr,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
 use client::Client;
+use common::Proc;
 use im_proto::v1::{PullRequest, SendRequest, client_frame, server_frame};
 
 const BIN: &str = env!("CARGO_BIN_EXE_im-server");
@@ -38,25 +40,9 @@ fn token(data: &Path, user: &str, device: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// Starts the server on ephemeral ports; its WebSocket address, read from what it prints.
-/// The server process; killed when dropped, so a failing run leaves no server behind.
-struct Server(Child);
-
-impl Server {
-    /// SIGKILL, and wait for the process to be gone.
-    fn sigkill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
-}
-
-fn start(data: &Path) -> (Server, SocketAddr) {
+/// Starts the server on ephemeral ports; its WebSocket address, read from what it prints. The
+/// process is SIGKILLed when dropped, so a failing run leaves no server behind.
+fn start(data: &Path) -> (Proc, SocketAddr) {
     let mut child = Command::new(BIN)
         .args(["--data-dir", data.to_str().unwrap()])
         .env("IM_CORE__LISTEN", "127.0.0.1:0")
@@ -82,7 +68,7 @@ fn start(data: &Path) -> (Server, SocketAddr) {
     };
     // Keep reading so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (Server(child), addr)
+    (Proc::new(child), addr)
 }
 
 fn send(n: usize) -> client_frame::Body {
@@ -116,7 +102,7 @@ async fn acknowledged_messages_survive_sigkill_and_sequences_continue() {
             other => panic!("{other:?}"),
         }
     }
-    server.sigkill(); // SIGKILL: no shutdown, no flush.
+    server.kill(); // SIGKILL: no shutdown, no flush.
     drop(amy);
     assert_eq!(acked.len(), SENDS / 2);
 
@@ -171,5 +157,5 @@ async fn acknowledged_messages_survive_sigkill_and_sequences_continue() {
         }
     }
     assert_eq!(held, SENDS as u64 + 1);
-    server.sigkill();
+    server.kill();
 }

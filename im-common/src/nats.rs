@@ -204,7 +204,7 @@ mod tests {
     async fn jetstream_outboxes_keep_items_until_acknowledged() {
         let Some(url) = nats_url() else { return };
         let bus = NatsBus::connect(&url).await.expect("connects");
-        let run = format!("t{}{}", std::process::id(), uuid_like());
+        let run = format!("t{}{}", std::process::id(), crate::now_ms());
         let outbox = bus
             .outbox(
                 &format!("TEST_{run}"),
@@ -215,12 +215,5 @@ mod tests {
             .expect("a stream")
             .expect("NATS has outboxes");
         crate::outbox::behaves_as_outbox(outbox, "worker").await;
-    }
-
-    /// A name part unique enough for a shared server.
-    fn uuid_like() -> u128 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
     }
 }

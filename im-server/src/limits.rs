@@ -99,18 +99,23 @@ return 0
         /// `per_second` messages per user (a burst of twice as many), counted in the Redis at
         /// `url`.
         pub fn connect(url: &str, per_second: u32) -> Result<Self, String> {
+            Ok(Self::new(crate::presence::redis::pool(url)?, per_second))
+        }
+
+        /// The same on `pool` (shared with presence).
+        pub fn new(pool: Pool, per_second: u32) -> Self {
             let per_second = per_second.max(1);
-            Self::with_interval(url, 1_000_000 / u64::from(per_second), per_second)
+            Self::with_interval(pool, 1_000_000 / u64::from(per_second), per_second)
         }
 
         /// One message per `interval_us`, a burst of `2 * per_second`.
-        fn with_interval(url: &str, interval_us: u64, per_second: u32) -> Result<Self, String> {
-            Ok(Self {
-                pool: crate::presence::redis::pool(url)?,
+        fn with_interval(pool: Pool, interval_us: u64, per_second: u32) -> Self {
+            Self {
+                pool,
                 interval_us,
                 burst: 2 * u64::from(per_second),
                 fallback: LocalSendRate::new(per_second),
-            })
+            }
         }
 
         async fn shared(&self, user_id: &str) -> Result<u64, String> {
@@ -167,8 +172,9 @@ return 0
             // Two nodes, one message a minute with a burst of two: together they allow two in a
             // burst, not four.
             let minute = 60_000_000;
-            let a = RedisSendRate::with_interval(&url, minute, 1).unwrap();
-            let b = RedisSendRate::with_interval(&url, minute, 1).unwrap();
+            let pool = || crate::presence::redis::pool(&url).unwrap();
+            let a = RedisSendRate::with_interval(pool(), minute, 1);
+            let b = RedisSendRate::with_interval(pool(), minute, 1);
             let user = format!("rate-{}", uuid::Uuid::new_v4().simple());
             let mut allowed = 0;
             let mut waits = Vec::new();

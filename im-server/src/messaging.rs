@@ -1220,8 +1220,9 @@ const FAN_OUT_BATCH: usize = 256;
 async fn fan_out(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
     let mut batch = Vec::with_capacity(FAN_OUT_BATCH);
     while committed.recv_many(&mut batch, FAN_OUT_BATCH).await > 0 {
-        let mut entries = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(batch.len());
+        // Per item, which answer holds its entry.
+        let mut pushed = Vec::with_capacity(batch.len());
         let mut answers = Vec::with_capacity(batch.len());
         for Committed {
             appended,
@@ -1229,36 +1230,43 @@ async fn fan_out(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
             done,
         } in batch.drain(..)
         {
-            let entry = appended.entry().clone();
+            let entry = appended.entry();
+            if let Some(recipients) = recipients(&fanout.directory, entry).await {
+                items.push(Item {
+                    users: recipients,
+                    outbound: Outbound {
+                        frame: push_frame(entry),
+                        entry: Some((entry.conversation_id.as_str().into(), entry.seq as u64)),
+                    },
+                    exclude: session_id,
+                });
+                pushed.push(answers.len());
+            }
             answers.push((done, appended));
-            let Some(recipients) = recipients(&fanout.directory, &entry).await else {
-                continue;
-            };
-            items.push(Item {
-                users: recipients,
-                outbound: Outbound {
-                    frame: push_frame(&entry),
-                    entry: Some((entry.conversation_id.as_str().into(), entry.seq as u64)),
-                },
-                exclude: session_id,
-            });
-            entries.push(entry);
         }
         let offline = fanout.router.deliver_all(&items).await;
+        // Push services want the content (a preview): the body decoded, unlike pushes to
+        // clients, which relay its bytes.
+        let notices: Vec<(Message, Vec<String>)> = if fanout.push.wants_offline_users() {
+            pushed
+                .iter()
+                .zip(offline)
+                .filter(|(_, users)| !users.is_empty())
+                .map(|(&i, users)| {
+                    let entry = answers[i].1.entry();
+                    let mut message = message_of(entry, None);
+                    message.body = MessageBody::decode(entry.body.as_slice()).ok();
+                    (message, users)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         for (done, appended) in answers {
             let _ = done.send(Ok(appended));
         }
-        if !fanout.push.wants_offline_users() {
-            continue;
-        }
-        for (entry, offline) in entries.iter().zip(offline) {
-            if !offline.is_empty() {
-                // Push services want the content (a preview): the body decoded, unlike pushes
-                // to clients, which relay its bytes.
-                let mut message = message_of(entry, None);
-                message.body = MessageBody::decode(entry.body.as_slice()).ok();
-                fanout.push.offline(&message, &offline).await;
-            }
+        for (message, users) in notices {
+            fanout.push.offline(&message, &users).await;
         }
     }
 }

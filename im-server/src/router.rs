@@ -105,6 +105,10 @@ impl Router {
                 missing
             })
             .collect();
+        if !self.presence.shared() {
+            // One node: everyone online is here.
+            return offline;
+        }
         let mut users: Vec<String> = items.iter().flat_map(|i| i.users.iter().cloned()).collect();
         users.sort_unstable();
         users.dedup();
@@ -115,8 +119,7 @@ impl Router {
         .await
         .unwrap_or_else(|_| Err("timed out".into()));
         let routes = match looked_up {
-            Ok(None) => return offline,
-            Ok(Some(routes)) => routes,
+            Ok(routes) => routes,
             Err(error) => {
                 tracing::warn!(%error, "routes unreadable: delivering to every node");
                 metrics::counter!("im_deliveries_broadcast_total").increment(items.len() as u64);

@@ -178,22 +178,19 @@ pub async fn start(
     if !settings.redis_url.is_empty() {
         #[cfg(feature = "redis")]
         {
+            // One pool for presence, routes and rates.
+            let pool =
+                crate::presence::redis::pool(&settings.redis_url).map_err(StartError::Redis)?;
             let lease = i64::try_from(settings.presence_lease_ms).unwrap_or(i64::MAX);
-            parts.presence = Arc::new(
-                crate::presence::redis::RedisPresence::connect(
-                    &settings.redis_url,
-                    lease,
-                    &settings.node_id,
-                )
-                .map_err(StartError::Redis)?,
-            );
-            parts.send_rate = Arc::new(
-                crate::limits::redis::RedisSendRate::connect(
-                    &settings.redis_url,
-                    settings.messages_per_second,
-                )
-                .map_err(StartError::Redis)?,
-            );
+            parts.presence = Arc::new(crate::presence::redis::RedisPresence::new(
+                pool.clone(),
+                lease,
+                &settings.node_id,
+            ));
+            parts.send_rate = Arc::new(crate::limits::redis::RedisSendRate::new(
+                pool,
+                settings.messages_per_second,
+            ));
         }
         #[cfg(not(feature = "redis"))]
         return Err(StartError::Redis(
@@ -255,11 +252,13 @@ pub async fn start_with(
             sessions.clone(),
         )));
     }
-    background.push(tokio::spawn(renew_leases(
-        parts.presence.clone(),
-        sessions.clone(),
-        settings.lease_renewal(),
-    )));
+    if parts.presence.shared() {
+        background.push(tokio::spawn(renew_leases(
+            parts.presence.clone(),
+            sessions.clone(),
+            settings.lease_renewal(),
+        )));
+    }
     let (messaging, messaging_tasks) = Messaging::start(
         parts.store,
         permissions,
@@ -407,7 +406,7 @@ async fn resync_after_bus_loss(
     }
 }
 
-/// Renews the presence leases of this node's sessions (stores without leases ignore it).
+/// Renews the presence leases of this node's sessions in a shared presence store.
 async fn renew_leases(presence: Arc<dyn PresenceStore>, sessions: Arc<Sessions>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -27,6 +27,11 @@ pub const LEASE_MS: u64 = 3_000;
 pub struct Proc(Child);
 
 impl Proc {
+    pub fn new(child: Child) -> Self {
+        Self(child)
+    }
+
+    /// SIGKILL, as `kill -9` does, and wait for the process to be gone.
     pub fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();

@@ -40,6 +40,12 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// The presence of each user, in order (OFFLINE for users never seen).
     async fn get(&self, user_ids: &[String]) -> Vec<Presence>;
 
+    /// Whether other nodes keep their sessions here too (the distributed mode): only then are
+    /// there leases to renew and routes to other nodes.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// The node's sessions are still there: it renews their leases together, every third of a
     /// lease. Stores without leases ignore it.
     async fn renew(&self, _sessions: &[LiveSession], _now_ms: i64) -> Result<(), String> {
@@ -47,13 +53,13 @@ pub trait PresenceStore: Send + Sync + 'static {
     }
 
     /// The nodes holding a live session of each of `user_ids` (users with none are left out).
-    /// A store of one node knows no other nodes and returns `Ok(None)`: every session is local.
+    /// Asked only of a [`shared`](Self::shared) store; others know no nodes.
     async fn routes(
         &self,
         _user_ids: &[String],
         _now_ms: i64,
-    ) -> Result<Option<HashMap<String, Vec<String>>>, String> {
-        Ok(None)
+    ) -> Result<HashMap<String, Vec<String>>, String> {
+        Ok(HashMap::new())
     }
 }
 

@@ -45,7 +45,7 @@ fn status_key(user: &str) -> String {
 
 /// A pool of connections to the Redis at `url`. A Redis that went away fails calls within
 /// two seconds instead of holding them.
-pub(crate) fn pool(url: &str) -> Result<Pool, String> {
+pub fn pool(url: &str) -> Result<Pool, String> {
     let mut config = deadpool_redis::Config::from_url(url);
     let limit = Some(std::time::Duration::from_secs(2));
     config.pool = Some(deadpool_redis::PoolConfig {
@@ -84,12 +84,16 @@ impl RedisPresence {
     /// Presence on the Redis at `url` for the node `node_id`; sessions live `lease_ms` past
     /// their last renewal.
     pub fn connect(url: &str, lease_ms: i64, node_id: &str) -> Result<Self, String> {
-        let pool = pool(url)?;
-        Ok(Self {
+        Ok(Self::new(pool(url)?, lease_ms, node_id))
+    }
+
+    /// Presence on `pool` (see [`pool`]) for the node `node_id`.
+    pub fn new(pool: Pool, lease_ms: i64, node_id: &str) -> Self {
+        Self {
             pool,
             lease_ms,
             node_id: node_id.to_owned(),
-        })
+        }
     }
 
     fn session_value(&self, platform: Platform, now_ms: i64) -> String {
@@ -259,9 +263,7 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn get(&self, user_ids: &[String]) -> Vec<Presence> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = im_common::now_ms();
         let mut out = Vec::with_capacity(user_ids.len());
         for user in user_ids {
             out.push(self.view(user, now).await.unwrap_or_else(|error| {
@@ -274,6 +276,10 @@ impl PresenceStore for RedisPresence {
             }));
         }
         out
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     async fn renew(&self, sessions: &[LiveSession], now_ms: i64) -> Result<(), String> {
@@ -304,7 +310,7 @@ impl PresenceStore for RedisPresence {
         &self,
         user_ids: &[String],
         now_ms: i64,
-    ) -> Result<Option<HashMap<String, Vec<String>>>, String> {
+    ) -> Result<HashMap<String, Vec<String>>, String> {
         let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
         let mut routes = HashMap::new();
         for chunk in user_ids.chunks(1000) {
@@ -330,7 +336,7 @@ impl PresenceStore for RedisPresence {
                 }
             }
         }
-        Ok(Some(routes))
+        Ok(routes)
     }
 }
 
@@ -404,7 +410,7 @@ mod tests {
         b.connected(&amy, "s2", Platform::Ios, now).await;
         b.connected(&bob, "s3", Platform::Ios, now).await;
         let users = [amy.clone(), bob.clone(), cat.clone()];
-        let routes = a.routes(&users, now + 10).await.unwrap().unwrap();
+        let routes = a.routes(&users, now + 10).await.unwrap();
         assert_eq!(routes[&amy], ["node-a", "node-b"]);
         assert_eq!(routes[&bob], ["node-b"]);
         assert!(!routes.contains_key(&cat), "no session, no route");
@@ -417,7 +423,7 @@ mod tests {
         b.renew(&[live(&amy, "s2"), live(&bob, "s3")], now + 900)
             .await
             .unwrap();
-        let later = a.routes(&users, now + 1_500).await.unwrap().unwrap();
+        let later = a.routes(&users, now + 1_500).await.unwrap();
         assert_eq!(later[&amy], ["node-b"], "the dead node's route is gone");
         assert_eq!(later[&bob], ["node-b"]);
     }
