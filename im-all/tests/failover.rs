@@ -1,6 +1,7 @@
 //! Failures under load, on a three-node cluster with real NATS, Redis and PostgreSQL: a core
-//! node SIGKILLed, nats-server restarted, Redis restarted (empty). Clients fail over and
-//! resync by themselves; every acknowledged message must reach its receiver, once.
+//! node SIGKILLed, nats-server restarted, Redis restarted (empty); and one node's link to NATS
+//! breaking alone. Clients fail over and resync by themselves; every acknowledged message must
+//! reach its receiver, once.
 //!
 //! Each test prints its figures (sent, acknowledged, delivered, lost, duplicated, and how long
 //! things took to converge); `cargo test -p im-all --test failover -- --nocapture` shows them.
@@ -307,4 +308,84 @@ async fn redis_restarted_under_load_loses_nothing() {
         back <= Duration::from_millis(LEASE_MS / 3 + 1_000),
         "sessions written back in {back:?}, more than a renewal period (+1 s of polling)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_bus_link_breaks_alone_still_delivers_what_it_acknowledged() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut cluster) = Cluster::start(1).await else {
+        return;
+    };
+    let link = cluster.start_node_through_link("core-link").await;
+    let (s, r) = (cluster.user("s"), cluster.user("r"));
+    // The sender is on the node whose link breaks, the receiver on the healthy one; neither
+    // fails over, so nothing but the bus can carry the messages across.
+    let sender = cluster
+        .client_of(&s, "d", cluster.urls(1)[..1].to_vec())
+        .await;
+    let receiver = cluster
+        .client_of(&r, "d", cluster.urls(0)[..1].to_vec())
+        .await;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let _watching = watch(&receiver, seen.clone());
+    let conversation = direct_conversation_id(&s, &r).unwrap();
+    let all_shown = |ids: &[String]| {
+        let seen = seen.lock().unwrap();
+        ids.iter().all(|id| seen.shown.contains_key(id))
+    };
+    // A first message across: the permission decision is cached and the route is known.
+    let mut acked = vec!["first".to_owned()];
+    sender
+        .send_with_id(&conversation, "first", text("first"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !all_shown(&acked) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the first message crosses the link");
+
+    // The link silently stops carrying anything: the node still acknowledges (the pushes are
+    // written to its connection), but they never reach NATS.
+    link.black_hole();
+    for k in 0..20 {
+        let id = format!("m{k}");
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            sender.send_with_id(&conversation, &id, text(&format!("message {k}"))),
+        )
+        .await
+        .expect("acknowledged in time")
+        .unwrap();
+        acked.push(id);
+    }
+    // Then it breaks. Nothing more is sent, so no later entry reveals a gap to the receiver.
+    link.cut();
+    let cut_at = Instant::now();
+    let converged = tokio::time::timeout(Duration::from_secs(30), async {
+        while !all_shown(&acked) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let after = cut_at.elapsed();
+    let seen = seen.lock().unwrap();
+    let lost = acked
+        .iter()
+        .filter(|id| !seen.shown.contains_key(*id))
+        .count();
+    println!(
+        "bus link broken: sent {0}, acknowledged {0}, delivered {1}, lost {lost}, duplicated {2}; every acknowledged message delivered {3:.2} s after the break",
+        acked.len(),
+        seen.shown.len(),
+        seen.duplicates,
+        after.as_secs_f64()
+    );
+    assert!(
+        converged.is_ok(),
+        "{lost} acknowledged messages never arrived"
+    );
+    assert_eq!(seen.duplicates, 0, "messages shown twice");
 }

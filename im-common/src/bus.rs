@@ -121,6 +121,12 @@ pub trait Bus: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<Bytes, BusError>;
 
+    /// Returns once everything published so far has left this process (written to the
+    /// connection), so a crash right after loses none of it. Nothing to do in process.
+    async fn flush(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
     /// A durable queue named `name` of the items published on `subject` (kept `max_age`), for
     /// what must survive a crash. `None` on a bus without one (the in-process bus).
     async fn outbox(

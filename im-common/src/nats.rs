@@ -44,6 +44,9 @@ impl NatsBus {
                     }
                 }
             })
+            // A link that broke silently is noticed after two unanswered pings (the default is
+            // a minute each), well within the time a node keeps what it published for replay.
+            .ping_interval(Duration::from_secs(10))
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
@@ -130,6 +133,10 @@ impl Bus for NatsBus {
             .map_err(closed)?;
         self.client.flush().await.map_err(closed)?;
         Ok(Self::forward(subscriber))
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        self.client.flush().await.map_err(closed)
     }
 
     async fn outbox(

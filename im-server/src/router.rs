@@ -6,8 +6,17 @@
 //! everything stays local. When the routes cannot be read (Redis unreachable), the batch goes
 //! to every node on the bare `im.deliver` and each node keeps what its sessions need: slower,
 //! but nothing that would have been pushed is dropped.
+//!
+//! A batch written to a bus connection that then breaks may never reach the server, and the
+//! recipients on healthy nodes would not know it. So the router keeps what it published in the
+//! last [`Replay::window`] and publishes it again when the connection comes back; receivers'
+//! clients drop what they already have by seq.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use im_common::bus::{Bus, Subscription};
@@ -16,6 +25,7 @@ use im_proto::{
     v1::{Delivery, DeliveryBatch},
 };
 use prost::Message;
+use tokio::time::Instant;
 
 use crate::{
     presence::PresenceStore,
@@ -30,7 +40,46 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 const MAX_DELIVERY_USERS: usize = 4096;
 /// How long a route lookup or a publish may take before the router gives up on it: a stalled
 /// Redis or bus must not stall local delivery.
-const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How much of what was published the router keeps to publish again after the bus connection
+/// comes back.
+#[derive(Debug, Clone, Copy)]
+pub struct Replay {
+    /// Batches published longer ago are not kept.
+    pub window: Duration,
+    /// At most this many bytes of batches are kept (the oldest go first); 0 keeps none.
+    pub max_bytes: usize,
+}
+
+/// A batch kept for replay.
+struct Published {
+    at: Instant,
+    subject: String,
+    payload: Bytes,
+    deliveries: u64,
+}
+
+/// The batches published within the replay window, oldest first.
+#[derive(Default)]
+struct Kept {
+    batches: VecDeque<Published>,
+    bytes: usize,
+}
+
+impl Kept {
+    /// Forgets batches older than the window or beyond the byte limit.
+    fn trim(&mut self, replay: Replay, now: Instant) {
+        while let Some(oldest) = self.batches.front() {
+            let expired = now.saturating_duration_since(oldest.at) > replay.window;
+            if !expired && self.bytes <= replay.max_bytes {
+                break;
+            }
+            self.bytes -= oldest.payload.len();
+            self.batches.pop_front();
+        }
+    }
+}
 
 /// One frame for every session of some users, on whichever nodes they are.
 #[derive(Debug, Clone)]
@@ -49,6 +98,8 @@ pub struct Router {
     sessions: Arc<Sessions>,
     presence: Arc<dyn PresenceStore>,
     bus: Arc<dyn Bus>,
+    replay: Replay,
+    kept: Mutex<Kept>,
 }
 
 impl std::fmt::Debug for Router {
@@ -66,12 +117,15 @@ impl Router {
         sessions: Arc<Sessions>,
         presence: Arc<dyn PresenceStore>,
         bus: Arc<dyn Bus>,
+        replay: Replay,
     ) -> Self {
         Self {
             node_id: node_id.to_owned(),
             sessions,
             presence,
             bus,
+            replay,
+            kept: Mutex::default(),
         }
     }
 
@@ -128,6 +182,7 @@ impl Router {
                     .flat_map(|item| deliveries(item, item.users.to_vec()))
                     .collect();
                 self.publish(bus::DELIVER, deliveries).await;
+                self.flush().await;
                 offline.iter_mut().for_each(Vec::clear);
                 return offline;
             }
@@ -150,8 +205,11 @@ impl Router {
                     .extend(deliveries(item, users));
             }
         }
-        for (node, deliveries) in per_node {
-            self.publish(&bus::deliver_subject(&node), deliveries).await;
+        if !per_node.is_empty() {
+            for (node, deliveries) in per_node {
+                self.publish(&bus::deliver_subject(&node), deliveries).await;
+            }
+            self.flush().await;
         }
         offline
     }
@@ -182,14 +240,32 @@ impl Router {
     }
 
     async fn send(&self, subject: &str, batch: DeliveryBatch) {
-        let count = batch.deliveries.len() as u64;
-        let published = tokio::time::timeout(
-            REMOTE_TIMEOUT,
-            self.bus
-                .publish(subject, Bytes::from(batch.encode_to_vec())),
-        )
-        .await
-        .unwrap_or_else(|_| Err(im_common::bus::BusError::Unavailable("timed out".into())));
+        let published = Published {
+            at: Instant::now(),
+            subject: subject.to_owned(),
+            payload: Bytes::from(batch.encode_to_vec()),
+            deliveries: batch.deliveries.len() as u64,
+        };
+        self.publish_kept(published).await;
+    }
+
+    /// Publishes a batch and keeps it for replay (a failed publish too: it is the first to
+    /// need one).
+    async fn publish_kept(&self, published: Published) {
+        let (subject, payload, count) = (
+            published.subject.clone(),
+            published.payload.clone(),
+            published.deliveries,
+        );
+        if self.replay.max_bytes > 0 {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            kept.bytes += published.payload.len();
+            kept.batches.push_back(published);
+            kept.trim(self.replay, Instant::now());
+        }
+        let published = tokio::time::timeout(REMOTE_TIMEOUT, self.bus.publish(&subject, payload))
+            .await
+            .unwrap_or_else(|_| Err(im_common::bus::BusError::Unavailable("timed out".into())));
         match published {
             Ok(()) => metrics::counter!("im_deliveries_forwarded_total").increment(count),
             Err(error) => {
@@ -198,6 +274,38 @@ impl Router {
                 metrics::counter!("im_deliveries_unforwarded_total").increment(count);
             }
         }
+    }
+
+    /// Waits (bounded) until the batches published so far have left this process, so a push
+    /// acknowledged to its sender is not lost with a node that dies right after.
+    async fn flush(&self) {
+        let flushed = tokio::time::timeout(REMOTE_TIMEOUT, self.bus.flush())
+            .await
+            .unwrap_or_else(|_| Err(im_common::bus::BusError::Unavailable("timed out".into())));
+        if let Err(error) = flushed {
+            // Kept for replay: published again when the connection is back.
+            tracing::warn!(%error, "deliveries not flushed to the bus");
+        }
+    }
+
+    /// Publishes again, in their order, the batches of the replay window: called when the bus
+    /// connection comes back, since what was written to the broken one may be lost. Returns
+    /// how many batches were published again.
+    pub async fn replay(&self) -> usize {
+        let batches = {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            kept.trim(self.replay, Instant::now());
+            kept.bytes = 0;
+            std::mem::take(&mut kept.batches)
+        };
+        let count = batches.len();
+        for mut published in batches {
+            published.at = Instant::now();
+            metrics::counter!("im_deliveries_replayed_total").increment(published.deliveries);
+            self.publish_kept(published).await;
+        }
+        self.flush().await;
+        count
     }
 
     /// Subscribes to what other nodes deliver to this one: its own subject and the broadcast.
@@ -257,4 +365,98 @@ fn deliveries(item: &Item, users: Vec<String>) -> Vec<Delivery> {
             seq,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use im_common::bus::LocalBus;
+
+    use super::*;
+    use crate::presence::MemoryPresence;
+
+    fn router(bus: Arc<dyn Bus>, replay: Replay) -> Router {
+        Router::new(
+            "here",
+            Arc::new(Sessions::new(4)),
+            Arc::new(MemoryPresence::default()),
+            bus,
+            replay,
+        )
+    }
+
+    fn batch(user: &str) -> DeliveryBatch {
+        DeliveryBatch {
+            source_node_id: "here".into(),
+            deliveries: vec![Delivery {
+                user_ids: vec![user.into()],
+                frame: vec![1, 2, 3],
+                ..Delivery::default()
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_are_published_again_after_a_reconnection_in_their_order() {
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(64));
+        let mut there = bus.subscribe("im.deliver.there").await.unwrap();
+        let replay = Replay {
+            window: Duration::from_secs(60),
+            max_bytes: 1 << 20,
+        };
+        let router = router(bus, replay);
+        router.send("im.deliver.there", batch("ann")).await;
+        router.send("im.deliver.there", batch("bob")).await;
+        assert_eq!(router.replay().await, 2);
+        let mut users = Vec::new();
+        for _ in 0..4 {
+            let message = there.next().await.unwrap();
+            let batch = DeliveryBatch::decode(message.payload).unwrap();
+            users.push(batch.deliveries[0].user_ids[0].clone());
+        }
+        assert_eq!(users, ["ann", "bob", "ann", "bob"]);
+        // Kept again: a connection that breaks during the replay gets it once more.
+        assert_eq!(router.replay().await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_zero_byte_limit_keeps_nothing() {
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(64));
+        let replay = Replay {
+            window: Duration::from_secs(60),
+            max_bytes: 0,
+        };
+        let router = router(bus, replay);
+        router.send("im.deliver.there", batch("ann")).await;
+        assert_eq!(router.replay().await, 0);
+    }
+
+    #[test]
+    fn the_replay_keeps_its_window_and_its_byte_limit() {
+        let replay = Replay {
+            window: Duration::from_secs(10),
+            max_bytes: 100,
+        };
+        let start = Instant::now();
+        let mut kept = Kept::default();
+        for second in 0..5 {
+            let at = start + Duration::from_secs(second);
+            kept.bytes += 30;
+            kept.batches.push_back(Published {
+                at,
+                subject: "im.deliver.there".into(),
+                payload: Bytes::from(vec![0; 30]),
+                deliveries: 1,
+            });
+            kept.trim(replay, at);
+        }
+        // 100 bytes hold the three newest.
+        assert_eq!(kept.batches.len(), 3);
+        assert_eq!(kept.bytes, 90);
+        // Ten seconds and a bit after the fourth batch, only the fifth is young enough.
+        kept.trim(replay, start + Duration::from_millis(13_001));
+        assert_eq!(kept.batches.len(), 1);
+        assert_eq!(kept.bytes, 30);
+    }
 }

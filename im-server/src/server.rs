@@ -233,6 +233,7 @@ pub async fn start_with(
         sessions.clone(),
         parts.presence.clone(),
         bus.clone(),
+        settings.replay(),
     ));
     let (mut own, mut everyone) = router.subscribe().await?;
     let receiving = router.clone();
@@ -249,6 +250,7 @@ pub async fn start_with(
     if let Some(reconnections) = bus.reconnections() {
         background.push(tokio::spawn(resync_after_bus_loss(
             reconnections,
+            router.clone(),
             sessions.clone(),
         )));
     }
@@ -389,13 +391,21 @@ async fn load_revocations(
 }
 
 /// While the bus was away, frames other nodes sent to this node's sessions may have been
-/// dropped. When it is back, every session is asked to reconnect (GoAway UNAVAILABLE, after
-/// `reconnect_after_ms`): a reconnecting client syncs, so nothing it missed stays missing.
+/// dropped, and so may the batches this node wrote to the broken connection. When it is back,
+/// the router publishes its recent batches again, and every session is asked to reconnect
+/// (GoAway UNAVAILABLE, after `reconnect_after_ms`): a reconnecting client syncs, so nothing
+/// it missed stays missing.
 async fn resync_after_bus_loss(
     mut reconnections: tokio::sync::watch::Receiver<u64>,
+    router: Arc<Router>,
     sessions: Arc<Sessions>,
 ) {
     while reconnections.changed().await.is_ok() {
+        let replayed = router.replay().await;
+        tracing::warn!(
+            batches = replayed,
+            "the bus came back: recent deliveries published again"
+        );
         let count = sessions.count();
         tracing::warn!(
             sessions = count,

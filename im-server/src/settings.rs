@@ -103,6 +103,13 @@ pub struct CoreSettings {
     /// How long a starting node waits for the business service (the revocations on record)
     /// before it gives up, in milliseconds.
     pub business_wait_ms: u64,
+    /// How long this node keeps the batches it published to other nodes, to publish them again
+    /// when its bus connection comes back (what went into a broken connection may be lost), in
+    /// milliseconds.
+    pub bus_replay_ms: u64,
+    /// At most this many bytes of those batches are kept (the oldest go first); 0 turns the
+    /// replay off.
+    pub bus_replay_bytes: usize,
 }
 
 impl Default for CoreSettings {
@@ -148,6 +155,8 @@ impl Default for CoreSettings {
             decision_cache: 100_000,
             bus_timeout_ms: 5_000,
             business_wait_ms: 30_000,
+            bus_replay_ms: 30_000,
+            bus_replay_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -223,6 +232,14 @@ impl CoreSettings {
     /// How often this node renews its sessions' presence leases.
     pub fn lease_renewal(&self) -> Duration {
         Duration::from_millis((self.presence_lease_ms / 3).max(1))
+    }
+
+    /// What the router keeps to publish again after a bus reconnection.
+    pub fn replay(&self) -> crate::router::Replay {
+        crate::router::Replay {
+            window: Duration::from_millis(self.bus_replay_ms),
+            max_bytes: self.bus_replay_bytes,
+        }
     }
 
     /// [`Self::bus_timeout_ms`] as a duration.

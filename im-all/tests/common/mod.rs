@@ -147,6 +147,20 @@ impl Cluster {
     }
 
     fn start_node(&self, id: &str) -> Node {
+        self.start_node_on(id, self.nats_port)
+    }
+
+    /// Starts core node `id` with its bus connection through a [`BusLink`] the test can
+    /// break; the node is the last of `nodes`.
+    pub async fn start_node_through_link(&mut self, id: &str) -> BusLink {
+        let link = BusLink::start(self.nats_port).await;
+        // The node's start blocks this thread while the link's tasks run on the other.
+        let node = tokio::task::block_in_place(|| self.start_node_on(id, link.port));
+        self.nodes.push(Some(node));
+        link
+    }
+
+    fn start_node_on(&self, id: &str, nats_port: u16) -> Node {
         let env = [
             ("IM_CORE__NODE_ID", id.to_owned()),
             ("IM_CORE__DATABASE", self.database.clone()),
@@ -154,10 +168,7 @@ impl Cluster {
                 "IM_CORE__REDIS_URL",
                 format!("redis://127.0.0.1:{}", self.redis_port),
             ),
-            (
-                "IM_BUS__NATS_URL",
-                format!("nats://127.0.0.1:{}", self.nats_port),
-            ),
+            ("IM_BUS__NATS_URL", format!("nats://127.0.0.1:{nats_port}")),
         ];
         let (proc, lines) = spawn(self.dir.path(), id, &[("IM_SERVICES", "core")], &env);
         let addr = address_after(&lines, "ws://", self.dir.path(), id)
@@ -392,6 +403,93 @@ fn address_after(
                 "{name} did not start: {}",
                 std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
             ),
+        }
+    }
+}
+
+/// A TCP relay between one node and nats-server, standing for the network between them: it can
+/// turn into a black hole (bytes read and thrown away, as on a link that broke silently) and
+/// then be cut (every connection through it closed; new ones pass normally).
+pub struct BusLink {
+    pub port: u16,
+    dropping: Arc<std::sync::atomic::AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl BusLink {
+    async fn start(nats_port: u16) -> BusLink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dropping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cuts, cut) = tokio::sync::watch::channel(0u64);
+        let relaying = dropping.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((node, _)) = listener.accept().await {
+                let Ok(nats) = tokio::net::TcpStream::connect(("127.0.0.1", nats_port)).await
+                else {
+                    continue;
+                };
+                let (dropping, mut cut) = (relaying.clone(), cut.clone());
+                cut.mark_unchanged();
+                tokio::spawn(async move {
+                    let (from_node, to_node) = node.into_split();
+                    let (from_nats, to_nats) = nats.into_split();
+                    // Whichever ends first closes both connections.
+                    tokio::select! {
+                        () = relay(from_node, to_nats, dropping.clone()) => {}
+                        () = relay(from_nats, to_node, dropping) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        BusLink {
+            port,
+            dropping,
+            cuts,
+            accepting,
+        }
+    }
+
+    /// From now on the link carries nothing, in either direction, but stays open.
+    pub fn black_hole(&self) {
+        self.dropping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes every connection through the link; new ones pass normally.
+    pub fn cut(&self) {
+        self.dropping
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for BusLink {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.cut();
+    }
+}
+
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    dropping: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if dropping.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
         }
     }
 }
