@@ -168,6 +168,25 @@ async fn three_nodes_deliver_share_presence_and_enforce_bans() {
         .await;
         assert!(stopped.is_ok(), "a revoked session was ended");
     }
+
+    // A fourth node given a running node's id does not start, and says why.
+    let (status, log) = cluster.start_node_refused("core-1");
+    assert!(
+        !status.success(),
+        "a node with a taken id exited with {status}"
+    );
+    assert!(
+        log.contains("\"core-1\" is taken by a running node"),
+        "the refusal names the id: {log}"
+    );
+    // The running node with that id still gets its deliveries.
+    let dan = cluster.user("dan");
+    let dan_client = cluster.client(&dan, "phone", 1).await;
+    let mut dan_events = dan_client.events().unwrap();
+    let direct = direct_conversation_id(&amy, &dan).unwrap();
+    amy_client.send_text(&direct, "still there?").await.unwrap();
+    let got = next_message(&mut dan_events, &direct, &amy).await;
+    assert_eq!(got.body_text(), Some("still there?"));
 }
 
 /// A webhook that refuses its first push, then records every push it accepts.

@@ -121,6 +121,11 @@ pub trait Bus: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<Bytes, BusError>;
 
+    /// Whether other processes may use this bus too (NATS), so that names on it can clash.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Returns once everything published so far has left this process (written to the
     /// connection), so a crash right after loses none of it. Nothing to do in process.
     async fn flush(&self) -> Result<(), BusError> {

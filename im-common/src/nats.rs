@@ -135,6 +135,10 @@ impl Bus for NatsBus {
         Ok(Self::forward(subscriber))
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn flush(&self) -> Result<(), BusError> {
         self.client.flush().await.map_err(closed)
     }

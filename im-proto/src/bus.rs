@@ -18,6 +18,9 @@ pub const DELIVER: &str = "im.deliver";
 pub const ACK: &str = "im.ack";
 /// Messaging: entries for users with no connected device (a durable outbox on NATS).
 pub const PUSH: &str = "im.push";
+/// Messaging: a starting core node's claim of its id; the node id follows (`im.node.<node>`),
+/// and a running node with that id answers (request/reply).
+pub const NODE: &str = "im.node";
 /// Messaging: history and pull queries forwarded to the data's owner (request/reply).
 pub const HISTORY: &str = "im.history";
 /// Presence: a user's presence changed.
@@ -62,6 +65,11 @@ pub const AUDIT: &str = "im.audit";
 /// The delivery subject of one node: `im.deliver.<node_id>`.
 pub fn deliver_subject(node_id: &str) -> String {
     format!("{DELIVER}.{node_id}")
+}
+
+/// The claim subject of one node id: `im.node.<node_id>`.
+pub fn node_subject(node_id: &str) -> String {
+    format!("{NODE}.{node_id}")
 }
 
 /// How a subject is used.
@@ -113,6 +121,7 @@ pub const SUBJECTS: &[Subject] = &[
     event(DELIVER, v1::DeliveryBatch::full_name),
     event(ACK, v1::DeliveryAcked::full_name),
     event(PUSH, v1::OfflinePush::full_name),
+    request(NODE, v1::NodeStatus::full_name, v1::NodeStatus::full_name),
     request(
         HISTORY,
         v1::HistoryQuery::full_name,

@@ -21,6 +21,7 @@
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics` over HTTP.
 //! - [`server`]: all of it started together, with a graceful shutdown.
 
+pub mod claim;
 pub mod directory;
 pub mod gateway;
 pub mod limits;

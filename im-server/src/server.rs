@@ -66,6 +66,9 @@ pub enum StartError {
     /// Redis could not be used.
     #[error("redis: {0}")]
     Redis(String),
+    /// The node id is taken, or could not be claimed.
+    #[error(transparent)]
+    Claim(#[from] crate::claim::ClaimError),
 }
 
 /// A running core service.
@@ -214,6 +217,7 @@ pub async fn start_with(
 ) -> Result<RunningCore, StartError> {
     settings.validate()?;
     let mut background = vec![verifier.clone().follow(bus.as_ref()).await?];
+    background.extend(crate::claim::claim(bus.clone(), &settings.node_id).await?);
     load_revocations(bus.as_ref(), &verifier, settings).await?;
     let permissions = Arc::new(PermissionClient::new(
         bus.clone(),

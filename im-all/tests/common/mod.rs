@@ -160,8 +160,24 @@ impl Cluster {
         link
     }
 
-    fn start_node_on(&self, id: &str, nats_port: u16) -> Node {
-        let env = [
+    /// Starts core node `id` expecting it to refuse to start: its exit status and its log.
+    pub fn start_node_refused(&self, id: &str) -> (std::process::ExitStatus, String) {
+        let name = format!("{id}-refused");
+        let env = self.node_env(id, self.nats_port);
+        let (mut proc, _lines) = spawn(self.dir.path(), &name, &[("IM_SERVICES", "core")], &env);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = proc.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{name} is still running");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (status, std::fs::read_to_string(self.log(&name)).unwrap())
+    }
+
+    fn node_env(&self, id: &str, nats_port: u16) -> [(&'static str, String); 4] {
+        [
             ("IM_CORE__NODE_ID", id.to_owned()),
             ("IM_CORE__DATABASE", self.database.clone()),
             (
@@ -169,7 +185,11 @@ impl Cluster {
                 format!("redis://127.0.0.1:{}", self.redis_port),
             ),
             ("IM_BUS__NATS_URL", format!("nats://127.0.0.1:{nats_port}")),
-        ];
+        ]
+    }
+
+    fn start_node_on(&self, id: &str, nats_port: u16) -> Node {
+        let env = self.node_env(id, nats_port);
         let (proc, lines) = spawn(self.dir.path(), id, &[("IM_SERVICES", "core")], &env);
         let addr = address_after(&lines, "ws://", self.dir.path(), id)
             .trim_end_matches("/ws")
