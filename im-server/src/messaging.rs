@@ -102,17 +102,6 @@ pub struct PendingAck {
 }
 
 impl PendingAck {
-    /// An ack known already (a resend of a stored entry).
-    fn resolved(conversation_id: String, client_msg_id: String, appended: Appended) -> Self {
-        let (done, waiting) = oneshot::channel();
-        let _ = done.send(Ok(appended));
-        Self {
-            conversation_id,
-            client_msg_id,
-            done: waiting,
-        }
-    }
-
     /// Waits for the commit; the `SendAck`, or the error to answer with.
     pub async fn wait(self) -> Result<server_frame::Body, Error> {
         match self.done.await {
@@ -140,6 +129,8 @@ pub struct Messaging {
     directory: Arc<Directory>,
     router: Arc<Router>,
     commits: mpsc::Sender<Pending>,
+    /// Stored entries pushed again (resends refused by a check made since).
+    fan_out: mpsc::Sender<Committed>,
     sends: Arc<dyn SendRate>,
     settings: CoreSettings,
 }
@@ -182,7 +173,7 @@ impl Messaging {
         let committer = tokio::spawn(commit_batches(
             store.clone(),
             queue,
-            committed,
+            committed.clone(),
             settings.max_batch,
         ));
         let messaging = Arc::new(Self {
@@ -191,6 +182,7 @@ impl Messaging {
             directory,
             router,
             commits,
+            fan_out: committed,
             sends,
             settings,
         });
@@ -254,18 +246,18 @@ impl Messaging {
             Ok(entry) => self.enqueue(entry, Some(session.session_id.clone())).await,
             // A resend returns the first ack whatever changed since (a mute, a closed window):
             // the entry exists, and refusing it now would make the client send it again as
-            // new. Looked up only on refusal, so accepted sends cost no extra read.
+            // new. Looked up only on refusal, so accepted sends cost no extra read. It is
+            // pushed again, as any resend is: the node that stored it may have died first.
             Err(refusal) => match self
                 .store
                 .entry_by_client_id(&id, user, &client_msg_id)
                 .await
                 .map_err(internal)?
             {
-                Some(first) => Ok(PendingAck::resolved(
-                    id,
-                    client_msg_id,
-                    Appended::Duplicate(first),
-                )),
+                Some(first) => {
+                    self.push_again(first, Some(session.session_id.clone()))
+                        .await
+                }
                 None => Err(refusal),
             },
         }
@@ -389,6 +381,30 @@ impl Messaging {
             body: raw_body.to_vec(),
             server_time_ms: now_ms(),
         })
+    }
+
+    /// Hands a stored entry to the fan-out again; its ack (a duplicate) resolves once it is on
+    /// its way.
+    async fn push_again(
+        &self,
+        first: StoredEntry,
+        session_id: Option<Arc<str>>,
+    ) -> Result<PendingAck, Error> {
+        let (done, waiting) = oneshot::channel();
+        let ack = PendingAck {
+            conversation_id: first.conversation_id.clone(),
+            client_msg_id: first.client_msg_id.clone(),
+            done: waiting,
+        };
+        self.fan_out
+            .send(Committed {
+                appended: Appended::Duplicate(first),
+                session_id,
+                done,
+            })
+            .await
+            .map_err(|_| fail(ErrorCode::ShuttingDown, "the server is stopping"))?;
+        Ok(ack)
     }
 
     /// Queues an entry (a checked send, or a notice written by the server).

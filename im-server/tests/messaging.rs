@@ -995,7 +995,9 @@ async fn a_resend_gets_its_first_ack_even_after_the_sender_was_muted() {
     w.users(&["owner", "amy"]).await;
     w.group("team", "owner", &["amy"]).await;
     let mut amy = w.connect("amy", "d").await;
+    let mut owner = w.connect("owner", "d").await;
     let first = amy.say("g:team", "once", "before the mute").await;
+    assert_eq!(owner.message().await.seq, first.seq);
     w.business
         .mute_member(&Actor::App, "team", "amy", now_ms() + 60_000)
         .await
@@ -1003,6 +1005,9 @@ async fn a_resend_gets_its_first_ack_even_after_the_sender_was_muted() {
     let again = amy.say("g:team", "once", "before the mute").await;
     assert!(again.duplicate);
     assert_eq!(again.seq, first.seq);
+    // Pushed again (the node that stored it may have died before pushing); clients drop the
+    // repeat by seq.
+    assert_eq!(owner.message().await.seq, first.seq);
     let new = amy
         .send_message("g:team", "new", text("x"))
         .await
