@@ -2,7 +2,7 @@
 //! `im.v1`, protobuf frames, the Hello; connections bound to spread source addresses.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashMap, HashSet},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     sync::{
         Arc,
@@ -267,6 +267,32 @@ pub(crate) enum Measure {
     Latency(Instant),
 }
 
+/// What a receiver has of one conversation, for cumulative acks: an ack covers every seq up to
+/// it, so it names only the end of the run received without a gap.
+#[derive(Debug, Default)]
+struct Received {
+    /// Every seq up to this one has arrived (counted from the first seen).
+    through: u64,
+    /// Seqs that arrived beyond a gap.
+    beyond: BTreeSet<u64>,
+    /// The last `through` acknowledged.
+    acked: u64,
+}
+
+impl Received {
+    fn add(&mut self, seq: u64) {
+        if self.through == 0 {
+            // The first push of the conversation: what came before is not this run's.
+            self.through = seq;
+        } else if seq > self.through {
+            self.beyond.insert(seq);
+        }
+        while self.beyond.remove(&(self.through + 1)) {
+            self.through += 1;
+        }
+    }
+}
+
 /// Reads pushes until `stop`: counts each new entry once (pushes may repeat), acknowledges
 /// them in batches, and with [`Measure::Latency`] records send-to-deliver times.
 pub(crate) fn spawn_receiver(
@@ -278,7 +304,7 @@ pub(crate) fn spawn_receiver(
     tokio::spawn(async move {
         let mut latency = micros_histogram();
         let mut seen: HashSet<(String, u64)> = HashSet::new();
-        let mut unacked: Vec<SeqCursor> = Vec::new();
+        let mut received: HashMap<String, Received> = HashMap::new();
         while !stop.load(Ordering::Relaxed) {
             let next = tokio::time::timeout(Duration::from_millis(50), ws.next()).await;
             let message = match next {
@@ -304,25 +330,25 @@ pub(crate) fn spawn_receiver(
                         }
                     }
                 }
-                match unacked
-                    .iter_mut()
-                    .find(|c| c.conversation_id == m.conversation_id)
-                {
-                    Some(cursor) => cursor.seq = cursor.seq.max(m.seq),
-                    None => unacked.push(SeqCursor {
-                        conversation_id: m.conversation_id,
-                        seq: m.seq,
-                    }),
-                }
+                received.entry(m.conversation_id).or_default().add(m.seq);
                 if !seen.len().is_multiple_of(64) {
                     continue;
                 }
             }
-            // A timeout, another frame, or every 64th entry: acknowledge what is held.
-            // Cumulative acks are approximate here (pushes may skip), which only means the
-            // server may resend a few; the receiver counts each entry once.
-            if !unacked.is_empty() {
-                let acks = std::mem::take(&mut unacked);
+            // A timeout, another frame, or every 64th entry: acknowledge what arrived without
+            // a gap (what is missing the server resends).
+            let acks: Vec<SeqCursor> = received
+                .iter_mut()
+                .filter(|(_, r)| r.through > r.acked)
+                .map(|(conversation, r)| {
+                    r.acked = r.through;
+                    SeqCursor {
+                        conversation_id: conversation.clone(),
+                        seq: r.through,
+                    }
+                })
+                .collect();
+            if !acks.is_empty() {
                 let body = client_frame::Body::DeliveryAck(DeliveryAck { acks });
                 if ws.send(frame(0, body)).await.is_err() {
                     break;
@@ -331,4 +357,22 @@ pub(crate) fn spawn_receiver(
         }
         latency
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Received;
+
+    #[test]
+    fn acks_stop_at_the_first_gap() {
+        let mut received = Received::default();
+        for seq in [3, 4, 6, 7] {
+            received.add(seq);
+        }
+        assert_eq!(received.through, 4, "5 is missing: 6 and 7 wait");
+        received.add(5);
+        assert_eq!(received.through, 7);
+        received.add(4);
+        assert_eq!(received.through, 7, "a repeat changes nothing");
+    }
 }
