@@ -187,6 +187,30 @@ async fn three_nodes_deliver_share_presence_and_enforce_bans() {
     amy_client.send_text(&direct, "still there?").await.unwrap();
     let got = next_message(&mut dan_events, &direct, &amy).await;
     assert_eq!(got.body_text(), Some("still there?"));
+
+    // amy's phone connecting again, on another node, replaces its session on node 0.
+    let amy_again = cluster.client(&amy, "phone", 2).await;
+    let replaced = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let ConnectionState::Stopped { reason } = amy_client.connection_state() {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the older session ended");
+    assert!(
+        replaced.contains("SESSION_REPLACED"),
+        "ended as replaced: {replaced}"
+    );
+    assert!(
+        !matches!(
+            amy_again.connection_state(),
+            ConnectionState::Stopped { .. }
+        ),
+        "the newer session stays"
+    );
 }
 
 /// A webhook that refuses its first push, then records every push it accepts.

@@ -26,7 +26,8 @@ use im_proto::{
     DeviceId, FrameCodec, FrameError, UserId, bus,
     v1::{
         ClientFrame, DeliveryAck, Error, ErrorCode, GoAway, Hello, Ok as OkBody, Pong, Presence,
-        PresenceChanged, PresenceList, PresenceStatus, Welcome, client_frame, server_frame,
+        PresenceChanged, PresenceList, PresenceStatus, RouteChanged, Welcome, client_frame,
+        server_frame,
     },
     version::{BARE_SUBPROTOCOL, SUPPORTED_VERSIONS, negotiate_subprotocol, subprotocol},
 };
@@ -293,6 +294,7 @@ impl Gateway {
             }
         }
         tracing::debug!(session = %session.session_id, user = %session.user_id, device = %session.device_id, "session opened");
+        self.device_connected(&session).await;
         let welcome = Welcome {
             protocol_version: negotiated.unwrap_or_default(),
             user_id: session.user_id.to_string(),
@@ -395,6 +397,26 @@ impl Gateway {
             token.issued_at_ms,
             self.settings.outbound_queue,
         ))
+    }
+
+    /// Tells the other nodes, which end an older session of the same device.
+    async fn device_connected(&self, session: &SessionHandle) {
+        if !self.bus.shared() {
+            return;
+        }
+        let event = RouteChanged {
+            user_id: session.user_id.to_string(),
+            device_id: session.device_id.to_string(),
+            session_id: session.session_id.to_string(),
+            node_id: self.settings.node_id.clone(),
+            platform: session.platform.into(),
+            online: true,
+            connected_at_ms: session.connected_at_ms,
+            ..RouteChanged::default()
+        };
+        if let Err(error) = self.bus.publish(bus::ROUTE, encode(&event)).await {
+            tracing::warn!(%error, "device connection not published");
+        }
     }
 
     async fn presence_changed(&self, presence: Option<Presence>) {

@@ -16,7 +16,8 @@ use im_proto::{
     bus,
     v1::{
         BanEvent, BanKind, ConversationState, ConversationType, ErrorCode, GroupChange, GroupEvent,
-        MemberChange, MemberEvent, PresenceChanged, RevocationList, RevocationsQuery, server_frame,
+        MemberChange, MemberEvent, PresenceChanged, RevocationList, RevocationsQuery, RouteChanged,
+        server_frame,
     },
 };
 use prost::Message;
@@ -279,12 +280,14 @@ pub async fn start_with(
         groups: bus.subscribe(bus::GROUP).await?,
         bans: bus.subscribe(bus::BAN).await?,
         presence: bus.subscribe(bus::PRESENCE).await?,
+        routes: bus.subscribe(bus::ROUTE).await?,
     };
     background.push(tokio::spawn(follow_events(
         events,
         messaging.clone(),
         directory,
         sessions.clone(),
+        settings.node_id.clone(),
     )));
     let pruned = messaging.clone();
     background.push(tokio::spawn(async move {
@@ -455,15 +458,18 @@ struct Events {
     groups: Subscription,
     bans: Subscription,
     presence: Subscription,
+    routes: Subscription,
 }
 
-/// Applies what other services announce: membership (member lists, `conversation` pushes),
-/// revocations (sessions ended), presence changes (pushed to watchers).
+/// Applies what other services and nodes announce: membership (member lists, `conversation`
+/// pushes), revocations (sessions ended), devices connected on other nodes (their older
+/// sessions here replaced), presence changes (pushed to watchers).
 async fn follow_events(
     mut events: Events,
     messaging: Arc<Messaging>,
     directory: Arc<Directory>,
     sessions: Arc<Sessions>,
+    node_id: String,
 ) {
     let push_state = |user: &str, state: ConversationState| {
         let frame = Outbound {
@@ -525,6 +531,12 @@ async fn follow_events(
                         sessions.end_sessions(&event.user_id, None, i64::MAX, ErrorCode::UserDisabled);
                     }
                     _ => {}
+                }
+            }
+            Some(message) = events.routes.next() => {
+                let Ok(event) = RouteChanged::decode(message.payload) else { continue };
+                if event.online && event.node_id != node_id {
+                    sessions.replaced_elsewhere(&event.user_id, &event.device_id, &event.session_id, event.connected_at_ms);
                 }
             }
             Some(message) = events.presence.next() => {

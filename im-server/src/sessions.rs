@@ -37,6 +37,9 @@ pub struct SessionHandle {
     pub platform: Platform,
     /// When the session's token was issued (revocations cut by time).
     pub token_issued_at_ms: i64,
+    /// When the session was opened: of two sessions of one device on different nodes, the
+    /// later one stays.
+    pub connected_at_ms: i64,
     /// Frames are shared: one allocation per frame, however many sessions it goes to.
     outbox: mpsc::Sender<Arc<Outbound>>,
     ending: Arc<Ending>,
@@ -75,6 +78,7 @@ impl SessionHandle {
             device_id: device_id.into(),
             platform,
             token_issued_at_ms,
+            connected_at_ms: im_common::now_ms(),
             outbox,
             ending: Arc::default(),
         };
@@ -289,6 +293,29 @@ impl Sessions {
         ended
     }
 
+    /// A session of `user_id` on `device_id` opened on another node: ends this node's older
+    /// sessions of that device with SESSION_REPLACED (the order is by opening time, then by
+    /// session id, so two nodes agree on which stays). Returns how many ended.
+    pub fn replaced_elsewhere(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        session_id: &str,
+        connected_at_ms: i64,
+    ) -> usize {
+        let inner = self.lock();
+        let mut ended = 0;
+        for session in inner.by_user.get(user_id).into_iter().flatten() {
+            let older =
+                (session.connected_at_ms, &*session.session_id) < (connected_at_ms, session_id);
+            if *session.device_id == *device_id && older {
+                session.ending.end(ErrorCode::SessionReplaced);
+                ended += 1;
+            }
+        }
+        ended
+    }
+
     /// Ends every session with `reason` (shutdown).
     pub fn end_all(&self, reason: ErrorCode) {
         for session in self.lock().by_session.values() {
@@ -379,6 +406,25 @@ mod tests {
             frame: Bytes::from(vec![byte]),
             entry: None,
         }
+    }
+
+    #[test]
+    fn a_device_connecting_on_another_node_replaces_only_its_older_session_here() {
+        let sessions = Sessions::new(4);
+        let (phone, _p) = session("amy", "phone", 4);
+        let (laptop, _l) = session("amy", "laptop", 4);
+        sessions.register(phone.clone()).unwrap();
+        sessions.register(laptop.clone()).unwrap();
+        let ended = |s: &SessionHandle| s.ending().reason.get().copied();
+        // A session of the phone opened elsewhere before this one: this one stays.
+        let earlier = phone.connected_at_ms - 1;
+        assert_eq!(sessions.replaced_elsewhere("amy", "phone", "x", earlier), 0);
+        assert_eq!(ended(&phone), None);
+        // One opened after it: this one ends, the laptop stays.
+        let later = phone.connected_at_ms + 1;
+        assert_eq!(sessions.replaced_elsewhere("amy", "phone", "y", later), 1);
+        assert_eq!(ended(&phone), Some(ErrorCode::SessionReplaced));
+        assert_eq!(ended(&laptop), None);
     }
 
     #[test]
