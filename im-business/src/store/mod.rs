@@ -10,6 +10,7 @@ pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub(crate) mod schema;
+mod sql;
 pub mod sqlite;
 #[cfg(any(test, feature = "testing"))]
 pub mod suite;

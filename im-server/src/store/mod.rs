@@ -14,6 +14,7 @@ pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub(crate) mod schema;
+mod sql;
 pub mod sqlite;
 #[cfg(any(test, feature = "testing"))]
 pub mod suite;
@@ -79,7 +80,7 @@ pub struct NewEntry {
 }
 
 /// A stored entry.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = schema::entries)]
 pub struct StoredEntry {
     /// Canonical conversation id.
