@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod nats;
 pub mod outbox;
 pub mod permission;
+pub mod server_db;
 pub mod settings;
 pub mod sqlite;
 pub mod testing;

@@ -3,90 +3,14 @@
 //! servers.
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(super) use server::ServerDb;
+pub(super) use im_common::server_db::ServerDb;
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-mod server {
-    use diesel::{
-        dsl::AsExprOf,
-        query_builder::{QueryFragment, SqlQuery},
-        sql_types::Integer,
-    };
-    use diesel_async::{
-        SimpleAsyncConnection,
-        methods::LoadQuery,
-        pooled_connection::{
-            AsyncDieselConnectionManager, PoolableConnection,
-            deadpool::{Object, Pool},
-        },
-    };
-
-    use super::super::{StoreError, StoreResult};
-
-    fn backend(error: impl std::fmt::Display) -> StoreError {
-        StoreError::Backend(error.to_string())
-    }
-
-    /// Pooled connections to a database server (PostgreSQL, MySQL), shared by every node:
-    /// row locks, not a writer's turn, order the write transactions.
-    pub(in crate::store) struct ServerDb<C>
-    where
-        // What diesel-async's pool asks of a connection type (the queries of its health check).
-        C: PoolableConnection + 'static,
-        for<'a> diesel::dsl::select<AsExprOf<i32, Integer>>: LoadQuery<'a, C, i32>,
-        SqlQuery: QueryFragment<C::Backend>,
-    {
-        pool: Pool<C>,
-    }
-
-    impl<C> ServerDb<C>
-    where
-        C: PoolableConnection + 'static,
-        for<'a> diesel::dsl::select<AsExprOf<i32, Integer>>: LoadQuery<'a, C, i32>,
-        SqlQuery: QueryFragment<C::Backend>,
-    {
-        /// Connects to `url` and runs `setup` (the schema) on one connection.
-        pub(in crate::store) async fn connect(
-            url: &str,
-            max_connections: usize,
-            setup: &str,
-        ) -> StoreResult<Self> {
-            let manager = AsyncDieselConnectionManager::<C>::new(url);
-            let pool = Pool::builder(manager)
-                .max_size(max_connections.max(1))
-                .build()
-                .map_err(backend)?;
-            let mut conn = pool.get().await.map_err(backend)?;
-            conn.batch_execute(setup).await.map_err(backend)?;
-            Ok(Self { pool })
-        }
-
-        /// A connection for reading.
-        pub(in crate::store) async fn conn(&self) -> StoreResult<Object<C>> {
-            self.pool.get().await.map_err(backend)
-        }
-
-        /// A connection for one write transaction (row locks, not a writer's turn, order them).
-        pub(in crate::store) async fn writer(&self) -> StoreResult<((), Object<C>)> {
-            Ok(((), self.conn().await?))
-        }
+impl From<im_common::server_db::ServerDbError> for super::StoreError {
+    fn from(error: im_common::server_db::ServerDbError) -> Self {
+        Self::Backend(error.to_string())
     }
 }
-
-/// An `INSERT` of `$values` into `$table` that skips a row whose key exists, in the form the
-/// database knows: `on_conflict_do_nothing` (`ON CONFLICT DO NOTHING`: PostgreSQL, SQLite) or
-/// `insert_or_ignore` (`INSERT IGNORE`: MySQL).
-macro_rules! insert_new {
-    (on_conflict_do_nothing, $table:expr, $values:expr) => {
-        diesel::insert_into($table)
-            .values($values)
-            .on_conflict_do_nothing()
-    };
-    (insert_or_ignore, $table:expr, $values:expr) => {
-        diesel::insert_or_ignore_into($table).values($values)
-    };
-}
-pub(super) use insert_new;
 
 /// Implements [`BusinessStore`](super::BusinessStore) for `store` with the queries that are the
 /// same on every database, on the invoking module's `Conn`.
@@ -106,7 +30,7 @@ pub(super) use insert_new;
 /// and names, in the invocation:
 /// - `lock_group: for_update` where writers run concurrently: a group's first read in a
 ///   transaction (`SELECT ... FOR UPDATE`) locks its row until the transaction ends;
-/// - `insert_new`: the form of an insert that skips existing keys (see [`insert_new!`]).
+/// - `insert_new`: the form of an insert that skips existing keys (see [`im_common::insert_new!`]).
 macro_rules! business_store {
     (
         store: $store:ident,
@@ -117,6 +41,7 @@ macro_rules! business_store {
             use async_trait::async_trait;
             use diesel::prelude::*;
             use diesel_async::{AsyncConnection, RunQueryDsl};
+            use im_common::insert_new;
             use im_proto::v1::GroupRole;
 
             use super::{$store, Conn, INSERT_CHUNK, insert_members, upsert_users};
@@ -124,7 +49,6 @@ macro_rules! business_store {
                 BusinessStore, GroupChanges, GroupRecord, MemberRecord, Missing, Revocation,
                 StoreError, StoreResult, UserRecord,
                 schema::{blocks, contacts, groups, members, token_revocations, users},
-                sql::insert_new,
             };
 
             /// The group, unless dismissed; with `lock_group`, its row stays locked until the

@@ -5,7 +5,14 @@
 use super::{NewEntry, StoreError, StoreResult, StoredEntry};
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(super) use server::ServerDb;
+pub(super) use im_common::server_db::ServerDb;
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl From<im_common::server_db::ServerDbError> for StoreError {
+    fn from(error: im_common::server_db::ServerDbError) -> Self {
+        Self::Backend(error.to_string())
+    }
+}
 
 /// A seq as stored (`BIGINT`); past `i64::MAX`, the highest.
 pub(super) fn seq(value: u64) -> i64 {
@@ -36,91 +43,6 @@ pub(super) fn check_limit(limit: u32) -> StoreResult<i64> {
     Ok(i64::from(limit))
 }
 
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-mod server {
-    use diesel::{
-        dsl::AsExprOf,
-        query_builder::{QueryFragment, SqlQuery},
-        sql_types::Integer,
-    };
-    use diesel_async::{
-        SimpleAsyncConnection,
-        methods::LoadQuery,
-        pooled_connection::{
-            AsyncDieselConnectionManager, PoolableConnection,
-            deadpool::{Object, Pool},
-        },
-    };
-
-    use super::super::{StoreError, StoreResult};
-
-    fn backend(error: impl std::fmt::Display) -> StoreError {
-        StoreError::Backend(error.to_string())
-    }
-
-    /// Pooled connections to a database server (PostgreSQL, MySQL), shared by every node:
-    /// row locks, not a writer's turn, order the write transactions.
-    pub(in crate::store) struct ServerDb<C>
-    where
-        // What diesel-async's pool asks of a connection type (the queries of its health check).
-        C: PoolableConnection + 'static,
-        for<'a> diesel::dsl::select<AsExprOf<i32, Integer>>: LoadQuery<'a, C, i32>,
-        SqlQuery: QueryFragment<C::Backend>,
-    {
-        pool: Pool<C>,
-    }
-
-    impl<C> ServerDb<C>
-    where
-        C: PoolableConnection + 'static,
-        for<'a> diesel::dsl::select<AsExprOf<i32, Integer>>: LoadQuery<'a, C, i32>,
-        SqlQuery: QueryFragment<C::Backend>,
-    {
-        /// Connects to `url` and runs `setup` (the schema) on one connection.
-        pub(in crate::store) async fn connect(
-            url: &str,
-            max_connections: usize,
-            setup: &str,
-        ) -> StoreResult<Self> {
-            let manager = AsyncDieselConnectionManager::<C>::new(url);
-            let pool = Pool::builder(manager)
-                .max_size(max_connections.max(1))
-                .build()
-                .map_err(backend)?;
-            let mut conn = pool.get().await.map_err(backend)?;
-            conn.batch_execute(setup).await.map_err(backend)?;
-            Ok(Self { pool })
-        }
-
-        /// A connection for reading.
-        pub(in crate::store) async fn conn(&self) -> StoreResult<Object<C>> {
-            self.pool.get().await.map_err(backend)
-        }
-
-        /// A connection for one write transaction (row locks, not a writer's turn, order them).
-        pub(in crate::store) async fn writer(&self) -> StoreResult<((), Object<C>)> {
-            Ok(((), self.conn().await?))
-        }
-    }
-}
-
-/// An `INSERT` of `$values` into `$table` that skips a row whose key exists, in the form the
-/// database knows: `on_conflict_do_nothing` (`ON CONFLICT DO NOTHING`: PostgreSQL) or
-/// `insert_or_ignore` (`INSERT IGNORE`: MySQL).
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-macro_rules! insert_new {
-    (on_conflict_do_nothing, $table:expr, $values:expr) => {
-        diesel::insert_into($table)
-            .values($values)
-            .on_conflict_do_nothing()
-    };
-    (insert_or_ignore, $table:expr, $values:expr) => {
-        diesel::insert_or_ignore_into($table).values($values)
-    };
-}
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(super) use insert_new;
-
 /// The appends of a database server (PostgreSQL, MySQL): `append_batch(conn, batch)` appends the
 /// batch in one transaction, entry by entry, on the invoking module's `Conn`.
 ///
@@ -128,7 +50,7 @@ pub(super) use insert_new;
 /// `next_seq(conn, conversation_id)`, the conversation's next seq, which locks the
 /// conversation's row until the transaction ends (appends from any number of nodes take their
 /// turns, seqs stay gap-free, and a batch that fails rolls its seqs back too); and names, in
-/// `insert_new`, the form of an insert that skips existing keys (see [`insert_new!`]).
+/// `insert_new`, the form of an insert that skips existing keys (see [`im_common::insert_new!`]).
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 macro_rules! server_appends {
     (insert_new: $insert_new:ident $(,)?) => {
@@ -137,13 +59,14 @@ macro_rules! server_appends {
         mod appends {
             use diesel::prelude::*;
             use diesel_async::{AsyncConnection, RunQueryDsl};
+            use im_common::insert_new;
             use im_proto::{ConversationId, ConversationKind};
 
             use super::{Conn, next_seq};
             use $crate::store::{
                 Appended, NewEntry, StoreResult, StoredEntry,
                 schema::{direct_members, entries},
-                sql::{insert_new, stored_entry},
+                sql::stored_entry,
             };
 
             /// Appends the batch in one transaction, entry by entry.
