@@ -36,6 +36,6 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("business.db"), 4)
             .await
             .expect("opens");
-        (store, dir)
+        Some((store, dir))
     });
 }

@@ -78,11 +78,14 @@ pub async fn serve_bus_requests(
         &mut tasks,
         &bus,
         bus::REVOCATIONS,
-        move |_: RevocationsQuery| {
+        move |query: RevocationsQuery| {
             let business = b.clone();
             async move {
-                match business.revocations().await {
-                    Ok(revocations) => RevocationList {
+                let page = business
+                    .revocations(&query.after_user_id, &query.after_device_id, query.limit)
+                    .await;
+                match page {
+                    Ok((revocations, more)) => RevocationList {
                         revocations: revocations
                             .into_iter()
                             .map(|r| BanEvent {
@@ -94,10 +97,12 @@ pub async fn serve_bus_requests(
                             })
                             .collect(),
                         error: None,
+                        more,
                     },
                     Err(error) => RevocationList {
                         revocations: Vec::new(),
                         error: Some(error_of(&error)),
+                        more: false,
                     },
                 }
             }

@@ -163,7 +163,7 @@ pub async fn start(
             .map_err(|e| SettingsError::new(e.to_string()))?,
     );
     for r in business
-        .revocations()
+        .all_revocations()
         .await
         .map_err(|e| database(e.to_string()))?
     {

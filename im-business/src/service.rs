@@ -116,6 +116,10 @@ impl Standing {
 /// The page size when a request names none.
 pub const DEFAULT_PAGE: u32 = 100;
 
+/// Revocations per `im.revocations` answer at most: each is under about 200 bytes encoded, so a
+/// page stays well under NATS's default 1 MiB payload limit.
+pub const MAX_REVOCATIONS_PAGE: u32 = 1_000;
+
 /// One page of a listing in id order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
@@ -1225,9 +1229,43 @@ impl Business {
         Ok((ids, more, group.version.max(0) as u64))
     }
 
-    /// Every token revocation on record, for core nodes that start after them.
-    pub async fn revocations(&self) -> Result<Vec<crate::store::Revocation>, BusinessError> {
-        Ok(self.store.revocations().await?)
+    /// A page of the token revocations on record, for core nodes that start after them: up to
+    /// `limit` (at most [`MAX_REVOCATIONS_PAGE`]) after the key (`after_user_id`,
+    /// `after_device_id`), in key order, and whether more may follow.
+    pub async fn revocations(
+        &self,
+        after_user_id: &str,
+        after_device_id: &str,
+        limit: u32,
+    ) -> Result<(Vec<crate::store::Revocation>, bool), BusinessError> {
+        let limit = match limit {
+            0 => MAX_REVOCATIONS_PAGE,
+            limit => limit.min(MAX_REVOCATIONS_PAGE),
+        };
+        let page = self
+            .store
+            .revocations(after_user_id, after_device_id, limit)
+            .await?;
+        let more = page.len() == limit as usize;
+        Ok((page, more))
+    }
+
+    /// Every token revocation on record, page by page.
+    pub async fn all_revocations(&self) -> Result<Vec<crate::store::Revocation>, BusinessError> {
+        let mut all: Vec<crate::store::Revocation> = Vec::new();
+        loop {
+            let (after_user, after_device) = all
+                .last()
+                .map(|r| (r.user_id.clone(), r.device_id.clone()))
+                .unwrap_or_default();
+            let (page, more) = self
+                .revocations(&after_user, &after_device, MAX_REVOCATIONS_PAGE)
+                .await?;
+            all.extend(page);
+            if !more {
+                return Ok(all);
+            }
+        }
     }
 
     /// The groups and channels `user_id` is a member of, for sync.

@@ -47,6 +47,6 @@ mod tests {
         let store = SqliteMessageStore::open(&dir.path().join("messages.db"), 4)
             .await
             .expect("opens");
-        (store, dir)
+        Some((store, dir))
     });
 }

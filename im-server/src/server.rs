@@ -356,21 +356,20 @@ pub async fn start_with(
 }
 
 /// Applies the token revocations made before this node started, asked of the business service
-/// (later ones arrive on `im.ban`, followed before this is called). A node that cannot learn
-/// them within `business_wait_ms` does not start: it would accept revoked tokens.
+/// a page at a time (later ones arrive on `im.ban`, followed before this is called). A node
+/// that cannot learn them within `business_wait_ms` does not start: it would accept revoked
+/// tokens.
 async fn load_revocations(
     bus: &dyn Bus,
     verifier: &TokenVerifier,
     settings: &CoreSettings,
 ) -> Result<(), StartError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(settings.business_wait_ms);
+    let mut query = RevocationsQuery::default();
+    let mut loaded = 0;
     loop {
         let asked = bus
-            .request(
-                bus::REVOCATIONS,
-                encode(&RevocationsQuery {}),
-                settings.bus_timeout(),
-            )
+            .request(bus::REVOCATIONS, encode(&query), settings.bus_timeout())
             .await
             .and_then(|payload| {
                 RevocationList::decode(payload).map_err(|e| BusError::Unavailable(e.to_string()))
@@ -380,11 +379,18 @@ async fn load_revocations(
                 for revocation in &list.revocations {
                     verifier.apply(revocation);
                 }
-                tracing::info!(
-                    revocations = list.revocations.len(),
-                    "token revocations loaded"
-                );
-                return Ok(());
+                loaded += list.revocations.len();
+                match list.revocations.last() {
+                    Some(last) if list.more => {
+                        query.after_user_id.clone_from(&last.user_id);
+                        query.after_device_id.clone_from(&last.device_id);
+                        continue;
+                    }
+                    _ => {
+                        tracing::info!(revocations = loaded, "token revocations loaded");
+                        return Ok(());
+                    }
+                }
             }
             Ok(list) => BusError::Unavailable(list.error.map(|e| e.message).unwrap_or_default()),
             Err(error) => error,
@@ -552,5 +558,87 @@ async fn follow_events(
             }
             else => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use im_common::{
+        auth::TokenIssuer,
+        bus::{LocalBus, respond},
+    };
+
+    use super::*;
+
+    const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!";
+
+    /// A responder serving `revoked` users' revocations in pages of `page`, as the business
+    /// service does; returns how many queries it answered.
+    async fn serve_pages(
+        bus: Arc<dyn Bus>,
+        revoked: Vec<String>,
+        page: usize,
+    ) -> JoinHandle<usize> {
+        let mut queries = bus.subscribe(bus::REVOCATIONS).await.unwrap();
+        tokio::spawn(async move {
+            let mut answered = 0;
+            while let Some(message) = queries.next().await {
+                let query = RevocationsQuery::decode(message.payload.clone()).unwrap();
+                let rest: Vec<&String> = revoked
+                    .iter()
+                    .filter(|user| user.as_str() > query.after_user_id.as_str())
+                    .collect();
+                let list = RevocationList {
+                    revocations: rest
+                        .iter()
+                        .take(page)
+                        .map(|user| BanEvent {
+                            kind: BanKind::TokensRevoked.into(),
+                            user_id: (*user).clone(),
+                            until_ms: i64::MAX,
+                            ..BanEvent::default()
+                        })
+                        .collect(),
+                    more: rest.len() > page,
+                    error: None,
+                };
+                respond(bus.as_ref(), &message, encode(&list))
+                    .await
+                    .unwrap();
+                answered += 1;
+                if !list.more {
+                    return answered;
+                }
+            }
+            answered
+        })
+    }
+
+    #[tokio::test]
+    async fn a_starting_node_loads_every_page_of_revocations() {
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        let revoked: Vec<String> = (0..2_500).map(|i| format!("user{i:05}")).collect();
+        let responder = serve_pages(bus.clone(), revoked, 1_000).await;
+        let verifier = TokenVerifier::new(SECRET, None).unwrap();
+        let settings = CoreSettings::default();
+        load_revocations(bus.as_ref(), &verifier, &settings)
+            .await
+            .unwrap();
+        assert_eq!(responder.await.unwrap(), 3, "three pages asked for");
+        let issuer = TokenIssuer::new(SECRET);
+        let token = |user: &str| {
+            issuer
+                .issue(user, "d", im_common::now_ms(), 60_000)
+                .unwrap()
+        };
+        for user in ["user00000", "user01999", "user02499"] {
+            assert!(
+                verifier.verify(&token(user), "d").is_err(),
+                "{user}'s token is revoked"
+            );
+        }
+        assert!(verifier.verify(&token("someone"), "d").is_ok());
     }
 }

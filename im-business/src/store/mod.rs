@@ -197,8 +197,14 @@ pub trait BusinessStore: Send + Sync + 'static {
 
     /// Records a revocation; a later cut-off replaces an earlier one, never the reverse.
     async fn revoke_tokens(&self, revocation: &Revocation) -> StoreResult<()>;
-    /// Every revocation, for verifiers starting up.
-    async fn revocations(&self) -> StoreResult<Vec<Revocation>>;
+    /// Up to `limit` revocations after the key (`after_user_id`, `after_device_id`), in key
+    /// order, for verifiers starting up; ("", "") starts from the first.
+    async fn revocations(
+        &self,
+        after_user_id: &str,
+        after_device_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Revocation>>;
 
     /// Creates a group with its first members (`member_count` and `version` are set here).
     async fn create_group(

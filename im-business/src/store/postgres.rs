@@ -138,22 +138,5 @@ mod tests {
             .expect("opens")
     }
 
-    #[tokio::test]
-    async fn the_postgres_store_passes_the_business_store_suite() {
-        let Some(url) = postgres_url() else { return };
-        use crate::store::suite;
-        suite::users_upsert_keeps_creation_and_activity(&fresh(&url).await).await;
-        suite::deactivation_and_unknown_users(&fresh(&url).await).await;
-        suite::users_in_bulk(&fresh(&url).await).await;
-        suite::revocations_only_move_forward(&fresh(&url).await).await;
-        suite::groups_are_created_with_their_members(&fresh(&url).await).await;
-        suite::adding_members_is_all_or_nothing(&fresh(&url).await).await;
-        suite::removing_members_is_all_or_nothing(&fresh(&url).await).await;
-        suite::members_page_in_id_order(&fresh(&url).await).await;
-        suite::roles_mutes_and_ownership(&fresh(&url).await).await;
-        suite::group_changes_touch_only_their_fields(&fresh(&url).await).await;
-        suite::dismissed_groups_have_no_members(&fresh(&url).await).await;
-        suite::groups_of_a_user(&fresh(&url).await).await;
-        suite::blocks_and_contacts(&fresh(&url).await).await;
-    }
+    crate::business_store_suite!(async { Some((fresh(&postgres_url()?).await, ())) });
 }

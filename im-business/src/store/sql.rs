@@ -199,9 +199,23 @@ macro_rules! business_store {
                         .await
                 }
 
-                async fn revocations(&self) -> StoreResult<Vec<Revocation>> {
+                async fn revocations(
+                    &self,
+                    after_user_id: &str,
+                    after_device_id: &str,
+                    limit: u32,
+                ) -> StoreResult<Vec<Revocation>> {
+                    use token_revocations::{device_id, user_id};
                     let mut conn = self.db.conn().await?;
-                    let query = token_revocations::table.select(Revocation::as_select());
+                    let query = token_revocations::table
+                        .filter(
+                            user_id.gt(after_user_id).or(user_id
+                                .eq(after_user_id)
+                                .and(device_id.gt(after_device_id))),
+                        )
+                        .order((user_id.asc(), device_id.asc()))
+                        .limit(i64::from(limit))
+                        .select(Revocation::as_select());
                     Ok(query.load(&mut conn).await?)
                 }
 

@@ -134,12 +134,9 @@ message_store! {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 
     use super::*;
-    use crate::store::suite;
 
     fn mysql_url() -> Option<String> {
         im_common::testing::service_url("IM_TEST_MARIADB_URL", "the MariaDB store suite")
@@ -161,15 +158,5 @@ mod tests {
             .expect("opens")
     }
 
-    #[tokio::test]
-    async fn the_mariadb_store_passes_the_message_store_suite() {
-        let Some(url) = mysql_url() else { return };
-        suite::sequences_are_gap_free_per_conversation(Arc::new(fresh(&url).await)).await;
-        suite::resends_return_the_first_entry(Arc::new(fresh(&url).await)).await;
-        suite::a_bad_batch_writes_nothing(Arc::new(fresh(&url).await)).await;
-        suite::pages_forward_and_backward(Arc::new(fresh(&url).await)).await;
-        suite::read_cursors_only_move_forward(Arc::new(fresh(&url).await)).await;
-        suite::concurrent_appends_get_every_seq_once(Arc::new(fresh(&url).await)).await;
-        suite::views_of_a_conversation(Arc::new(fresh(&url).await)).await;
-    }
+    crate::message_store_suite!(async { Some((fresh(&mysql_url()?).await, ())) });
 }
