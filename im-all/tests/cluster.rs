@@ -188,7 +188,9 @@ async fn three_nodes_deliver_share_presence_and_enforce_bans() {
     let got = next_message(&mut dan_events, &direct, &amy).await;
     assert_eq!(got.body_text(), Some("still there?"));
 
-    // amy's phone connecting again, on another node, replaces its session on node 0.
+    // amy's phone connecting again, on another node, replaces its session on node 0 (opened
+    // more than the nodes' one-second clock margin before).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let amy_again = cluster.client(&amy, "phone", 2).await;
     let replaced = tokio::time::timeout(Duration::from_secs(10), async {
         loop {

@@ -1231,17 +1231,18 @@ impl Business {
 
     /// A page of the token revocations on record, for core nodes that start after them: up to
     /// `limit` (at most [`MAX_REVOCATIONS_PAGE`]) after the key (`after_user_id`,
-    /// `after_device_id`), in key order, and whether more may follow.
+    /// `after_device_id`), in key order, and whether more may follow. A `limit` of 0 is what
+    /// core nodes from before pages ask: they get every revocation at once, as they expect.
     pub async fn revocations(
         &self,
         after_user_id: &str,
         after_device_id: &str,
         limit: u32,
     ) -> Result<(Vec<crate::store::Revocation>, bool), BusinessError> {
-        let limit = match limit {
-            0 => MAX_REVOCATIONS_PAGE,
-            limit => limit.min(MAX_REVOCATIONS_PAGE),
-        };
+        if limit == 0 {
+            return Ok((self.all_revocations().await?, false));
+        }
+        let limit = limit.min(MAX_REVOCATIONS_PAGE);
         let page = self
             .store
             .revocations(after_user_id, after_device_id, limit)
@@ -1258,9 +1259,11 @@ impl Business {
                 .last()
                 .map(|r| (r.user_id.clone(), r.device_id.clone()))
                 .unwrap_or_default();
-            let (page, more) = self
+            let page = self
+                .store
                 .revocations(&after_user, &after_device, MAX_REVOCATIONS_PAGE)
                 .await?;
+            let more = page.len() == MAX_REVOCATIONS_PAGE as usize;
             all.extend(page);
             if !more {
                 return Ok(all);

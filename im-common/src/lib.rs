@@ -5,6 +5,7 @@
 //! - [`auth`]: issuing and verifying access tokens, with revocations.
 //! - [`settings`]: defaults, a TOML file and environment overrides, one shape for all services.
 //! - [`sqlite`]: the embedded stores' SQLite database: WAL, durable commits, one writer.
+//! - [`server_db`]: the distributed stores' pooled PostgreSQL or MySQL database.
 //! - [`permission`]: permission checks over the bus behind a cache the business events
 //!   invalidate.
 //! - [`testing`]: what tests against real services share.

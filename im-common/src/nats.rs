@@ -44,9 +44,12 @@ impl NatsBus {
                     }
                 }
             })
-            // A link that broke silently is noticed after two unanswered pings (the default is
-            // a minute each), well within the time a node keeps what it published for replay.
-            .ping_interval(Duration::from_secs(10))
+            // A link that broke silently is given up after the third ping left unanswered: 15
+            // to 20 s at 5 s each (the default is a minute each), within the time a core node
+            // keeps what it published for replay (`bus_replay_ms`, 60 s). The client pings
+            // only when nothing else is sent, so a link that is busy when it breaks is noticed
+            // when its writes fail instead.
+            .ping_interval(Duration::from_secs(5))
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .connect(url)

@@ -19,7 +19,7 @@ use diesel_async::{
 
 /// The database could not be reached or set up.
 #[derive(Debug, thiserror::Error)]
-#[error("database: {0}")]
+#[error("{0}")]
 pub struct ServerDbError(String);
 
 fn failed(error: impl std::fmt::Display) -> ServerDbError {

@@ -294,7 +294,7 @@ impl Gateway {
             }
         }
         tracing::debug!(session = %session.session_id, user = %session.user_id, device = %session.device_id, "session opened");
-        self.device_connected(&session).await;
+        self.device_connected(&session);
         let welcome = Welcome {
             protocol_version: negotiated.unwrap_or_default(),
             user_id: session.user_id.to_string(),
@@ -399,8 +399,9 @@ impl Gateway {
         ))
     }
 
-    /// Tells the other nodes, which end an older session of the same device.
-    async fn device_connected(&self, session: &SessionHandle) {
+    /// Tells the other nodes, which end an older session of the same device. Published aside,
+    /// bounded: a bus that is reconnecting must not hold up the handshake.
+    fn device_connected(&self, session: &SessionHandle) {
         if !self.bus.shared() {
             return;
         }
@@ -414,9 +415,17 @@ impl Gateway {
             connected_at_ms: session.connected_at_ms,
             ..RouteChanged::default()
         };
-        if let Err(error) = self.bus.publish(bus::ROUTE, encode(&event)).await {
-            tracing::warn!(%error, "device connection not published");
-        }
+        let bus = self.bus.clone();
+        tokio::spawn(async move {
+            let published = tokio::time::timeout(
+                Duration::from_secs(1),
+                bus.publish(bus::ROUTE, encode(&event)),
+            )
+            .await;
+            if !matches!(published, Ok(Ok(()))) {
+                tracing::warn!("device connection not published: older sessions elsewhere stay");
+            }
+        });
     }
 
     async fn presence_changed(&self, presence: Option<Presence>) {

@@ -102,6 +102,18 @@ pub struct PendingAck {
 }
 
 impl PendingAck {
+    /// An ack known already (a resend of a stored entry, not pushed again).
+    fn resolved(first: StoredEntry) -> Self {
+        let (done, waiting) = oneshot::channel();
+        let ack = Self {
+            conversation_id: first.conversation_id.clone(),
+            client_msg_id: first.client_msg_id.clone(),
+            done: waiting,
+        };
+        let _ = done.send(Ok(Appended::Duplicate(first)));
+        ack
+    }
+
     /// Waits for the commit; the `SendAck`, or the error to answer with.
     pub async fn wait(self) -> Result<server_frame::Body, Error> {
         match self.done.await {
@@ -129,8 +141,9 @@ pub struct Messaging {
     directory: Arc<Directory>,
     router: Arc<Router>,
     commits: mpsc::Sender<Pending>,
-    /// Stored entries pushed again (resends refused by a check made since).
-    fan_out: mpsc::Sender<Committed>,
+    /// Stored entries pushed again (resends refused by a check made since): the fan-out's
+    /// queue, beside the committer's.
+    refan: mpsc::Sender<Committed>,
     sends: Arc<dyn SendRate>,
     settings: CoreSettings,
 }
@@ -182,7 +195,7 @@ impl Messaging {
             directory,
             router,
             commits,
-            fan_out: committed,
+            refan: committed,
             sends,
             settings,
         });
@@ -247,13 +260,18 @@ impl Messaging {
             // A resend returns the first ack whatever changed since (a mute, a closed window):
             // the entry exists, and refusing it now would make the client send it again as
             // new. Looked up only on refusal, so accepted sends cost no extra read. It is
-            // pushed again, as any resend is: the node that stored it may have died first.
+            // pushed again, as any resend is (the node that stored it may have died first),
+            // unless its rate was refused: the rate is what bounds pushes made again.
             Err(refusal) => match self
                 .store
                 .entry_by_client_id(&id, user, &client_msg_id)
                 .await
                 .map_err(internal)?
             {
+                Some(first) if refusal.code() == ErrorCode::RateLimited => {
+                    metrics::counter!("im_sends_total", "outcome" => "duplicate").increment(1);
+                    Ok(PendingAck::resolved(first))
+                }
                 Some(first) => {
                     self.push_again(first, Some(session.session_id.clone()))
                         .await
@@ -390,13 +408,14 @@ impl Messaging {
         first: StoredEntry,
         session_id: Option<Arc<str>>,
     ) -> Result<PendingAck, Error> {
+        metrics::counter!("im_sends_total", "outcome" => "duplicate").increment(1);
         let (done, waiting) = oneshot::channel();
         let ack = PendingAck {
             conversation_id: first.conversation_id.clone(),
             client_msg_id: first.client_msg_id.clone(),
             done: waiting,
         };
-        self.fan_out
+        self.refan
             .send(Committed {
                 appended: Appended::Duplicate(first),
                 session_id,

@@ -8,9 +8,10 @@
 //! but nothing that would have been pushed is dropped.
 //!
 //! A batch written to a bus connection that then breaks may never reach the server, and the
-//! recipients on healthy nodes would not know it. So the router keeps what it published in the
-//! last [`Replay::window`] and publishes it again when the connection comes back; receivers'
-//! clients drop what they already have by seq.
+//! recipients on healthy nodes would not know it. So the router keeps the entries it published
+//! in the last [`Replay::window`] and publishes them again when the connection comes back;
+//! receivers' clients drop what they already have by seq. Other frames (typing, read state)
+//! are not kept: replayed late, they would move a client's view backwards.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -74,6 +75,10 @@ impl Kept {
             let expired = now.saturating_duration_since(oldest.at) > replay.window;
             if !expired && self.bytes <= replay.max_bytes {
                 break;
+            }
+            if !expired {
+                // The byte limit, not the window, decides: a broken link would lose these.
+                metrics::counter!("im_replay_evicted_total").increment(oldest.deliveries);
             }
             self.bytes -= oldest.payload.len();
             self.batches.pop_front();
@@ -181,8 +186,9 @@ impl Router {
                     .iter()
                     .flat_map(|item| deliveries(item, item.users.to_vec()))
                     .collect();
-                self.publish(bus::DELIVER, deliveries).await;
-                self.flush().await;
+                if self.publish(bus::DELIVER, deliveries).await {
+                    self.flush().await;
+                }
                 offline.iter_mut().for_each(Vec::clear);
                 return offline;
             }
@@ -205,31 +211,41 @@ impl Router {
                     .extend(deliveries(item, users));
             }
         }
-        if !per_node.is_empty() {
-            for (node, deliveries) in per_node {
-                self.publish(&bus::deliver_subject(&node), deliveries).await;
-            }
+        let mut entries_published = false;
+        for (node, deliveries) in per_node {
+            entries_published |= self.publish(&bus::deliver_subject(&node), deliveries).await;
+        }
+        if entries_published {
             self.flush().await;
         }
         offline
     }
 
-    /// Publishes deliveries in batches of at most about [`MAX_BATCH_BYTES`].
-    async fn publish(&self, subject: &str, deliveries: Vec<Delivery>) {
-        let mut batch = self.batch();
-        let mut size = 0;
-        for delivery in deliveries {
-            size += delivery.encoded_len();
-            batch.deliveries.push(delivery);
-            if size >= MAX_BATCH_BYTES {
-                self.send(subject, std::mem::replace(&mut batch, self.batch()))
-                    .await;
-                size = 0;
+    /// Publishes deliveries in batches of at most about [`MAX_BATCH_BYTES`], those of entries
+    /// apart from the others, which are not kept for replay. Returns whether it published
+    /// entries (which the ack then waits on).
+    async fn publish(&self, subject: &str, deliveries: Vec<Delivery>) -> bool {
+        let (entries, others): (Vec<Delivery>, Vec<Delivery>) = deliveries
+            .into_iter()
+            .partition(|d| !d.conversation_id.is_empty());
+        let published_entries = !entries.is_empty();
+        for (deliveries, keep) in [(entries, true), (others, false)] {
+            let mut batch = self.batch();
+            let mut size = 0;
+            for delivery in deliveries {
+                size += delivery.encoded_len();
+                batch.deliveries.push(delivery);
+                if size >= MAX_BATCH_BYTES {
+                    let full = std::mem::replace(&mut batch, self.batch());
+                    self.send(subject, full, keep).await;
+                    size = 0;
+                }
+            }
+            if !batch.deliveries.is_empty() {
+                self.send(subject, batch, keep).await;
             }
         }
-        if !batch.deliveries.is_empty() {
-            self.send(subject, batch).await;
-        }
+        published_entries
     }
 
     fn batch(&self) -> DeliveryBatch {
@@ -239,25 +255,25 @@ impl Router {
         }
     }
 
-    async fn send(&self, subject: &str, batch: DeliveryBatch) {
+    async fn send(&self, subject: &str, batch: DeliveryBatch, keep: bool) {
         let published = Published {
             at: Instant::now(),
             subject: subject.to_owned(),
             payload: Bytes::from(batch.encode_to_vec()),
             deliveries: batch.deliveries.len() as u64,
         };
-        self.publish_kept(published).await;
+        self.publish_batch(published, keep).await;
     }
 
-    /// Publishes a batch and keeps it for replay (a failed publish too: it is the first to
-    /// need one).
-    async fn publish_kept(&self, published: Published) {
+    /// Publishes a batch and, with `keep`, keeps it for replay (a failed publish too: it is
+    /// the first to need one).
+    async fn publish_batch(&self, published: Published, keep: bool) {
         let (subject, payload, count) = (
             published.subject.clone(),
             published.payload.clone(),
             published.deliveries,
         );
-        if self.replay.max_bytes > 0 {
+        if keep && self.replay.max_bytes > 0 {
             let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
             kept.bytes += published.payload.len();
             kept.batches.push_back(published);
@@ -299,10 +315,11 @@ impl Router {
             std::mem::take(&mut kept.batches)
         };
         let count = batches.len();
-        for mut published in batches {
-            published.at = Instant::now();
+        for published in batches {
+            // Kept again, until the window of its first publish ends: a link that breaks
+            // during the replay gets it once more, a link that keeps breaking not forever.
             metrics::counter!("im_deliveries_replayed_total").increment(published.deliveries);
-            self.publish_kept(published).await;
+            self.publish_batch(published, true).await;
         }
         self.flush().await;
         count
@@ -386,14 +403,23 @@ mod tests {
         )
     }
 
-    fn batch(user: &str) -> DeliveryBatch {
-        DeliveryBatch {
-            source_node_id: "here".into(),
-            deliveries: vec![Delivery {
-                user_ids: vec![user.into()],
-                frame: vec![1, 2, 3],
-                ..Delivery::default()
-            }],
+    /// A delivery of entry `seq` to `user`.
+    fn entry(user: &str, seq: u64) -> Delivery {
+        Delivery {
+            user_ids: vec![user.into()],
+            frame: vec![1, 2, 3],
+            conversation_id: "d:ann:bob".into(),
+            seq,
+            ..Delivery::default()
+        }
+    }
+
+    /// A delivery of a frame that is no entry (typing, read state).
+    fn typing(user: &str) -> Delivery {
+        Delivery {
+            user_ids: vec![user.into()],
+            frame: vec![4],
+            ..Delivery::default()
         }
     }
 
@@ -406,16 +432,39 @@ mod tests {
             max_bytes: 1 << 20,
         };
         let router = router(bus, replay);
-        router.send("im.deliver.there", batch("ann")).await;
-        router.send("im.deliver.there", batch("bob")).await;
+        assert!(
+            router
+                .publish("im.deliver.there", vec![entry("ann", 1), typing("ann")])
+                .await
+        );
+        assert!(
+            router
+                .publish("im.deliver.there", vec![entry("bob", 2)])
+                .await
+        );
+        assert!(
+            !router
+                .publish("im.deliver.there", vec![typing("bob")])
+                .await
+        );
+        // Entries only, in their order: a typing frame replayed late would be wrong.
         assert_eq!(router.replay().await, 2);
-        let mut users = Vec::new();
-        for _ in 0..4 {
+        let mut published = Vec::new();
+        for _ in 0..6 {
             let message = there.next().await.unwrap();
             let batch = DeliveryBatch::decode(message.payload).unwrap();
-            users.push(batch.deliveries[0].user_ids[0].clone());
+            let delivery = &batch.deliveries[0];
+            published.push((delivery.user_ids[0].clone(), delivery.seq));
         }
-        assert_eq!(users, ["ann", "bob", "ann", "bob"]);
+        let expected = [
+            ("ann", 1),
+            ("ann", 0),
+            ("bob", 2),
+            ("bob", 0),
+            ("ann", 1),
+            ("bob", 2),
+        ];
+        assert_eq!(published, expected.map(|(u, s)| (u.to_owned(), s)));
         // Kept again: a connection that breaks during the replay gets it once more.
         assert_eq!(router.replay().await, 2);
     }
@@ -428,7 +477,9 @@ mod tests {
             max_bytes: 0,
         };
         let router = router(bus, replay);
-        router.send("im.deliver.there", batch("ann")).await;
+        router
+            .publish("im.deliver.there", vec![entry("ann", 1)])
+            .await;
         assert_eq!(router.replay().await, 0);
     }
 

@@ -83,24 +83,47 @@ pub struct RunningCore {
     pub sessions: Arc<Sessions>,
     gateway: JoinHandle<()>,
     ops: (CancellationToken, JoinHandle<()>),
-    background: Vec<JoinHandle<()>>,
+    background: Background,
     messaging: MessagingTasks,
 }
 
 impl RunningCore {
     /// Waits until the gateway has closed every connection (after the shutdown token fired)
     /// and every acknowledged send is stored.
-    pub async fn stopped(self) {
+    pub async fn stopped(mut self) {
         let _ = self.gateway.await;
         self.ops.0.cancel();
         let _ = self.ops.1.await;
-        for task in &self.background {
+        let background = std::mem::take(&mut self.background.0);
+        for task in &background {
             task.abort();
         }
-        for task in self.background {
+        for task in background {
             let _ = task.await;
         }
         self.messaging.finished().await;
+    }
+}
+
+/// The node's background tasks, aborted when dropped.
+#[derive(Debug, Default)]
+struct Background(Vec<JoinHandle<()>>);
+
+impl Background {
+    fn push(&mut self, task: JoinHandle<()>) {
+        self.0.push(task);
+    }
+
+    fn extend(&mut self, tasks: impl IntoIterator<Item = JoinHandle<()>>) {
+        self.0.extend(tasks);
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -217,7 +240,9 @@ pub async fn start_with(
     shutdown: CancellationToken,
 ) -> Result<RunningCore, StartError> {
     settings.validate()?;
-    let mut background = vec![verifier.clone().follow(bus.as_ref()).await?];
+    // Stopped if the start fails half-way: a node id claim left answering would refuse the
+    // next start in this process.
+    let mut background = Background(vec![verifier.clone().follow(bus.as_ref()).await?]);
     background.extend(crate::claim::claim(bus.clone(), &settings.node_id).await?);
     load_revocations(bus.as_ref(), &verifier, settings).await?;
     let permissions = Arc::new(PermissionClient::new(
@@ -355,6 +380,9 @@ pub async fn start_with(
     })
 }
 
+/// Revocations asked for per `im.revocations` request.
+const REVOCATIONS_PAGE: u32 = 1_000;
+
 /// Applies the token revocations made before this node started, asked of the business service
 /// a page at a time (later ones arrive on `im.ban`, followed before this is called). A node
 /// that cannot learn them within `business_wait_ms` does not start: it would accept revoked
@@ -365,7 +393,10 @@ async fn load_revocations(
     settings: &CoreSettings,
 ) -> Result<(), StartError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(settings.business_wait_ms);
-    let mut query = RevocationsQuery::default();
+    let mut query = RevocationsQuery {
+        limit: REVOCATIONS_PAGE,
+        ..RevocationsQuery::default()
+    };
     let mut loaded = 0;
     loop {
         let asked = bus
@@ -381,10 +412,22 @@ async fn load_revocations(
                 }
                 loaded += list.revocations.len();
                 match list.revocations.last() {
-                    Some(last) if list.more => {
+                    // A page that does not move on would be asked forever. (Only the database
+                    // orders keys: its collation need not be this process's byte order.)
+                    Some(last)
+                        if list.more
+                            && (&last.user_id, &last.device_id)
+                                != (&query.after_user_id, &query.after_device_id) =>
+                    {
                         query.after_user_id.clone_from(&last.user_id);
                         query.after_device_id.clone_from(&last.device_id);
-                        continue;
+                        if tokio::time::Instant::now() < deadline {
+                            continue;
+                        }
+                        BusError::Unavailable("the revocations took too long to load".into())
+                    }
+                    Some(_) if list.more => {
+                        BusError::Unavailable("a page of revocations did not move on".into())
                     }
                     _ => {
                         tracing::info!(revocations = loaded, "token revocations loaded");
@@ -542,7 +585,7 @@ async fn follow_events(
             Some(message) = events.routes.next() => {
                 let Ok(event) = RouteChanged::decode(message.payload) else { continue };
                 if event.online && event.node_id != node_id {
-                    sessions.replaced_elsewhere(&event.user_id, &event.device_id, &event.session_id, event.connected_at_ms);
+                    sessions.replaced_elsewhere(&event.user_id, &event.device_id, event.connected_at_ms);
                 }
             }
             Some(message) = events.presence.next() => {

@@ -15,6 +15,10 @@ use im_proto::v1::{ErrorCode, Platform};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// How far apart the nodes' clocks may be (NTP keeps them much closer): a session opened on
+/// another node replaces one here only if it is this much newer.
+pub const CLOCK_MARGIN_MS: i64 = 1_000;
+
 /// A frame for one connection.
 #[derive(Debug, Clone)]
 pub struct Outbound {
@@ -293,21 +297,22 @@ impl Sessions {
         ended
     }
 
-    /// A session of `user_id` on `device_id` opened on another node: ends this node's older
-    /// sessions of that device with SESSION_REPLACED (the order is by opening time, then by
-    /// session id, so two nodes agree on which stays). Returns how many ended.
+    /// A session of `user_id` on `device_id` opened on another node at `connected_at_ms` (by
+    /// that node's clock): ends this node's sessions of that device opened more than
+    /// [`CLOCK_MARGIN_MS`] before it, with SESSION_REPLACED. Within the margin both stay (the
+    /// older one ends by itself once its connection is gone): with clocks apart, ending the
+    /// newer one would keep a live device offline, since a replaced client does not reconnect.
+    /// Returns how many ended.
     pub fn replaced_elsewhere(
         &self,
         user_id: &str,
         device_id: &str,
-        session_id: &str,
         connected_at_ms: i64,
     ) -> usize {
         let inner = self.lock();
         let mut ended = 0;
         for session in inner.by_user.get(user_id).into_iter().flatten() {
-            let older =
-                (session.connected_at_ms, &*session.session_id) < (connected_at_ms, session_id);
+            let older = session.connected_at_ms.saturating_add(CLOCK_MARGIN_MS) < connected_at_ms;
             if *session.device_id == *device_id && older {
                 session.ending.end(ErrorCode::SessionReplaced);
                 ended += 1;
@@ -416,13 +421,18 @@ mod tests {
         sessions.register(phone.clone()).unwrap();
         sessions.register(laptop.clone()).unwrap();
         let ended = |s: &SessionHandle| s.ending().reason.get().copied();
-        // A session of the phone opened elsewhere before this one: this one stays.
-        let earlier = phone.connected_at_ms - 1;
-        assert_eq!(sessions.replaced_elsewhere("amy", "phone", "x", earlier), 0);
+        // A session of the phone opened elsewhere before this one, or too close to it to
+        // tell with clocks apart: this one stays.
+        let at = phone.connected_at_ms;
+        assert_eq!(sessions.replaced_elsewhere("amy", "phone", at - 1), 0);
+        assert_eq!(
+            sessions.replaced_elsewhere("amy", "phone", at + CLOCK_MARGIN_MS),
+            0
+        );
         assert_eq!(ended(&phone), None);
-        // One opened after it: this one ends, the laptop stays.
-        let later = phone.connected_at_ms + 1;
-        assert_eq!(sessions.replaced_elsewhere("amy", "phone", "y", later), 1);
+        // One opened clearly after it: this one ends, the laptop stays.
+        let later = at + CLOCK_MARGIN_MS + 1;
+        assert_eq!(sessions.replaced_elsewhere("amy", "phone", later), 1);
         assert_eq!(ended(&phone), Some(ErrorCode::SessionReplaced));
         assert_eq!(ended(&laptop), None);
     }

@@ -155,7 +155,7 @@ impl Default for CoreSettings {
             decision_cache: 100_000,
             bus_timeout_ms: 5_000,
             business_wait_ms: 30_000,
-            bus_replay_ms: 30_000,
+            bus_replay_ms: 60_000,
             bus_replay_bytes: 32 * 1024 * 1024,
         }
     }
