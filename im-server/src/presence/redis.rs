@@ -108,6 +108,15 @@ impl RedisPresence {
     /// What others see of `user` at `now_ms` (expired sessions are dropped on the way).
     async fn view(&self, user: &str, now_ms: i64) -> Result<Presence, String> {
         let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        Self::view_on(&mut conn, user, now_ms).await
+    }
+
+    /// [`Self::view`] on a connection the caller holds.
+    async fn view_on(
+        conn: &mut deadpool_redis::Connection,
+        user: &str,
+        now_ms: i64,
+    ) -> Result<Presence, String> {
         let sessions: Vec<(String, String)> = conn
             .hgetall(sessions_key(user))
             .await
@@ -174,10 +183,12 @@ impl RedisPresence {
         change: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> Result<(), String>,
     ) -> Option<Presence> {
         let outcome: Result<Option<Presence>, String> = async {
-            let before = self.view(user, now_ms).await?;
+            // One connection for all three: a call holding one while it waits for another
+            // would starve the pool when as many sessions open at once as it has connections.
             let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let before = Self::view_on(&mut conn, user, now_ms).await?;
             change(&mut conn).await?;
-            let after = self.view(user, now_ms).await?;
+            let after = Self::view_on(&mut conn, user, now_ms).await?;
             Ok((before != after).then_some(after))
         }
         .await;
@@ -362,6 +373,28 @@ mod tests {
         // Leases far in the future: the suite's clock starts at 1 ms.
         let presence = RedisPresence::connect(&url, i64::MAX / 4, "node-a").unwrap();
         crate::presence::behaves_as_presence(&presence, &user("amy")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_sessions_opening_at_once_are_all_recorded() {
+        let Some(url) = redis_url() else { return };
+        let presence = std::sync::Arc::new(RedisPresence::connect(&url, 60_000, "node-a").unwrap());
+        let now = im_common::now_ms();
+        // Far more at once than the pool has connections.
+        let users: Vec<String> = (0..64).map(|i| user(&format!("u{i}"))).collect();
+        let mut opening = tokio::task::JoinSet::new();
+        for (i, id) in users.iter().enumerate() {
+            let (presence, id) = (presence.clone(), id.clone());
+            opening.spawn(async move {
+                presence
+                    .connected(&id, &format!("s{i}"), Platform::Web, now)
+                    .await
+            });
+        }
+        while let Some(change) = opening.join_next().await {
+            let change = change.unwrap().expect("each user's change is reported");
+            assert_eq!(change.status(), PresenceStatus::Online);
+        }
     }
 
     #[tokio::test]
