@@ -14,7 +14,7 @@ use std::{
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use im_proto::v1::{
-    ClientFrame, Content, DeliveryAck, Hello, Message, MessageBody, Platform, SendRequest,
+    ClientFrame, Content, DeliveryAck, Hello, Message, MessageBody, Ping, Platform, SendRequest,
     SeqCursor, ServerFrame, Text, client_frame, content, message_body, server_frame,
 };
 use prost::Message as _;
@@ -206,6 +206,30 @@ async fn connect_now(addr: SocketAddr, token: &str, device: &str) -> Result<Ws> 
     }
 }
 
+/// Pings and waits for the pong (within 30 s): the session serves requests from then on. A
+/// node finishes opening a session (its presence included) after the Welcome, and reads the
+/// session's requests only then.
+pub(crate) async fn ping(ws: &mut Ws) -> Result<()> {
+    const PING_ID: u64 = 2;
+    let ping = client_frame::Body::Ping(Ping { client_time_ms: 0 });
+    ws.send(frame(PING_ID, ping)).await?;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let message = ws.next().await.ok_or("closed before the pong")??;
+            if let Some(frame) = decode(&message)
+                && frame.request_id == PING_ID
+            {
+                return match frame.body {
+                    Some(server_frame::Body::Pong(_)) => Ok(()),
+                    other => Err(format!("no pong: {other:?}").into()),
+                };
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no pong within 30 s")?
+}
+
 /// Sends `count` messages to `conversation` with at most `window` unanswered; the ack
 /// latencies (send to `SendAck`) are recorded. Any error answer fails the run.
 pub(crate) async fn send_windowed(
@@ -277,10 +301,17 @@ struct Received {
     beyond: BTreeSet<u64>,
     /// The last `through` acknowledged.
     acked: u64,
+    /// Since when a gap has held the acks back.
+    gap_since: Option<Instant>,
 }
 
+/// How long a gap may hold the acks back: a missing entry the server holds for this session
+/// comes again within its resend period (`resend_after_ms`, 5 s by default); one it never
+/// had (lost before it reached this node) would hold them back for good, so acks move past it.
+const GAP_PATIENCE: Duration = Duration::from_secs(15);
+
 impl Received {
-    fn add(&mut self, seq: u64) {
+    fn add(&mut self, seq: u64, now: Instant) {
         if self.through == 0 {
             // The first push of the conversation: what came before is not this run's.
             self.through = seq;
@@ -289,6 +320,16 @@ impl Received {
         }
         while self.beyond.remove(&(self.through + 1)) {
             self.through += 1;
+        }
+        match (&self.gap_since, self.beyond.last()) {
+            (_, None) => self.gap_since = None,
+            (Some(since), Some(&last)) if now.duration_since(*since) > GAP_PATIENCE => {
+                self.through = last;
+                self.beyond.clear();
+                self.gap_since = None;
+            }
+            (None, Some(_)) => self.gap_since = Some(now),
+            (Some(_), Some(_)) => {}
         }
     }
 }
@@ -330,7 +371,10 @@ pub(crate) fn spawn_receiver(
                         }
                     }
                 }
-                received.entry(m.conversation_id).or_default().add(m.seq);
+                received
+                    .entry(m.conversation_id)
+                    .or_default()
+                    .add(m.seq, now);
                 if !seen.len().is_multiple_of(64) {
                     continue;
                 }
@@ -361,18 +405,34 @@ pub(crate) fn spawn_receiver(
 
 #[cfg(test)]
 mod tests {
-    use super::Received;
+    use std::time::{Duration, Instant};
+
+    use super::{GAP_PATIENCE, Received};
 
     #[test]
     fn acks_stop_at_the_first_gap() {
+        let now = Instant::now();
         let mut received = Received::default();
         for seq in [3, 4, 6, 7] {
-            received.add(seq);
+            received.add(seq, now);
         }
         assert_eq!(received.through, 4, "5 is missing: 6 and 7 wait");
-        received.add(5);
+        received.add(5, now);
         assert_eq!(received.through, 7);
-        received.add(4);
+        received.add(4, now);
         assert_eq!(received.through, 7, "a repeat changes nothing");
+    }
+
+    #[test]
+    fn a_gap_that_never_fills_holds_acks_back_only_for_a_while() {
+        let start = Instant::now();
+        let mut received = Received::default();
+        for seq in [1, 3] {
+            received.add(seq, start);
+        }
+        received.add(4, start + GAP_PATIENCE);
+        assert_eq!(received.through, 1, "2 may still come");
+        received.add(5, start + GAP_PATIENCE + Duration::from_millis(1));
+        assert_eq!(received.through, 5, "2 is given up on");
     }
 }

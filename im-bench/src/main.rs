@@ -2,8 +2,9 @@
 //! measured side by side with a baseline in the same run on the same machine: idle memory
 //! against a bare tokio TCP holder, group fan-out against raw nats-server pub/sub, persisted
 //! sends against the store's raw batched insert, send-to-deliver latency against the same load
-//! through NATS, and authenticated connects against plain TCP connects. The server, the holder
-//! and nats-server run as separate processes, so each one's memory is its own.
+//! through NATS, authenticated connects against plain TCP connects, and a cluster of core nodes
+//! against the same processes with one core node. The server, the holder and nats-server run
+//! as separate processes, so each one's memory is its own.
 //!
 //! Progress goes to stderr; the table and the JSON (or `--json PATH`) to stdout.
 
@@ -85,6 +86,9 @@ enum Command {
     Latency(LatencyArgs),
     /// Connects with authentication per second in a storm, against plain TCP connects.
     Connect(ConnectArgs),
+    /// Throughput and latency of 1:1 messages across the core nodes of a cluster (NATS, Redis,
+    /// PostgreSQL), against the same processes with one core node.
+    Cluster(ClusterArgs),
     /// The whole suite: one JSON, one table.
     All(AllArgs),
     /// (Internal) the bare baseline: accept TCP connections and hold them.
@@ -137,7 +141,7 @@ struct PersistArgs {
     /// Sending connections.
     #[arg(long, default_value_t = 50, value_parser = at_least_one)]
     senders: usize,
-    /// Sends in flight per connection.
+    /// Sends in flight per connection (under `all`, the cluster scenario's senders too).
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     window: usize,
     /// Entries per transaction of the raw baseline (the server's default max_batch).
@@ -155,7 +159,7 @@ struct LatencyArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     rates: Vec<u64>,
-    /// Seconds each load runs.
+    /// Seconds each load runs (under `all`, the cluster scenario's latency load too).
     #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
     seconds: f64,
     /// Sender -> receiver pairs sharing the load.
@@ -171,6 +175,49 @@ struct ConnectArgs {
     /// Connectors at once.
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     connectors: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ClusterLoadArgs {
+    /// Core nodes of the cluster (the baseline has one).
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+    nodes: usize,
+    /// Sender -> receiver pairs: sender i on node i % N, its receiver on node (i + 1) % N.
+    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
+    cluster_pairs: usize,
+    /// Messages of the throughput load, in all.
+    #[arg(long, default_value_t = 20_000, value_parser = at_least_one)]
+    cluster_messages: usize,
+    /// Offered load of the latency load, messages per second.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    cluster_rate: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ClusterArgs {
+    #[command(flatten)]
+    load: ClusterLoadArgs,
+    /// Sends in flight per sender in the throughput load.
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
+    window: usize,
+    /// Seconds the latency load runs.
+    #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
+    seconds: f64,
+}
+
+impl ClusterLoadArgs {
+    /// The loads, with the window and seconds given beside them (`all` shares `--window` with
+    /// persist and `--seconds` with latency).
+    fn load(&self, window: usize, seconds: f64) -> scenarios::ClusterLoad {
+        scenarios::ClusterLoad {
+            nodes: self.nodes,
+            pairs: self.cluster_pairs,
+            messages: self.cluster_messages,
+            window,
+            rate: self.cluster_rate,
+            seconds,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -193,6 +240,8 @@ struct AllArgs {
     latency: LatencyArgs,
     #[command(flatten)]
     connect: ConnectArgs,
+    #[command(flatten)]
+    cluster: ClusterLoadArgs,
 }
 
 impl AllArgs {
@@ -209,6 +258,10 @@ impl AllArgs {
         self.latency.pairs = 4;
         self.connect.total = 50;
         self.connect.connectors = 8;
+        self.cluster.nodes = 2;
+        self.cluster.cluster_pairs = 4;
+        self.cluster.cluster_messages = 200;
+        self.cluster.cluster_rate = 200;
     }
 }
 
@@ -307,7 +360,7 @@ async fn run(cli: Cli) -> Result<Vec<Outcome>> {
     let nats = if cli.no_nats {
         None
     } else {
-        match procs::find_nats() {
+        match procs::find_on_path("nats-server") {
             Some(p) => Some(p),
             None if std::env::var_os("CI").is_some() => {
                 return Err("nats-server is not on PATH (CI is set: the NATS baselines are required; run scripts/services start)".into());
@@ -344,6 +397,9 @@ async fn run(cli: Cli) -> Result<Vec<Outcome>> {
             out.push(scenarios::latency(&ctx, &a.rates, a.seconds, a.pairs).await?);
         }
         Command::Connect(a) => out.push(scenarios::connect(&ctx, a.total, a.connectors).await?),
+        Command::Cluster(a) => {
+            out.push(scenarios::cluster(&ctx, &a.load.load(a.window, a.seconds)).await?);
+        }
         Command::All(mut a) => {
             if a.smoke {
                 a.shrink();
@@ -393,6 +449,8 @@ async fn run(cli: Cli) -> Result<Vec<Outcome>> {
                 "connect",
                 scenarios::connect(&ctx, a.connect.total, a.connect.connectors).await,
             );
+            let load = a.cluster.load(a.persist.window, a.latency.seconds);
+            keep("cluster", scenarios::cluster(&ctx, &load).await);
         }
         Command::HoldTcp { .. } => {}
     }

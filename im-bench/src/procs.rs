@@ -1,6 +1,7 @@
 //! The processes a benchmark runs beside itself: the `im-server` binary on a temporary data
-//! directory, the bare TCP holder (this tool's `hold-tcp`), and `nats-server`. Each is killed
-//! when its handle drops, so a failing run leaves nothing behind.
+//! directory (alone, or as the nodes of a cluster), the bare TCP holder (this tool's
+//! `hold-tcp`), `nats-server` and `redis-server`. Each is killed when its handle drops, so a
+//! failing run leaves nothing behind.
 
 use std::{
     io::{BufRead, BufReader},
@@ -159,91 +160,217 @@ async fn wait_line<T>(
     }
 }
 
-/// The `im-server` binary running on a temporary data directory.
-pub(crate) struct Server {
-    proc: Proc,
-    /// The WebSocket gateway.
-    pub(crate) ws: SocketAddr,
-    /// The core's operations endpoint (`/metrics`).
-    pub(crate) ops: SocketAddr,
-    /// The business HTTP API, `http://host:port`.
-    api: String,
+/// Waits until something accepts connections on loopback `port`, for at most
+/// [`STARTUP_TIMEOUT`]. Errors (with the tail of `log`) when the process exits first or the
+/// time runs out; the caller's handle then kills it.
+async fn wait_port(proc: &mut Proc, port: u16, what: &str, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if let Some(status) = proc.0.try_wait()? {
+            return Err(format!(
+                "{what} exited before it was ready ({status}){}",
+                log_tail(Some(log))
+            )
+            .into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{what} did not listen on port {port} within {} s{}",
+                STARTUP_TIMEOUT.as_secs(),
+                log_tail(Some(log))
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The secrets every process of one deployment shares: a token signed with one is accepted by
+/// every core node, and the app secret opens every business node's API.
+struct Secrets {
+    token: String,
+    app: String,
+}
+
+impl Secrets {
+    fn random() -> Self {
+        Self {
+            token: secret(48),
+            app: secret(48),
+        }
+    }
+}
+
+/// Which services an `im-server` process runs (`IM_SERVICES`), and so which addresses it
+/// prints once it is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Services {
+    /// Core and business in one process on an in-process bus: the default deployment.
+    Embedded,
+    /// A cluster's core node: the gateway and the operations endpoint.
+    Core,
+    /// A cluster's business node: the HTTP API.
+    Business,
+}
+
+impl Services {
+    fn env(self) -> &'static str {
+        match self {
+            Self::Embedded => "core,business",
+            Self::Core => "core",
+            Self::Business => "business",
+        }
+    }
+
+    fn core(self) -> bool {
+        matches!(self, Self::Embedded | Self::Core)
+    }
+
+    fn business(self) -> bool {
+        matches!(self, Self::Embedded | Self::Business)
+    }
+}
+
+/// The addresses an `im-server` process printed on stdout.
+#[derive(Debug, Default, Clone)]
+struct Printed {
+    /// The gateway, `host:port`.
+    ws: Option<String>,
+    /// The operations endpoint, `host:port`.
+    ops: Option<String>,
+    /// The business HTTP API, `host:port`.
+    api: Option<String>,
+}
+
+impl Printed {
+    /// Takes the address `line` names, if it names one.
+    fn read(&mut self, line: &str) {
+        let after_http = || {
+            let rest = line.split("http://").nth(1)?;
+            rest.split_whitespace().next().map(str::to_owned)
+        };
+        if let Some(rest) = line.split("ws://").nth(1) {
+            self.ws = rest.split("/ws").next().map(str::to_owned);
+        } else if line.contains("operations") {
+            self.ops = after_http();
+        } else if line.contains("business API") {
+            self.api = after_http();
+        }
+    }
+
+    /// Whether every address a process running `services` prints has been seen.
+    fn complete(&self, services: Services) -> bool {
+        let core = !services.core() || (self.ws.is_some() && self.ops.is_some());
+        let business = !services.business() || self.api.is_some();
+        core && business
+    }
+
+    fn ws(&self) -> Result<SocketAddr> {
+        Ok(self.ws.as_deref().ok_or("no gateway address")?.parse()?)
+    }
+
+    fn ops(&self) -> Result<SocketAddr> {
+        Ok(self
+            .ops
+            .as_deref()
+            .ok_or("no operations address")?
+            .parse()?)
+    }
+
+    fn api(&self) -> Result<String> {
+        let api = self.api.as_deref().ok_or("no business API address")?;
+        Ok(format!("http://{api}"))
+    }
+}
+
+/// How to start one `im-server` process.
+struct Launch<'a> {
+    services: Services,
+    /// Its data goes to `<dir>/<name>`, its log to `<dir>/<name>.log`.
+    name: &'a str,
+    dir: &'a Path,
+    secrets: &'a Secrets,
+    /// Overrides on top of the benchmark settings ([`SERVER_ENV`]).
+    env: &'a [(&'a str, String)],
+}
+
+/// Starts `bin` as `launch` says, on `127.0.0.1:0` listeners, and waits until it printed the
+/// addresses of its services.
+async fn launch(bin: &Path, launch: &Launch<'_>) -> Result<(Proc, Printed)> {
+    let log = launch.dir.join(format!("{}.log", launch.name));
+    let secrets = launch.secrets;
+    let mut command = Command::new(bin);
+    command
+        .arg("--data-dir")
+        .arg(launch.dir.join(launch.name))
+        .env("IM_SERVICES", launch.services.env())
+        .env("IM_CORE__LISTEN", "127.0.0.1:0")
+        .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
+        .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
+        .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
+        .env("IM_CORE__TOKEN_SECRET", &secrets.token)
+        .env("IM_BUSINESS__TOKEN_SECRET", &secrets.token)
+        .env("IM_BUSINESS__APP_SECRET", &secrets.app)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log)?);
+    for (key, value) in SERVER_ENV {
+        command.env(key, value);
+    }
+    for (key, value) in launch.env {
+        command.env(key, value);
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+    // The address lines come in whichever order the server prints them.
+    let mut printed = Printed::default();
+    let ready = wait_line(
+        &mut child,
+        &format!("im-server {}", launch.name),
+        |line| {
+            printed.read(line);
+            printed.complete(launch.services).then(|| printed.clone())
+        },
+        Some(&log),
+    )
+    .await;
+    let proc = Proc(child);
+    Ok((proc, ready?))
+}
+
+/// The core's Prometheus metrics at `ops`, as text (empty when unreachable).
+async fn fetch_metrics(http: &reqwest::Client, ops: SocketAddr) -> String {
+    match http.get(format!("http://{ops}/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A deployment's business HTTP API and token secret: creates users and groups, signs tokens.
+pub(crate) struct Api {
+    /// `http://host:port`.
+    url: String,
     app_secret: String,
     issuer: TokenIssuer,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
 }
 
-impl Server {
-    /// Starts `bin` with the benchmark settings plus `extra` environment overrides.
-    pub(crate) async fn start(bin: &Path, extra: &[(&str, String)]) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let token_secret = secret(48);
-        let app_secret = secret(48);
-        let ops = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let log = dir.path().join("server.log");
-        let mut command = Command::new(bin);
-        command
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("IM_CORE__LISTEN", "127.0.0.1:0")
-            .env("IM_CORE__HTTP_LISTEN", ops.to_string())
-            .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
-            .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
-            .env("IM_CORE__TOKEN_SECRET", &token_secret)
-            .env("IM_BUSINESS__TOKEN_SECRET", &token_secret)
-            .env("IM_BUSINESS__APP_SECRET", &app_secret)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?);
-        for (key, value) in SERVER_ENV {
-            command.env(key, value);
-        }
-        for (key, value) in extra {
-            command.env(key, value);
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-        // The gateway and business API lines, in whichever order the server prints them.
-        let (mut ws, mut api) = (None, None);
-        let picked = wait_line(
-            &mut child,
-            "im-server",
-            |line| {
-                if let Some(rest) = line.split("ws://").nth(1) {
-                    ws = rest.split("/ws").next().map(str::to_owned);
-                } else if line.contains("business API")
-                    && let Some(rest) = line.split("http://").nth(1)
-                {
-                    api = rest
-                        .split_whitespace()
-                        .next()
-                        .map(|a| format!("http://{a}"));
-                }
-                Some((ws.clone()?, api.clone()?))
-            },
-            Some(&log),
-        )
-        .await;
-        let proc = Proc(child);
-        let (ws, api) = picked?;
-        Ok(Self {
-            proc,
-            ws: ws.parse()?,
-            ops,
-            api,
-            app_secret,
-            issuer: TokenIssuer::new(token_secret.as_bytes()),
+impl Api {
+    fn new(url: String, secrets: &Secrets) -> Self {
+        Self {
+            url,
+            app_secret: secrets.app.clone(),
+            issuer: TokenIssuer::new(secrets.token.as_bytes()),
             http: reqwest::Client::new(),
-            _dir: dir,
-        })
-    }
-
-    /// The server's resident memory in KiB.
-    pub(crate) fn rss_kib(&self) -> Result<u64> {
-        self.proc.rss_kib()
+        }
     }
 
     /// A token for `user` on `device`, valid for a day.
@@ -254,7 +381,7 @@ impl Server {
     async fn post(&self, path: &str, body: Value) -> Result<Value> {
         let response = self
             .http
-            .post(format!("{}{path}", self.api))
+            .post(format!("{}{path}", self.url))
             .bearer_auth(&self.app_secret)
             .json(&body)
             .send()
@@ -306,18 +433,179 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The `im-server` binary running embedded (core and business in one process) on a temporary
+/// data directory.
+pub(crate) struct Server {
+    proc: Proc,
+    /// The WebSocket gateway.
+    pub(crate) ws: SocketAddr,
+    /// The core's operations endpoint (`/metrics`).
+    pub(crate) ops: SocketAddr,
+    api: Api,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `bin` with the benchmark settings plus `extra` environment overrides.
+    pub(crate) async fn start(bin: &Path, extra: &[(&str, String)]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let secrets = Secrets::random();
+        let (proc, printed) = launch(
+            bin,
+            &Launch {
+                services: Services::Embedded,
+                name: "server",
+                dir: dir.path(),
+                secrets: &secrets,
+                env: extra,
+            },
+        )
+        .await?;
+        Ok(Self {
+            proc,
+            ws: printed.ws()?,
+            ops: printed.ops()?,
+            api: Api::new(printed.api()?, &secrets),
+            _dir: dir,
+        })
+    }
+
+    /// The server's resident memory in KiB.
+    pub(crate) fn rss_kib(&self) -> Result<u64> {
+        self.proc.rss_kib()
+    }
+
+    /// A token for `user` on `device`, valid for a day.
+    pub(crate) fn token(&self, user: &str, device: &str) -> Result<String> {
+        self.api.token(user, device)
+    }
+
+    /// Creates the users (senders and group members must exist).
+    pub(crate) async fn import_users(&self, users: &[String]) -> Result<()> {
+        self.api.import_users(users).await
+    }
+
+    /// Creates group `group_id` owned by `owner` with `members`.
+    pub(crate) async fn create_group(
+        &self,
+        group_id: &str,
+        owner: &str,
+        members: &[String],
+    ) -> Result<()> {
+        self.api.create_group(group_id, owner, members).await
+    }
 
     /// The core's Prometheus metrics, as text (empty when unreachable).
     pub(crate) async fn metrics(&self) -> String {
-        match self
-            .http
-            .get(format!("http://{}/metrics", self.ops))
-            .send()
-            .await
-        {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
+        fetch_metrics(&self.api.http, self.ops).await
+    }
+}
+
+/// The programs a cluster runs.
+pub(crate) struct ClusterPrograms {
+    pub(crate) im_server: PathBuf,
+    pub(crate) nats_server: PathBuf,
+    pub(crate) redis_server: PathBuf,
+}
+
+/// One core node of a [`Cluster`].
+pub(crate) struct CoreNode {
+    _proc: Proc,
+    /// Its `node_id`.
+    pub(crate) id: String,
+    /// Its WebSocket gateway.
+    pub(crate) ws: SocketAddr,
+    /// Its operations endpoint (`/metrics`).
+    ops: SocketAddr,
+}
+
+/// A cluster on this machine: a nats-server (with JetStream) and a redis-server of its own, a
+/// shared database, one business node and core nodes, every one a process killed on drop.
+/// The nodes' data directories and logs are in one temporary directory.
+pub(crate) struct Cluster {
+    /// The core nodes, `core-0`, `core-1`, ...
+    pub(crate) cores: Vec<CoreNode>,
+    /// The business node's API.
+    pub(crate) api: Api,
+    _business: Proc,
+    _redis: Redis,
+    _nats: Nats,
+    /// Last, so the processes writing into it are gone before it is removed.
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts nats-server, redis-server, the business node, then `nodes` core nodes one after
+    /// the other (a core node waits for the business node; one at a time, they do not race to
+    /// create the database's tables).
+    pub(crate) async fn start(
+        programs: &ClusterPrograms,
+        database: &str,
+        nodes: usize,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let nats = Nats::start_jetstream(&programs.nats_server).await?;
+        let redis = Redis::start(&programs.redis_server).await?;
+        let secrets = Secrets::random();
+        let bus = ("IM_BUS__NATS_URL", nats.url.clone());
+        let (business, printed) = launch(
+            &programs.im_server,
+            &Launch {
+                services: Services::Business,
+                name: "business",
+                dir: dir.path(),
+                secrets: &secrets,
+                env: &[bus.clone(), ("IM_BUSINESS__DATABASE", database.to_owned())],
+            },
+        )
+        .await?;
+        let api = Api::new(printed.api()?, &secrets);
+        let mut cores = Vec::with_capacity(nodes);
+        for i in 0..nodes {
+            let id = format!("core-{i}");
+            let env = [
+                bus.clone(),
+                ("IM_CORE__NODE_ID", id.clone()),
+                ("IM_CORE__DATABASE", database.to_owned()),
+                ("IM_CORE__REDIS_URL", redis.url.clone()),
+            ];
+            let launched = Launch {
+                services: Services::Core,
+                name: &id,
+                dir: dir.path(),
+                secrets: &secrets,
+                env: &env,
+            };
+            let (proc, printed) = launch(&programs.im_server, &launched).await?;
+            cores.push(CoreNode {
+                _proc: proc,
+                ws: printed.ws()?,
+                ops: printed.ops()?,
+                id,
+            });
         }
+        Ok(Self {
+            cores,
+            api,
+            _business: business,
+            _redis: redis,
+            _nats: nats,
+            _dir: dir,
+        })
+    }
+
+    /// Each core node's id and Prometheus metrics text.
+    pub(crate) async fn metrics(&self) -> Vec<(String, String)> {
+        let mut all = Vec::with_capacity(self.cores.len());
+        for core in &self.cores {
+            all.push((
+                core.id.clone(),
+                fetch_metrics(&self.api.http, core.ops).await,
+            ));
+        }
+        all
     }
 }
 
@@ -358,45 +646,127 @@ impl Holder {
     }
 }
 
-/// `nats-server` on a free loopback port, for the raw baselines.
+/// Where `program` is on PATH, if it is.
+pub(crate) fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// `nats-server` on a free loopback port, its log (and JetStream store) in a temporary
+/// directory.
 pub(crate) struct Nats {
     _proc: Proc,
     /// `nats://127.0.0.1:<port>`.
     pub(crate) url: String,
-}
-
-/// Where `nats-server` is on PATH, if it is.
-pub(crate) fn find_nats() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("nats-server"))
-        .find(|p| p.is_file())
+    _dir: tempfile::TempDir,
 }
 
 impl Nats {
-    /// Starts `bin -a 127.0.0.1 -p <free port>` and waits until it accepts.
+    /// Core NATS only, for the raw baselines.
     pub(crate) async fn start(bin: &Path) -> Result<Self> {
+        Self::start_with(bin, false).await
+    }
+
+    /// With JetStream (a cluster's nodes keep their outboxes and offline pushes in it).
+    pub(crate) async fn start_jetstream(bin: &Path) -> Result<Self> {
+        Self::start_with(bin, true).await
+    }
+
+    /// Starts `bin -a 127.0.0.1 -p <free port>` (plus `-js -sd <dir>` for JetStream) and waits
+    /// until it accepts.
+    async fn start_with(bin: &Path, jetstream: bool) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
         let port = free_port()?;
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        let log = dir.path().join("nats.log");
+        let mut command = Command::new(bin);
+        command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        if jetstream {
+            command
+                .arg("-js")
+                .arg("-sd")
+                .arg(dir.path().join("jetstream"));
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let proc = Proc(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                return Err("nats-server did not start listening within 10 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let mut proc = Proc(child);
+        wait_port(&mut proc, port, "nats-server", &log).await?;
         Ok(Self {
             _proc: proc,
             url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
         })
+    }
+}
+
+/// `redis-server` on a free loopback port, keeping nothing on disk (routes and presence are
+/// soft state the nodes write back), its log in a temporary directory.
+pub(crate) struct Redis {
+    _proc: Proc,
+    /// `redis://127.0.0.1:<port>`.
+    pub(crate) url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts `bin` and waits until it accepts.
+    pub(crate) async fn start(bin: &Path) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let log = dir.path().join("redis.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stderr(out.try_clone()?)
+            .stdout(out)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let mut proc = Proc(child);
+        wait_port(&mut proc, port, "redis-server", &log).await?;
+        Ok(Self {
+            _proc: proc,
+            url: format!("redis://127.0.0.1:{port}"),
+            _dir: dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Printed, Services};
+
+    /// What `im-server` prints once its services run (im-all's main.rs).
+    const CORE: &str = "  WebSocket     ws://127.0.0.1:7100/ws  (subprotocol im.v1; node core-0)";
+    const OPS: &str = "  operations    http://127.0.0.1:7103  (/healthz, /readyz, /metrics)";
+    const API: &str =
+        "  business API  http://127.0.0.1:7101  (OpenAPI at /openapi.json; gRPC on 127.0.0.1:7102)";
+
+    #[test]
+    fn a_node_is_ready_with_the_addresses_of_its_services() {
+        let mut printed = Printed::default();
+        printed.read("im-server 0.1.0 is running");
+        printed.read(API);
+        assert!(printed.complete(Services::Business));
+        assert!(!printed.complete(Services::Embedded));
+        printed.read(CORE);
+        assert!(
+            !printed.complete(Services::Core),
+            "the operations line is missing"
+        );
+        printed.read(OPS);
+        assert!(printed.complete(Services::Core));
+        assert!(printed.complete(Services::Embedded));
+        assert_eq!(printed.ws().ok(), "127.0.0.1:7100".parse().ok());
+        assert_eq!(printed.ops().ok(), "127.0.0.1:7103".parse().ok());
+        assert_eq!(printed.api().ok().as_deref(), Some("http://127.0.0.1:7101"));
     }
 }

@@ -55,6 +55,15 @@ impl Outcome {
             json: serde_json::json!({ "error": error }),
         }
     }
+
+    /// A scenario skipped because `reason`: said in the JSON and in the table.
+    pub(crate) fn skipped(name: &'static str, reason: String) -> Self {
+        Self {
+            name,
+            rows: vec![Row::new(name, "SKIPPED", "-", reason.clone())],
+            json: serde_json::json!({ "skipped": reason }),
+        }
+    }
 }
 
 /// The rows as an aligned text table.

@@ -2,6 +2,7 @@
 //! from this one, and returns its figures.
 
 use std::{
+    net::SocketAddr,
     path::PathBuf,
     sync::{
         Arc,
@@ -17,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::{
     client::{self, Measure, Ws},
-    procs::{Holder, Nats, Server},
+    procs::{Cluster, ClusterPrograms, Holder, Nats, Server, find_on_path},
     report::{Outcome, Row, verdict},
     util::{
         Progress, Result, human_count, human_us, micros_histogram, now_ms, open_many, quantiles,
@@ -238,32 +239,63 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Connects `users` as receivers counting into `delivered`.
+/// Where a connection logs in, and as whom.
+#[derive(Debug, Clone)]
+struct Login {
+    /// The gateway.
+    addr: SocketAddr,
+    token: String,
+}
+
+/// Logins of `users` (device `d`) on `server`'s gateway.
+fn logins(server: &Server, users: &[String]) -> Result<Vec<Login>> {
+    users
+        .iter()
+        .map(|user| {
+            Ok(Login {
+                addr: server.ws,
+                token: server.token(user, "d")?,
+            })
+        })
+        .collect()
+}
+
+/// Connects every login as a receiver counting into `delivered`, `at_once` at a time.
 async fn receivers(
-    server: &Arc<Server>,
-    users: Vec<String>,
+    logins: Vec<Login>,
+    at_once: usize,
     delivered: &Arc<AtomicU64>,
     stop: &Arc<AtomicBool>,
     measure: Measure,
     label: &str,
 ) -> Result<Vec<tokio::task::JoinHandle<hdrhistogram::Histogram<u64>>>> {
-    let total = users.len();
-    let users = Arc::new(users);
-    let s = server.clone();
-    let addr = server.ws;
-    let opened = open_many(label, total, 64, move |n| {
-        let token = s.token(&users[n], "d");
-        async move { client::connect(addr, &token?, "d").await }
+    Ok(connect_in_order(logins, at_once, label)
+        .await?
+        .into_iter()
+        .map(|ws| client::spawn_receiver(ws, delivered.clone(), stop.clone(), measure))
+        .collect())
+}
+
+/// Connects every login, `at_once` at a time, each serving requests (it answered a ping)
+/// before the next starts; the connections in the logins' order.
+async fn connect_in_order(logins: Vec<Login>, at_once: usize, label: &str) -> Result<Vec<Ws>> {
+    let total = logins.len();
+    let logins = Arc::new(logins);
+    let opened = open_many(label, total, at_once, move |n| {
+        let login = logins[n].clone();
+        async move {
+            let mut ws = client::connect(login.addr, &login.token, "d").await?;
+            client::ping(&mut ws).await?;
+            Ok((n, ws))
+        }
     })
     .await;
     if let Some(error) = opened.error {
         return Err(error.into());
     }
-    Ok(opened
-        .held
-        .into_iter()
-        .map(|ws| client::spawn_receiver(ws, delivered.clone(), stop.clone(), measure))
-        .collect())
+    let mut held = opened.held;
+    held.sort_by_key(|(n, _)| *n);
+    Ok(held.into_iter().map(|(_, ws)| ws).collect())
 }
 
 /// Scenario `fanout`: one sender posts `messages` to a group of `size` members of whom
@@ -290,8 +322,8 @@ pub(crate) async fn fanout(
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = receivers(
-        &server,
-        members[..online_count].to_vec(),
+        logins(&server, &members[..online_count])?,
+        64,
         &delivered,
         &stop,
         Measure::Count,
@@ -462,16 +494,25 @@ impl Backend {
     /// The backends to measure: SQLite always; PostgreSQL and MariaDB when their URL is in
     /// `IM_BENCH_POSTGRES_URL` / `IM_BENCH_MARIADB_URL` (or the test services' `IM_TEST_*`).
     fn configured() -> Vec<Self> {
-        let url = |names: [&str; 2]| names.iter().find_map(|n| std::env::var(n).ok());
         let mut backends = vec![Self::Sqlite];
-        if let Some(url) = url(["IM_BENCH_POSTGRES_URL", "IM_TEST_POSTGRES_URL"]) {
+        if let Some(url) = postgres_url() {
             backends.push(Self::Postgres(url));
         }
-        if let Some(url) = url(["IM_BENCH_MARIADB_URL", "IM_TEST_MARIADB_URL"]) {
+        if let Some(url) = first_env(["IM_BENCH_MARIADB_URL", "IM_TEST_MARIADB_URL"]) {
             backends.push(Self::Mysql(url));
         }
         backends
     }
+}
+
+/// The value of the first of the environment variables `names` that is set.
+fn first_env(names: [&str; 2]) -> Option<String> {
+    names.iter().find_map(|n| std::env::var(n).ok())
+}
+
+/// PostgreSQL's URL: `IM_BENCH_POSTGRES_URL`, or the test services' `IM_TEST_POSTGRES_URL`.
+fn postgres_url() -> Option<String> {
+    first_env(["IM_BENCH_POSTGRES_URL", "IM_TEST_POSTGRES_URL"])
 }
 
 /// Scenario `persist`: `senders` connections each send their share of `messages` to a 1:1
@@ -744,6 +785,183 @@ async fn paced_sender(ws: Ws, conversation: String, prefix: String, pace: Pace) 
     Ok(Paced { refused, last_send })
 }
 
+/// A sender and its receiver: where each logs in, and their 1:1 conversation.
+struct Pair {
+    sender: Login,
+    receiver: Login,
+    conversation: String,
+}
+
+/// What a paced load measured.
+struct PacedRun {
+    /// Messages sent.
+    sent: u64,
+    /// From the first scheduled send to the last sender's last flush.
+    send_secs: f64,
+    /// From the first scheduled send to the last ack (or refusal).
+    acks_done_secs: f64,
+    /// Sends the server refused.
+    refused: u64,
+    /// Distinct entries the receivers got.
+    delivered: u64,
+    /// Send (scheduled) to deliver, in µs.
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+impl PacedRun {
+    /// The send rate achieved, messages per second.
+    fn achieved(&self) -> f64 {
+        self.sent as f64 / self.send_secs.max(1e-6)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "sent": self.sent,
+            "send_secs": self.send_secs,
+            "achieved_send_per_sec": self.achieved(),
+            "acks_done_secs": self.acks_done_secs,
+            "refused": self.refused,
+            "delivered": self.delivered,
+            "latency": quantiles(&self.latency),
+        })
+    }
+}
+
+/// `p50 .. / p99 .. / p99.9 ..` of a microsecond histogram.
+fn p50_p99_p999(histogram: &hdrhistogram::Histogram<u64>) -> String {
+    format!(
+        "p50 {} / p99 {} / p99.9 {}",
+        human_us(histogram.value_at_quantile(0.5)),
+        human_us(histogram.value_at_quantile(0.99)),
+        human_us(histogram.value_at_quantile(0.999))
+    )
+}
+
+/// Pairs connected: the senders in the pairs' order, and the receivers counting what arrives
+/// into `delivered` and timing the bodies that carry a send time (µs since `origin`).
+struct ConnectedPairs {
+    senders: Vec<Ws>,
+    conversations: Vec<String>,
+    delivered: Arc<AtomicU64>,
+    origin: Instant,
+    receivers: Vec<tokio::task::JoinHandle<hdrhistogram::Histogram<u64>>>,
+    /// Stops the receivers however the scenario ends.
+    stop: StopOnDrop,
+}
+
+impl ConnectedPairs {
+    /// Connects the pairs' receivers, then their senders, `at_once` at a time.
+    async fn connect(pairs: &[Pair], at_once: usize, label: &str) -> Result<Self> {
+        let delivered = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let origin = Instant::now();
+        let receivers = receivers(
+            pairs.iter().map(|p| p.receiver.clone()).collect(),
+            at_once,
+            &delivered,
+            &stop,
+            Measure::Latency(origin),
+            &format!("{label} receivers"),
+        )
+        .await?;
+        let stop = StopOnDrop(stop);
+        let senders = connect_in_order(
+            pairs.iter().map(|p| p.sender.clone()).collect(),
+            at_once,
+            &format!("{label} senders"),
+        )
+        .await?;
+        Ok(Self {
+            senders,
+            conversations: pairs.iter().map(|p| p.conversation.clone()).collect(),
+            delivered,
+            origin,
+            receivers,
+            stop,
+        })
+    }
+
+    /// What the receivers have got so far.
+    fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the receivers have `target` entries in all, or stall for 10 s; the count
+    /// and the time from `since` to the last one.
+    async fn wait_delivered(&self, target: u64, since: Instant) -> (u64, Duration) {
+        wait_for(&self.delivered, target, since, Duration::from_secs(10)).await
+    }
+
+    /// Stops the receivers: their send-to-deliver times, merged.
+    async fn finish(self) -> Result<hdrhistogram::Histogram<u64>> {
+        let Self {
+            receivers, stop, ..
+        } = self;
+        drop(stop);
+        let mut latency = micros_histogram();
+        for receiver in receivers {
+            let _ = latency.add(&receiver.await?);
+        }
+        Ok(latency)
+    }
+}
+
+/// Has the connected senders share `rate` messages/s for `seconds` on a fixed schedule
+/// ([`paced_sender`]), then stops the receivers. Client message ids start with `prefix`,
+/// progress lines with `label`.
+async fn paced_load(
+    mut connected: ConnectedPairs,
+    rate: u64,
+    seconds: f64,
+    prefix: &str,
+    label: &str,
+) -> Result<PacedRun> {
+    let count = connected.senders.len().max(1);
+    let per_sender = ((rate as f64 * seconds) / count as f64).ceil().max(1.0) as usize;
+    let total = (per_sender * connected.senders.len()) as u64;
+    let before = connected.delivered();
+    let progress = Progress::new(&format!("{label} sent"), total);
+    let sent = progress.counter();
+    let start = Instant::now() + Duration::from_millis(100);
+    let per_rate = rate as f64 / count as f64;
+    let senders = std::mem::take(&mut connected.senders);
+    let mut tasks = Vec::new();
+    for (ws, conversation) in senders.into_iter().zip(&connected.conversations) {
+        tasks.push(tokio::spawn(paced_sender(
+            ws,
+            conversation.clone(),
+            prefix.to_owned(),
+            Pace {
+                per_sender,
+                rate: per_rate,
+                origin: connected.origin,
+                start,
+                sent_count: sent.clone(),
+            },
+        )));
+    }
+    let mut refused = 0;
+    let mut last_send = start;
+    for task in tasks {
+        let done = task.await??;
+        refused += done.refused;
+        last_send = last_send.max(done.last_send);
+    }
+    // Sending ends at the last sender's last flush; the acks drain after that.
+    let send_secs = last_send.duration_since(start).as_secs_f64();
+    let acks_done_secs = start.elapsed().as_secs_f64();
+    drop(progress);
+    let (got, _) = connected.wait_delivered(before + total, start).await;
+    Ok(PacedRun {
+        sent: total,
+        send_secs,
+        acks_done_secs,
+        refused,
+        delivered: got - before,
+        latency: connected.finish().await?,
+    })
+}
+
 /// Scenario `latency`: `pairs` sender -> receiver pairs share `rate` messages/s for `seconds`;
 /// send-to-deliver p50/p99/p99.9 from an HDR histogram. Baseline: the same load through
 /// nats-server (one subject per pair).
@@ -755,89 +973,41 @@ pub(crate) async fn latency(
 ) -> Result<Outcome> {
     let pairs = pairs.max(1);
     let server = Arc::new(Server::start(&ctx.server_bin, &[]).await?);
-    let users: Vec<String> = (0..pairs)
-        .flat_map(|i| [format!("ls{i}"), format!("lr{i}")])
+    let senders: Vec<String> = (0..pairs).map(|i| format!("ls{i}")).collect();
+    let receivers: Vec<String> = (0..pairs).map(|i| format!("lr{i}")).collect();
+    server
+        .import_users(&[senders.clone(), receivers.clone()].concat())
+        .await?;
+    let sender_logins = logins(&server, &senders)?;
+    let receiver_logins = logins(&server, &receivers)?;
+    let pairs_of_users: Vec<Pair> = sender_logins
+        .into_iter()
+        .zip(receiver_logins)
+        .enumerate()
+        .map(|(i, (sender, receiver))| Pair {
+            sender,
+            receiver,
+            conversation: client::direct(&senders[i], &receivers[i]),
+        })
         .collect();
-    server.import_users(&users).await?;
     let mut results = Vec::new();
     let mut rows = Vec::new();
     for (round, &rate) in rates.iter().enumerate() {
         eprintln!("latency: {rate} messages/s for {seconds} s over {pairs} pairs");
-        let per_sender = ((rate as f64 * seconds) / pairs as f64).ceil().max(1.0) as usize;
-        let delivered = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let origin = Instant::now();
-        let receivers_users: Vec<String> = (0..pairs).map(|i| format!("lr{i}")).collect();
-        let tasks = receivers(
-            &server,
-            receivers_users,
-            &delivered,
-            &stop,
-            Measure::Latency(origin),
-            "latency receivers",
-        )
-        .await?;
-        let stop_guard = StopOnDrop(stop.clone());
-        let mut senders = Vec::new();
-        for i in 0..pairs {
-            let token = server.token(&format!("ls{i}"), "d")?;
-            senders.push(client::connect(server.ws, &token, "d").await?);
-        }
-        let total = (per_sender * pairs) as u64;
-        let progress = Progress::new("latency sent", total);
-        let sent = progress.counter();
-        let start = Instant::now() + Duration::from_millis(100);
-        let per_rate = rate as f64 / pairs as f64;
-        let mut tasks_send = Vec::new();
-        for (i, ws) in senders.into_iter().enumerate() {
-            let conversation = client::direct(&format!("ls{i}"), &format!("lr{i}"));
-            tasks_send.push(tokio::spawn(paced_sender(
-                ws,
-                conversation,
-                format!("l{round}"),
-                Pace {
-                    per_sender,
-                    rate: per_rate,
-                    origin,
-                    start,
-                    sent_count: sent.clone(),
-                },
-            )));
-        }
-        let mut refused = 0;
-        let mut last_send = start;
-        for task in tasks_send {
-            let done = task.await??;
-            refused += done.refused;
-            last_send = last_send.max(done.last_send);
-        }
-        // Sending ends at the last sender's last flush; the acks drain after that.
-        let send_secs = last_send.duration_since(start).as_secs_f64();
-        let acks_done_secs = start.elapsed().as_secs_f64();
-        drop(progress);
-        let (got, _) = wait_for(&delivered, total, start, Duration::from_secs(10)).await;
-        drop(stop_guard);
-        let mut hist = micros_histogram();
-        for task in tasks {
-            let _ = hist.add(&task.await?);
-        }
+        let connected = ConnectedPairs::connect(&pairs_of_users, 64, "latency").await?;
+        let run = paced_load(connected, rate, seconds, &format!("l{round}"), "latency").await?;
         let nats = match &ctx.nats {
             Some(bin) => Some(nats_latency(bin, rate, seconds, pairs).await?),
             None => None,
         };
-        let achieved = total as f64 / send_secs.max(1e-6);
-        let q = |h: &hdrhistogram::Histogram<u64>| {
-            format!(
-                "p50 {} / p99 {} / p99.9 {}",
-                human_us(h.value_at_quantile(0.5)),
-                human_us(h.value_at_quantile(0.99)),
-                human_us(h.value_at_quantile(0.999))
-            )
-        };
-        let p99 = hist.value_at_quantile(0.99);
+        let p99 = run.latency.value_at_quantile(0.99);
         rows.push(Row::new(
             format!("latency: send->deliver at {}/s", human_count(rate as f64)),
-            format!("{} (sent at {}/s)", q(&hist), human_count(achieved)),
+            format!(
+                "{} (sent at {}/s)",
+                p50_p99_p999(&run.latency),
+                human_count(run.achieved())
+            ),
             match &nats {
                 Some(n) => format!(
                     "p50 {} / p99 {} / p99.9 {} (raw NATS)",
@@ -850,25 +1020,18 @@ pub(crate) async fn latency(
             if rate >= 50_000 {
                 format!(
                     "p99 < 10 ms at 50,000/s: {}",
-                    verdict(p99 < 10_000 && got == total)
+                    verdict(p99 < 10_000 && run.delivered == run.sent)
                 )
             } else {
                 "p99 < 10 ms (at 50,000/s)".into()
             },
         ));
-        results.push(json!({
-            "offered_per_sec": rate,
-            "pairs": pairs,
-            "sent": total,
-            "send_secs": send_secs,
-            "achieved_send_per_sec": achieved,
-            "acks_done_secs": acks_done_secs,
-            "refused": refused,
-            "delivered": got,
-            "latency": quantiles(&hist),
-            "nats": nats,
-            "server_metrics_cumulative": key_metrics(&server.metrics().await),
-        }));
+        let mut figures = run.json();
+        figures["offered_per_sec"] = json!(rate);
+        figures["pairs"] = json!(pairs);
+        figures["nats"] = json!(nats);
+        figures["server_metrics_cumulative"] = json!(key_metrics(&server.metrics().await));
+        results.push(figures);
     }
     Ok(Outcome {
         name: "latency",
@@ -1048,4 +1211,387 @@ pub(crate) async fn connect(ctx: &Ctx, total: usize, connectors: usize) -> Resul
         json,
         rows: vec![row],
     })
+}
+
+// ---- cluster --------------------------------------------------------------------------------
+
+/// The loads of the cluster scenario.
+pub(crate) struct ClusterLoad {
+    /// Core nodes of the cluster measured (the baseline has one).
+    pub(crate) nodes: usize,
+    /// Sender -> receiver pairs.
+    pub(crate) pairs: usize,
+    /// Messages of the throughput load, in all.
+    pub(crate) messages: usize,
+    /// Sends in flight per sender in the throughput load.
+    pub(crate) window: usize,
+    /// Offered messages per second of the latency load.
+    pub(crate) rate: u64,
+    /// Seconds the latency load runs.
+    pub(crate) seconds: f64,
+}
+
+/// The programs and database a cluster needs, or what is missing of them.
+fn cluster_prerequisites(ctx: &Ctx) -> std::result::Result<(ClusterPrograms, String), String> {
+    let nats = ctx.nats.clone().or_else(|| find_on_path("nats-server"));
+    let redis = find_on_path("redis-server");
+    let database = postgres_url();
+    match (nats, redis, database) {
+        (Some(nats_server), Some(redis_server), Some(database)) => Ok((
+            ClusterPrograms {
+                im_server: ctx.server_bin.clone(),
+                nats_server,
+                redis_server,
+            },
+            database,
+        )),
+        (nats, redis, database) => {
+            let missing = [
+                nats.is_none().then_some("nats-server is not on PATH"),
+                redis.is_none().then_some("redis-server is not on PATH"),
+                database
+                    .is_none()
+                    .then_some("neither IM_BENCH_POSTGRES_URL nor IM_TEST_POSTGRES_URL is set"),
+            ];
+            Err(missing.into_iter().flatten().collect::<Vec<_>>().join(", "))
+        }
+    }
+}
+
+/// `count` pairs on `cluster`: sender i on node i % N, its receiver on node (i + 1) % N, so
+/// with more than one node every message crosses nodes. Users are `cs<i>-<run>` and
+/// `cr<i>-<run>`: the database outlives runs, each run has users of its own.
+fn cross_node_pairs(cluster: &Cluster, count: usize, run: i64) -> Result<(Vec<String>, Vec<Pair>)> {
+    let nodes = cluster.cores.len().max(1);
+    let mut users = Vec::with_capacity(2 * count);
+    let mut pairs = Vec::with_capacity(count);
+    for i in 0..count {
+        let (sender, receiver) = (format!("cs{i}-{run}"), format!("cr{i}-{run}"));
+        let login = |user: &str, node: usize| -> Result<Login> {
+            Ok(Login {
+                addr: cluster.cores[node].ws,
+                token: cluster.api.token(user, "d")?,
+            })
+        };
+        pairs.push(Pair {
+            sender: login(&sender, i % nodes)?,
+            receiver: login(&receiver, (i + 1) % nodes)?,
+            conversation: client::direct(&sender, &receiver),
+        });
+        users.extend([sender, receiver]);
+    }
+    Ok((users, pairs))
+}
+
+/// What a windowed load (each sender as fast as its acks allow) measured.
+struct WindowedRun {
+    /// Sends acknowledged.
+    acked: u64,
+    /// Send to ack, in µs.
+    ack: hdrhistogram::Histogram<u64>,
+    /// From the first send to the last ack.
+    ack_secs: f64,
+    /// Distinct entries the receivers got.
+    delivered: u64,
+    /// From the first send to the last delivery seen.
+    deliver_secs: f64,
+}
+
+impl WindowedRun {
+    fn acked_per_sec(&self) -> f64 {
+        self.acked as f64 / self.ack_secs.max(1e-6)
+    }
+
+    fn deliveries_per_sec(&self) -> f64 {
+        self.delivered as f64 / self.deliver_secs.max(1e-6)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "acked": self.acked,
+            "delivered": self.delivered,
+            "all_delivered": self.delivered >= self.acked,
+            "ack_secs": self.ack_secs,
+            "acked_per_sec": self.acked_per_sec(),
+            "deliver_secs": self.deliver_secs,
+            "deliveries_per_sec": self.deliveries_per_sec(),
+            "ack": quantiles(&self.ack),
+        })
+    }
+}
+
+/// Has each connected sender send its share of `messages` with `window` in flight, then waits
+/// for the deliveries of what was acknowledged.
+async fn windowed_load(
+    connected: &mut ConnectedPairs,
+    messages: usize,
+    window: usize,
+    label: &str,
+) -> Result<WindowedRun> {
+    let before = connected.delivered();
+    let progress = Progress::new(&format!("{label} acks"), messages as u64);
+    let counter = progress.counter();
+    let senders = std::mem::take(&mut connected.senders);
+    let count = senders.len().max(1);
+    let started = Instant::now();
+    let mut sends = Vec::new();
+    for (i, (mut ws, conversation)) in senders
+        .into_iter()
+        .zip(&connected.conversations)
+        .enumerate()
+    {
+        let share = messages / count + usize::from(i < messages % count);
+        let (counter, conversation) = (counter.clone(), conversation.clone());
+        sends.push(tokio::spawn(async move {
+            let acks =
+                client::send_windowed(&mut ws, &conversation, "c", share, window, BODY, &counter)
+                    .await?;
+            Ok::<_, crate::util::BoxError>((ws, acks))
+        }));
+    }
+    let mut ack = micros_histogram();
+    for send in sends {
+        let (ws, acks) = send.await??;
+        connected.senders.push(ws);
+        let _ = ack.add(&acks);
+    }
+    let ack_secs = started.elapsed().as_secs_f64();
+    drop(progress);
+    let acked = ack.len();
+    let (got, deliver) = connected.wait_delivered(before + acked, started).await;
+    Ok(WindowedRun {
+        acked,
+        ack,
+        ack_secs,
+        delivered: got - before,
+        deliver_secs: deliver.as_secs_f64(),
+    })
+}
+
+/// The sum of a Prometheus counter's samples (every label set) in `text`.
+fn counter_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Both loads on one topology.
+struct TopologyRun {
+    nodes: usize,
+    throughput: WindowedRun,
+    latency: PacedRun,
+    /// Each core node's id and metrics text after both loads.
+    metrics: Vec<(String, String)>,
+}
+
+impl TopologyRun {
+    /// Deliveries handed to another node over NATS, over every node.
+    fn forwarded(&self) -> u64 {
+        self.metrics
+            .iter()
+            .map(|(_, text)| counter_sum(text, "im_deliveries_forwarded_total"))
+            .sum::<f64>() as u64
+    }
+
+    fn json(&self) -> Value {
+        let metrics: serde_json::Map<String, Value> = self
+            .metrics
+            .iter()
+            .map(|(id, text)| (id.clone(), json!(key_metrics(text))))
+            .collect();
+        json!({
+            "nodes": self.nodes,
+            "throughput": self.throughput.json(),
+            "latency": self.latency.json(),
+            "deliveries_forwarded": self.forwarded(),
+            "server_metrics": metrics,
+        })
+    }
+}
+
+/// Connections opened at once while a cluster's pairs connect. Each answers a ping before it
+/// counts as open: a core node records a new session's route in Redis after its Welcome and
+/// serves the session's requests only then, so no load starts before its routes exist.
+const CLUSTER_CONNECTS_AT_ONCE: usize = 16;
+
+/// Starts a cluster of `nodes` core nodes on `database` and runs both loads on it over the
+/// same connections (users of the run's own; the throughput load's bodies carry no send time,
+/// so only the latency load's are timed).
+async fn cluster_run(
+    programs: &ClusterPrograms,
+    database: &str,
+    nodes: usize,
+    load: &ClusterLoad,
+) -> Result<TopologyRun> {
+    let label = format!("cluster ({})", node_count(nodes));
+    eprintln!(
+        "{label}: starting nats-server, redis-server, the business node, {} core {}",
+        nodes,
+        if nodes == 1 { "node" } else { "nodes" }
+    );
+    let begun = Instant::now();
+    let cluster = Cluster::start(programs, database, nodes).await?;
+    eprintln!("{label}: up in {:.1} s", begun.elapsed().as_secs_f64());
+    let (users, pairs) = cross_node_pairs(&cluster, load.pairs, now_ms())?;
+    cluster.api.import_users(&users).await?;
+    let mut connected = ConnectedPairs::connect(&pairs, CLUSTER_CONNECTS_AT_ONCE, &label).await?;
+    eprintln!(
+        "{label}: {} messages over {} pairs, {} in flight each",
+        load.messages, load.pairs, load.window
+    );
+    let throughput = windowed_load(&mut connected, load.messages, load.window, &label).await?;
+    eprintln!(
+        "{label}: {} messages/s for {} s over {} pairs",
+        load.rate, load.seconds, load.pairs
+    );
+    let latency = paced_load(connected, load.rate, load.seconds, "cl", &label).await?;
+    Ok(TopologyRun {
+        nodes,
+        throughput,
+        latency,
+        metrics: cluster.metrics().await,
+    })
+}
+
+/// `1 node`, `3 nodes`.
+fn node_count(nodes: usize) -> String {
+    if nodes == 1 {
+        "1 node".into()
+    } else {
+        format!("{nodes} nodes")
+    }
+}
+
+/// `a / b` as `0.93 x 1 node`, for the target column (no target is set for a cluster).
+fn ratio_to_one_node(a: f64, b: f64) -> String {
+    format!("- ({:.2} x 1 node)", a / b.max(1e-9))
+}
+
+/// The table rows: each figure of the cluster beside the same figure on one node.
+fn cluster_rows(load: &ClusterLoad, spread: &TopologyRun, single: &TopologyRun) -> Vec<Row> {
+    let across = node_count(spread.nodes);
+    let (t, t1) = (&spread.throughput, &single.throughput);
+    let (l, l1) = (&spread.latency, &single.latency);
+    let delivered = |r: &WindowedRun| {
+        format!(
+            "{} of {} acked delivered",
+            human_count(r.delivered as f64),
+            human_count(r.acked as f64)
+        )
+    };
+    vec![
+        Row::new(
+            format!("cluster: 1:1 msgs/s acked across {across} (PostgreSQL)"),
+            format!("{}/s", human_count(t.acked_per_sec())),
+            format!("{}/s on 1 node", human_count(t1.acked_per_sec())),
+            ratio_to_one_node(t.acked_per_sec(), t1.acked_per_sec()),
+        ),
+        Row::new(
+            format!("cluster: deliveries/s across {across}"),
+            format!(
+                "{}/s ({}, {} forwarded)",
+                human_count(t.deliveries_per_sec()),
+                delivered(t),
+                human_count(spread.forwarded() as f64)
+            ),
+            format!(
+                "{}/s on 1 node ({})",
+                human_count(t1.deliveries_per_sec()),
+                delivered(t1)
+            ),
+            ratio_to_one_node(t.deliveries_per_sec(), t1.deliveries_per_sec()),
+        ),
+        Row::new(
+            format!(
+                "cluster: send->deliver at {}/s across {across}",
+                human_count(load.rate as f64)
+            ),
+            format!(
+                "{} (sent at {}/s)",
+                p50_p99_p999(&l.latency),
+                human_count(l.achieved())
+            ),
+            format!(
+                "{} on 1 node (sent at {}/s)",
+                p50_p99_p999(&l1.latency),
+                human_count(l1.achieved())
+            ),
+            format!(
+                "- (p99 {:.2} x 1 node)",
+                l.latency.value_at_quantile(0.99) as f64
+                    / (l1.latency.value_at_quantile(0.99) as f64).max(1.0)
+            ),
+        ),
+    ]
+}
+
+/// Scenario `cluster`: `nodes` core nodes and a business node sharing nats-server (JetStream),
+/// redis-server and PostgreSQL; `pairs` sender -> receiver pairs with each receiver on the
+/// node after its sender's. Throughput (acked messages/s, deliveries/s, every acked message
+/// delivered) and send-to-deliver latency at a fixed offered load. Baseline: the same
+/// processes and loads with one core node, on the same database, in the same run.
+///
+/// Without nats-server, redis-server or a PostgreSQL URL it is skipped, loudly; with `CI` set
+/// it fails instead.
+pub(crate) async fn cluster(ctx: &Ctx, load: &ClusterLoad) -> Result<Outcome> {
+    let (programs, database) = match cluster_prerequisites(ctx) {
+        Ok(found) => found,
+        Err(missing) if std::env::var_os("CI").is_some() => {
+            return Err(format!(
+                "{missing} (CI is set: the cluster scenario is required; run scripts/services start)"
+            )
+            .into());
+        }
+        Err(missing) => {
+            eprintln!(
+                "!!! {missing}: the cluster scenario is SKIPPED (scripts/services start runs what it needs) !!!"
+            );
+            return Ok(Outcome::skipped("cluster", missing));
+        }
+    };
+    eprintln!(
+        "cluster: {} core nodes against 1, {} pairs, {} messages, {}/s for {} s",
+        load.nodes, load.pairs, load.messages, load.rate, load.seconds
+    );
+    let spread = cluster_run(&programs, &database, load.nodes, load).await?;
+    let single = cluster_run(&programs, &database, 1, load).await?;
+    let json = json!({
+        "nodes": load.nodes,
+        "pairs": load.pairs,
+        "messages": load.messages,
+        "window": load.window,
+        "offered_per_sec": load.rate,
+        "seconds": load.seconds,
+        "database": "postgres",
+        "across_nodes": spread.json(),
+        "one_node": single.json(),
+    });
+    Ok(Outcome {
+        name: "cluster",
+        json,
+        rows: cluster_rows(load, &spread, &single),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter_sum;
+
+    #[test]
+    fn a_counter_is_summed_over_its_labels_and_only_its_own() {
+        let text = "\
+# TYPE im_sends_total counter
+im_sends_total{outcome=\"stored\"} 280
+im_sends_total{outcome=\"duplicate\"} 2
+im_sends_total_other 1000
+im_deliveries_forwarded_total 210
+";
+        assert_eq!(counter_sum(text, "im_sends_total"), 282.0);
+        assert_eq!(counter_sum(text, "im_deliveries_forwarded_total"), 210.0);
+        assert_eq!(counter_sum(text, "im_missing_total"), 0.0);
+    }
 }

@@ -28,6 +28,14 @@ fn server_bin() -> PathBuf {
 
 /// The persist messages of `--smoke` (`AllArgs::shrink` in main.rs).
 const SMOKE_PERSIST_MESSAGES: u64 = 200;
+/// The cluster scenario's throughput messages of `--smoke`.
+const SMOKE_CLUSTER_MESSAGES: u64 = 200;
+
+/// Whether `program` is on PATH.
+fn on_path(program: &str) -> bool {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|dir| dir.join(program).is_file())
+}
 
 /// The number at `path` (`a.0.b`), or a panic naming it.
 fn number(value: &Value, path: &str) -> f64 {
@@ -57,8 +65,7 @@ fn the_whole_suite_runs_at_smoke_sizes() {
     let server = server_bin();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("results.json");
-    let nats = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .any(|dir| dir.join("nats-server").is_file());
+    let nats = on_path("nats-server");
     if !nats {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -150,5 +157,55 @@ fn the_whole_suite_runs_at_smoke_sizes() {
     assert_eq!(
         results["latency"][0]["delivered"],
         results["latency"][0]["sent"]
+    );
+    cluster(&results, nats);
+}
+
+/// The cluster scenario, where its services are (always in CI): on several nodes and on one,
+/// every message acknowledged and delivered, and across nodes every one forwarded over NATS.
+fn cluster(results: &Value, nats: bool) {
+    let postgres = ["IM_BENCH_POSTGRES_URL", "IM_TEST_POSTGRES_URL"]
+        .iter()
+        .any(|var| std::env::var_os(var).is_some());
+    if !(nats && on_path("redis-server") && postgres) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the cluster scenario's services are missing and CI is set: run scripts/services start"
+        );
+        eprintln!(
+            "!!! nats-server, redis-server or PostgreSQL is missing: the smoke run SKIPS the cluster !!!"
+        );
+        assert!(
+            results["cluster"]["skipped"].is_string(),
+            "cluster: {:#}",
+            results["cluster"]
+        );
+        return;
+    }
+    for topology in ["across_nodes", "one_node"] {
+        let at = |figure: &str| format!("cluster.{topology}.{figure}");
+        assert_eq!(
+            results["cluster"][topology]["throughput"]["acked"].as_u64(),
+            Some(SMOKE_CLUSTER_MESSAGES),
+            "cluster.{topology}: {:#}",
+            results["cluster"][topology]
+        );
+        equal(
+            results,
+            &at("throughput.delivered"),
+            &at("throughput.acked"),
+        );
+        positive(results, &at("throughput.acked_per_sec"));
+        positive(results, &at("throughput.deliveries_per_sec"));
+        positive(results, &at("latency.delivered"));
+        equal(results, &at("latency.delivered"), &at("latency.sent"));
+        positive(results, &at("latency.latency.count"));
+    }
+    let crossed = number(results, "cluster.across_nodes.throughput.acked")
+        + number(results, "cluster.across_nodes.latency.sent");
+    let forwarded = number(results, "cluster.across_nodes.deliveries_forwarded");
+    assert!(
+        forwarded >= crossed,
+        "{forwarded} deliveries forwarded across nodes, fewer than the {crossed} messages sent"
     );
 }
