@@ -304,4 +304,20 @@ async fn offline_pushes_wait_in_the_outbox_until_the_webhook_takes_them() {
     let pushes = pushes_for(&accepted, &bob, 2).await;
     assert_eq!(pushes[1]["seq"], second.seq);
     assert_eq!(pushes.len(), 2, "each push once");
+
+    // A resend is fanned out again (its first node may have died before pushing), but bob is
+    // notified of it once: the pushes come in order, so a second one would come before "last".
+    let once = amy_client
+        .send_with_id(&direct, "once", text("only once"))
+        .await
+        .unwrap();
+    let again = amy_client
+        .send_with_id(&direct, "once", text("only once"))
+        .await
+        .unwrap();
+    assert!(again.duplicate && again.seq == once.seq);
+    let last = amy_client.send_text(&direct, "last").await.unwrap();
+    let pushes = pushes_for(&accepted, &bob, 4).await;
+    let seqs: Vec<&Value> = pushes[2..].iter().map(|p| &p["seq"]).collect();
+    assert_eq!(seqs, [&json!(once.seq), &json!(last.seq)]);
 }

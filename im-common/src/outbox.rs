@@ -28,6 +28,11 @@ pub trait Outbox: Send + Sync + 'static {
     /// Stores `payload`; `Ok` once it is durable.
     async fn put(&self, payload: Bytes) -> Result<(), BusError>;
 
+    /// Stores `payload` unless an item put with the same `id` is stored already (within the
+    /// outbox's duplicate window: two minutes on JetStream); `Ok` once one of them is durable.
+    /// For what a retry or a resend may put again, so that it is handed out once.
+    async fn put_once(&self, id: &str, payload: Bytes) -> Result<(), BusError>;
+
     /// Takes items as the durable consumer `consumer`: the processes that use one name share
     /// its items, each item going to one of them, in order, until acknowledged. An item not
     /// acknowledged within `ack_wait` comes again.
@@ -182,6 +187,19 @@ pub mod jetstream {
             ack.await.map(drop).map_err(unavailable)
         }
 
+        async fn put_once(&self, id: &str, payload: Bytes) -> Result<(), BusError> {
+            let publish = jetstream::context::Publish::build()
+                .payload(payload)
+                .message_id(id);
+            let ack = self
+                .context
+                .send_publish(self.subject.clone(), publish)
+                .await
+                .map_err(unavailable)?;
+            // Stored now, or found stored under the same id (the ack says `duplicate`).
+            ack.await.map(drop).map_err(unavailable)
+        }
+
         async fn take(&self, consumer: &str, ack_wait: Duration) -> Result<OutboxReader, BusError> {
             let stream = self
                 .context
@@ -257,4 +275,19 @@ pub(crate) async fn behaves_as_outbox(outbox: std::sync::Arc<dyn Outbox>, consum
     let item = next(&mut reader).await;
     assert_eq!((item.payload.as_ref(), item.attempt), (&[4u8][..], 1));
     item.ack().await.expect("settled");
+    // An item put twice under one id is handed out once.
+    for _ in 0..2 {
+        outbox
+            .put_once("five", Bytes::from_static(&[5]))
+            .await
+            .expect("stored");
+    }
+    outbox.put(Bytes::from_static(&[6])).await.expect("stored");
+    let mut after = Vec::new();
+    for _ in 0..2 {
+        let item = next(&mut reader).await;
+        after.push(item.payload[0]);
+        item.ack().await.expect("settled");
+    }
+    assert_eq!(after, [5, 6], "the second put of 'five' stored nothing");
 }

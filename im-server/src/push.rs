@@ -78,9 +78,12 @@ impl PushHook for OutboxPush {
             node_id: self.node_id.clone(),
         };
         let payload = bytes::Bytes::from(push.encode_to_vec());
+        // One push per entry and user set: a resend fanned out again, or a put retried after
+        // an unconfirmed one, does not notify its users twice.
+        let id = push_id(entry, offline_user_ids);
         for wait_ms in [0, 100, 500] {
             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-            match self.outbox.put(payload.clone()).await {
+            match self.outbox.put_once(&id, payload.clone()).await {
                 Ok(()) => {
                     metrics::counter!("im_offline_pushes_total").increment(1);
                     return;
@@ -94,5 +97,41 @@ impl PushHook for OutboxPush {
             "offline push dropped: the outbox refused it three times"
         );
         metrics::counter!("im_offline_pushes_failed_total").increment(1);
+    }
+}
+
+/// The outbox id of an entry's push to some users: the entry, and a hash of the users (a
+/// resend fanned out again may find other users offline, who must not be skipped). FNV-1a:
+/// the same users give the same id on every node and in every release.
+fn push_id(entry: &Message, user_ids: &[String]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in user_ids.iter().flat_map(|user| user.bytes().chain([0])) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}:{}:{hash:016x}", entry.conversation_id, entry.seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_ids_name_the_entry_and_the_users() {
+        let entry = Message {
+            conversation_id: "g:team".into(),
+            seq: 7,
+            ..Message::default()
+        };
+        let users = |ids: &[&str]| ids.iter().map(|&u| u.to_owned()).collect::<Vec<_>>();
+        let id = push_id(&entry, &users(&["amy", "bob"]));
+        assert!(id.starts_with("g:team:7:"), "{id}");
+        assert_eq!(id, push_id(&entry, &users(&["amy", "bob"])), "stable");
+        assert_ne!(id, push_id(&entry, &users(&["amy"])));
+        assert_ne!(
+            id,
+            push_id(&entry, &users(&["amyb", "ob"])),
+            "users are delimited"
+        );
     }
 }
