@@ -149,13 +149,10 @@ pub(crate) fn send(conversation: &str, client_msg_id: String, body: &str) -> cli
     })
 }
 
-/// The canonical 1:1 conversation of `a` and `b`.
+/// The canonical 1:1 conversation of `a` and `b` (the bench's user ids are valid ones).
 pub(crate) fn direct(a: &str, b: &str) -> String {
-    if a.as_bytes() <= b.as_bytes() {
-        format!("d:{a}:{b}")
-    } else {
-        format!("d:{b}:{a}")
-    }
+    let user = |id: &str| im_proto::UserId::new(id.to_owned()).expect("a valid user id");
+    im_proto::ConversationId::direct(user(a), user(b)).to_string()
 }
 
 /// Opens connection `n` to the gateway and completes the Hello with `token`, within 30 s (a
@@ -186,10 +183,8 @@ async fn connect_now(addr: SocketAddr, token: &str, device: &str) -> Result<Ws> 
     };
     ws.send(frame(1, client_frame::Body::Hello(hello))).await?;
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(60), ws.next())
-            .await
-            .map_err(|_| "no welcome within 60 s")?
-            .ok_or("closed before the welcome")??;
+        // Bounded by `connect`'s timeout.
+        let message = ws.next().await.ok_or("closed before the welcome")??;
         if let WsMessage::Close(close) = &message {
             return Err(format!("closed before the welcome: {close:?}").into());
         }

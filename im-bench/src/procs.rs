@@ -530,8 +530,8 @@ pub(crate) struct Cluster {
     /// The business node's API.
     pub(crate) api: Api,
     _business: Proc,
-    _redis: Redis,
-    _nats: Nats,
+    _redis: Sidecar,
+    _nats: Sidecar,
     /// Last, so the processes writing into it are gone before it is removed.
     _dir: tempfile::TempDir,
 }
@@ -546,8 +546,8 @@ impl Cluster {
         nodes: usize,
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let nats = Nats::start_jetstream(&programs.nats_server).await?;
-        let redis = Redis::start(&programs.redis_server).await?;
+        let nats = Sidecar::nats_jetstream(&programs.nats_server).await?;
+        let redis = Sidecar::redis(&programs.redis_server).await?;
         let secrets = Secrets::random();
         let bus = ("IM_BUS__NATS_URL", nats.url.clone());
         let (business, printed) = launch(
@@ -654,89 +654,90 @@ pub(crate) fn find_on_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `nats-server` on a free loopback port, its log (and JetStream store) in a temporary
-/// directory.
-pub(crate) struct Nats {
+/// A service the benchmark starts beside the server (`nats-server`, `redis-server`) on a free
+/// loopback port, its log and data in a temporary directory of its own.
+pub(crate) struct Sidecar {
     _proc: Proc,
-    /// `nats://127.0.0.1:<port>`.
+    /// `<scheme>://127.0.0.1:<port>`.
     pub(crate) url: String,
     _dir: tempfile::TempDir,
 }
 
-impl Nats {
-    /// Core NATS only, for the raw baselines.
-    pub(crate) async fn start(bin: &Path) -> Result<Self> {
-        Self::start_with(bin, false).await
-    }
-
-    /// With JetStream (a cluster's nodes keep their outboxes and offline pushes in it).
-    pub(crate) async fn start_jetstream(bin: &Path) -> Result<Self> {
-        Self::start_with(bin, true).await
-    }
-
-    /// Starts `bin -a 127.0.0.1 -p <free port>` (plus `-js -sd <dir>` for JetStream) and waits
-    /// until it accepts.
-    async fn start_with(bin: &Path, jetstream: bool) -> Result<Self> {
+impl Sidecar {
+    /// Starts `bin` with the arguments `args` gives for its port and directory, its output in
+    /// `<dir>/<what>.log`, and waits until it accepts.
+    async fn start(
+        bin: &Path,
+        what: &str,
+        scheme: &str,
+        args: impl FnOnce(u16, &Path) -> Vec<std::ffi::OsString>,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
-        let log = dir.path().join("nats.log");
-        let mut command = Command::new(bin);
-        command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
-        if jetstream {
-            command
-                .arg("-js")
-                .arg("-sd")
-                .arg(dir.path().join("jetstream"));
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-        let mut proc = Proc(child);
-        wait_port(&mut proc, port, "nats-server", &log).await?;
-        Ok(Self {
-            _proc: proc,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
-        })
-    }
-}
-
-/// `redis-server` on a free loopback port, keeping nothing on disk (routes and presence are
-/// soft state the nodes write back), its log in a temporary directory.
-pub(crate) struct Redis {
-    _proc: Proc,
-    /// `redis://127.0.0.1:<port>`.
-    pub(crate) url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    /// Starts `bin` and waits until it accepts.
-    pub(crate) async fn start(bin: &Path) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let log = dir.path().join("redis.log");
+        let log = dir.path().join(format!("{what}.log"));
         let out = std::fs::File::create(&log)?;
         let child = Command::new(bin)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(dir.path())
+            .args(args(port, dir.path()))
             .stdin(Stdio::null())
             .stderr(out.try_clone()?)
             .stdout(out)
             .spawn()
             .map_err(|e| format!("starting {}: {e}", bin.display()))?;
         let mut proc = Proc(child);
-        wait_port(&mut proc, port, "redis-server", &log).await?;
+        wait_port(&mut proc, port, what, &log).await?;
         Ok(Self {
             _proc: proc,
-            url: format!("redis://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             _dir: dir,
         })
+    }
+
+    /// `nats-server`, core NATS only, for the raw baselines.
+    pub(crate) async fn nats(bin: &Path) -> Result<Self> {
+        Self::start(bin, "nats-server", "nats", |port, _| {
+            ["-a", "127.0.0.1", "-p", &port.to_string()]
+                .map(Into::into)
+                .to_vec()
+        })
+        .await
+    }
+
+    /// `nats-server` with JetStream (a cluster's nodes keep their outboxes in it).
+    pub(crate) async fn nats_jetstream(bin: &Path) -> Result<Self> {
+        Self::start(bin, "nats-server", "nats", |port, dir| {
+            let mut args: Vec<std::ffi::OsString> =
+                ["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"]
+                    .map(Into::into)
+                    .to_vec();
+            args.push(dir.join("jetstream").into());
+            args
+        })
+        .await
+    }
+
+    /// `redis-server`, keeping nothing on disk (routes and presence are soft state the nodes
+    /// write back).
+    pub(crate) async fn redis(bin: &Path) -> Result<Self> {
+        Self::start(bin, "redis-server", "redis", |port, dir| {
+            let mut args: Vec<std::ffi::OsString> = [
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+            ]
+            .map(Into::into)
+            .to_vec();
+            args.push(dir.into());
+            args
+        })
+        .await
     }
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::{
     client::{self, Measure, Ws},
-    procs::{Cluster, ClusterPrograms, Holder, Nats, Server, find_on_path},
+    procs::{Cluster, ClusterPrograms, Holder, Server, Sidecar, find_on_path},
     report::{Outcome, Row, verdict},
     util::{
         Progress, Result, human_count, human_us, micros_histogram, now_ms, open_many, quantiles,
@@ -333,18 +333,7 @@ pub(crate) async fn fanout(
     let stop_guard = StopOnDrop(stop.clone());
     let mut sender = client::connect(server.ws, &server.token("fsend", "d")?, "d").await?;
     let target = (messages * online_count) as u64;
-    let progress = Progress::new("fanout deliveries", target);
-    let counter = progress.counter();
-    let watcher = {
-        let (d, c) = (delivered.clone(), counter.clone());
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                c.store(d.load(Ordering::Relaxed), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let progress = Progress::with_counter("fanout deliveries", target, delivered.clone());
     let acked = AtomicU64::new(0);
     let started = Instant::now();
     let acks = client::send_windowed(
@@ -360,7 +349,6 @@ pub(crate) async fn fanout(
     let (got, elapsed) = wait_for(&delivered, target, started, Duration::from_secs(10)).await;
     drop(stop_guard);
     drop(progress);
-    let _ = watcher.await;
     for task in tasks {
         let _ = task.await;
     }
@@ -422,7 +410,7 @@ async fn nats_fanout(
     messages: usize,
     payload: usize,
 ) -> Result<Value> {
-    let nats = Nats::start(bin).await?;
+    let nats = Sidecar::nats(bin).await?;
     let delivered = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..subscribers {
@@ -1048,7 +1036,7 @@ async fn nats_latency(
     seconds: f64,
     pairs: usize,
 ) -> Result<Value> {
-    let nats = Nats::start(bin).await?;
+    let nats = Sidecar::nats(bin).await?;
     let per_sender = ((rate as f64 * seconds) / pairs as f64).ceil().max(1.0) as usize;
     let per_rate = rate as f64 / pairs as f64;
     let origin = Instant::now();

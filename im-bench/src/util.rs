@@ -98,7 +98,11 @@ pub(crate) struct Progress {
 impl Progress {
     /// Starts printing; `total` 0 prints no total.
     pub(crate) fn new(label: &str, total: u64) -> Self {
-        let done = Arc::new(AtomicU64::new(0));
+        Self::with_counter(label, total, Arc::new(AtomicU64::new(0)))
+    }
+
+    /// Starts printing what `done` counts (a counter the work keeps anyway).
+    pub(crate) fn with_counter(label: &str, total: u64, done: Arc<AtomicU64>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (d, s, label) = (done.clone(), stop.clone(), label.to_owned());
         tokio::spawn(async move {
@@ -151,7 +155,7 @@ pub(crate) struct Opened<T> {
 }
 
 /// Opens up to `total` connections with `concurrency` openers, stopping at the first failure
-/// (when `stop_on_error`; otherwise the first failure is an error of the whole step).
+/// (which the result carries).
 pub(crate) async fn open_many<T, F, Fut>(
     label: &str,
     total: usize,
