@@ -1242,13 +1242,8 @@ impl Business {
         if limit == 0 {
             return Ok((self.all_revocations().await?, false));
         }
-        let limit = limit.min(MAX_REVOCATIONS_PAGE);
-        let page = self
-            .store
-            .revocations(after_user_id, after_device_id, limit)
-            .await?;
-        let more = page.len() == limit as usize;
-        Ok((page, more))
+        self.revocations_page(after_user_id, after_device_id, limit)
+            .await
     }
 
     /// Every token revocation on record, page by page.
@@ -1259,16 +1254,31 @@ impl Business {
                 .last()
                 .map(|r| (r.user_id.clone(), r.device_id.clone()))
                 .unwrap_or_default();
-            let page = self
-                .store
-                .revocations(&after_user, &after_device, MAX_REVOCATIONS_PAGE)
+            let (page, more) = self
+                .revocations_page(&after_user, &after_device, MAX_REVOCATIONS_PAGE)
                 .await?;
-            let more = page.len() == MAX_REVOCATIONS_PAGE as usize;
             all.extend(page);
             if !more {
                 return Ok(all);
             }
         }
+    }
+
+    /// Up to `limit` (at most [`MAX_REVOCATIONS_PAGE`]) revocations after the key, and whether
+    /// more may follow.
+    async fn revocations_page(
+        &self,
+        after_user_id: &str,
+        after_device_id: &str,
+        limit: u32,
+    ) -> Result<(Vec<crate::store::Revocation>, bool), BusinessError> {
+        let limit = limit.min(MAX_REVOCATIONS_PAGE);
+        let page = self
+            .store
+            .revocations(after_user_id, after_device_id, limit)
+            .await?;
+        let more = page.len() == limit as usize;
+        Ok((page, more))
     }
 
     /// The groups and channels `user_id` is a member of, for sync.

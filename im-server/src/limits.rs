@@ -18,7 +18,8 @@ pub fn quota(per_second: u32) -> Quota {
 #[async_trait]
 pub trait SendRate: Send + Sync + 'static {
     /// Counts one message of `user_id`; `Err` says how long until the next one is allowed.
-    async fn check(&self, user_id: &str) -> Result<(), Duration>;
+    /// (An `Arc`: the session's own, kept as the key without a copy per message.)
+    async fn check(&self, user_id: &Arc<str>) -> Result<(), Duration>;
 
     /// Forgets users idle long enough to be back at a full burst.
     fn prune(&self) {}
@@ -37,9 +38,9 @@ impl LocalSendRate {
 
 #[async_trait]
 impl SendRate for LocalSendRate {
-    async fn check(&self, user_id: &str) -> Result<(), Duration> {
+    async fn check(&self, user_id: &Arc<str>) -> Result<(), Duration> {
         self.0
-            .check_key(&Arc::from(user_id))
+            .check_key(user_id)
             .map_err(|not_until| not_until.wait_time_from(self.0.clock().now()))
     }
 
@@ -52,7 +53,7 @@ impl SendRate for LocalSendRate {
 /// Message rates shared by every node in Redis (feature `redis`).
 #[cfg(feature = "redis")]
 pub mod redis {
-    use std::time::Duration;
+    use std::{sync::Arc, time::Duration};
 
     use async_trait::async_trait;
     use deadpool_redis::{Pool, redis};
@@ -96,13 +97,8 @@ return 0
     }
 
     impl RedisSendRate {
-        /// `per_second` messages per user (a burst of twice as many), counted in the Redis at
-        /// `url`.
-        pub fn connect(url: &str, per_second: u32) -> Result<Self, String> {
-            Ok(Self::new(crate::presence::redis::pool(url)?, per_second))
-        }
-
-        /// The same on `pool` (shared with presence).
+        /// `per_second` messages per user (a burst of twice as many), counted in the Redis of
+        /// `pool` (shared with presence).
         pub fn new(pool: Pool, per_second: u32) -> Self {
             let per_second = per_second.max(1);
             Self::with_interval(pool, 1_000_000 / u64::from(per_second), per_second)
@@ -136,7 +132,7 @@ return 0
 
     #[async_trait]
     impl SendRate for RedisSendRate {
-        async fn check(&self, user_id: &str) -> Result<(), Duration> {
+        async fn check(&self, user_id: &Arc<str>) -> Result<(), Duration> {
             // A Redis that stalls costs a send at most this long before counting locally.
             let limit = Duration::from_millis(500);
             let shared = tokio::time::timeout(limit, self.shared(user_id))
@@ -175,7 +171,7 @@ return 0
             let pool = || crate::presence::redis::pool(&url).unwrap();
             let a = RedisSendRate::with_interval(pool(), minute, 1);
             let b = RedisSendRate::with_interval(pool(), minute, 1);
-            let user = format!("rate-{}", uuid::Uuid::new_v4().simple());
+            let user: Arc<str> = format!("rate-{}", uuid::Uuid::new_v4().simple()).into();
             let mut allowed = 0;
             let mut waits = Vec::new();
             for i in 0..20 {
@@ -193,7 +189,7 @@ return 0
                 "{waits:?}"
             );
             // Another user has an allowance of its own.
-            let other = format!("rate-{}", uuid::Uuid::new_v4().simple());
+            let other: Arc<str> = format!("rate-{}", uuid::Uuid::new_v4().simple()).into();
             assert_eq!(a.check(&other).await, Ok(()));
         }
     }

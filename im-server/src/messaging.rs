@@ -104,14 +104,23 @@ pub struct PendingAck {
 impl PendingAck {
     /// An ack known already (a resend of a stored entry, not pushed again).
     fn resolved(first: StoredEntry) -> Self {
-        let (done, waiting) = oneshot::channel();
-        let ack = Self {
-            conversation_id: first.conversation_id.clone(),
-            client_msg_id: first.client_msg_id.clone(),
-            done: waiting,
-        };
+        let (ack, done) = Self::waiting(&first.conversation_id, &first.client_msg_id);
         let _ = done.send(Ok(Appended::Duplicate(first)));
         ack
+    }
+
+    /// An ack of the send `client_msg_id` in `conversation_id`, and where its outcome goes.
+    fn waiting(
+        conversation_id: &str,
+        client_msg_id: &str,
+    ) -> (Self, oneshot::Sender<Result<Appended, String>>) {
+        let (done, waiting) = oneshot::channel();
+        let ack = Self {
+            conversation_id: conversation_id.to_owned(),
+            client_msg_id: client_msg_id.to_owned(),
+            done: waiting,
+        };
+        (ack, done)
     }
 
     /// Waits for the commit; the `SendAck`, or the error to answer with.
@@ -409,12 +418,7 @@ impl Messaging {
         session_id: Option<Arc<str>>,
     ) -> Result<PendingAck, Error> {
         metrics::counter!("im_sends_total", "outcome" => "duplicate").increment(1);
-        let (done, waiting) = oneshot::channel();
-        let ack = PendingAck {
-            conversation_id: first.conversation_id.clone(),
-            client_msg_id: first.client_msg_id.clone(),
-            done: waiting,
-        };
+        let (ack, done) = PendingAck::waiting(&first.conversation_id, &first.client_msg_id);
         self.refan
             .send(Committed {
                 appended: Appended::Duplicate(first),
@@ -432,12 +436,7 @@ impl Messaging {
         entry: NewEntry,
         session_id: Option<Arc<str>>,
     ) -> Result<PendingAck, Error> {
-        let (done, waiting) = oneshot::channel();
-        let ack = PendingAck {
-            conversation_id: entry.conversation_id.clone(),
-            client_msg_id: entry.client_msg_id.clone(),
-            done: waiting,
-        };
+        let (ack, done) = PendingAck::waiting(&entry.conversation_id, &entry.client_msg_id);
         self.commits
             .send(Pending {
                 entry,
@@ -1189,7 +1188,6 @@ async fn commit_batches(
         metrics::histogram!("im_commit_batch_entries").record(entries.len() as f64);
         match stored {
             Ok(results) => {
-                let mut committed_now = Vec::with_capacity(results.len());
                 let duplicates = results
                     .iter()
                     .filter(|a| matches!(a, Appended::Duplicate(_)))
@@ -1202,13 +1200,11 @@ async fn commit_batches(
                 // node holding them. A resend is pushed again too: its first push may have died
                 // with the node that stored it before answering. Clients drop repeats by seq.
                 for (pending, appended) in batch.drain(..).zip(results) {
-                    committed_now.push(Committed {
+                    let entry = Committed {
                         appended,
                         session_id: pending.session_id,
                         done: pending.done,
-                    });
-                }
-                for entry in committed_now {
+                    };
                     if committed.send(entry).await.is_err() {
                         return;
                     }
@@ -1279,7 +1275,10 @@ async fn fan_out(fanout: Fanout, mut committed: mpsc::Receiver<Committed>) {
             }
             answers.push((done, appended));
         }
-        let offline = fanout.router.deliver_all(&items).await;
+        let offline = fanout
+            .router
+            .deliver_all(&items, fanout.push.wants_offline_users())
+            .await;
         // Push services want the content (a preview): the body decoded, unlike pushes to
         // clients, which relay its bytes.
         let notices: Vec<(Message, Vec<String>)> = if fanout.push.wants_offline_users() {

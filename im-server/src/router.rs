@@ -141,13 +141,14 @@ impl Router {
             outbound,
             exclude: exclude.map(Into::into),
         };
-        self.deliver_all(std::slice::from_ref(&item)).await;
+        self.deliver_all(std::slice::from_ref(&item), false).await;
     }
 
     /// Delivers each item to every session of its users, here and on the other nodes, in
-    /// order. Returns, per item, the users who have no session anywhere (for offline pushes);
-    /// when the routes cannot be read, only users known offline everywhere are listed: none.
-    pub async fn deliver_all(&self, items: &[Item]) -> Vec<Vec<String>> {
+    /// order. With `want_offline`, returns per item the users who have no session anywhere
+    /// (for offline pushes; when the routes cannot be read, only users known offline
+    /// everywhere are listed: none); without, empty lists, and nobody is collected.
+    pub async fn deliver_all(&self, items: &[Item], want_offline: bool) -> Vec<Vec<String>> {
         if items.iter().all(|item| item.users.is_empty()) {
             return vec![Vec::new(); items.len()];
         }
@@ -159,7 +160,7 @@ impl Router {
                     item.users.iter().map(String::as_str),
                     item.outbound.clone(),
                     item.exclude.as_deref(),
-                    Some(&mut missing),
+                    want_offline.then_some(&mut missing),
                 );
                 missing
             })
