@@ -255,7 +255,9 @@ async fn token(
         TokenIssuer::new(settings.token_secret.expose().as_bytes()),
         settings.rules(),
         "im-server-cli",
-    );
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     match business.get_user(&Actor::App, user).await {
         Ok(_) => {}
         Err(BusinessError::UserNotFound(_)) => {

@@ -1,6 +1,7 @@
-//! The `im-server` binary killed with SIGKILL in the middle of a burst of sends and restarted
-//! on the same data directory: no acknowledged message is lost, resends return the first
-//! acknowledgement, and sequences continue with no gap and no reuse.
+//! The embedded `im-server` binary (one process, no outside service): killed with SIGKILL in
+//! the middle of a burst of sends and restarted on the same data directory, no acknowledged
+//! message is lost, resends return the first acknowledgement, and sequences continue with no
+//! gap and no reuse; and its offline pushes reach the app's webhook.
 
 #![allow(clippy::unwrap_used)]
 
@@ -43,8 +44,13 @@ fn token(data: &Path, user: &str, device: &str) -> String {
 /// Starts the server on ephemeral ports; its WebSocket address, read from what it prints. The
 /// process is SIGKILLed when dropped, so a failing run leaves no server behind.
 fn start(data: &Path) -> (Proc, SocketAddr) {
+    start_with(data, &[])
+}
+
+fn start_with(data: &Path, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
     let mut child = Command::new(BIN)
         .args(["--data-dir", data.to_str().unwrap()])
+        .envs(env.iter().copied())
         .env("IM_CORE__LISTEN", "127.0.0.1:0")
         .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_CORE__MESSAGES_PER_SECOND", "100000")
@@ -157,5 +163,47 @@ async fn acknowledged_messages_survive_sigkill_and_sequences_continue() {
         }
     }
     assert_eq!(held, SENDS as u64 + 1);
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_binary_posts_offline_pushes_to_the_webhook() {
+    let pushes: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let seen = pushes.clone();
+    let app = axum::Router::new().route(
+        "/push",
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(body.0);
+                http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/push", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let amy_token = token(data, "amy", "phone");
+    token(data, "bob", "phone");
+    let (mut server, addr) = start_with(data, &[("IM_BUSINESS__PUSH_WEBHOOK_URL", &url)]);
+    let mut amy = Client::connect(addr, &amy_token, "phone").await;
+    // bob has no device online.
+    let sent = amy.say(CONVERSATION, "n1", "are you there?").await;
+    let push = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            if let Some(push) = pushes.lock().unwrap().first().cloned() {
+                return push;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the push reached the webhook");
+    assert_eq!(push["seq"], sent.seq);
+    assert_eq!(push["user_ids"], serde_json::json!(["bob"]));
+    assert_eq!(push["text"], "are you there?");
     server.kill();
 }

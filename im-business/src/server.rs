@@ -14,7 +14,7 @@ use std::{
 use im_common::{
     auth::{TokenIssuer, TokenVerifier},
     bus::Bus,
-    outbox::{AUDIT_KEPT, AUDIT_STREAM, PUSH_KEPT, PUSH_STREAM},
+    bus::{PUSH_KEPT, PUSH_STREAM},
     settings::{Database, SettingsError, without_password},
 };
 use im_proto::bus;
@@ -121,25 +121,18 @@ pub async fn start(
         reason,
     };
     let store = open_store(settings).await.map_err(database)?;
-    let mut business = Business::new(
+    let business = Business::new(
         store,
         bus.clone(),
         TokenIssuer::new(settings.token_secret.expose().as_bytes()),
         settings.rules(),
         settings.node_id.clone(),
-    );
-    // On NATS the audit trail and the offline pushes are durable outboxes.
-    if let Some(audit) = bus.outbox(AUDIT_STREAM, bus::AUDIT, AUDIT_KEPT).await? {
-        business = business.with_audit_outbox(audit);
-    }
+    )
+    .await?;
     let business = Arc::new(business);
     let mut tasks = JoinSet::new();
     if !settings.push_webhook_url.is_empty() {
-        let Some(pushes) = bus.outbox(PUSH_STREAM, bus::PUSH, PUSH_KEPT).await? else {
-            return Err(StartError::Settings(SettingsError::new(
-                "business.push_webhook_url needs NATS (bus.nats_url): offline pushes wait in its durable outbox",
-            )));
-        };
+        let pushes = bus.outbox(PUSH_STREAM, bus::PUSH, PUSH_KEPT).await?;
         let webhook = Webhook::new(
             &settings.push_webhook_url,
             settings.push_webhook_secret.expose(),

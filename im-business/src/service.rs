@@ -7,11 +7,11 @@ use std::{collections::BTreeSet, future::Future, sync::Arc};
 
 use im_common::{
     auth::TokenIssuer,
-    bus::{Bus, encode},
-    outbox::Outbox,
+    bus::{AUDIT_KEPT, AUDIT_STREAM, Bus, BusError, Outbox, encode},
 };
 use im_proto::{
-    ConversationId, ConversationKind, GroupId, UserId, bus,
+    ConversationId, ConversationKind, GroupId, UserId,
+    bus::{self, BusEvent},
     v1::{
         AuditEvent, AuditOutcome, BanEvent, BanKind, ConversationAction, ConversationType,
         ErrorCode, GroupChange, GroupEvent, GroupRole, JoinPolicy, MemberChange, MemberEvent,
@@ -198,8 +198,8 @@ pub struct GroupUpdate {
 pub struct Business {
     store: Arc<dyn BusinessStore>,
     bus: Arc<dyn Bus>,
-    /// The durable audit trail, when the bus has one; else audit events are only published.
-    audit: Option<Arc<dyn Outbox>>,
+    /// The audit trail: a stream on NATS, which also publishes each event on `im.audit`.
+    audit: Arc<dyn Outbox>,
     issuer: TokenIssuer,
     config: BusinessConfig,
     node_id: String,
@@ -230,29 +230,25 @@ fn parse_user(id: &str) -> Result<UserId, BusinessError> {
 }
 
 impl Business {
-    /// A service over `store`, announcing on `bus`, signing tokens with `issuer`.
-    pub fn new(
+    /// A service over `store`, announcing on `bus`, signing tokens with `issuer`; its audit
+    /// events go into the bus's audit outbox (stored before the change is answered), which
+    /// also publishes them on `im.audit`.
+    pub async fn new(
         store: Arc<dyn BusinessStore>,
         bus: Arc<dyn Bus>,
         issuer: TokenIssuer,
         config: BusinessConfig,
         node_id: impl Into<String>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, BusError> {
+        let audit = bus.outbox(AUDIT_STREAM, bus::AUDIT, AUDIT_KEPT).await?;
+        Ok(Self {
             store,
             bus,
-            audit: None,
+            audit,
             issuer,
             config,
             node_id: node_id.into(),
-        }
-    }
-
-    /// Audit events go into `outbox` (stored before the change is answered), which also
-    /// publishes them on `im.audit`.
-    pub fn with_audit_outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
-        self.audit = Some(outbox);
-        self
+        })
     }
 
     /// The configuration in force.
@@ -388,9 +384,9 @@ impl Business {
 
     // ---- announcing ------------------------------------------------------------------------
 
-    async fn emit(&self, subject: &str, message: &impl prost::Message) {
-        if let Err(error) = self.bus.publish(subject, encode(message)).await {
-            tracing::warn!(subject, %error, "event not published");
+    async fn emit<E: BusEvent>(&self, event: &E) {
+        if let Err(error) = self.bus.emit(event).await {
+            tracing::warn!(subject = E::SUBJECT, %error, "event not published");
         }
     }
 
@@ -449,14 +445,9 @@ impl Business {
             node_id: self.node_id.clone(),
         };
         tracing::info!(actor = %event.actor, action, target = %event.target, outcome = ?outcome, "audit");
-        match &self.audit {
-            Some(outbox) => {
-                if let Err(error) = outbox.put(encode(&event)).await {
-                    tracing::error!(%error, event_id = %event.event_id, "audit event not stored");
-                    metrics::counter!("im_audit_events_failed_total").increment(1);
-                }
-            }
-            None => self.emit(bus::AUDIT, &event).await,
+        if let Err(error) = self.audit.put(encode(&event)).await {
+            tracing::error!(%error, event_id = %event.event_id, "audit event not stored");
+            metrics::counter!("im_audit_events_failed_total").increment(1);
         }
         result
     }
@@ -478,7 +469,7 @@ impl Business {
             time_ms: now_ms(),
             version: group.version as u64,
         };
-        self.emit(bus::MEMBER, &event).await;
+        self.emit(&event).await;
     }
 
     async fn group_event(&self, actor: &Actor, group: &GroupRecord, change: GroupChange) {
@@ -489,7 +480,7 @@ impl Business {
             time_ms: now_ms(),
             version: group.version as u64,
         };
-        self.emit(bus::GROUP, &event).await;
+        self.emit(&event).await;
     }
 
     async fn ban_event(&self, actor: &Actor, event: BanEvent) {
@@ -498,7 +489,7 @@ impl Business {
             time_ms: now_ms(),
             ..event
         };
-        self.emit(bus::BAN, &event).await;
+        self.emit(&event).await;
     }
 
     // ---- users and tokens ------------------------------------------------------------------

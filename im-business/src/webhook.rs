@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use im_common::outbox::OutboxReader;
+use im_common::bus::OutboxReader;
 use im_proto::v1::{OfflinePush, content, message_body};
 use prost::Message as _;
 

@@ -297,18 +297,17 @@ impl TokenVerifier {
 
 impl TokenVerifier {
     /// Subscribes to `im.ban`, then applies every revocation and deactivation in a task of
-    /// its own until the bus closes. Events published after this returns are not missed.
+    /// its own until the bus closes, for a service that follows no other event (a core node
+    /// applies them through its event intake instead). Events published after this returns
+    /// are not missed.
     pub async fn follow(
         self: std::sync::Arc<Self>,
         bus: &dyn crate::bus::Bus,
     ) -> Result<tokio::task::JoinHandle<()>, crate::bus::BusError> {
-        let mut bans = bus.subscribe(im_proto::bus::BAN).await?;
+        let mut bans = bus.events::<BanEvent>().await?;
         Ok(tokio::spawn(async move {
-            while let Some(message) = bans.next().await {
-                match <BanEvent as prost::Message>::decode(message.payload) {
-                    Ok(event) => self.apply(&event),
-                    Err(error) => tracing::warn!(%error, "malformed ban event"),
-                }
+            while let Some(event) = bans.next().await {
+                self.apply(&event);
             }
         }))
     }
@@ -425,10 +424,10 @@ mod tests {
 
     #[tokio::test]
     async fn revocations_arrive_over_the_bus() {
-        use crate::bus::{Bus, LocalBus, encode};
-        let bus = LocalBus::default();
+        use crate::bus::{Bus, LocalBus};
+        let bus: std::sync::Arc<dyn Bus> = std::sync::Arc::new(LocalBus::default());
         let v = std::sync::Arc::new(verifier());
-        v.clone().follow(&bus).await.unwrap();
+        v.clone().follow(bus.as_ref()).await.unwrap();
         let now = now_ms();
         let token = TokenIssuer::new(SECRET)
             .issue("amy", "phone", now, 60_000)
@@ -440,9 +439,7 @@ mod tests {
             until_ms: now + 1,
             ..Default::default()
         };
-        bus.publish(im_proto::bus::BAN, encode(&logout))
-            .await
-            .unwrap();
+        bus.emit(&logout).await.unwrap();
         for _ in 0..1_000 {
             if v.verify(&token, "phone").is_err() {
                 break;

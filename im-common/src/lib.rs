@@ -1,17 +1,17 @@
 //! Components every service shares (the "common module" of the design).
 //!
-//! - [`bus`]: the bus trait services talk over, and the in-process bus of the embedded mode.
+//! - [`bus`]: the bus services talk over (typed `call`, `emit`, `serve`), the in-process bus of
+//!   the embedded mode, NATS (feature `nats`) for the distributed one, and outboxes (JetStream
+//!   streams on NATS, bounded queues in memory in process) for what must not be lost.
 //! - [`api`]: what every service API shares: error mapping, the error body, the app secret.
 //! - [`auth`]: issuing and verifying access tokens, with revocations.
 //! - [`settings`]: defaults, a TOML file and environment overrides, one shape for all services.
 //! - [`sqlite`]: the embedded stores' SQLite database: WAL, durable commits, one writer.
 //! - [`server_db`]: the distributed stores' pooled PostgreSQL or MySQL database.
-//! - [`permission`]: permission checks over the bus behind a cache the business events
-//!   invalidate.
+//! - [`cache`]: caches of other services' answers that events invalidate, caching only while
+//!   the events are followed.
 //! - [`testing`]: what tests against real services share.
 //! - [`metrics`]: the process's metrics registry, rendered in the Prometheus text format.
-//! - `nats` (feature `nats`): the bus on NATS, for the distributed mode.
-//! - [`outbox`]: durable queues (JetStream streams on NATS) for what must not be lost.
 //!
 //! Still to come, as the services that need them arrive: dynamic configuration with hot
 //! reload.
@@ -21,11 +21,8 @@
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod cache;
 pub mod metrics;
-#[cfg(feature = "nats")]
-pub mod nats;
-pub mod outbox;
-pub mod permission;
 pub mod server_db;
 pub mod settings;
 pub mod sqlite;

@@ -4,12 +4,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use im_common::bus::{Bus, BusError};
+use im_common::bus::{Bus, BusError, Incoming};
 use im_proto::{
     bus,
     v1::{NodeState, NodeStatus},
 };
-use prost::Message;
 use tokio::task::JoinHandle;
 
 /// How long a starting node listens for a running node with its id. Only a bus other processes
@@ -58,12 +57,12 @@ pub async fn claim(bus: Arc<dyn Bus>, node_id: &str) -> Result<Option<JoinHandle
         instance_id: uuid::Uuid::new_v4().simple().to_string(),
         ..NodeStatus::default()
     };
-    let mut claims = bus.subscribe(&subject).await?;
+    let mut claims = bus.requests::<NodeStatus>(&subject, None).await?;
     let answering = bus.clone();
     let mine = own.clone();
     let answers = tokio::spawn(async move {
-        while let Some(message) = claims.next().await {
-            let Ok(claim) = NodeStatus::decode(message.payload.clone()) else {
+        while let Some(Incoming { request, responder }) = claims.next().await {
+            let Ok(claim) = request else {
                 continue;
             };
             if claim.instance_id == mine.instance_id {
@@ -77,24 +76,19 @@ pub async fn claim(bus: Arc<dyn Bus>, node_id: &str) -> Result<Option<JoinHandle
                 state: NodeState::Ready.into(),
                 ..mine.clone()
             };
-            let answer = bytes::Bytes::from(answer.encode_to_vec());
-            if let Err(error) = im_common::bus::respond(answering.as_ref(), &message, answer).await
-            {
+            if let Err(error) = responder.answer(answering.as_ref(), &answer).await {
                 tracing::warn!(%error, "node id claim not answered");
             }
         }
     });
-    let asked = bus
-        .request(
-            &subject,
-            bytes::Bytes::from(own.encode_to_vec()),
-            CLAIM_WAIT,
-        )
-        .await;
-    match asked {
-        Ok(payload) => {
+    let answered = match bus.call_to(&subject, &own, CLAIM_WAIT).await {
+        // Any answer means a running node holds the id, even one that does not decode.
+        Err(BusError::Malformed { .. }) => Ok(NodeStatus::default()),
+        other => other,
+    };
+    match answered {
+        Ok(running) => {
             answers.abort();
-            let running = NodeStatus::decode(payload).unwrap_or_default();
             Err(NodeIdTaken {
                 node_id: node_id.to_owned(),
                 version: running.version,

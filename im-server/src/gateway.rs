@@ -17,13 +17,9 @@ use std::{
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt, stream::FuturesOrdered};
 use governor::{DefaultDirectRateLimiter, RateLimiter, clock::Clock};
-use im_common::{
-    auth::TokenVerifier,
-    bus::{Bus, encode},
-    now_ms,
-};
+use im_common::{auth::TokenVerifier, bus::Bus, now_ms};
 use im_proto::{
-    DeviceId, FrameCodec, FrameError, UserId, bus,
+    DeviceId, FrameCodec, FrameError, UserId,
     v1::{
         ClientFrame, DeliveryAck, Error, ErrorCode, GoAway, Hello, Ok as OkBody, Pong, Presence,
         PresenceChanged, PresenceList, PresenceStatus, RouteChanged, Welcome, client_frame,
@@ -417,11 +413,7 @@ impl Gateway {
         };
         let bus = self.bus.clone();
         tokio::spawn(async move {
-            let published = tokio::time::timeout(
-                Duration::from_secs(1),
-                bus.publish(bus::ROUTE, encode(&event)),
-            )
-            .await;
+            let published = tokio::time::timeout(Duration::from_secs(1), bus.emit(&event)).await;
             if !matches!(published, Ok(Ok(()))) {
                 tracing::warn!("device connection not published: older sessions elsewhere stay");
             }
@@ -435,7 +427,7 @@ impl Gateway {
             node_id: self.settings.node_id.clone(),
             time_ms: now_ms(),
         };
-        if let Err(error) = self.bus.publish(bus::PRESENCE, encode(&event)).await {
+        if let Err(error) = self.bus.emit(&event).await {
             tracing::warn!(%error, "presence change not published");
         }
     }

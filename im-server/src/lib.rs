@@ -14,16 +14,21 @@
 //! - [`router`]: frames to this node's sessions and, over the bus, to other nodes'.
 //! - [`limits`]: each user's message rate, per node or shared by the cluster.
 //! - [`sessions`]: this node's sessions and presence watchers.
-//! - [`directory`]: group members and users' groups, asked of the business service.
+//! - [`business`]: the business service's answers (permissions, group members, revocations),
+//!   asked over the bus and cached until its events invalidate them.
+//! - [`events`] and [`intake`]: the events the node follows, applied by one task in a fixed
+//!   order (token verifier, permission cache, member directory, sessions).
 //! - [`store`]: conversations' entries and read cursors behind [`store::MessageStore`], with
 //!   the embedded SQLite backend and the suite every backend runs.
 //! - [`push`]: the hook for entries to offline users.
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics` over HTTP.
 //! - [`server`]: all of it started together, with a graceful shutdown.
 
+pub mod business;
 pub mod claim;
-pub mod directory;
+pub mod events;
 pub mod gateway;
+pub mod intake;
 pub mod limits;
 pub mod messaging;
 pub mod ops;

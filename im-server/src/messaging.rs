@@ -16,7 +16,7 @@ use std::{
 
 use base64::Engine;
 use bytes::Bytes;
-use im_common::{now_ms, permission::PermissionClient};
+use im_common::{bus::BusError, now_ms};
 use im_proto::{
     ConversationId, ConversationKind, UserId,
     v1::{
@@ -30,7 +30,7 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    directory::Directory,
+    business::{Directory, Permissions},
     limits::SendRate,
     push::PushHook,
     router::{Item, Router},
@@ -70,6 +70,10 @@ fn fail(code: ErrorCode, message: impl Into<String>) -> Error {
 
 fn invalid(message: impl Into<String>) -> Error {
     fail(ErrorCode::InvalidArgument, message)
+}
+
+fn bus_error(error: BusError) -> Error {
+    fail(error.code(), error.to_string())
 }
 
 fn internal(error: impl std::fmt::Display) -> Error {
@@ -146,7 +150,7 @@ impl PendingAck {
 /// The messaging module of one core node.
 pub struct Messaging {
     store: Arc<dyn MessageStore>,
-    permissions: Arc<PermissionClient>,
+    permissions: Arc<Permissions>,
     directory: Arc<Directory>,
     router: Arc<Router>,
     commits: mpsc::Sender<Pending>,
@@ -183,7 +187,7 @@ impl Messaging {
     /// Starts the module: its committer and fan-out tasks.
     pub fn start(
         store: Arc<dyn MessageStore>,
-        permissions: Arc<PermissionClient>,
+        permissions: Arc<Permissions>,
         directory: Arc<Directory>,
         router: Arc<Router>,
         sends: Arc<dyn SendRate>,
@@ -230,9 +234,13 @@ impl Messaging {
         conversation_id: &str,
         action: ConversationAction,
     ) -> Result<(), Error> {
+        let user = UserId::new(user_id).map_err(|e| invalid(e.to_string()))?;
+        let conversation: ConversationId = conversation_id
+            .parse()
+            .map_err(|e: im_proto::IdError| invalid(e.to_string()))?;
         let decision = self
             .permissions
-            .check(user_id, conversation_id, action)
+            .check(&user, &conversation, action)
             .await
             .map_err(|e| fail(ErrorCode::Unavailable, format!("permission check: {e}")))?;
         if decision.allowed {
@@ -682,7 +690,8 @@ impl Messaging {
         {
             mine.insert(id, ConversationType::Direct);
         }
-        for group in self.directory.groups_of(user).await? {
+        let me = UserId::new(user).map_err(|e| invalid(e.to_string()))?;
+        for group in self.directory.groups_of(&me).await.map_err(bus_error)? {
             let kind = ConversationType::try_from(group.r#type).unwrap_or(ConversationType::Group);
             mine.insert(format!("g:{}", group.group_id), kind);
         }
@@ -804,10 +813,12 @@ impl Messaging {
     /// The state pushed when a user joins a conversation (a group they were added to).
     pub async fn joined(&self, user: &str, group_id: &str) -> Result<ConversationState, Error> {
         let id = format!("g:{group_id}");
+        let me = UserId::new(user).map_err(|e| invalid(e.to_string()))?;
         let kind = self
             .directory
-            .groups_of(user)
-            .await?
+            .groups_of(&me)
+            .await
+            .map_err(bus_error)?
             .into_iter()
             .find(|g| g.group_id == group_id)
             .and_then(|g| ConversationType::try_from(g.r#type).ok())
@@ -896,7 +907,7 @@ impl Messaging {
                 .filter(|peer| peer.as_str() != user)
                 .map(|peer| vec![peer.to_string()])
                 .unwrap_or_default(),
-            ConversationKind::Group(group) => match self.directory.members(group.as_str()).await {
+            ConversationKind::Group(group) => match self.directory.members(group).await {
                 Ok(members) if members.len() <= self.settings.receipts_max_group => members
                     .iter()
                     .filter(|m| m.as_str() != user)
@@ -1223,7 +1234,10 @@ async fn commit_batches(
 }
 
 /// A group's members, asked up to three times (a business node restarting, say).
-async fn members_with_retries(directory: &Directory, group_id: &str) -> Option<Arc<[String]>> {
+async fn members_with_retries(
+    directory: &Directory,
+    group_id: &im_proto::GroupId,
+) -> Option<Arc<[String]>> {
     for wait_ms in [0, 100, 500] {
         tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
         match directory.members(group_id).await {
@@ -1312,7 +1326,7 @@ async fn recipients(directory: &Directory, entry: &StoredEntry) -> Option<Arc<[S
         ConversationKind::Direct(a, b) if a == b => Some(Arc::new([a.to_string()])),
         ConversationKind::Direct(a, b) => Some(Arc::new([a.to_string(), b.to_string()])),
         ConversationKind::Group(group) => {
-            let members = members_with_retries(directory, group.as_str()).await;
+            let members = members_with_retries(directory, group).await;
             if members.is_none() {
                 // Members catch up at their next sync or gap; nothing is lost, the push is.
                 tracing::warn!(

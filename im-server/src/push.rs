@@ -1,10 +1,11 @@
-//! The hook for entries that reach users with no connected device: mobile push, webhooks. The
-//! embedded mode logs them; the distributed mode puts them in a durable outbox.
+//! The hook for entries that reach users with no connected device: mobile push, webhooks.
+//! Each goes into the bus's push outbox (a JetStream stream on NATS, a bounded queue in memory
+//! in process), which the business service's webhook worker takes them from.
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use im_common::outbox::Outbox;
+use im_common::bus::Outbox;
 use im_proto::v1::{Message, OfflinePush};
 use prost::Message as _;
 
@@ -21,29 +22,9 @@ pub trait PushHook: Send + Sync + 'static {
     }
 }
 
-/// The default hook: a debug log line per entry.
-#[derive(Debug, Default)]
-pub struct LogPush;
-
-#[async_trait]
-impl PushHook for LogPush {
-    async fn offline(&self, entry: &Message, offline_user_ids: &[String]) {
-        tracing::debug!(
-            conversation = %entry.conversation_id,
-            seq = entry.seq,
-            offline = offline_user_ids.len(),
-            "entry for offline users"
-        );
-    }
-
-    fn wants_offline_users(&self) -> bool {
-        tracing::enabled!(tracing::Level::DEBUG)
-    }
-}
-
-/// The distributed mode's hook: each entry for offline users goes into a durable outbox
-/// (`im.push`, the JetStream stream IM_PUSH) as an [`OfflinePush`], for the business service's
-/// webhook worker or any other consumer. A put the outbox does not confirm is tried three
+/// The hook: each entry for offline users goes into the push outbox (`im.push`, the stream
+/// IM_PUSH) as an [`OfflinePush`], for the business service's webhook worker or any other
+/// consumer. A put the outbox does not confirm is tried three
 /// times, then counted in `im_offline_pushes_failed_total` (the entry itself is stored: only
 /// the notification is missed).
 pub struct OutboxPush {

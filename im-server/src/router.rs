@@ -20,7 +20,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use im_common::bus::{Bus, Subscription};
+use im_common::bus::{Bus, BusError};
 use im_proto::{
     bus,
     v1::{Delivery, DeliveryBatch},
@@ -282,7 +282,7 @@ impl Router {
         }
         let published = tokio::time::timeout(REMOTE_TIMEOUT, self.bus.publish(&subject, payload))
             .await
-            .unwrap_or_else(|_| Err(im_common::bus::BusError::Unavailable("timed out".into())));
+            .unwrap_or_else(|_| Err(BusError::unavailable("timed out")));
         match published {
             Ok(()) => metrics::counter!("im_deliveries_forwarded_total").increment(count),
             Err(error) => {
@@ -298,7 +298,7 @@ impl Router {
     async fn flush(&self) {
         let flushed = tokio::time::timeout(REMOTE_TIMEOUT, self.bus.flush())
             .await
-            .unwrap_or_else(|_| Err(im_common::bus::BusError::Unavailable("timed out".into())));
+            .unwrap_or_else(|_| Err(BusError::unavailable("timed out")));
         if let Err(error) = flushed {
             // Kept for replay: published again when the connection is back.
             tracing::warn!(%error, "deliveries not flushed to the bus");
@@ -326,24 +326,31 @@ impl Router {
         count
     }
 
-    /// Subscribes to what other nodes deliver to this one: its own subject and the broadcast.
-    pub async fn subscribe(
-        &self,
-    ) -> Result<(Subscription, Subscription), im_common::bus::BusError> {
-        let own = self
+    /// Subscribes to what other nodes deliver to this one (its own subject and the
+    /// broadcast); the returned future hands every batch to this node's sessions until the
+    /// bus is gone.
+    pub async fn receive_deliveries(
+        self: Arc<Self>,
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, BusError> {
+        let mut own = self
             .bus
-            .subscribe(&bus::deliver_subject(&self.node_id))
+            .events_on::<DeliveryBatch>(&bus::deliver_subject(&self.node_id))
             .await?;
-        let everyone = self.bus.subscribe(bus::DELIVER).await?;
-        Ok((own, everyone))
+        let mut everyone = self.bus.events::<DeliveryBatch>().await?;
+        Ok(async move {
+            loop {
+                let batch = tokio::select! {
+                    Some(batch) = own.next() => batch,
+                    Some(batch) = everyone.next() => batch,
+                    else => break,
+                };
+                self.receive(batch);
+            }
+        })
     }
 
     /// Hands a batch from another node to this node's sessions.
-    pub fn receive(&self, payload: Bytes) {
-        let Ok(batch) = DeliveryBatch::decode(payload) else {
-            tracing::warn!("undecodable delivery batch dropped");
-            return;
-        };
+    pub fn receive(&self, batch: DeliveryBatch) {
         if batch.source_node_id == self.node_id {
             // This node's own broadcast: delivered locally already.
             return;

@@ -7,35 +7,26 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use im_common::{
     auth::TokenVerifier,
-    bus::{Bus, BusError, Subscription, encode},
-    outbox::{PUSH_KEPT, PUSH_STREAM},
-    permission::PermissionClient,
+    bus::{Bus, BusError, LinkState, PUSH_KEPT, PUSH_STREAM},
     settings::{Database, SettingsError, without_password},
 };
-use im_proto::{
-    bus,
-    v1::{
-        BanEvent, BanKind, ConversationState, ConversationType, ErrorCode, GroupChange, GroupEvent,
-        MemberChange, MemberEvent, PresenceChanged, RevocationList, RevocationsQuery, RouteChanged,
-        server_frame,
-    },
-};
-use prost::Message;
+use im_proto::{bus, v1::ErrorCode};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    directory::Directory,
+    business::{Directory, Permissions, revocations},
+    events::Subscriptions,
     gateway::Gateway,
+    intake::{Intake, NodeSessions},
     limits::{LocalSendRate, SendRate},
     messaging::{Messaging, MessagingTasks},
     presence::{MemoryPresence, PresenceStore},
-    push::{LogPush, OutboxPush, PushHook},
+    push::{OutboxPush, PushHook},
     router::Router,
-    sessions::{Outbound, Sessions},
+    sessions::Sessions,
     settings::CoreSettings,
     store::{MessageStore, SqliteMessageStore},
-    wire,
 };
 
 /// Why the service could not start.
@@ -61,7 +52,7 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-    /// The bus refused a subscription.
+    /// The bus refused a subscription, or the business service did not answer in time.
     #[error("bus: {0}")]
     Bus(#[from] BusError),
     /// Redis could not be used.
@@ -140,14 +131,20 @@ pub struct Parts {
 }
 
 impl Parts {
-    /// The embedded parts around `store`: presence and rates in memory, offline pushes logged.
-    pub fn embedded(store: Arc<dyn MessageStore>, settings: &CoreSettings) -> Self {
-        Self {
+    /// The embedded parts around `store`: presence and rates in memory, offline pushes into
+    /// the bus's push outbox (in memory on the in-process bus).
+    pub async fn embedded(
+        store: Arc<dyn MessageStore>,
+        settings: &CoreSettings,
+        bus: &dyn Bus,
+    ) -> Result<Self, BusError> {
+        let pushes = bus.outbox(PUSH_STREAM, bus::PUSH, PUSH_KEPT).await?;
+        Ok(Self {
             store,
             presence: Arc::new(MemoryPresence::default()),
             send_rate: Arc::new(LocalSendRate::new(settings.messages_per_second)),
-            push: Arc::new(LogPush),
-        }
+            push: Arc::new(OutboxPush::new(pushes, &settings.node_id)),
+        })
     }
 }
 
@@ -192,7 +189,7 @@ async fn open_store(settings: &CoreSettings) -> Result<Arc<dyn MessageStore>, St
 
 /// Starts the core service on the parts its settings name: the message store of `database`;
 /// presence, routes and rates in Redis when `redis_url` is set, else in memory; offline pushes
-/// into the `IM_PUSH` outbox on NATS, else logged.
+/// into the bus's `IM_PUSH` outbox.
 pub async fn start(
     settings: &CoreSettings,
     bus: Arc<dyn Bus>,
@@ -201,7 +198,7 @@ pub async fn start(
 ) -> Result<RunningCore, StartError> {
     settings.validate()?;
     #[allow(unused_mut)]
-    let mut parts = Parts::embedded(open_store(settings).await?, settings);
+    let mut parts = Parts::embedded(open_store(settings).await?, settings, bus.as_ref()).await?;
     if !settings.redis_url.is_empty() {
         #[cfg(feature = "redis")]
         {
@@ -224,10 +221,6 @@ pub async fn start(
             "core.redis_url is set but this build has no Redis support (feature `redis`)".into(),
         ));
     }
-    // On NATS, pushes for offline users go through a durable outbox.
-    if let Some(outbox) = bus.outbox(PUSH_STREAM, bus::PUSH, PUSH_KEPT).await? {
-        parts.push = Arc::new(OutboxPush::new(outbox, &settings.node_id));
-    }
     start_with(settings, bus, verifier, parts, shutdown).await
 }
 
@@ -240,18 +233,26 @@ pub async fn start_with(
     shutdown: CancellationToken,
 ) -> Result<RunningCore, StartError> {
     settings.validate()?;
+    // The events this node follows, subscribed before anything that depends on them is asked,
+    // so that nothing announced after an answer is missed.
+    let subscriptions = Subscriptions::subscribe(bus.as_ref()).await?;
     // Stopped if the start fails half-way: a node id claim left answering would refuse the
     // next start in this process.
-    let mut background = Background(vec![verifier.clone().follow(bus.as_ref()).await?]);
+    let mut background = Background::default();
     background.extend(crate::claim::claim(bus.clone(), &settings.node_id).await?);
-    load_revocations(bus.as_ref(), &verifier, settings).await?;
-    let permissions = Arc::new(PermissionClient::new(
+    revocations::load(
+        bus.as_ref(),
+        &verifier,
+        Duration::from_millis(settings.business_wait_ms),
+        settings.bus_timeout(),
+    )
+    .await?;
+    let permissions = Arc::new(Permissions::new(
         bus.clone(),
         settings.decision_cache,
         Duration::from_secs(300),
         settings.bus_timeout(),
     ));
-    background.push(permissions.clone().follow().await?);
     let directory = Arc::new(Directory::new(
         bus.clone(),
         settings.member_cache_groups,
@@ -265,25 +266,12 @@ pub async fn start_with(
         bus.clone(),
         settings.replay(),
     ));
-    let (mut own, mut everyone) = router.subscribe().await?;
-    let receiving = router.clone();
-    background.push(tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                Some(message) = own.next() => message,
-                Some(message) = everyone.next() => message,
-                else => break,
-            };
-            receiving.receive(message.payload);
-        }
-    }));
-    if let Some(reconnections) = bus.reconnections() {
-        background.push(tokio::spawn(resync_after_bus_loss(
-            reconnections,
-            router.clone(),
-            sessions.clone(),
-        )));
-    }
+    background.push(tokio::spawn(router.clone().receive_deliveries().await?));
+    background.push(tokio::spawn(resync_after_bus_loss(
+        bus.link(),
+        router.clone(),
+        sessions.clone(),
+    )));
     if parts.presence.shared() {
         background.push(tokio::spawn(renew_leases(
             parts.presence.clone(),
@@ -293,27 +281,21 @@ pub async fn start_with(
     }
     let (messaging, messaging_tasks) = Messaging::start(
         parts.store,
-        permissions,
+        permissions.clone(),
         directory.clone(),
         router,
         parts.send_rate,
         parts.push,
         settings.clone(),
     );
-    let events = Events {
-        members: bus.subscribe(bus::MEMBER).await?,
-        groups: bus.subscribe(bus::GROUP).await?,
-        bans: bus.subscribe(bus::BAN).await?,
-        presence: bus.subscribe(bus::PRESENCE).await?,
-        routes: bus.subscribe(bus::ROUTE).await?,
-    };
-    background.push(tokio::spawn(follow_events(
-        events,
-        messaging.clone(),
+    let node_sessions = NodeSessions::new(messaging.clone(), sessions.clone(), &settings.node_id);
+    let intake = Intake::new(
+        verifier.clone(),
+        permissions,
         directory,
-        sessions.clone(),
-        settings.node_id.clone(),
-    )));
+        Arc::new(node_sessions),
+    );
+    background.push(tokio::spawn(intake.run(subscriptions, bus.link())));
     let pruned = messaging.clone();
     background.push(tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
@@ -380,83 +362,23 @@ pub async fn start_with(
     })
 }
 
-/// Revocations asked for per `im.revocations` request.
-const REVOCATIONS_PAGE: u32 = 1_000;
-
-/// Applies the token revocations made before this node started, asked of the business service
-/// a page at a time (later ones arrive on `im.ban`, followed before this is called). A node
-/// that cannot learn them within `business_wait_ms` does not start: it would accept revoked
-/// tokens.
-async fn load_revocations(
-    bus: &dyn Bus,
-    verifier: &TokenVerifier,
-    settings: &CoreSettings,
-) -> Result<(), StartError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(settings.business_wait_ms);
-    let mut query = RevocationsQuery {
-        limit: REVOCATIONS_PAGE,
-        ..RevocationsQuery::default()
-    };
-    let mut loaded = 0;
-    loop {
-        let asked = bus
-            .request(bus::REVOCATIONS, encode(&query), settings.bus_timeout())
-            .await
-            .and_then(|payload| {
-                RevocationList::decode(payload).map_err(|e| BusError::Unavailable(e.to_string()))
-            });
-        let error = match asked {
-            Ok(list) if list.error.is_none() => {
-                for revocation in &list.revocations {
-                    verifier.apply(revocation);
-                }
-                loaded += list.revocations.len();
-                match list.revocations.last() {
-                    // A page that does not move on would be asked forever. (Only the database
-                    // orders keys: its collation need not be this process's byte order.)
-                    Some(last)
-                        if list.more
-                            && (&last.user_id, &last.device_id)
-                                != (&query.after_user_id, &query.after_device_id) =>
-                    {
-                        query.after_user_id.clone_from(&last.user_id);
-                        query.after_device_id.clone_from(&last.device_id);
-                        if tokio::time::Instant::now() < deadline {
-                            continue;
-                        }
-                        BusError::Unavailable("the revocations took too long to load".into())
-                    }
-                    Some(_) if list.more => {
-                        BusError::Unavailable("a page of revocations did not move on".into())
-                    }
-                    _ => {
-                        tracing::info!(revocations = loaded, "token revocations loaded");
-                        return Ok(());
-                    }
-                }
-            }
-            Ok(list) => BusError::Unavailable(list.error.map(|e| e.message).unwrap_or_default()),
-            Err(error) => error,
-        };
-        if tokio::time::Instant::now() >= deadline {
-            return Err(StartError::Bus(error));
-        }
-        tracing::warn!(%error, "waiting for the business service's revocations");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// While the bus was away, frames other nodes sent to this node's sessions may have been
 /// dropped, and so may the batches this node wrote to the broken connection. When it is back,
 /// the router publishes its recent batches again, and every session is asked to reconnect
 /// (GoAway UNAVAILABLE, after `reconnect_after_ms`): a reconnecting client syncs, so nothing
 /// it missed stays missing.
 async fn resync_after_bus_loss(
-    mut reconnections: tokio::sync::watch::Receiver<u64>,
+    mut link: tokio::sync::watch::Receiver<LinkState>,
     router: Arc<Router>,
     sessions: Arc<Sessions>,
 ) {
-    while reconnections.changed().await.is_ok() {
+    let mut seen = link.borrow_and_update().reconnections;
+    while link.changed().await.is_ok() {
+        let now = link.borrow_and_update().reconnections;
+        if now == seen {
+            continue;
+        }
+        seen = now;
         let replayed = router.replay().await;
         tracing::warn!(
             batches = replayed,
@@ -499,189 +421,5 @@ async fn renew_leases(presence: Arc<dyn PresenceStore>, sessions: Arc<Sessions>,
                 ticks.reset_after(Duration::from_millis(200).min(every));
             }
         }
-    }
-}
-
-struct Events {
-    members: Subscription,
-    groups: Subscription,
-    bans: Subscription,
-    presence: Subscription,
-    routes: Subscription,
-}
-
-/// Applies what other services and nodes announce: membership (member lists, `conversation`
-/// pushes), revocations (sessions ended), devices connected on other nodes (their older
-/// sessions here replaced), presence changes (pushed to watchers).
-async fn follow_events(
-    mut events: Events,
-    messaging: Arc<Messaging>,
-    directory: Arc<Directory>,
-    sessions: Arc<Sessions>,
-    node_id: String,
-) {
-    let push_state = |user: &str, state: ConversationState| {
-        let frame = Outbound {
-            frame: wire::frame(0, server_frame::Body::Conversation(state)),
-            entry: None,
-        };
-        sessions.deliver([user], frame, None, None);
-    };
-    let inactive = |group_id: &str| ConversationState {
-        conversation_id: format!("g:{group_id}"),
-        r#type: ConversationType::Group as i32,
-        visible_from_seq: 1,
-        active: false,
-        ..Default::default()
-    };
-    loop {
-        tokio::select! {
-            Some(message) = events.members.next() => {
-                let Ok(event) = MemberEvent::decode(message.payload) else { continue };
-                directory.forget(&event.group_id);
-                match event.change() {
-                    MemberChange::Added => {
-                        for user in event.user_ids.iter().filter(|u| sessions.is_online(u)) {
-                            match messaging.joined(user, &event.group_id).await {
-                                Ok(state) => push_state(user, state),
-                                Err(error) => tracing::warn!(code = error.code, "joined state not pushed"),
-                            }
-                        }
-                    }
-                    MemberChange::Removed | MemberChange::Left => {
-                        for user in &event.user_ids {
-                            push_state(user, inactive(&event.group_id));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Some(message) = events.groups.next() => {
-                let Ok(event) = GroupEvent::decode(message.payload) else { continue };
-                if event.change() == GroupChange::Dismissed {
-                    // The member list, if this node still has it, says whom to tell now; the
-                    // others learn it from their next sync.
-                    if let Some(members) = directory.cached(&event.group_id) {
-                        for user in members.iter() {
-                            push_state(user, inactive(&event.group_id));
-                        }
-                    }
-                }
-                directory.forget(&event.group_id);
-            }
-            Some(message) = events.bans.next() => {
-                let Ok(event) = BanEvent::decode(message.payload) else { continue };
-                match event.kind() {
-                    BanKind::TokensRevoked => {
-                        let device = (!event.device_id.is_empty()).then_some(event.device_id.as_str());
-                        sessions.end_sessions(&event.user_id, device, event.until_ms, ErrorCode::TokenRevoked);
-                    }
-                    BanKind::UserDeactivated => {
-                        sessions.end_sessions(&event.user_id, None, i64::MAX, ErrorCode::UserDisabled);
-                    }
-                    _ => {}
-                }
-            }
-            Some(message) = events.routes.next() => {
-                let Ok(event) = RouteChanged::decode(message.payload) else { continue };
-                if event.online && event.node_id != node_id {
-                    sessions.replaced_elsewhere(&event.user_id, &event.device_id, event.connected_at_ms);
-                }
-            }
-            Some(message) = events.presence.next() => {
-                let Ok(event) = PresenceChanged::decode(message.payload) else { continue };
-                if let Some(presence) = event.presence {
-                    let user = presence.user_id.clone();
-                    let frame = Outbound {
-                        frame: wire::frame(0, server_frame::Body::Presence(presence)),
-                        entry: None,
-                    };
-                    sessions.deliver_to_watchers(&user, frame);
-                }
-            }
-            else => break,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use im_common::{
-        auth::TokenIssuer,
-        bus::{LocalBus, respond},
-    };
-
-    use super::*;
-
-    const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!";
-
-    /// A responder serving `revoked` users' revocations in pages of `page`, as the business
-    /// service does; returns how many queries it answered.
-    async fn serve_pages(
-        bus: Arc<dyn Bus>,
-        revoked: Vec<String>,
-        page: usize,
-    ) -> JoinHandle<usize> {
-        let mut queries = bus.subscribe(bus::REVOCATIONS).await.unwrap();
-        tokio::spawn(async move {
-            let mut answered = 0;
-            while let Some(message) = queries.next().await {
-                let query = RevocationsQuery::decode(message.payload.clone()).unwrap();
-                let rest: Vec<&String> = revoked
-                    .iter()
-                    .filter(|user| user.as_str() > query.after_user_id.as_str())
-                    .collect();
-                let list = RevocationList {
-                    revocations: rest
-                        .iter()
-                        .take(page)
-                        .map(|user| BanEvent {
-                            kind: BanKind::TokensRevoked.into(),
-                            user_id: (*user).clone(),
-                            until_ms: i64::MAX,
-                            ..BanEvent::default()
-                        })
-                        .collect(),
-                    more: rest.len() > page,
-                    error: None,
-                };
-                respond(bus.as_ref(), &message, encode(&list))
-                    .await
-                    .unwrap();
-                answered += 1;
-                if !list.more {
-                    return answered;
-                }
-            }
-            answered
-        })
-    }
-
-    #[tokio::test]
-    async fn a_starting_node_loads_every_page_of_revocations() {
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
-        let revoked: Vec<String> = (0..2_500).map(|i| format!("user{i:05}")).collect();
-        let responder = serve_pages(bus.clone(), revoked, 1_000).await;
-        let verifier = TokenVerifier::new(SECRET, None).unwrap();
-        let settings = CoreSettings::default();
-        load_revocations(bus.as_ref(), &verifier, &settings)
-            .await
-            .unwrap();
-        assert_eq!(responder.await.unwrap(), 3, "three pages asked for");
-        let issuer = TokenIssuer::new(SECRET);
-        let token = |user: &str| {
-            issuer
-                .issue(user, "d", im_common::now_ms(), 60_000)
-                .unwrap()
-        };
-        for user in ["user00000", "user01999", "user02499"] {
-            assert!(
-                verifier.verify(&token(user), "d").is_err(),
-                "{user}'s token is revoked"
-            );
-        }
-        assert!(verifier.verify(&token("someone"), "d").is_ok());
     }
 }

@@ -34,7 +34,9 @@ pub async fn world_with(config: BusinessConfig) -> World {
         TokenIssuer::new(SECRET),
         config,
         "business-test",
-    );
+    )
+    .await
+    .expect("business");
     World {
         business: Arc::new(business),
         bus,

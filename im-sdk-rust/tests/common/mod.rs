@@ -71,13 +71,17 @@ impl Server {
         let store = SqliteStore::open(&dir.join("business.db"), 2)
             .await
             .unwrap();
-        let business = Arc::new(Business::new(
-            Arc::new(store),
-            bus.clone(),
-            TokenIssuer::new(SECRET.as_bytes()),
-            BusinessConfig::default(),
-            "business-test",
-        ));
+        let business = Arc::new(
+            Business::new(
+                Arc::new(store),
+                bus.clone(),
+                TokenIssuer::new(SECRET.as_bytes()),
+                BusinessConfig::default(),
+                "business-test",
+            )
+            .await
+            .unwrap(),
+        );
         let responders = serve_bus_requests(business.clone(), bus.clone())
             .await
             .unwrap();

@@ -16,7 +16,7 @@ use im_common::{
     bus::{Bus, LocalBus},
 };
 use im_server::{
-    push::{LogPush, PushHook},
+    push::PushHook,
     server::{Parts, RunningCore, start_with},
     settings::CoreSettings,
     store::{MessageStore, SqliteMessageStore},
@@ -63,31 +63,35 @@ pub async fn world_with_store(
     tune: impl FnOnce(&mut CoreSettings),
     wrap: impl FnOnce(Arc<dyn MessageStore>) -> Arc<dyn MessageStore>,
 ) -> World {
-    world_built(tune, wrap, Arc::new(LogPush)).await
+    world_built(tune, wrap, None).await
 }
 
 /// A system whose offline entries go to `push`.
 pub async fn world_with_push(push: Arc<dyn PushHook>) -> World {
-    world_built(|_| {}, |store| store, push).await
+    world_built(|_| {}, |store| store, Some(push)).await
 }
 
 async fn world_built(
     tune: impl FnOnce(&mut CoreSettings),
     wrap: impl FnOnce(Arc<dyn MessageStore>) -> Arc<dyn MessageStore>,
-    push: Arc<dyn PushHook>,
+    push: Option<Arc<dyn PushHook>>,
 ) -> World {
     let dir = tempfile::tempdir().expect("temporary directory");
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
     let store = SqliteStore::open(&dir.path().join("business.db"), 4)
         .await
         .expect("business store");
-    let business = Arc::new(Business::new(
-        Arc::new(store),
-        bus.clone(),
-        TokenIssuer::new(SECRET.as_bytes()),
-        BusinessConfig::default(),
-        "business-test",
-    ));
+    let business = Arc::new(
+        Business::new(
+            Arc::new(store),
+            bus.clone(),
+            TokenIssuer::new(SECRET.as_bytes()),
+            BusinessConfig::default(),
+            "business-test",
+        )
+        .await
+        .expect("business"),
+    );
     let responders = serve_bus_requests(business.clone(), bus.clone())
         .await
         .expect("responders");
@@ -107,10 +111,12 @@ async fn world_built(
     )
     .await
     .expect("message store");
-    let parts = Parts {
-        push,
-        ..Parts::embedded(wrap(Arc::new(store)), &settings)
-    };
+    let mut parts = Parts::embedded(wrap(Arc::new(store)), &settings, bus.as_ref())
+        .await
+        .expect("parts");
+    if let Some(push) = push {
+        parts.push = push;
+    }
     let core = start_with(&settings, bus.clone(), verifier, parts, shutdown.clone())
         .await
         .expect("core starts");

@@ -1,14 +1,19 @@
 //! The bus of the distributed mode, on NATS (feature `nats`): the same [`Bus`] trait as the
 //! in-process bus, so services run unchanged on either.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::bus::{Bus, BusError, BusMessage, Subscription};
+use super::{
+    error::BusError,
+    jetstream::JetStreamOutbox,
+    outbox::Outbox,
+    transport::{Bus, BusMessage, LinkState, Subscription},
+};
 
 /// Messages a subscription holds before the forwarding task waits for the reader.
 const SUBSCRIPTION_BUFFER: usize = 1024;
@@ -17,28 +22,30 @@ const SUBSCRIPTION_BUFFER: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct NatsBus {
     client: async_nats::Client,
-    reconnections: tokio::sync::watch::Receiver<u64>,
+    link: watch::Receiver<LinkState>,
 }
 
 impl NatsBus {
     /// Connects to the NATS server(s) at `url` (`nats://host:port`, comma-separated for several).
     pub async fn connect(url: &str) -> Result<Self, BusError> {
-        let (count, reconnections) = tokio::sync::watch::channel(0u64);
-        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (state, link) = watch::channel(LinkState::UP);
+        let state = Arc::new(state);
         let client = async_nats::ConnectOptions::new()
             .name("im")
             .event_callback(move |event| {
-                let (count, lost) = (count.clone(), lost.clone());
+                let state = state.clone();
                 async move {
-                    use std::sync::atomic::Ordering;
                     match event {
                         async_nats::Event::Disconnected => {
                             tracing::warn!("bus connection lost: reconnecting");
-                            lost.store(true, Ordering::SeqCst);
+                            state.send_modify(|link| link.connected = false);
                         }
-                        async_nats::Event::Connected if lost.swap(false, Ordering::SeqCst) => {
+                        async_nats::Event::Connected if !state.borrow().connected => {
                             tracing::info!("bus connection back");
-                            count.send_modify(|n| *n += 1);
+                            state.send_modify(|link| {
+                                link.connected = true;
+                                link.reconnections += 1;
+                            });
                         }
                         _ => {}
                     }
@@ -54,11 +61,8 @@ impl NatsBus {
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(Self {
-            client,
-            reconnections,
-        })
+            .map_err(BusError::unavailable)?;
+        Ok(Self { client, link })
     }
 
     /// The underlying client (JetStream, flush, statistics).
@@ -92,8 +96,8 @@ impl NatsBus {
     }
 }
 
-fn closed(error: impl std::fmt::Display) -> BusError {
-    BusError::Unavailable(error.to_string())
+fn closed(error: impl std::error::Error + Send + Sync + 'static) -> BusError {
+    BusError::unavailable(error)
 }
 
 #[async_trait]
@@ -151,19 +155,13 @@ impl Bus for NatsBus {
         name: &str,
         subject: &str,
         max_age: Duration,
-    ) -> Result<Option<std::sync::Arc<dyn crate::outbox::Outbox>>, BusError> {
-        let outbox = crate::outbox::jetstream::JetStreamOutbox::open(
-            self.client.clone(),
-            name,
-            subject,
-            max_age,
-        )
-        .await?;
-        Ok(Some(std::sync::Arc::new(outbox)))
+    ) -> Result<Arc<dyn Outbox>, BusError> {
+        let outbox = JetStreamOutbox::open(self.client.clone(), name, subject, max_age).await?;
+        Ok(Arc::new(outbox))
     }
 
-    fn reconnections(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        Some(self.reconnections.clone())
+    fn link(&self) -> watch::Receiver<LinkState> {
+        self.link.clone()
     }
 
     async fn request(
@@ -193,41 +191,32 @@ impl Bus for NatsBus {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::bus::suite;
 
     fn nats_url() -> Option<String> {
         crate::testing::service_url("IM_TEST_NATS_URL", "the NATS bus suite")
     }
 
-    #[tokio::test]
-    async fn the_nats_bus_passes_the_bus_suite_on_a_real_server() {
-        let Some(url) = nats_url() else { return };
-        let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(&url).await.expect("connects"));
-        // Subjects of a run of their own: the server may be shared.
-        let prefix = format!("test{}", std::process::id());
-        suite::fan_out(bus.as_ref(), &prefix).await;
-        suite::queue_groups(bus.as_ref(), &prefix).await;
-        suite::request_reply(bus.clone(), &prefix).await;
-        suite::unsubscribe_on_drop(bus.as_ref(), &prefix).await;
+    async fn nats() -> Option<NatsBus> {
+        Some(NatsBus::connect(&nats_url()?).await.expect("connects"))
     }
 
-    #[tokio::test]
-    async fn jetstream_outboxes_keep_items_until_acknowledged() {
-        let Some(url) = nats_url() else { return };
-        let bus = NatsBus::connect(&url).await.expect("connects");
+    // Subjects and streams of a run of their own: the server may be shared.
+    crate::bus_suite!(async {
+        let bus: Arc<dyn Bus> = Arc::new(nats().await?);
+        Some((bus, format!("test{}", std::process::id())))
+    });
+    crate::outbox_suite!(async {
         let run = format!("t{}{}", std::process::id(), crate::now_ms());
-        let outbox = bus
+        let outbox = nats()
+            .await?
             .outbox(
                 &format!("TEST_{run}"),
                 &format!("test.outbox.{run}"),
                 Duration::from_secs(60),
             )
             .await
-            .expect("a stream")
-            .expect("NATS has outboxes");
-        crate::outbox::behaves_as_outbox(outbox, "worker").await;
-    }
+            .expect("a stream");
+        Some(outbox)
+    });
 }
