@@ -1,33 +1,32 @@
-//! The client and the task behind it.
+//! The connection task: the one task that owns the connection, serving the [`Client`]'s
+//! commands (see [`Command`]).
 //!
-//! Every call is a command to one task that owns the connection (an actor), answered through a
-//! oneshot channel: the futures the public API returns need no particular runtime, so they can
-//! be awaited from a foreign executor. The task connects, authenticates, syncs, resends the
-//! outbox, keeps the heartbeat, orders entries per conversation (dropping repeats, pulling to
-//! fill gaps), batches delivery acknowledgements, and reconnects with jittered backoff.
+//! It connects to each gateway in turn, authenticates, syncs after every connect, resends the
+//! sends not yet acknowledged ([`PendingSend`], same client message ids), sends the calls made
+//! while offline, keeps the heartbeat, batches delivery acknowledgements and reconnects with
+//! jittered backoff. What arrives for a conversation goes through the [`Timeline`], whose
+//! [`Action`]s this task carries out: the store writes, the events, the pulls.
+//!
+//! [`Client`]: super::Client
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
-    sync::{Arc, Mutex},
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
     time::Duration,
 };
 
-use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
 use im_proto::{
     ErrorCode, FrameCodec,
     v1::{
-        self, ClientFrame, DeliveryAck, Hello, HistoryRequest, MarkRead, MessageBody, Ping,
-        Platform, PresenceStatus, PresenceSubscribe, PresenceUnsubscribe, PullRequest, SendRequest,
-        SeqCursor, ServerFrame, SetPresence, SyncRequest, Typing, Welcome, client_frame,
-        server_frame,
+        self, ClientFrame, DeliveryAck, Hello, MessageBody, Ping, Platform, PullRequest,
+        SendRequest, SeqCursor, ServerFrame, SyncRequest, Welcome, client_frame, server_frame,
     },
     version::{BARE_SUBPROTOCOL, SUPPORTED_VERSIONS, subprotocol},
 };
 use prost::Message as _;
 use tokio::{
     net::TcpStream,
-    runtime::Handle,
     sync::{mpsc, oneshot, watch},
     time::Instant,
 };
@@ -36,612 +35,57 @@ use tokio_tungstenite::{
     tungstenite::{self, Message as WsMessage, client::IntoClientRequest, http::HeaderValue},
 };
 
+use super::{
+    Sent,
+    builder::{Config, Endpoint, TokenProvider},
+    timeline::{Action, Timeline},
+};
 use crate::{
     error::{Error, Result},
-    groups::{Group, GroupsApi, Member},
-    store::{LocalStore, MemoryStore, Outgoing},
+    store::{LocalStore, Outgoing},
     types::{Body, ConnectionState, Conversation, Event, Message},
 };
 
-/// Supplies access tokens; asked before every connection, with `refresh` set when the server
-/// said the last one had expired.
-#[async_trait]
-pub trait TokenProvider: Send + Sync + 'static {
-    /// A token for the next connection.
-    async fn token(&self, refresh: bool) -> Result<String>;
-}
-
-/// A token that never changes (tests, tools, short sessions).
-#[derive(Debug, Clone)]
-pub struct StaticToken(pub String);
-
-#[async_trait]
-impl TokenProvider for StaticToken {
-    async fn token(&self, _refresh: bool) -> Result<String> {
-        Ok(self.0.clone())
-    }
-}
-
-/// The acknowledgement of a send: the entry is durable and has its place.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sent {
-    /// The conversation.
-    pub conversation_id: String,
-    /// The send's idempotency key.
-    pub client_msg_id: String,
-    /// The entry's seq.
-    pub seq: u64,
-    /// The server's id for the entry.
-    pub server_msg_id: String,
-    /// When the server accepted it.
-    pub server_time_ms: i64,
-    /// The server had accepted this id before (a resend).
-    pub duplicate: bool,
-}
-
-/// A page of history.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page {
-    /// The conversation.
-    pub conversation_id: String,
-    /// Entries in ascending seq order, with their state as of `last_seq`.
-    pub messages: Vec<Message>,
-    /// More entries exist beyond the page.
-    pub has_more: bool,
-    /// The conversation's newest seq.
-    pub last_seq: u64,
-}
-
-/// The user's read state in a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadState {
-    /// The read cursor.
-    pub read_seq: u64,
-    /// Messages from others above it.
-    pub unread_count: u64,
-}
-
-/// Timeouts, limits and backoff of a client.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Opening a connection (TCP, upgrade, Hello) may take this long.
-    pub connect_timeout: Duration,
-    /// A request (other than a send) may wait this long for its answer, connection or not.
-    pub request_timeout: Duration,
-    /// The first reconnect delay; it doubles per failed attempt, with jitter.
-    pub backoff_min: Duration,
-    /// The longest reconnect delay.
-    pub backoff_max: Duration,
-    /// Delivery acknowledgements are sent this long after the entries they cover.
-    pub ack_delay: Duration,
-    /// Events waiting for the app; the client slows down rather than dropping any.
-    pub event_buffer: usize,
-    /// The largest frame this client accepts (announced in the Hello; 0: 1 MiB).
-    pub max_frame_bytes: u32,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            backoff_min: Duration::from_millis(250),
-            backoff_max: Duration::from_secs(30),
-            ack_delay: Duration::from_millis(100),
-            event_buffer: 1024,
-            max_frame_bytes: 0,
-        }
-    }
-}
-
-/// Builds a [`Client`].
-pub struct ClientBuilder {
-    url: String,
-    more_urls: Vec<String>,
-    device_id: String,
-    platform: Platform,
-    token: Arc<dyn TokenProvider>,
-    store: Arc<dyn LocalStore>,
-    config: Config,
-    runtime: Option<Handle>,
-    business_api: Option<String>,
-}
-
-impl std::fmt::Debug for ClientBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientBuilder")
-            .field("url", &self.url)
-            .field("device_id", &self.device_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ClientBuilder {
-    /// A client of the server at `url` (`ws://host:port/ws`) on device `device_id`, with
-    /// tokens from `token`.
-    pub fn new(
-        url: impl Into<String>,
-        device_id: impl Into<String>,
-        token: Arc<dyn TokenProvider>,
-    ) -> Self {
-        Self {
-            url: url.into(),
-            more_urls: Vec::new(),
-            device_id: device_id.into(),
-            platform: Platform::Unspecified,
-            token,
-            store: Arc::new(MemoryStore::default()),
-            config: Config::default(),
-            runtime: None,
-            business_api: None,
-        }
-    }
-
-    /// More gateways of the same deployment (other core nodes), tried in turn after the first:
-    /// when a connection cannot be opened or is lost, the next attempt goes to the next URL.
-    pub fn more_urls(mut self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.more_urls.extend(urls.into_iter().map(Into::into));
-        self
-    }
-
-    /// The business service's HTTP API (`http://host:port`), for groups and membership.
-    pub fn business_api(mut self, url: impl Into<String>) -> Self {
-        self.business_api = Some(url.into());
-        self
-    }
-
-    /// The device's platform, announced in the Hello.
-    pub fn platform(mut self, platform: Platform) -> Self {
-        self.platform = platform;
-        self
-    }
-
-    /// Where the client keeps its state (default: in memory).
-    pub fn store(mut self, store: Arc<dyn LocalStore>) -> Self {
-        self.store = store;
-        self
-    }
-
-    /// Timeouts, limits and backoff.
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// The tokio runtime the connection task runs on (default: the current one).
-    pub fn runtime(mut self, runtime: Handle) -> Self {
-        self.runtime = Some(runtime);
-        self
-    }
-
-    /// Starts the client: it connects in the background and keeps connecting until closed.
-    pub fn build(self) -> Result<Client> {
-        let runtime = match self.runtime {
-            Some(runtime) => runtime,
-            None => Handle::try_current().map_err(|_| {
-                Error::new(
-                    ErrorCode::InvalidArgument,
-                    "no tokio runtime: build the client inside one or pass ClientBuilder::runtime",
-                )
-            })?,
-        };
-        let endpoints = std::iter::once(&self.url)
-            .chain(&self.more_urls)
-            .map(|url| Endpoint::parse(url))
-            .collect::<Result<Vec<_>>>()?;
-        let (commands, inbox) = mpsc::channel(256);
-        let (events, events_rx) = mpsc::channel(self.config.event_buffer.max(1));
-        let (state, state_rx) = watch::channel(ConnectionState::Connecting);
-        let actor = Actor {
-            endpoints,
-            next_endpoint: 0,
-            device_id: self.device_id,
-            platform: self.platform,
-            token: self.token.clone(),
-            store: self.store.clone(),
-            config: self.config,
-            commands: inbox,
-            events,
-            state,
-            user_id: String::new(),
-            held: HashMap::new(),
-            read: HashMap::new(),
-            buffered: HashMap::new(),
-            pulling: HashSet::new(),
-            unacked: HashSet::new(),
-            outbox: Vec::new(),
-            backlog: VecDeque::new(),
-            queued: VecDeque::new(),
-            pending: HashMap::new(),
-            next_id: 0,
-            server_codec: FrameCodec::default(),
-            rng: seed(),
-        };
-        let groups = self
-            .business_api
-            .map(|url| Arc::new(GroupsApi::new(&url, self.token.clone())));
-        let task = runtime.spawn(actor.run());
-        Ok(Client {
-            groups,
-            runtime,
-            commands,
-            events: Mutex::new(Some(events_rx)),
-            state: state_rx,
-            store: self.store,
-            task: Mutex::new(Some(task)),
-        })
-    }
-}
-
-/// The server's address, taken from the URL.
-#[derive(Debug, Clone)]
-struct Endpoint {
-    url: String,
-    host_port: String,
-}
-
-impl Endpoint {
-    fn parse(url: &str) -> Result<Self> {
-        let invalid = |why: &str| Error::new(ErrorCode::InvalidArgument, format!("{url}: {why}"));
-        let request = url
-            .into_client_request()
-            .map_err(|e| invalid(&e.to_string()))?;
-        let uri = request.uri();
-        if uri.scheme_str() != Some("ws") {
-            return Err(invalid("only ws:// URLs are supported by this build"));
-        }
-        let host = uri.host().ok_or_else(|| invalid("no host"))?;
-        let port = uri.port_u16().unwrap_or(80);
-        Ok(Self {
-            url: url.to_owned(),
-            host_port: format!("{host}:{port}"),
-        })
-    }
-}
-
-/// An app's handle on the IM service. Cheap to share behind an `Arc`; every method may be
-/// called from any task or thread.
-pub struct Client {
-    groups: Option<Arc<GroupsApi>>,
-    runtime: Handle,
-    commands: mpsc::Sender<Command>,
-    events: Mutex<Option<mpsc::Receiver<Event>>>,
-    state: watch::Receiver<ConnectionState>,
-    store: Arc<dyn LocalStore>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("state", &*self.state.borrow())
-            .finish_non_exhaustive()
-    }
-}
-
-/// The app's stream of [`Event`]s.
-#[derive(Debug)]
-pub struct Events(mpsc::Receiver<Event>);
-
-impl Events {
-    /// The next event; `None` once the client is closed.
-    pub async fn next(&mut self) -> Option<Event> {
-        self.0.recv().await
-    }
-}
-
-fn closed() -> Error {
-    Error::new(ErrorCode::Unavailable, "the client is closed")
-}
-
-impl Client {
-    /// The event stream. There is one: the second call returns `None`.
-    pub fn events(&self) -> Option<Events> {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .map(Events)
-    }
-
-    /// The connection's state now.
-    pub fn connection_state(&self) -> ConnectionState {
-        self.state.borrow().clone()
-    }
-
-    /// Waits until the client is connected (or has stopped for good); the user the server
-    /// authenticated.
-    pub async fn wait_connected(&self) -> Result<String> {
-        let mut state = self.state.clone();
-        loop {
-            match &*state.borrow_and_update() {
-                ConnectionState::Connected { user_id, .. } => return Ok(user_id.clone()),
-                ConnectionState::Stopped { reason } => {
-                    return Err(Error::new(ErrorCode::Unavailable, reason.clone()));
-                }
-                _ => {}
-            }
-            state.changed().await.map_err(|_| closed())?;
-        }
-    }
-
-    /// Sends `body` to a conversation with a fresh client message id; resolves with the
-    /// server's ack. Until then the send is in the outbox: it survives reconnects (and, with
-    /// a persistent store, restarts) and is resent with the same id, so exactly one entry
-    /// results.
-    pub async fn send(&self, conversation_id: &str, body: Body) -> Result<Sent> {
-        let id = uuid::Uuid::new_v4().to_string();
-        self.send_with_id(conversation_id, &id, body).await
-    }
-
-    /// Sends text.
-    pub async fn send_text(&self, conversation_id: &str, text: &str) -> Result<Sent> {
-        self.send(
-            conversation_id,
-            Body::Content(crate::types::Content::text(text)),
-        )
-        .await
-    }
-
-    /// Sends with an id of the caller's choosing (1 to 64 bytes, never reused for another
-    /// message): sending the same id again returns the first ack.
-    pub async fn send_with_id(
-        &self,
-        conversation_id: &str,
-        client_msg_id: &str,
-        body: Body,
-    ) -> Result<Sent> {
-        let wire = body.to_wire().ok_or_else(|| {
-            Error::new(
-                ErrorCode::InvalidArgument,
-                "this body cannot be sent by a client",
-            )
-        })?;
-        let outgoing = Outgoing {
-            client_msg_id: client_msg_id.to_owned(),
-            conversation_id: conversation_id.to_owned(),
-            body: wire.encode_to_vec(),
-        };
-        let (done, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Send { outgoing, done })
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
-    }
-
-    async fn call(&self, body: client_frame::Body) -> Result<server_frame::Body> {
-        let (done, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Call { body, done })
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
-    }
-
-    /// Entries below `before_seq` (0: the newest), at most `limit` (0: the server's default).
-    pub async fn history(
-        &self,
-        conversation_id: &str,
-        before_seq: u64,
-        limit: u32,
-    ) -> Result<Page> {
-        let answer = self
-            .call(client_frame::Body::History(HistoryRequest {
-                conversation_id: conversation_id.to_owned(),
-                before_seq,
-                limit,
-            }))
-            .await?;
-        page_of(answer)
-    }
-
-    /// Moves the read cursor forward to `seq`; the user's other devices and the other members
-    /// are told.
-    pub async fn mark_read(&self, conversation_id: &str, seq: u64) -> Result<ReadState> {
-        let answer = self
-            .call(client_frame::Body::MarkRead(MarkRead {
-                conversation_id: conversation_id.to_owned(),
-                seq,
-            }))
-            .await?;
-        match answer {
-            server_frame::Body::ReadState(s) => Ok(ReadState {
-                read_seq: s.read_seq,
-                unread_count: s.unread_count,
-            }),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    /// The conversations known so far (from the local store, updated by every sync), with
-    /// their unread counts.
-    pub async fn conversations(&self) -> Result<Vec<Conversation>> {
-        let store = self.store.clone();
-        self.on_runtime(async move { store.conversations().await })
-            .await
-    }
-
-    /// The most recent messages of a conversation held locally, oldest first.
-    pub async fn recent(&self, conversation_id: &str, limit: usize) -> Result<Vec<Message>> {
-        let (store, id) = (self.store.clone(), conversation_id.to_owned());
-        self.on_runtime(async move { store.recent(&id, limit).await })
-            .await
-    }
-
-    /// Tells the other members the user is typing (repeat every few seconds) or stopped.
-    /// Dropped while disconnected.
-    pub async fn typing(&self, conversation_id: &str, active: bool) -> Result<()> {
-        let body = client_frame::Body::Typing(Typing {
-            conversation_id: conversation_id.to_owned(),
-            active,
-        });
-        self.commands
-            .send(Command::Notify { body })
-            .await
-            .map_err(|_| closed())
-    }
-
-    /// Watches users' presence: their current presence now, changes as events.
-    pub async fn subscribe_presence(&self, user_ids: &[String]) -> Result<Vec<v1::Presence>> {
-        let answer = self
-            .call(client_frame::Body::PresenceSubscribe(PresenceSubscribe {
-                user_ids: user_ids.to_vec(),
-            }))
-            .await?;
-        match answer {
-            server_frame::Body::Presences(list) => Ok(list.presences),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    /// Stops watching users' presence.
-    pub async fn unsubscribe_presence(&self, user_ids: &[String]) -> Result<()> {
-        self.call(client_frame::Body::PresenceUnsubscribe(
-            PresenceUnsubscribe {
-                user_ids: user_ids.to_vec(),
-            },
-        ))
-        .await
-        .map(drop)
-    }
-
-    /// Sets the user's chosen status.
-    pub async fn set_presence(&self, status: PresenceStatus, text: &str) -> Result<()> {
-        self.call(client_frame::Body::SetPresence(SetPresence {
-            status: status as i32,
-            status_text: text.to_owned(),
-        }))
-        .await
-        .map(drop)
-    }
-
-    fn groups(&self) -> Result<Arc<GroupsApi>> {
-        self.groups.clone().ok_or_else(|| {
-            Error::new(
-                ErrorCode::InvalidArgument,
-                "no business API: set ClientBuilder::business_api",
-            )
-        })
-    }
-
-    /// Runs a business API call on the client's runtime (so any executor may await it).
-    async fn on_runtime<T: Send + 'static>(
-        &self,
-        call: impl std::future::Future<Output = Result<T>> + Send + 'static,
-    ) -> Result<T> {
-        self.runtime
-            .spawn(call)
-            .await
-            .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
-    }
-
-    /// Creates a group the user owns, with `members` besides the user.
-    pub async fn create_group(&self, name: &str, members: &[String]) -> Result<Group> {
-        let (api, name, members) = (self.groups()?, name.to_owned(), members.to_vec());
-        self.on_runtime(async move { api.create(&name, &members).await })
-            .await
-    }
-
-    /// A group the user is a member of.
-    pub async fn group(&self, group_id: &str) -> Result<Group> {
-        let (api, id) = (self.groups()?, group_id.to_owned());
-        self.on_runtime(async move { api.get(&id).await }).await
-    }
-
-    /// Every member of a group the user is in.
-    pub async fn members(&self, group_id: &str) -> Result<Vec<Member>> {
-        let (api, id) = (self.groups()?, group_id.to_owned());
-        self.on_runtime(async move { api.members(&id).await }).await
-    }
-
-    /// Adds members (as the user's role in the group allows).
-    pub async fn add_members(&self, group_id: &str, user_ids: &[String]) -> Result<()> {
-        let (api, id, users) = (self.groups()?, group_id.to_owned(), user_ids.to_vec());
-        self.on_runtime(async move { api.add(&id, &users).await })
-            .await
-    }
-
-    /// Removes members (as the user's role in the group allows).
-    pub async fn remove_members(&self, group_id: &str, user_ids: &[String]) -> Result<()> {
-        let (api, id, users) = (self.groups()?, group_id.to_owned(), user_ids.to_vec());
-        self.on_runtime(async move { api.remove(&id, &users).await })
-            .await
-    }
-
-    /// Leaves a group.
-    pub async fn leave_group(&self, group_id: &str) -> Result<()> {
-        let me = self.wait_connected().await?;
-        let (api, id) = (self.groups()?, group_id.to_owned());
-        self.on_runtime(async move { api.leave(&id, &me).await })
-            .await
-    }
-
-    /// Closes the connection and stops the client; unacknowledged sends stay in the store's
-    /// outbox.
-    pub async fn close(&self) {
-        let (done, closed) = oneshot::channel();
-        if self.commands.send(Command::Close { done }).await.is_ok() {
-            let _ = closed.await;
-        }
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
-    }
-}
-
-fn unexpected(body: &server_frame::Body) -> Error {
-    Error::new(
-        ErrorCode::Internal,
-        format!("unexpected answer from the server: {body:?}"),
-    )
-}
-
-fn page_of(answer: server_frame::Body) -> Result<Page> {
-    match answer {
-        server_frame::Body::Messages(page) => Ok(Page {
-            messages: page
-                .messages
-                .iter()
-                .map(|m| with_as_of(Message::from(m), page.last_seq))
-                .collect(),
-            conversation_id: page.conversation_id,
-            has_more: page.has_more,
-            last_seq: page.last_seq,
-        }),
-        other => Err(unexpected(&other)),
-    }
-}
-
-fn with_as_of(mut message: Message, as_of: u64) -> Message {
-    if let Some(state) = &mut message.state {
-        state.as_of_seq = as_of;
-    }
-    message
-}
-
-// ---- the connection task -------------------------------------------------------------------
-
-enum Command {
+/// What the [`Client`](super::Client) asks of the task.
+pub(super) enum Command {
+    /// Send an entry; answered with its ack (or why it was refused for good).
     Send {
+        /// The send, as the store keeps it.
         outgoing: Outgoing,
+        /// Where the ack goes.
         done: oneshot::Sender<Result<Sent>>,
     },
+    /// A request with an answer (history, mark read, presence), queued while offline.
     Call {
+        /// The request.
         body: client_frame::Body,
+        /// Where the answer goes.
         done: oneshot::Sender<Result<server_frame::Body>>,
     },
+    /// A frame with no answer (typing), dropped while offline.
     Notify {
+        /// The frame.
         body: client_frame::Body,
     },
+    /// Close the connection and stop.
     Close {
+        /// Told once closed.
         done: oneshot::Sender<()>,
     },
 }
 
-/// A send in the outbox.
-struct Outbound {
+/// The [`Client`](super::Client)'s ends of the task's channels.
+pub(super) struct Handles {
+    /// Commands to the task.
+    pub(super) commands: mpsc::Sender<Command>,
+    /// The app's events.
+    pub(super) events: mpsc::Receiver<Event>,
+    /// The connection's state.
+    pub(super) state: watch::Receiver<ConnectionState>,
+}
+
+/// A send not yet acknowledged (the store's outbox, with who waits for it).
+struct PendingSend {
     outgoing: Outgoing,
     waiters: Vec<oneshot::Sender<Result<Sent>>>,
     /// The request id of the copy on the wire, if any.
@@ -659,10 +103,13 @@ struct Call {
     not_before: Option<Instant>,
 }
 
-enum Pending {
+/// What a request on the wire was, so that its answer finds its way.
+enum Request {
+    /// A send, by client message id.
     Send(String),
     Call(Box<Call>),
     Sync,
+    /// A pull, by conversation.
     Pull(String),
     Ping,
 }
@@ -681,7 +128,8 @@ enum Ended {
 
 type Ws = WebSocketStream<TcpStream>;
 
-struct Actor {
+/// The task behind a [`Client`](super::Client).
+pub(super) struct Connection {
     /// The gateways, tried in turn.
     endpoints: Vec<Endpoint>,
     /// Which one the next connection goes to.
@@ -695,21 +143,19 @@ struct Actor {
     events: mpsc::Sender<Event>,
     state: watch::Sender<ConnectionState>,
     user_id: String,
-    /// The highest contiguous seq applied per conversation.
-    held: HashMap<String, u64>,
+    /// The order of each conversation's entries.
+    timeline: Timeline,
     read: HashMap<String, u64>,
-    /// Entries that arrived ahead of a gap.
-    buffered: HashMap<String, BTreeMap<u64, Message>>,
-    /// Conversations with a pull on the wire.
-    pulling: HashSet<String>,
     /// Conversations whose progress the server has not been told.
     unacked: HashSet<String>,
-    outbox: Vec<Outbound>,
+    /// Sends not yet acknowledged, oldest first.
+    sends: Vec<PendingSend>,
     /// Events the app's stream could not take yet, oldest first.
     backlog: VecDeque<Event>,
     /// Calls made while disconnected.
     queued: VecDeque<Call>,
-    pending: HashMap<u64, Pending>,
+    /// Requests on the wire, by request id.
+    requests: HashMap<u64, Request>,
     next_id: u64,
     server_codec: FrameCodec,
     rng: u64,
@@ -746,16 +192,60 @@ fn is_fatal(code: i32) -> bool {
     )
 }
 
-impl Actor {
-    async fn run(mut self) {
+impl Connection {
+    /// The task for these gateways, not yet started, and the client's ends of its channels.
+    pub(super) fn new(
+        endpoints: Vec<Endpoint>,
+        device_id: String,
+        platform: Platform,
+        token: Arc<dyn TokenProvider>,
+        store: Arc<dyn LocalStore>,
+        config: Config,
+    ) -> (Self, Handles) {
+        let (commands, inbox) = mpsc::channel(256);
+        let (events, events_rx) = mpsc::channel(config.event_buffer.max(1));
+        let (state, state_rx) = watch::channel(ConnectionState::Connecting);
+        let connection = Self {
+            endpoints,
+            next_endpoint: 0,
+            device_id,
+            platform,
+            token,
+            store,
+            config,
+            commands: inbox,
+            events,
+            state,
+            user_id: String::new(),
+            timeline: Timeline::default(),
+            read: HashMap::new(),
+            unacked: HashSet::new(),
+            sends: Vec::new(),
+            backlog: VecDeque::new(),
+            queued: VecDeque::new(),
+            requests: HashMap::new(),
+            next_id: 0,
+            server_codec: FrameCodec::default(),
+            rng: seed(),
+        };
+        let handles = Handles {
+            commands,
+            events: events_rx,
+            state: state_rx,
+        };
+        (connection, handles)
+    }
+
+    /// Connects, serves and reconnects until the client is closed or refused for good.
+    pub(super) async fn run(mut self) {
         match self.store.load().await {
             Ok(snapshot) => {
-                self.held = snapshot.held;
+                self.timeline = Timeline::new(snapshot.held);
                 self.read = snapshot.read;
-                self.outbox = snapshot
+                self.sends = snapshot
                     .outbox
                     .into_iter()
-                    .map(|outgoing| Outbound {
+                    .map(|outgoing| PendingSend {
                         outgoing,
                         waiters: Vec::new(),
                         in_flight: None,
@@ -825,8 +315,8 @@ impl Actor {
         self.emit(Event::Connection(state));
     }
 
-    /// Hands an event to the app. The actor never waits for the app (which may be waiting
-    /// for the actor): what the stream cannot take now waits in the backlog, and while the
+    /// Hands an event to the app. The task never waits for the app (which may be waiting
+    /// for the task): what the stream cannot take now waits in the backlog, and while the
     /// backlog is long the connection reads no more frames.
     fn emit(&mut self, event: Event) {
         if self.backlog.is_empty() {
@@ -855,8 +345,8 @@ impl Actor {
 
     /// Every waiter learns the client is gone; the outbox stays in the store.
     async fn stop(&mut self, error: Error) {
-        for outbound in self.outbox.drain(..) {
-            for waiter in outbound.waiters {
+        for pending_send in self.sends.drain(..) {
+            for waiter in pending_send.waiters {
                 let _ = waiter.send(Err(error.clone()));
             }
         }
@@ -975,11 +465,11 @@ impl Actor {
         }
     }
 
-    /// Adds a send to the outbox (and the store); a repeat of an id in the outbox just waits
-    /// for the same ack.
+    /// Adds a send to the pending ones (and the store's outbox); a repeat of a pending id just
+    /// waits for the same ack.
     async fn enqueue_send(&mut self, outgoing: Outgoing, done: oneshot::Sender<Result<Sent>>) {
         if let Some(existing) = self
-            .outbox
+            .sends
             .iter_mut()
             .find(|o| o.outgoing.client_msg_id == outgoing.client_msg_id)
         {
@@ -990,7 +480,7 @@ impl Actor {
             let _ = done.send(Err(error));
             return;
         }
-        self.outbox.push(Outbound {
+        self.sends.push(PendingSend {
             outgoing,
             waiters: vec![done],
             in_flight: None,
@@ -1010,13 +500,13 @@ impl Actor {
             )));
         }
         let late: Vec<u64> = self
-            .pending
+            .requests
             .iter()
-            .filter(|(_, p)| matches!(p, Pending::Call(c) if c.deadline <= now))
+            .filter(|(_, p)| matches!(p, Request::Call(c) if c.deadline <= now))
             .map(|(id, _)| *id)
             .collect();
         for id in late {
-            if let Some(Pending::Call(call)) = self.pending.remove(&id) {
+            if let Some(Request::Call(call)) = self.requests.remove(&id) {
                 let _ = call
                     .done
                     .send(Err(Error::new(ErrorCode::Timeout, "no answer in time")));
@@ -1032,6 +522,7 @@ impl Actor {
     /// One authenticated connection, until it ends.
     async fn session(&mut self, mut ws: Ws, welcome: Welcome) -> Ended {
         self.user_id = welcome.user_id.clone();
+        self.timeline.set_user(&welcome.user_id);
         self.server_codec = FrameCodec::announced(
             welcome
                 .limits
@@ -1045,34 +536,34 @@ impl Actor {
         });
         let ended = self.serve(&mut ws, &welcome).await;
         // What was on the wire is resent or asked again on the next connection.
-        for (_, pending) in self.pending.drain() {
-            if let Pending::Call(call) = pending {
+        for (_, request) in self.requests.drain() {
+            if let Request::Call(call) = request {
                 self.queued.push_back(*call);
             }
         }
-        for outbound in &mut self.outbox {
-            outbound.in_flight = None;
+        for pending_send in &mut self.sends {
+            pending_send.in_flight = None;
         }
-        self.pulling.clear();
+        self.timeline.connection_lost();
         let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
         ended
     }
 
     async fn serve(&mut self, ws: &mut Ws, welcome: &Welcome) -> Ended {
         let lost = |e: &dyn std::fmt::Display| Ended::Lost(e.to_string(), Duration::ZERO);
-        // Catch up: sync, resend the outbox, send the calls made while offline.
+        // Catch up: sync, resend the pending sends, send the calls made while offline.
         let sync = SyncRequest {
-            held: cursors(&self.held),
+            held: cursors(self.timeline.held()),
             read: cursors(&self.read),
             ..Default::default()
         };
         if let Err(e) = self
-            .transmit(ws, Pending::Sync, client_frame::Body::Sync(sync))
+            .transmit(ws, Request::Sync, client_frame::Body::Sync(sync))
             .await
         {
             return lost(&e);
         }
-        if let Err(e) = self.flush_outbox(ws).await {
+        if let Err(e) = self.flush_sends(ws).await {
             return lost(&e);
         }
         while let Some(call) = self.queued.pop_front() {
@@ -1100,7 +591,7 @@ impl Actor {
                         }
                         Some(Command::Send { outgoing, done }) => {
                             self.enqueue_send(outgoing, done).await;
-                            self.flush_outbox(ws).await
+                            self.flush_sends(ws).await
                         }
                         Some(Command::Call { body, done }) => {
                             let deadline = Instant::now() + self.config.request_timeout;
@@ -1153,7 +644,7 @@ impl Actor {
                         return Ended::Lost("the server stopped answering".into(), Duration::ZERO);
                     }
                     let body = client_frame::Body::Ping(Ping { client_time_ms: 0 });
-                    if let Err(e) = self.transmit(ws, Pending::Ping, body).await {
+                    if let Err(e) = self.transmit(ws, Request::Ping, body).await {
                         return lost(&e);
                     }
                 }
@@ -1168,7 +659,7 @@ impl Actor {
                         _ => Ok(()),
                     };
                     let result = match result {
-                        Ok(()) => self.flush_outbox(ws).await,
+                        Ok(()) => self.flush_sends(ws).await,
                         failed => failed,
                     };
                     let result = match result {
@@ -1207,22 +698,22 @@ impl Actor {
     async fn transmit(
         &mut self,
         ws: &mut Ws,
-        pending: Pending,
+        request: Request,
         body: client_frame::Body,
     ) -> std::result::Result<(), Error> {
         let id = self.next_id();
-        self.pending.insert(id, pending);
+        self.requests.insert(id, request);
         self.write(ws, id, body).await
     }
 
     async fn send_call(&mut self, ws: &mut Ws, call: Call) -> std::result::Result<(), Error> {
         let id = self.next_id();
         let body = call.body.clone();
-        self.pending.insert(id, Pending::Call(Box::new(call)));
+        self.requests.insert(id, Request::Call(Box::new(call)));
         match self.write(ws, id, body).await {
             // Too large to send at all: only this call fails.
             Err(error) if error.error_code() == Some(ErrorCode::FrameTooLarge) => {
-                if let Some(Pending::Call(call)) = self.pending.remove(&id) {
+                if let Some(Request::Call(call)) = self.requests.remove(&id) {
                     let _ = call.done.send(Err(error));
                 }
                 Ok(())
@@ -1246,31 +737,32 @@ impl Actor {
     }
 
     /// Puts every send that is not on the wire (and not waiting out a refusal) on it, in order.
-    async fn flush_outbox(&mut self, ws: &mut Ws) -> std::result::Result<(), Error> {
+    async fn flush_sends(&mut self, ws: &mut Ws) -> std::result::Result<(), Error> {
         let now = Instant::now();
-        for at in 0..self.outbox.len() {
-            let outbound = &self.outbox[at];
-            if outbound.in_flight.is_some() || outbound.not_before.is_some_and(|t| t > now) {
+        for at in 0..self.sends.len() {
+            let pending_send = &self.sends[at];
+            if pending_send.in_flight.is_some() || pending_send.not_before.is_some_and(|t| t > now)
+            {
                 continue;
             }
-            let body = MessageBody::decode(outbound.outgoing.body.as_slice()).ok();
+            let body = MessageBody::decode(pending_send.outgoing.body.as_slice()).ok();
             let send = SendRequest {
-                client_msg_id: outbound.outgoing.client_msg_id.clone(),
-                conversation_id: outbound.outgoing.conversation_id.clone(),
+                client_msg_id: pending_send.outgoing.client_msg_id.clone(),
+                conversation_id: pending_send.outgoing.conversation_id.clone(),
                 body,
             };
             let id = self.next_id();
-            self.outbox[at].in_flight = Some(id);
-            self.outbox[at].not_before = None;
-            self.pending
-                .insert(id, Pending::Send(send.client_msg_id.clone()));
+            self.sends[at].in_flight = Some(id);
+            self.sends[at].not_before = None;
+            self.requests
+                .insert(id, Request::Send(send.client_msg_id.clone()));
             let client_msg_id = send.client_msg_id.clone();
             match self.write(ws, id, client_frame::Body::Send(send)).await {
                 // Too large for any frame: only this send fails, for good.
                 Err(error) if error.error_code() == Some(ErrorCode::FrameTooLarge) => {
-                    self.pending.remove(&id);
+                    self.requests.remove(&id);
                     self.fail_send(&client_msg_id, error).await?;
-                    return Box::pin(self.flush_outbox(ws)).await;
+                    return Box::pin(self.flush_sends(ws)).await;
                 }
                 other => other?,
             }
@@ -1285,12 +777,12 @@ impl Actor {
         error: Error,
     ) -> std::result::Result<(), Error> {
         if let Some(at) = self
-            .outbox
+            .sends
             .iter()
             .position(|o| o.outgoing.client_msg_id == client_msg_id)
         {
-            let outbound = self.outbox.remove(at);
-            for waiter in outbound.waiters {
+            let pending_send = self.sends.remove(at);
+            for waiter in pending_send.waiters {
                 let _ = waiter.send(Err(error.clone()));
             }
         }
@@ -1302,7 +794,7 @@ impl Actor {
             .unacked
             .drain()
             .filter_map(|id| {
-                let seq = *self.held.get(&id)?;
+                let seq = *self.timeline.held().get(&id)?;
                 Some(SeqCursor {
                     conversation_id: id,
                     seq,
@@ -1326,11 +818,11 @@ impl Actor {
             return Ok(None);
         };
         if frame.request_id != 0 {
-            match self.pending.remove(&frame.request_id) {
-                Some(Pending::Send(client_msg_id)) => {
+            match self.requests.remove(&frame.request_id) {
+                Some(Request::Send(client_msg_id)) => {
                     self.on_send_answer(ws, &client_msg_id, body).await?
                 }
-                Some(Pending::Call(mut call)) => match body {
+                Some(Request::Call(mut call)) => match body {
                     server_frame::Body::Error(error) => {
                         let error = Error::from(error);
                         let retry_at = Instant::now() + delay_ms(error.retry_after_ms.max(100));
@@ -1357,15 +849,16 @@ impl Actor {
                         let _ = call.done.send(Ok(other));
                     }
                 },
-                Some(Pending::Sync) => self.on_sync(ws, body).await?,
-                Some(Pending::Pull(conversation)) => self.on_pull(ws, &conversation, body).await?,
-                Some(Pending::Ping) | None => {}
+                Some(Request::Sync) => self.on_sync(ws, body).await?,
+                Some(Request::Pull(conversation)) => self.on_pull(ws, &conversation, body).await?,
+                Some(Request::Ping) | None => {}
             }
             return Ok(None);
         }
         match body {
             server_frame::Body::Message(message) => {
-                self.apply(ws, Message::from(&message)).await?;
+                let actions = self.timeline.on_entry(Message::from(&message));
+                self.act(ws, actions).await?;
             }
             server_frame::Body::ReadState(state) => {
                 self.read
@@ -1430,7 +923,7 @@ impl Actor {
         body: server_frame::Body,
     ) -> std::result::Result<(), Error> {
         let Some(at) = self
-            .outbox
+            .sends
             .iter()
             .position(|o| o.outgoing.client_msg_id == client_msg_id)
         else {
@@ -1438,7 +931,7 @@ impl Actor {
         };
         match body {
             server_frame::Body::SendAck(ack) => {
-                let outbound = self.outbox.remove(at);
+                let pending_send = self.sends.remove(at);
                 let sent = Sent {
                     conversation_id: ack.conversation_id.clone(),
                     client_msg_id: ack.client_msg_id.clone(),
@@ -1447,12 +940,12 @@ impl Actor {
                     server_time_ms: ack.server_time_ms,
                     duplicate: ack.duplicate,
                 };
-                for waiter in outbound.waiters {
+                for waiter in pending_send.waiters {
                     let _ = waiter.send(Ok(sent.clone()));
                 }
                 self.store.remove_outgoing(client_msg_id).await?;
                 // The sender's own entry, in its place in the conversation.
-                let body = MessageBody::decode(outbound.outgoing.body.as_slice()).ok();
+                let body = MessageBody::decode(pending_send.outgoing.body.as_slice()).ok();
                 let own = Message {
                     conversation_id: ack.conversation_id,
                     seq: ack.seq,
@@ -1464,14 +957,15 @@ impl Actor {
                     body: Body::from(body.as_ref()),
                     state: None,
                 };
-                self.apply(ws, own).await?;
+                let actions = self.timeline.on_entry(own);
+                self.act(ws, actions).await?;
             }
             server_frame::Body::Error(error) => {
                 let error = Error::from(error);
                 if error.is_retryable() {
                     let wait = delay_ms(error.retry_after_ms.max(200));
-                    self.outbox[at].in_flight = None;
-                    self.outbox[at].not_before = Some(Instant::now() + wait);
+                    self.sends[at].in_flight = None;
+                    self.sends[at].not_before = Some(Instant::now() + wait);
                 } else {
                     self.fail_send(client_msg_id, error).await?;
                 }
@@ -1481,83 +975,55 @@ impl Actor {
         Ok(())
     }
 
-    /// Applies an entry in its place: repeats are dropped, entries after a gap wait for the
-    /// pull that fills it.
-    async fn apply(&mut self, ws: &mut Ws, message: Message) -> std::result::Result<(), Error> {
-        let conversation = message.conversation_id.clone();
-        let held = self.held.get(&conversation).copied().unwrap_or(0);
-        if message.seq <= held {
-            return Ok(());
-        }
-        if message.seq > held + 1 {
-            self.buffered
-                .entry(conversation.clone())
-                .or_default()
-                .insert(message.seq, message);
-            return self.pull(ws, &conversation).await;
-        }
-        // The run of entries this one completes: stored, and `held` moved past them, before any
-        // is shown, so a failure part-way shows nothing twice.
-        let mut run = vec![message];
-        let mut held = held + 1;
-        while let Some(next) = self
-            .buffered
-            .get_mut(&conversation)
-            .and_then(|b| b.remove(&(held + 1)))
-        {
-            held = next.seq;
-            run.push(next);
-        }
-        for message in &run {
-            self.store.put_message(message).await?;
-        }
-        if let Some(buffer) = self.buffered.get_mut(&conversation) {
-            buffer.retain(|seq, _| *seq > held);
-            if buffer.is_empty() {
-                self.buffered.remove(&conversation);
+    /// Carries out the timeline's actions in order; the first failure ends them (and the
+    /// session: the sync after the reconnect starts again from what was stored).
+    async fn act(&mut self, ws: &mut Ws, actions: Vec<Action>) -> std::result::Result<(), Error> {
+        for action in actions {
+            match action {
+                Action::Store(message) => self.store.put_message(&message).await?,
+                Action::SetHeld { conversation, seq } => {
+                    self.store.set_held(&conversation, seq).await?;
+                    self.timeline.held_stored(&conversation, seq);
+                }
+                Action::Advance {
+                    conversation,
+                    held,
+                    from_others,
+                } => {
+                    // Messages from others newer than what the conversation's state already
+                    // counts.
+                    self.touch(&conversation, |c| {
+                        let fresh = from_others
+                            .iter()
+                            .filter(|seq| **seq > c.last_seq && **seq > c.read_seq)
+                            .count() as u64;
+                        c.unread_count += fresh;
+                        c.last_seq = c.last_seq.max(held);
+                    })
+                    .await?;
+                    self.unacked.insert(conversation);
+                }
+                Action::Show(message) => {
+                    let event = match message.body {
+                        Body::Content(_) => Event::Message(message),
+                        _ => Event::Change(message),
+                    };
+                    self.emit(event);
+                }
+                Action::Pull {
+                    conversation,
+                    after_seq,
+                } => {
+                    let body = client_frame::Body::Pull(PullRequest {
+                        conversation_id: conversation.clone(),
+                        after_seq,
+                        limit: 0,
+                    });
+                    self.transmit(ws, Request::Pull(conversation), body).await?;
+                }
             }
         }
-        self.store.set_held(&conversation, held).await?;
-        self.held.insert(conversation.clone(), held);
-        // Messages from others newer than what the conversation's state already counts.
-        let me = self.user_id.clone();
-        let from_others: Vec<u64> = run
-            .iter()
-            .filter(|m| matches!(m.body, Body::Content(_)) && m.sender_user_id != me)
-            .map(|m| m.seq)
-            .collect();
-        self.touch(&conversation, |c| {
-            let fresh = from_others
-                .iter()
-                .filter(|seq| **seq > c.last_seq && **seq > c.read_seq)
-                .count() as u64;
-            c.unread_count += fresh;
-            c.last_seq = c.last_seq.max(held);
-        })
-        .await?;
-        self.unacked.insert(conversation.clone());
-        for message in run {
-            let event = match message.body {
-                Body::Content(_) => Event::Message(message),
-                _ => Event::Change(message),
-            };
-            self.emit(event);
-        }
         Ok(())
-    }
-
-    async fn pull(&mut self, ws: &mut Ws, conversation: &str) -> std::result::Result<(), Error> {
-        if !self.pulling.insert(conversation.to_owned()) {
-            return Ok(());
-        }
-        let after_seq = self.held.get(conversation).copied().unwrap_or(0);
-        let body = client_frame::Body::Pull(PullRequest {
-            conversation_id: conversation.to_owned(),
-            after_seq,
-            limit: 0,
-        });
-        self.transmit(ws, Pending::Pull(conversation.to_owned()), body)
-            .await
     }
 
     async fn on_pull(
@@ -1566,31 +1032,22 @@ impl Actor {
         conversation: &str,
         body: server_frame::Body,
     ) -> std::result::Result<(), Error> {
-        self.pulling.remove(conversation);
-        let page = match body {
-            server_frame::Body::Messages(page) => page,
-            // A passing refusal: reconnect, sync and pull again.
+        match body {
+            server_frame::Body::Messages(page) => {
+                let actions = self.timeline.on_page(conversation, &page);
+                self.act(ws, actions).await
+            }
+            // A passing refusal: reconnect, sync and pull again (the connection's end forgets
+            // the pull).
             server_frame::Body::Error(error) if Error::from(error.clone()).is_retryable() => {
-                return Err(error.into());
+                Err(error.into())
             }
-            // Refused for good (the user left, say): nothing more comes for what is buffered.
+            // Refused for good (the user left, say).
             _ => {
-                self.buffered.remove(conversation);
-                return Ok(());
+                self.timeline.on_pull_refused(conversation);
+                Ok(())
             }
-        };
-        self.skip_invisible(conversation, page.visible_from_seq)
-            .await?;
-        let progressed = !page.messages.is_empty();
-        for message in &page.messages {
-            self.apply(ws, with_as_of(Message::from(message), page.last_seq))
-                .await?;
         }
-        let held = self.held.get(conversation).copied().unwrap_or(0);
-        if progressed && held < page.last_seq {
-            self.pull(ws, conversation).await?;
-        }
-        Ok(())
     }
 
     async fn on_sync(
@@ -1612,7 +1069,7 @@ impl Actor {
                 page_token: sync.next_page_token,
                 ..Default::default()
             };
-            self.transmit(ws, Pending::Sync, client_frame::Body::Sync(next))
+            self.transmit(ws, Request::Sync, client_frame::Body::Sync(next))
                 .await?;
         }
         Ok(())
@@ -1647,23 +1104,6 @@ impl Actor {
         self.store.put_conversation(&state).await
     }
 
-    /// Entries below `visible_from_seq` are not the user's to see: they count as held.
-    async fn skip_invisible(
-        &mut self,
-        conversation: &str,
-        visible_from_seq: u64,
-    ) -> std::result::Result<(), Error> {
-        let floor = visible_from_seq.saturating_sub(1);
-        if floor > self.held.get(conversation).copied().unwrap_or(0) {
-            self.store.set_held(conversation, floor).await?;
-            self.held.insert(conversation.to_owned(), floor);
-            if let Some(buffer) = self.buffered.get_mut(conversation) {
-                buffer.retain(|seq, _| *seq > floor);
-            }
-        }
-        Ok(())
-    }
-
     async fn on_conversation(
         &mut self,
         ws: &mut Ws,
@@ -1688,19 +1128,19 @@ impl Actor {
             self.emit(Event::Conversation(conversation));
             return Ok(());
         }
-        self.skip_invisible(&state.conversation_id, state.visible_from_seq)
-            .await?;
+        let floor = self
+            .timeline
+            .on_visible_from(&state.conversation_id, state.visible_from_seq);
+        self.act(ws, floor).await?;
         let conversation = Conversation::from(state);
         self.read
             .insert(conversation.conversation_id.clone(), conversation.read_seq);
         self.store.put_conversation(&conversation).await?;
-        let behind = state.active
-            && state.last_seq > self.held.get(&state.conversation_id).copied().unwrap_or(0);
         self.emit(Event::Conversation(conversation));
-        if behind {
-            self.pull(ws, &state.conversation_id).await?;
-        }
-        Ok(())
+        let catch_up = self
+            .timeline
+            .on_last_seq(&state.conversation_id, state.last_seq);
+        self.act(ws, catch_up).await
     }
 }
 
