@@ -5,13 +5,26 @@
 //! so they can be awaited from a foreign executor.
 //!
 //! - [`builder`]: [`ClientBuilder`], [`Config`], [`TokenProvider`], the gateway URLs.
-//! - [`connection`]: the task: connect, authenticate, sync, resend the sends not yet
-//!   acknowledged, heartbeats, delivery acknowledgements, reconnect with jittered backoff.
+//! - [`connection`]: the task's run loop: connect, authenticate, serve a session (commands,
+//!   frames, heartbeats, timers), serve commands while offline, reconnect with jittered backoff.
+//! - [`link`]: the socket of one connection: the upgrade and the Hello, frames to and from it.
+//! - [`inbound`]: what the server sends: answers taken to what asked, pushes, the sync, pulls,
+//!   the timeline's actions carried out, delivery acknowledgements.
+//! - [`sends`]: the sends not yet acknowledged (the outbox), resent with their ids.
+//! - [`calls`]: the calls queued while offline or on the wire, and the requests on the wire by
+//!   id.
 //! - [`timeline`]: the ordering of each conversation's entries (repeats dropped, gaps filled by
-//!   pulling), with no I/O, so that it is tested without a socket.
+//!   pulling).
+//!
+//! [`sends`], [`calls`] and [`timeline`] never touch the socket (the task writes the frames),
+//! so that their rules are tested without one.
 
 mod builder;
+mod calls;
 mod connection;
+mod inbound;
+mod link;
+mod sends;
 mod timeline;
 
 use std::sync::{Arc, Mutex};
@@ -107,6 +120,11 @@ impl Events {
     pub async fn next(&mut self) -> Option<Event> {
         self.0.recv().await
     }
+}
+
+/// A delay the server asked for, within reason (and never an overflow).
+fn delay_ms(ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms.min(3_600_000))
 }
 
 fn closed() -> Error {
