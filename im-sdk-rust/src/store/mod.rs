@@ -12,6 +12,8 @@ use async_trait::async_trait;
 
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use crate::{
     error::Result,
@@ -188,83 +190,9 @@ impl LocalStore for MemoryStore {
     }
 }
 
-/// What every [`LocalStore`] must do, for each backend's tests.
-#[cfg(test)]
-pub(crate) async fn behaves_as_a_store(store: &dyn LocalStore) {
-    use crate::types::Body;
-    let message = |seq: u64| Message {
-        conversation_id: "d:a:b".into(),
-        seq,
-        server_msg_id: format!("s{seq}"),
-        sender_user_id: "a".into(),
-        sender_device_id: "d".into(),
-        client_msg_id: format!("{seq}"),
-        server_time_ms: 7,
-        body: Body::Content(crate::types::Content::text(format!("#{seq}"))),
-        state: None,
-    };
-    for seq in [2, 1, 4, 3, 5, 3] {
-        store.put_message(&message(seq)).await.unwrap();
-    }
-    let recent = store.recent("d:a:b", 10).await.unwrap();
-    let seqs: Vec<u64> = recent.iter().map(|m| m.seq).collect();
-    assert_eq!(
-        seqs,
-        [3, 4, 5],
-        "ordered, newest kept (3 per conversation), no repeats"
-    );
-    assert_eq!(recent[0], message(3), "a message comes back as it went in");
-    store.set_held("d:a:b", 5).await.unwrap();
-    store.set_held("d:a:b", 4).await.unwrap();
-    let conversation = Conversation {
-        conversation_id: "d:a:b".into(),
-        kind: 1,
-        last_seq: 5,
-        read_seq: 2,
-        unread_count: 3,
-        active: true,
-    };
-    store.put_conversation(&conversation).await.unwrap();
-    let out = |id: &str| Outgoing {
-        client_msg_id: id.into(),
-        conversation_id: "d:a:b".into(),
-        body: vec![1, 2],
-    };
-    for id in ["x", "y", "x"] {
-        store.push_outgoing(&out(id)).await.unwrap();
-    }
-    let snapshot = store.load().await.unwrap();
-    assert_eq!(snapshot.held["d:a:b"], 5, "held never moves back");
-    assert_eq!(snapshot.read["d:a:b"], 2);
-    assert_eq!(
-        snapshot.outbox,
-        vec![out("x"), out("y")],
-        "in order, once each"
-    );
-    assert_eq!(store.conversations().await.unwrap(), vec![conversation]);
-    store.remove_outgoing("x").await.unwrap();
-    assert_eq!(store.load().await.unwrap().outbox, vec![out("y")]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_memory_store_behaves_as_a_store() {
-        behaves_as_a_store(&MemoryStore::new(3)).await;
-    }
-
-    #[cfg(feature = "sqlite")]
-    #[tokio::test]
-    async fn the_sqlite_store_behaves_as_a_store_and_keeps_it_across_opens() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("client.db");
-        behaves_as_a_store(&sqlite::SqliteStore::open(&path, 3).unwrap()).await;
-        let reopened = sqlite::SqliteStore::open(&path, 3).unwrap();
-        let snapshot = reopened.load().await.unwrap();
-        assert_eq!(snapshot.held["d:a:b"], 5);
-        assert_eq!(snapshot.outbox.len(), 1);
-        assert_eq!(reopened.recent("d:a:b", 10).await.unwrap().len(), 3);
-    }
+    suite::local_store_suite!(async { (MemoryStore::new(3), ()) });
 }

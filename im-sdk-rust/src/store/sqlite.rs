@@ -309,3 +309,33 @@ impl LocalStore for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::suite::{self, local_store_suite};
+
+    local_store_suite!(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("client.db"), 3).unwrap();
+        (store, dir)
+    });
+
+    #[tokio::test]
+    async fn what_the_suite_leaves_is_there_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.db");
+        let store = SqliteStore::open(&path, 3).unwrap();
+        suite::held_only_moves_forward(&store).await;
+        suite::recent_messages_are_kept_in_order_and_bounded(&store).await;
+        suite::the_outbox_keeps_order_and_dedups(&store).await;
+        suite::conversations_round_trip(&store).await;
+        let reopened = SqliteStore::open(&path, 3).unwrap();
+        let snapshot = reopened.load().await.unwrap();
+        assert_eq!(snapshot.held["d:a:b"], 5);
+        assert_eq!(snapshot.outbox.len(), 1);
+        assert_eq!(reopened.recent("d:a:b", 10).await.unwrap().len(), 3);
+    }
+}
