@@ -9,6 +9,7 @@
 //! - [`error`]: the stable error-code table (name, meaning, retryable).
 //! - [`ids`]: user, device, group and conversation ids with one canonical string form.
 //! - [`bus`]: the subjects services talk on and the payload each carries.
+//! - [`reflect`]: the field numbers each message declares, from the descriptor set.
 //!
 //! `docs/PROTOCOL.md` is the normative description; `conformance/vectors/` holds golden bytes
 //! that every implementation, in any language, must reproduce.
@@ -29,6 +30,7 @@ pub mod bus;
 pub mod codec;
 pub mod error;
 pub mod ids;
+pub mod reflect;
 pub mod version;
 
 /// Generated protobuf types of package `im.v1`.

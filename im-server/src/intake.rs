@@ -18,16 +18,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use im_common::{auth::TokenVerifier, bus::LinkState};
-use im_proto::v1::{
-    BanKind, ConversationState, ConversationType, ErrorCode, GroupChange, MemberChange,
-    server_frame,
+use im_proto::{
+    ConversationId, GroupId, UserId,
+    v1::{BanKind, ConversationState, ErrorCode, GroupChange, MemberChange, server_frame},
 };
 use tokio::sync::watch;
 
 use crate::{
     business::{Directory, Permissions},
     events::{Event, Subscriptions},
-    messaging::Messaging,
+    messaging::{Messaging, left},
     sessions::{Outbound, Sessions},
     wire,
 };
@@ -152,44 +152,47 @@ impl NodeSessions {
     }
 }
 
-/// A group the user is no longer in: its progress is none of their business.
-fn inactive(group_id: &str) -> ConversationState {
-    ConversationState {
-        conversation_id: format!("g:{group_id}"),
-        r#type: ConversationType::Group as i32,
-        visible_from_seq: 1,
-        active: false,
-        ..Default::default()
-    }
+/// The state of a group its members are no longer in.
+fn inactive(group: &GroupId) -> ConversationState {
+    left(&ConversationId::group(group.clone()).to_string())
 }
 
 #[async_trait]
 impl SessionEffects for NodeSessions {
     async fn apply(&self, event: &Event, known_members: Option<Arc<[String]>>) {
         match event {
-            Event::Member(event) => match event.change() {
-                MemberChange::Added => {
-                    for user in event.user_ids.iter().filter(|u| self.sessions.is_online(u)) {
-                        match self.messaging.joined(user, &event.group_id).await {
-                            Ok(state) => self.push_state(user, state),
-                            Err(error) => {
-                                tracing::warn!(code = error.code, "joined state not pushed");
+            Event::Member(event) => {
+                let Ok(group) = GroupId::new(event.group_id.as_str()) else {
+                    return;
+                };
+                match event.change() {
+                    MemberChange::Added => {
+                        let online = event.user_ids.iter().filter(|u| self.sessions.is_online(u));
+                        for user in online.filter_map(|u| UserId::new(u.as_str()).ok()) {
+                            match self.messaging.joined(&user, &group).await {
+                                Ok(state) => self.push_state(user.as_str(), state),
+                                Err(error) => {
+                                    tracing::warn!(code = ?error.code(), "joined state not pushed");
+                                }
                             }
                         }
                     }
-                }
-                MemberChange::Removed | MemberChange::Left => {
-                    for user in &event.user_ids {
-                        self.push_state(user, inactive(&event.group_id));
+                    MemberChange::Removed | MemberChange::Left => {
+                        for user in &event.user_ids {
+                            self.push_state(user, inactive(&group));
+                        }
                     }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             // The member list this node had says whom to tell now; the others learn it from
             // their next sync.
             Event::Group(event) if event.change() == GroupChange::Dismissed => {
+                let Ok(group) = GroupId::new(event.group_id.as_str()) else {
+                    return;
+                };
                 for user in known_members.iter().flat_map(|m| m.iter()) {
-                    self.push_state(user, inactive(&event.group_id));
+                    self.push_state(user, inactive(&group));
                 }
             }
             Event::Group(_) => {}

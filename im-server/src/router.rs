@@ -88,7 +88,7 @@ impl Kept {
 
 /// One frame for every session of some users, on whichever nodes they are.
 #[derive(Debug, Clone)]
-pub struct Item {
+pub struct Routed {
     /// The recipients.
     pub users: Arc<[String]>,
     /// The frame.
@@ -136,7 +136,7 @@ impl Router {
 
     /// Delivers one frame; see [`Router::deliver_all`].
     pub async fn deliver(&self, users: Arc<[String]>, outbound: Outbound, exclude: Option<&str>) {
-        let item = Item {
+        let item = Routed {
             users,
             outbound,
             exclude: exclude.map(Into::into),
@@ -148,7 +148,7 @@ impl Router {
     /// order. With `want_offline`, returns per item the users who have no session anywhere
     /// (for offline pushes; when the routes cannot be read, only users known offline
     /// everywhere are listed: none); without, empty lists, and nobody is collected.
-    pub async fn deliver_all(&self, items: &[Item], want_offline: bool) -> Vec<Vec<String>> {
+    pub async fn deliver_all(&self, items: &[Routed], want_offline: bool) -> Vec<Vec<String>> {
         if items.iter().all(|item| item.users.is_empty()) {
             return vec![Vec::new(); items.len()];
         }
@@ -375,7 +375,7 @@ impl Router {
 }
 
 /// The deliveries of `item` to `users`, at most [`MAX_DELIVERY_USERS`] users each.
-fn deliveries(item: &Item, users: Vec<String>) -> Vec<Delivery> {
+fn deliveries(item: &Routed, users: Vec<String>) -> Vec<Delivery> {
     let (conversation_id, seq) = match &item.outbound.entry {
         Some((conversation, seq)) => (conversation.to_string(), *seq),
         None => (String::new(), 0),

@@ -21,7 +21,7 @@ use crate::{
     intake::{Intake, NodeSessions},
     limits::{LocalSendRate, SendRate},
     messaging::{Messaging, MessagingTasks},
-    presence::{MemoryPresence, PresenceStore},
+    presence::{MemoryPresence, PresenceLimits, PresenceService, PresenceStore},
     push::{OutboxPush, PushHook},
     router::Router,
     sessions::Sessions,
@@ -340,12 +340,22 @@ pub async fn start_with(
             tracing::error!(%error, "operations endpoint failed");
         }
     });
+    let presence = Arc::new(PresenceService::new(
+        parts.presence,
+        sessions.clone(),
+        bus.clone(),
+        &settings.node_id,
+        PresenceLimits {
+            max_subscriptions: settings.max_presence_subscriptions as usize,
+            max_status_text_bytes: settings.max_status_text_bytes,
+        },
+    ));
     let gateway = Arc::new(Gateway::new(
         settings.clone(),
         verifier,
         sessions.clone(),
         messaging,
-        parts.presence,
+        presence,
         bus,
         shutdown,
     ));

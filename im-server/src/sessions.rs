@@ -11,7 +11,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use im_proto::v1::{ErrorCode, Platform};
+use im_proto::{
+    DeviceId, UserId,
+    v1::{ErrorCode, Platform},
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +37,8 @@ pub struct SessionHandle {
     /// Unique per connection.
     pub session_id: Arc<str>,
     /// The authenticated user.
+    pub user: UserId,
+    /// The same, shared (a key of rate limits and registries).
     pub user_id: Arc<str>,
     /// Its device.
     pub device_id: Arc<str>,
@@ -69,8 +74,8 @@ impl Ending {
 impl SessionHandle {
     /// A handle for a new connection; the connection keeps the receiving end of its queue.
     pub fn new(
-        user_id: &str,
-        device_id: &str,
+        user: UserId,
+        device: &DeviceId,
         platform: Platform,
         token_issued_at_ms: i64,
         queue: usize,
@@ -78,8 +83,9 @@ impl SessionHandle {
         let (outbox, inbox) = mpsc::channel(queue);
         let handle = Self {
             session_id: uuid::Uuid::new_v4().simple().to_string().into(),
-            user_id: user_id.into(),
-            device_id: device_id.into(),
+            user_id: user.as_str().into(),
+            user,
+            device_id: device.as_str().into(),
             platform,
             token_issued_at_ms,
             connected_at_ms: im_common::now_ms(),
@@ -403,7 +409,8 @@ mod tests {
         device: &str,
         queue: usize,
     ) -> (SessionHandle, mpsc::Receiver<Arc<Outbound>>) {
-        SessionHandle::new(user, device, Platform::Web, 0, queue)
+        let (user, device) = (UserId::new(user).unwrap(), DeviceId::new(device).unwrap());
+        SessionHandle::new(user, &device, Platform::Web, 0, queue)
     }
 
     fn frame(byte: u8) -> Outbound {

@@ -1,19 +1,97 @@
-//! Encoding frames around stored bodies. Entries are relayed with their `MessageBody` bytes
-//! exactly as received, so fields newer than this server still reach the clients that know
-//! them: frames are assembled from prost-encoded parts and raw length-delimited fields (a
-//! protobuf message is the concatenation of its fields).
+//! Framing, in one place: the bytes of a sent body as they are checked and stored
+//! ([`RawBody`]), and the frames the server builds around stored bodies.
+//!
+//! Entries are relayed with their `MessageBody` bytes exactly as received, so fields newer
+//! than this server still reach the clients that know them: frames are assembled from
+//! prost-encoded parts and raw length-delimited fields (a protobuf message is the concatenation
+//! of its fields). The few field numbers this needs are named in [`fields`] and checked against
+//! the descriptor set by a test.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
-use im_proto::v1::{Error, ServerFrame, server_frame};
+use im_proto::{
+    reflect,
+    v1::{Error, Message, MessageBody, MessagePage, ServerFrame, server_frame},
+};
 use prost::{
-    Message,
+    Message as _,
     encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint},
 };
 
-/// The bytes of length-delimited field `number` in the protobuf message `buf` (its last
-/// occurrence), or `None` if absent or if `buf` is not well formed.
-pub(crate) fn field(mut buf: &[u8], number: u32) -> Option<&[u8]> {
-    let mut found = None;
+/// Field numbers used when frames are taken apart or assembled around raw bodies.
+pub(crate) mod fields {
+    /// `ClientFrame.send`.
+    pub(crate) const FRAME_SEND: u32 = 4;
+    /// `SendRequest.body`.
+    pub(crate) const SEND_BODY: u32 = 3;
+    /// `ServerFrame.message`.
+    pub(crate) const FRAME_MESSAGE: u32 = 6;
+    /// `ServerFrame.messages`.
+    pub(crate) const FRAME_MESSAGES: u32 = 8;
+    /// `Message.body`.
+    pub(crate) const MESSAGE_BODY: u32 = 8;
+    /// `MessagePage.messages`.
+    pub(crate) const PAGE_MESSAGES: u32 = 2;
+    /// `MessageBody.content`.
+    pub(crate) const BODY_CONTENT: u32 = 1;
+    /// `MessageBody.edit`.
+    pub(crate) const BODY_EDIT: u32 = 2;
+    /// `Edit.content`.
+    pub(crate) const EDIT_CONTENT: u32 = 2;
+}
+
+/// The `MessageBody` of a send exactly as the client encoded it: every copy of the field, in
+/// wire order, so that what decodes from it is what the protobuf rules make of the frame (a
+/// field sent twice is merged) and what the checks see is what is stored and relayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBody(Bytes);
+
+impl RawBody {
+    /// The body of the `send` in the encoded `ClientFrame` `frame`; `None` when the frame
+    /// cannot be walked (a malformed or deprecated group field) or carries no body.
+    pub fn of_send_frame(frame: &[u8]) -> Option<Self> {
+        let send = field(frame, fields::FRAME_SEND)?;
+        let body = field(&send, fields::SEND_BODY)?;
+        Some(Self(Bytes::copy_from_slice(&body)))
+    }
+
+    /// A body from its bytes (a stored one, or one built in tests).
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// The body, decoded from exactly these bytes.
+    pub fn decode(&self) -> Result<MessageBody, prost::DecodeError> {
+        MessageBody::decode(self.0.clone())
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty (a body with no field at all).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The raw bytes of the field `number` of this body, every copy concatenated.
+    pub(crate) fn field(&self, number: u32) -> Option<Cow<'_, [u8]>> {
+        field(&self.0, number)
+    }
+}
+
+/// The bytes of length-delimited field `number` in the protobuf message `buf`: every
+/// occurrence, concatenated (which decodes as protobuf merges them), borrowed when there is
+/// one. `None` if absent or if `buf` is not well formed.
+pub(crate) fn field(mut buf: &[u8], number: u32) -> Option<Cow<'_, [u8]>> {
+    let mut found: Option<Cow<'_, [u8]>> = None;
     while !buf.is_empty() {
         let (tag, wire_type) = decode_key(&mut buf).ok()?;
         let skip = match wire_type {
@@ -27,7 +105,10 @@ pub(crate) fn field(mut buf: &[u8], number: u32) -> Option<&[u8]> {
                 let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
                 let value = buf.get(..len)?;
                 if tag == number {
-                    found = Some(value);
+                    found = Some(match found {
+                        None => Cow::Borrowed(value),
+                        Some(earlier) => Cow::Owned([&earlier[..], value].concat()),
+                    });
                 }
                 len
             }
@@ -38,17 +119,46 @@ pub(crate) fn field(mut buf: &[u8], number: u32) -> Option<&[u8]> {
     found
 }
 
+/// Whether the encoded message `raw` of type `message` (a full name) holds a field that type
+/// does not declare: one from a newer version of the protocol.
+pub(crate) fn has_unknown_fields(raw: &[u8], message: &str) -> bool {
+    let Some(known) = reflect::field_numbers(message) else {
+        return false;
+    };
+    let mut buf = raw;
+    while !buf.is_empty() {
+        let Ok((tag, wire_type)) = decode_key(&mut buf) else {
+            return false;
+        };
+        if known.binary_search(&tag).is_err() {
+            return true;
+        }
+        let skip = match wire_type {
+            WireType::Varint => match decode_varint(&mut buf) {
+                Ok(_) => 0,
+                Err(_) => return false,
+            },
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => match decode_varint(&mut buf) {
+                Ok(len) => usize::try_from(len).unwrap_or(usize::MAX),
+                Err(_) => return false,
+            },
+            WireType::StartGroup | WireType::EndGroup => return false,
+        };
+        match buf.get(skip..) {
+            Some(rest) => buf = rest,
+            None => return false,
+        }
+    }
+    false
+}
+
 /// Appends `bytes` as length-delimited field `number`.
 pub(crate) fn put_field(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
     encode_key(number, WireType::LengthDelimited, out);
     encode_varint(bytes.len() as u64, out);
     out.extend_from_slice(bytes);
-}
-
-/// Whether `raw` holds fields that `decoded` (decoded from it) does not know: re-encoding
-/// what was understood comes out shorter.
-pub(crate) fn has_unknown_fields(decoded: &impl Message, raw: &[u8]) -> bool {
-    decoded.encoded_len() < raw.len()
 }
 
 /// A `ServerFrame` carrying `body`.
@@ -67,7 +177,7 @@ pub(crate) fn error_frame(request_id: u64, error: Error) -> Bytes {
 }
 
 /// A `ServerFrame` whose body variant `number` is the already encoded `inner`.
-pub(crate) fn raw_frame(request_id: u64, number: u32, inner: &[u8]) -> Bytes {
+fn raw_frame(request_id: u64, number: u32, inner: &[u8]) -> Bytes {
     let mut out = ServerFrame {
         request_id,
         body: None,
@@ -77,37 +187,114 @@ pub(crate) fn raw_frame(request_id: u64, number: u32, inner: &[u8]) -> Bytes {
     out.into()
 }
 
+/// An encoded `Message` whose body is the raw body `body`.
+pub(crate) fn message(message: &Message, body: &[u8]) -> Vec<u8> {
+    debug_assert!(message.body.is_none(), "the body goes in raw");
+    let mut out = message.encode_to_vec();
+    put_field(&mut out, fields::MESSAGE_BODY, body);
+    out
+}
+
+/// The push of an encoded `Message` (request id 0).
+pub(crate) fn push_frame(message: &[u8]) -> Bytes {
+    raw_frame(0, fields::FRAME_MESSAGE, message)
+}
+
+/// A page of entries: the page's fields, and its entries as encoded `Message`s with their
+/// bodies as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// Everything but the entries.
+    pub page: MessagePage,
+    /// The entries, ascending.
+    pub messages: Vec<Vec<u8>>,
+}
+
+/// The answer to a history or pull request.
+pub(crate) fn page_frame(request_id: u64, page: &Page) -> Bytes {
+    debug_assert!(page.page.messages.is_empty(), "the entries go in raw");
+    let mut out = page.page.encode_to_vec();
+    for message in &page.messages {
+        put_field(&mut out, fields::PAGE_MESSAGES, message);
+    }
+    raw_frame(request_id, fields::FRAME_MESSAGES, &out)
+}
+
 #[cfg(test)]
 mod tests {
-    use im_proto::v1::{Content, MessageBody, Text, content, message_body};
+    use im_proto::v1::{Content, Text, content, message_body};
 
     use super::*;
 
-    #[test]
-    fn raw_fields_round_trip_through_prost() {
-        let body = MessageBody {
+    fn text(text: &str) -> MessageBody {
+        MessageBody {
             kind: Some(message_body::Kind::Content(Content {
-                kind: Some(content::Kind::Text(Text { text: "hi".into() })),
+                kind: Some(content::Kind::Text(Text { text: text.into() })),
                 ..Default::default()
             })),
-        };
+        }
+    }
+
+    #[test]
+    fn hand_written_field_numbers_match_the_descriptors() {
+        let named = [
+            (fields::FRAME_SEND, "im.v1.ClientFrame", "send"),
+            (fields::SEND_BODY, "im.v1.SendRequest", "body"),
+            (fields::FRAME_MESSAGE, "im.v1.ServerFrame", "message"),
+            (fields::FRAME_MESSAGES, "im.v1.ServerFrame", "messages"),
+            (fields::MESSAGE_BODY, "im.v1.Message", "body"),
+            (fields::PAGE_MESSAGES, "im.v1.MessagePage", "messages"),
+            (fields::BODY_CONTENT, "im.v1.MessageBody", "content"),
+            (fields::BODY_EDIT, "im.v1.MessageBody", "edit"),
+            (fields::EDIT_CONTENT, "im.v1.Edit", "content"),
+        ];
+        for (number, message, field) in named {
+            assert_eq!(
+                reflect::field_number(message, field),
+                Some(number),
+                "{message}.{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn raw_fields_round_trip_through_prost() {
+        let body = text("hi");
         let raw = body.encode_to_vec();
-        let content = field(&raw, 1).expect("content");
+        let content = field(&raw, fields::BODY_CONTENT).expect("content");
         assert_eq!(
-            Content::decode(content).expect("decodes").kind,
+            Content::decode(&content[..]).expect("decodes").kind,
             Some(content::Kind::Text(Text { text: "hi".into() }))
         );
-        assert_eq!(field(&raw, 2), None);
+        assert_eq!(field(&raw, fields::BODY_EDIT), None);
         assert_eq!(field(&[0x0a, 0x05, 0x01], 1), None, "truncated");
 
         let mut rebuilt = Vec::new();
-        put_field(&mut rebuilt, 1, content);
+        put_field(&mut rebuilt, fields::BODY_CONTENT, &content);
         assert_eq!(rebuilt, raw);
 
         let mut newer = raw.clone();
         put_field(&mut newer, 99, b"from the future");
-        let seen = MessageBody::decode(newer.as_slice()).expect("decodes");
-        assert!(has_unknown_fields(&seen, &newer));
-        assert!(!has_unknown_fields(&body, &raw));
+        assert!(has_unknown_fields(&newer, "im.v1.MessageBody"));
+        assert!(!has_unknown_fields(&raw, "im.v1.MessageBody"));
+        let twice = [raw.clone(), raw].concat();
+        assert!(
+            !has_unknown_fields(&twice, "im.v1.MessageBody"),
+            "a field sent twice is not a newer one"
+        );
+    }
+
+    #[test]
+    fn request_ids_and_raw_bodies_go_where_the_frames_say() {
+        let page = Page {
+            page: MessagePage::default(),
+            messages: vec![message(&Message::default(), &text("x").encode_to_vec())],
+        };
+        let decoded = ServerFrame::decode(page_frame(42, &page)).expect("decodes");
+        assert_eq!(decoded.request_id, 42);
+        let Some(server_frame::Body::Messages(messages)) = decoded.body else {
+            panic!("a page");
+        };
+        assert_eq!(messages.messages[0].body, Some(text("x")));
     }
 }

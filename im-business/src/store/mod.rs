@@ -142,12 +142,12 @@ pub enum StoreError {
     },
     /// The database failed.
     #[error("storage: {0}")]
-    Backend(String),
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<diesel::result::Error> for StoreError {
     fn from(error: diesel::result::Error) -> Self {
-        Self::Backend(error.to_string())
+        Self::Backend(Box::new(error))
     }
 }
 

@@ -8,7 +8,7 @@ pub(super) use im_common::server_db::ServerDb;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 impl From<im_common::server_db::ServerDbError> for super::StoreError {
     fn from(error: im_common::server_db::ServerDbError) -> Self {
-        Self::Backend(error.to_string())
+        Self::Backend(Box::new(error))
     }
 }
 

@@ -19,7 +19,7 @@ const INSERT_CHUNK: usize = 500;
 
 impl From<SqliteError> for StoreError {
     fn from(error: SqliteError) -> Self {
-        Self::Backend(error.to_string())
+        Self::Backend(Box::new(error))
     }
 }
 

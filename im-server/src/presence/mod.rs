@@ -1,6 +1,7 @@
 //! Who is online, on which platforms, with which chosen status. The embedded mode keeps it in
 //! memory ([`MemoryPresence`]); the distributed one keeps the same records in Redis with leases,
-//! behind the same trait.
+//! behind the same trait. [`PresenceService`] is the module as sessions use it: connecting,
+//! leaving, choosing a status, watching other users.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -11,6 +12,9 @@ use im_proto::v1::{Platform, Presence, PresenceStatus};
 
 #[cfg(feature = "redis")]
 pub mod redis;
+mod service;
+
+pub use service::{PresenceLimits, PresenceService};
 
 /// The presence records of every user.
 #[async_trait]

@@ -132,12 +132,12 @@ pub enum StoreError {
     Invalid(String),
     /// The database failed.
     #[error("storage: {0}")]
-    Backend(String),
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<diesel::result::Error> for StoreError {
     fn from(error: diesel::result::Error) -> Self {
-        Self::Backend(error.to_string())
+        Self::Backend(Box::new(error))
     }
 }
 

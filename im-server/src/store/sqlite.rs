@@ -18,7 +18,7 @@ const CHUNK: usize = 500;
 
 impl From<SqliteError> for StoreError {
     fn from(error: SqliteError) -> Self {
-        Self::Backend(error.to_string())
+        Self::Backend(Box::new(error))
     }
 }
 

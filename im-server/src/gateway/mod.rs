@@ -1,0 +1,150 @@
+//! The WebSocket gateway: the accept loop, the upgrade with version negotiation
+//! ([`upgrade`]), the Hello ([`handshake`]), and one task per connection ([`connection`]) that
+//! reads requests and answers them ([`dispatch`]), writes pushes, keeps the heartbeat,
+//! enforces the limits and resends unacknowledged pushes, over one WebSocket ([`link`]).
+//!
+//! Memory per idle connection is kept small on purpose: tungstenite's read buffer is 1 KiB by
+//! default (its own default is 128 KiB) and its writes are not buffered, the outbound queue
+//! holds shared frames, the resend buffer is empty while everything is acknowledged, and each
+//! phase of a connection's task is boxed so the task is only as large as its idle state.
+
+mod connection;
+mod dispatch;
+mod handshake;
+mod link;
+mod upgrade;
+
+use std::{sync::Arc, time::Duration};
+
+use im_common::{auth::TokenVerifier, bus::Bus};
+use im_proto::v1::ErrorCode;
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    messaging::Messaging, presence::PresenceService, sessions::Sessions, settings::CoreSettings,
+};
+
+/// The server's name and version, in `Welcome.server_version`.
+pub const SERVER_VERSION: &str = concat!("im-server/", env!("CARGO_PKG_VERSION"));
+
+/// The path WebSocket upgrades are accepted on.
+pub const WS_PATH: &str = "/ws";
+
+/// Room a frame needs around one entry's body: ids, times, tags (ids are at most 64 bytes).
+pub const ENTRY_FRAMING_BYTES: u32 = 1024;
+
+/// The WebSocket close code for a protocol error code (docs/PROTOCOL.md, "Closing").
+pub fn close_code(code: ErrorCode) -> u16 {
+    use ErrorCode as C;
+    match code {
+        C::ShuttingDown => 1001,
+        C::MalformedFrame
+        | C::UnsupportedVersion
+        | C::UnsupportedFrame
+        | C::HandshakeRequired
+        | C::AlreadyAuthenticated
+        | C::InvalidArgument => 1002,
+        C::Unauthenticated
+        | C::TokenExpired
+        | C::TokenRevoked
+        | C::UserDisabled
+        | C::SessionReplaced
+        | C::RateLimited => 1008,
+        C::FrameTooLarge => 1009,
+        C::Internal => 1011,
+        C::TooManyConnections | C::Unavailable | C::SlowConsumer => 1013,
+        _ => 1000,
+    }
+}
+
+/// What a connection needs from the node.
+pub struct Gateway {
+    settings: CoreSettings,
+    verifier: Arc<TokenVerifier>,
+    sessions: Arc<Sessions>,
+    messaging: Arc<Messaging>,
+    presence: Arc<PresenceService>,
+    bus: Arc<dyn Bus>,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("sessions", &self.sessions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway over the node's modules; it stops accepting when `shutdown` fires.
+    pub fn new(
+        settings: CoreSettings,
+        verifier: Arc<TokenVerifier>,
+        sessions: Arc<Sessions>,
+        messaging: Arc<Messaging>,
+        presence: Arc<PresenceService>,
+        bus: Arc<dyn Bus>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(settings.max_sessions)),
+            settings,
+            verifier,
+            sessions,
+            messaging,
+            presence,
+            bus,
+            shutdown,
+            connections: TaskTracker::new(),
+        }
+    }
+
+    /// Accepts connections until shutdown, then waits for every connection to close.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let gateway = self.clone();
+                    self.connections.spawn(async move {
+                        if let Err(error) = gateway.connection(stream).await {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        drop(listener);
+        self.sessions.end_all(ErrorCode::ShuttingDown);
+        self.connections.close();
+        self.connections.wait().await;
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        // Each phase is boxed: a task is as large as its largest state, and an idle session
+        // should carry neither the handshake's nor a request's.
+        let Some(connection) = Box::pin(self.clone().open(stream)).await? else {
+            return Ok(());
+        };
+        let session = connection.session().clone();
+        let result = Box::pin(connection.run()).await;
+        Box::pin(self.closed(&session)).await;
+        result
+    }
+}

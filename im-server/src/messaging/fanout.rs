@@ -1,0 +1,145 @@
+//! The fan-out: committed entries, in commit order, go to every online device of every member
+//! (the sending session excepted) on every node; the rest are handed to the push hook. Only
+//! then is each sender answered.
+
+use std::sync::Arc;
+
+use im_proto::{
+    ConversationId, ConversationKind, ErrorCode, GroupId,
+    v1::{Message, MessageBody},
+};
+use prost::Message as _;
+use tokio::sync::mpsc;
+
+use super::commit::Committed;
+use crate::{
+    business::Directory,
+    push::PushHook,
+    router::{Routed, Router},
+    sessions::Outbound,
+    store::StoredEntry,
+    wire,
+};
+
+/// Committed entries fanned out together, at most.
+const FAN_OUT_BATCH: usize = 256;
+
+/// What the fan-out needs.
+pub(super) struct FanOut {
+    pub(super) directory: Arc<Directory>,
+    pub(super) router: Arc<Router>,
+    pub(super) push: Arc<dyn PushHook>,
+}
+
+/// An entry's `Message` without its body (which goes in raw, as received).
+pub(super) fn message_of(entry: &StoredEntry) -> Message {
+    Message {
+        conversation_id: entry.conversation_id.clone(),
+        seq: entry.seq as u64,
+        server_msg_id: entry.server_msg_id.clone(),
+        sender_user_id: entry.sender_user_id.clone(),
+        sender_device_id: entry.sender_device_id.clone(),
+        client_msg_id: entry.client_msg_id.clone(),
+        server_time_ms: entry.server_time_ms,
+        body: None,
+        state: None,
+    }
+}
+
+/// The push of a new entry, its body as received.
+pub fn push_frame(entry: &StoredEntry) -> bytes::Bytes {
+    wire::push_frame(&wire::message(&message_of(entry), &entry.body))
+}
+
+/// Pushes committed entries until the committer is gone. Entries committed together go out
+/// together: one route lookup and one bus message per node.
+pub(super) async fn fan_out(fanout: FanOut, mut committed: mpsc::Receiver<Committed>) {
+    let mut batch = Vec::with_capacity(FAN_OUT_BATCH);
+    while committed.recv_many(&mut batch, FAN_OUT_BATCH).await > 0 {
+        let mut items = Vec::with_capacity(batch.len());
+        // Per item, which answer holds its entry.
+        let mut pushed = Vec::with_capacity(batch.len());
+        let mut answers = Vec::with_capacity(batch.len());
+        for Committed {
+            appended,
+            session_id,
+            done,
+        } in batch.drain(..)
+        {
+            let entry = appended.entry();
+            if let Some(recipients) = recipients(&fanout.directory, entry).await {
+                items.push(Routed {
+                    users: recipients,
+                    outbound: Outbound {
+                        frame: push_frame(entry),
+                        entry: Some((entry.conversation_id.as_str().into(), entry.seq as u64)),
+                    },
+                    exclude: session_id,
+                });
+                pushed.push(answers.len());
+            }
+            answers.push((done, appended));
+        }
+        let wants_offline = fanout.push.wants_offline_users();
+        let offline = fanout.router.deliver_all(&items, wants_offline).await;
+        // Push services want the content (a preview): the body decoded, unlike pushes to
+        // clients, which relay its bytes.
+        let notices: Vec<(Message, Vec<String>)> = if wants_offline {
+            pushed
+                .iter()
+                .zip(offline)
+                .filter(|(_, users)| !users.is_empty())
+                .map(|(&i, users)| {
+                    let entry = answers[i].1.entry();
+                    let mut message = message_of(entry);
+                    message.body = MessageBody::decode(entry.body.as_slice()).ok();
+                    (message, users)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (done, appended) in answers {
+            let _ = done.send(Ok(appended));
+        }
+        for (message, users) in notices {
+            fanout.push.offline(&message, &users).await;
+        }
+    }
+}
+
+/// Who gets an entry: both sides of a 1:1, or a group's members.
+async fn recipients(directory: &Directory, entry: &StoredEntry) -> Option<Arc<[String]>> {
+    let id = entry.conversation_id.parse::<ConversationId>().ok()?;
+    match id.kind() {
+        ConversationKind::Direct(a, b) if a == b => Some(Arc::new([a.to_string()])),
+        ConversationKind::Direct(a, b) => Some(Arc::new([a.to_string(), b.to_string()])),
+        ConversationKind::Group(group) => {
+            let members = members_with_retries(directory, group).await;
+            if members.is_none() {
+                // Members catch up at their next sync or gap; nothing is lost, the push is.
+                tracing::warn!(
+                    conversation = %entry.conversation_id,
+                    seq = entry.seq,
+                    "no member list: entry not pushed"
+                );
+                metrics::counter!("im_pushes_skipped_total").increment(1);
+            }
+            members
+        }
+    }
+}
+
+/// A group's members, asked up to three times (a business node restarting, say).
+async fn members_with_retries(directory: &Directory, group: &GroupId) -> Option<Arc<[String]>> {
+    for wait_ms in [0, 100, 500] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        match directory.members(group).await {
+            Ok(members) => return Some(members),
+            // A group that is gone stays gone.
+            Err(error) if error.code() == ErrorCode::GroupNotFound => return None,
+            Err(_) => {}
+        }
+    }
+    None
+}

@@ -1,0 +1,174 @@
+//! History and pull: pages of a conversation's entries, backward from a seq or forward from
+//! one, each entry with its state as of the page's last seq, cut to fit the client's frames.
+
+use std::collections::HashSet;
+
+use im_proto::{
+    UserId,
+    v1::{ConversationAction, HistoryRequest, MessagePage, PullRequest},
+};
+
+use super::{Conversation, Messaging, MessagingResult, aggregate::Aggregations, cap};
+use crate::{
+    store::{EntryKind, StoredEntry},
+    wire::Page,
+};
+
+/// Room a frame needs beyond its entries (ids, cursors, tags).
+pub(super) const FRAME_OVERHEAD: usize = 1024;
+
+/// Room one entry needs in a page beyond its bytes (its tag and length).
+const ENTRY_OVERHEAD: usize = 6;
+
+impl Messaging {
+    /// A backward page: entries below `before_seq`, newest last.
+    pub async fn history(
+        &self,
+        user: &UserId,
+        request: &HistoryRequest,
+        max_frame_bytes: usize,
+    ) -> MessagingResult<Page> {
+        let conversation = self.readable(user, &request.conversation_id).await?;
+        let limit = cap(request.limit, self.settings.max_history_page);
+        let last_seq = self.last_seq(&conversation.key).await?;
+        let mut entries = self
+            .store
+            .entries_before(&conversation.key, request.before_seq, limit)
+            .await?;
+        entries.retain(|e| e.seq as u64 <= last_seq);
+        let mut page = self
+            .page(user, &conversation.key, entries, last_seq)
+            .await?;
+        let from = fit_backward(&page, max_frame_bytes);
+        let first = page.get(from).map(|(seq, _)| *seq);
+        let has_more = first.is_some_and(|s| s > 1);
+        let messages = page.drain(from..).map(|(_, m)| m).collect();
+        Ok(Page {
+            page: MessagePage {
+                conversation_id: conversation.key,
+                messages: Vec::new(),
+                has_more,
+                last_seq,
+                visible_from_seq: 1,
+            },
+            messages,
+        })
+    }
+
+    /// A forward page: entries above `after_seq`.
+    pub async fn pull(
+        &self,
+        user: &UserId,
+        request: &PullRequest,
+        max_frame_bytes: usize,
+    ) -> MessagingResult<Page> {
+        let conversation = self.readable(user, &request.conversation_id).await?;
+        let limit = cap(request.limit, self.settings.max_history_page);
+        let last_seq = self.last_seq(&conversation.key).await?;
+        let mut entries = self
+            .store
+            .entries_after(&conversation.key, request.after_seq, limit)
+            .await?;
+        entries.retain(|e| e.seq as u64 <= last_seq);
+        let mut page = self
+            .page(user, &conversation.key, entries, last_seq)
+            .await?;
+        page.truncate(fit_forward(&page, max_frame_bytes));
+        let reached = page.last().map_or(request.after_seq, |(seq, _)| *seq);
+        Ok(Page {
+            page: MessagePage {
+                conversation_id: conversation.key,
+                messages: Vec::new(),
+                has_more: reached < last_seq,
+                last_seq,
+                visible_from_seq: 1,
+            },
+            messages: page.into_iter().map(|(_, m)| m).collect(),
+        })
+    }
+
+    /// The conversation `id` names, if `user` may read it.
+    pub(super) async fn readable(&self, user: &UserId, id: &str) -> MessagingResult<Conversation> {
+        let conversation = Conversation::parse(id)?;
+        self.permit(user, &conversation, ConversationAction::Read)
+            .await?;
+        Ok(conversation)
+    }
+
+    /// The conversation's highest seq (0 when it has no entry).
+    pub(super) async fn last_seq(&self, key: &str) -> MessagingResult<u64> {
+        let seqs = self.store.last_seqs(&[key.to_owned()]).await?;
+        Ok(seqs.first().copied().unwrap_or(0))
+    }
+
+    /// Entries as encoded `Message`s with their state as of `last_seq`, ascending.
+    pub(super) async fn page(
+        &self,
+        user: &UserId,
+        key: &str,
+        entries: Vec<StoredEntry>,
+        last_seq: u64,
+    ) -> MessagingResult<Vec<(u64, Vec<u8>)>> {
+        let targets: Vec<u64> = entries
+            .iter()
+            .map(|e| {
+                if e.kind == EntryKind::Edit as i32 {
+                    e.target_seq as u64
+                } else {
+                    e.seq as u64
+                }
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let effects = self.store.effects(key, &targets, last_seq).await?;
+        let aggregations = Aggregations::fold(user.as_str(), &effects);
+        Ok(entries
+            .iter()
+            .map(|entry| (entry.seq as u64, aggregations.encode(entry)))
+            .collect())
+    }
+}
+
+/// How many entries of a forward page fit a frame, from the oldest (one always goes).
+fn fit_forward(page: &[(u64, Vec<u8>)], max_frame_bytes: usize) -> usize {
+    let budget = max_frame_bytes.saturating_sub(FRAME_OVERHEAD);
+    let mut used = 0;
+    for (kept, (_, message)) in page.iter().enumerate() {
+        used += message.len() + ENTRY_OVERHEAD;
+        if used > budget && kept > 0 {
+            return kept;
+        }
+    }
+    page.len()
+}
+
+/// Where the entries of a backward page that fit a frame start, from the newest (one always
+/// goes).
+fn fit_backward(page: &[(u64, Vec<u8>)], max_frame_bytes: usize) -> usize {
+    let budget = max_frame_bytes.saturating_sub(FRAME_OVERHEAD);
+    let mut used = 0;
+    let mut from = page.len();
+    while from > 0 {
+        used += page[from - 1].1.len() + ENTRY_OVERHEAD;
+        if used > budget && from < page.len() {
+            break;
+        }
+        from -= 1;
+    }
+    from
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_fit_the_frame_limit() {
+        let page: Vec<(u64, Vec<u8>)> = (1..=10).map(|s| (s, vec![0; 300])).collect();
+        assert_eq!(fit_forward(&page, 1024 + 1000), 3);
+        let from = fit_backward(&page, 1024 + 1000);
+        assert_eq!((page.len() - from, from), (3, 7), "the newest are kept");
+        assert_eq!(fit_forward(&page, 10), 1, "one entry always goes");
+    }
+}

@@ -1,0 +1,154 @@
+//! The presence module as sessions use it: a device connects or leaves, a user chooses a
+//! status, a connection watches other users. Every change others can see is published on
+//! `im.presence`, which each node's event intake pushes to the sessions watching the user.
+
+use std::sync::Arc;
+
+use im_common::{bus::Bus, now_ms};
+use im_proto::{
+    ErrorCode, UserId,
+    v1::{Error, Presence, PresenceChanged, PresenceList, PresenceStatus, SetPresence},
+};
+
+use super::PresenceStore;
+use crate::sessions::{SessionHandle, Sessions};
+
+/// The limits a connection's presence requests are held to.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceLimits {
+    /// Users one connection may watch at once.
+    pub max_subscriptions: usize,
+    /// The longest status text, in bytes.
+    pub max_status_text_bytes: usize,
+}
+
+/// Presence for this node's sessions.
+pub struct PresenceService {
+    store: Arc<dyn PresenceStore>,
+    sessions: Arc<Sessions>,
+    bus: Arc<dyn Bus>,
+    node_id: String,
+    limits: PresenceLimits,
+}
+
+impl std::fmt::Debug for PresenceService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresenceService")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PresenceService {
+    /// Presence of node `node_id`'s sessions, kept in `store`, announced on `bus`.
+    pub fn new(
+        store: Arc<dyn PresenceStore>,
+        sessions: Arc<Sessions>,
+        bus: Arc<dyn Bus>,
+        node_id: &str,
+        limits: PresenceLimits,
+    ) -> Self {
+        Self {
+            store,
+            sessions,
+            bus,
+            node_id: node_id.to_owned(),
+            limits,
+        }
+    }
+
+    /// The store behind it.
+    pub fn store(&self) -> &Arc<dyn PresenceStore> {
+        &self.store
+    }
+
+    /// A session opened: its user may have come online.
+    pub async fn connected(&self, session: &SessionHandle) {
+        let online = self
+            .store
+            .connected(
+                &session.user_id,
+                &session.session_id,
+                session.platform,
+                now_ms(),
+            )
+            .await;
+        self.announce(online).await;
+    }
+
+    /// A session ended: its user may have gone offline.
+    pub async fn disconnected(&self, session: &SessionHandle) {
+        let left = self
+            .store
+            .disconnected(&session.user_id, &session.session_id, now_ms())
+            .await;
+        self.announce(left).await;
+    }
+
+    /// The user chose a status (ONLINE while any device is connected, unless it chose AWAY or
+    /// BUSY) and a status text.
+    pub async fn set(&self, user: &UserId, set: &SetPresence) -> Result<(), Error> {
+        let max = self.limits.max_status_text_bytes;
+        if set.status_text.len() > max {
+            let mut error = Error::new(
+                ErrorCode::InvalidArgument,
+                format!("status_text is at most {max} bytes"),
+            );
+            error.limit = max as u64;
+            return Err(error);
+        }
+        let status = match set.status() {
+            PresenceStatus::Unspecified | PresenceStatus::Offline => PresenceStatus::Online,
+            chosen => chosen,
+        };
+        let changed = self
+            .store
+            .set_status(user.as_str(), status, &set.status_text, now_ms())
+            .await;
+        self.announce(changed).await;
+        Ok(())
+    }
+
+    /// `session` watches `user_ids` from now on; their presence now.
+    pub async fn subscribe(
+        &self,
+        session: &SessionHandle,
+        user_ids: &[String],
+    ) -> Result<PresenceList, Error> {
+        let mut unique: Vec<String> = user_ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        if let Some(bad) = unique.iter().find(|u| UserId::new(u.as_str()).is_err()) {
+            return Err(Error::new(
+                ErrorCode::InvalidArgument,
+                format!("not a user id: {bad:?}"),
+            ));
+        }
+        let max = self.limits.max_subscriptions;
+        if !self.sessions.watch(&session.session_id, &unique, max) {
+            return Err(Error::new(
+                ErrorCode::QuotaExceeded,
+                format!("a connection watches at most {max} users"),
+            ));
+        }
+        let presences = self.store.get(&unique).await;
+        Ok(PresenceList { presences })
+    }
+
+    /// `session` stops watching `user_ids`.
+    pub fn unsubscribe(&self, session: &SessionHandle, user_ids: &[String]) {
+        self.sessions.unwatch(&session.session_id, user_ids);
+    }
+
+    async fn announce(&self, presence: Option<Presence>) {
+        let Some(presence) = presence else { return };
+        let event = PresenceChanged {
+            presence: Some(presence),
+            node_id: self.node_id.clone(),
+            time_ms: now_ms(),
+        };
+        if let Err(error) = self.bus.emit(&event).await {
+            tracing::warn!(%error, "presence change not published");
+        }
+    }
+}
