@@ -4,21 +4,17 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use im_proto::v1::{
-    ClientFrame, Error, ErrorCode, Hello, MessageBody, Ping, SendRequest, ServerFrame, Text,
-    client_frame, content, message_body, server_frame,
+    Error, ErrorCode, Hello, MessageBody, Ping, SendRequest, ServerFrame, Text, client_frame,
+    content, message_body, server_frame,
 };
-use prost::Message as _;
-use tokio::net::TcpStream;
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{Message as WsMessage, client::IntoClientRequest, http::HeaderValue},
-};
+use im_testkit::client;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::system::{Admin, Target};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = client::Ws;
 
 /// One server check's outcome.
 #[derive(Debug, Clone)]
@@ -32,61 +28,24 @@ pub struct CheckResult {
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn open(target: &Target, protocols: &str) -> Result<(Ws, Option<String>), String> {
-    let mut request = target
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
-    let authority = request
-        .uri()
-        .authority()
-        .map(|a| a.to_string())
-        .ok_or("no host in the URL")?;
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_str(protocols).map_err(|e| e.to_string())?,
-    );
-    let tcp = TcpStream::connect(authority)
+    let offered: Vec<&str> = protocols.split(',').map(str::trim).collect();
+    client::open_url(&target.url, &offered)
         .await
-        .map_err(|e| e.to_string())?;
-    let (ws, response) = tokio_tungstenite::client_async(request, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let chosen = response
-        .headers()
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    Ok((ws, chosen))
+        .map_err(|e| e.to_string())
 }
 
 async fn send(ws: &mut Ws, request_id: u64, body: client_frame::Body) -> Result<(), String> {
-    let frame = ClientFrame {
-        request_id,
-        body: Some(body),
-    };
-    ws.send(WsMessage::Binary(frame.encode_to_vec().into()))
+    client::send_frame(ws, request_id, body)
         .await
         .map_err(|e| e.to_string())
 }
 
 /// The next frame, or `None` at the close (with its code).
 async fn read(ws: &mut Ws) -> Result<Result<ServerFrame, Option<u16>>, String> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Err(_) => return Err("nothing arrived in time".into()),
-            Ok(None) | Ok(Some(Err(_))) => return Ok(Err(None)),
-            Ok(Some(Ok(WsMessage::Close(close)))) => {
-                return Ok(Err(close.map(|c| u16::from(c.code))));
-            }
-            Ok(Some(Ok(WsMessage::Binary(bytes)))) => {
-                return ServerFrame::decode(bytes)
-                    .map(Ok)
-                    .map_err(|e| e.to_string());
-            }
-            Ok(Some(Ok(_))) => {}
-        }
-    }
+    Ok(match client::read_frame(ws, WAIT).await? {
+        client::Read::Frame(frame) => Ok(*frame),
+        client::Read::Closed(code) => Err(code),
+    })
 }
 
 /// The first error, then the close code.

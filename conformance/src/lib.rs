@@ -10,7 +10,6 @@
 
 pub mod checks;
 pub mod driver;
-pub mod proxy;
 pub mod scenario;
 pub mod system;
 
@@ -115,13 +114,9 @@ pub mod runner {
 
     use serde_json::json;
 
-    use crate::{
-        Outcome, checks,
-        driver::Driver,
-        proxy::Proxy,
-        scenario,
-        system::{Embedded, Target},
-    };
+    use im_testkit::{APP_SECRET, Embedded, Proxy};
+
+    use crate::{Outcome, checks, driver::Driver, scenario, system::Target};
 
     /// What to run.
     #[derive(Debug, Clone)]
@@ -141,20 +136,25 @@ pub mod runner {
     /// Runs everything against `external`, or against an embedded server started here.
     pub async fn run(external: Option<Target>, options: &Options) -> Result<Vec<Outcome>, String> {
         let scenarios = scenario::load_all(&options.scenarios)?;
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let embedded = match external {
+        let mut embedded = match external {
             Some(_) => None,
             // Short heartbeats, so that a silent connection's timeout is checked in seconds.
             None => Some(
-                Embedded::start(dir.path(), |core| {
-                    core.heartbeat_interval_ms = 1_000;
-                    core.idle_timeout_ms = 3_000;
-                })
-                .await?,
+                Embedded::builder()
+                    .core(|core| {
+                        core.gateway.heartbeat_interval = std::time::Duration::from_secs(1);
+                        core.gateway.idle_timeout = std::time::Duration::from_secs(3);
+                    })
+                    .start()
+                    .await,
             ),
         };
         let target = match (&embedded, external) {
-            (Some(e), _) => e.target.clone(),
+            (Some(e), _) => Target {
+                url: e.url.clone(),
+                api: e.api_url(),
+                app_secret: APP_SECRET.into(),
+            },
             (None, Some(t)) => t,
             (None, None) => unreachable!("one of the two is set"),
         };
@@ -195,7 +195,7 @@ pub mod runner {
                 });
             }
         }
-        if let Some(embedded) = embedded {
+        if let Some(embedded) = &mut embedded {
             embedded.stop().await;
         }
         Ok(outcomes)

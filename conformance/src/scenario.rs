@@ -15,9 +15,10 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use im_testkit::Proxy;
+
 use crate::{
     driver::Driver,
-    proxy::Proxy,
     system::{Admin, Target},
 };
 

@@ -1,18 +1,9 @@
-//! The system under test: where its WebSocket gateway and business API are, the admin calls
-//! scenarios need (through the business HTTP API with the app secret), and the embedded system
-//! the runner starts by itself.
+//! The system under test: where its WebSocket gateway and business API are, and the admin
+//! calls scenarios need (through the business HTTP API with the app secret). Without a URL the
+//! runner starts the embedded system itself (`im_testkit::Embedded`).
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
-
-use im_business::settings::BusinessSettings;
-use im_common::{
-    auth::TokenVerifier,
-    bus::{Bus, LocalBus},
-};
-use im_server::settings::CoreSettings;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 /// Where the system under test listens.
 #[derive(Debug, Clone)]
@@ -103,81 +94,5 @@ impl Admin {
         self.call(Method::POST, "/v1/groups", Some(body))
             .await
             .map(drop)
-    }
-}
-
-/// The whole system in this process, as `im-server` runs it, on ephemeral ports.
-pub struct Embedded {
-    /// Where it listens.
-    pub target: Target,
-    shutdown: CancellationToken,
-    core: Option<im_server::server::RunningCore>,
-    business: Option<im_business::server::RunningBusiness>,
-}
-
-impl std::fmt::Debug for Embedded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Embedded")
-            .field("target", &self.target)
-            .finish()
-    }
-}
-
-/// The app secret of the embedded system.
-pub const APP_SECRET: &str = "conformance-app-secret";
-const TOKEN_SECRET: &str = "conformance-token-secret-of-at-least-32-bytes";
-
-impl Embedded {
-    /// Starts the system with its data under `dir`; `tune` adjusts the core's settings.
-    pub async fn start(dir: &Path, tune: impl FnOnce(&mut CoreSettings)) -> Result<Self, String> {
-        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let business_settings = BusinessSettings {
-            http_listen: any,
-            grpc_listen: any,
-            database: dir.join("business.db").display().to_string(),
-            app_secret: APP_SECRET.into(),
-            token_secret: TOKEN_SECRET.into(),
-            ..BusinessSettings::default()
-        };
-        let mut core_settings = CoreSettings {
-            listen: any,
-            http_listen: any,
-            database: dir.join("messages.db").display().to_string(),
-            token_secret: TOKEN_SECRET.into(),
-            ..CoreSettings::default()
-        };
-        tune(&mut core_settings);
-        let shutdown = CancellationToken::new();
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
-        let business =
-            im_business::server::start(&business_settings, bus.clone(), shutdown.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-        let verifier =
-            Arc::new(TokenVerifier::new(TOKEN_SECRET.as_bytes(), None).map_err(|e| e.to_string())?);
-        let core = im_server::server::start(&core_settings, bus, verifier, shutdown.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Self {
-            target: Target {
-                url: format!("ws://{}/ws", core.addr),
-                api: format!("http://{}", business.http_addr),
-                app_secret: APP_SECRET.into(),
-            },
-            shutdown,
-            core: Some(core),
-            business: Some(business),
-        })
-    }
-
-    /// Stops it gracefully.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(core) = self.core.take() {
-            core.stopped().await;
-        }
-        if let Some(business) = self.business.take() {
-            business.stopped().await;
-        }
     }
 }

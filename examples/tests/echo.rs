@@ -2,16 +2,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../im-sdk-rust/tests/common/mod.rs"]
-mod common;
-
-use common::*;
 use im_sdk_rust::Event;
+use im_testkit::{
+    Embedded,
+    sdk::{client, collect_until, messages_in},
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_echo_bot_answers_each_message_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path()).await;
+    let mut server = Embedded::builder()
+        .core(|s| s.messaging.messages_per_second = 10_000)
+        .start()
+        .await;
     server.users(&["alice", "echo"]).await;
     let bot = client(server.addr, "echo", "bot");
     let bot_events = bot.events().unwrap();

@@ -6,10 +6,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../im-server/tests/common/client.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod client;
-
 use std::{
     collections::VecDeque,
     io::{BufRead, BufReader},
@@ -19,9 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use client::Client;
 use im_common::auth::TokenIssuer;
 use im_proto::v1::{SendRequest, client_frame, server_frame};
+use im_testkit::client::{self, Client};
 
 const BIN: &str = env!("CARGO_BIN_EXE_im-server");
 
@@ -58,8 +54,8 @@ fn start(data: &Path) -> (Server, SocketAddr) {
         .args(["--data-dir", data.to_str().unwrap()])
         .env("IM_CORE__LISTEN", "127.0.0.1:0")
         .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
-        .env("IM_CORE__MESSAGES_PER_SECOND", "1000000")
-        .env("IM_CORE__FRAMES_PER_SECOND", "1000000")
+        .env("IM_CORE__MESSAGING__MESSAGES_PER_SECOND", "1000000")
+        .env("IM_CORE__GATEWAY__FRAMES_PER_SECOND", "1000000")
         .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")

@@ -4,8 +4,8 @@
 //! the data directory. No outside service is needed.
 //!
 //! The same binary runs a cluster's nodes: `--services core` on each core node and
-//! `--services business` on business nodes, sharing NATS (`[bus] nats_url`), Redis
-//! (`[core] redis_url`) and a database (`database = "postgres://…"` or `"mysql://…"`).
+//! `--services business` on business nodes, sharing NATS (`[cluster] nats_url`), Redis
+//! (`[cluster] redis_url`) and a database (`database = "postgres://…"` or `"mysql://…"`).
 
 use std::{
     path::{Path, PathBuf},
@@ -14,21 +14,23 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
+use im_all::{Services, Settings, System};
 use im_business::{Actor, Business, BusinessError, settings::BusinessSettings};
 use im_common::{
-    auth::{TokenIssuer, TokenVerifier},
+    auth::TokenIssuer,
     bus::LocalBus,
-    settings::{BusSettings, Secret, load, without_password},
+    process::{init_tracing, print_settings, wait_for_signal},
+    settings::{ClusterSettings, Config, Rename, Secret, cluster},
 };
 use im_server::settings::CoreSettings;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 /// The IM system in one process: the WebSocket gateway at ws://127.0.0.1:7100/ws and the
 /// business API at http://127.0.0.1:7101 (gRPC on 7102), with SQLite under the data directory.
 ///
-/// Settings come from the [core], [business] and [bus] sections of the config file, then from
-/// environment variables IM_CORE__<KEY>, IM_BUSINESS__<KEY> and IM_BUS__<KEY>. Unless
+/// Settings come from the [cluster], [core] and [business] sections of the config file (and
+/// their tables, such as [core.gateway]), then from environment variables IM_CLUSTER__<KEY>,
+/// IM_CORE__<KEY> and IM_BUSINESS__<KEY> (IM_CORE__GATEWAY__IDLE_TIMEOUT=90s). Unless
 /// configured, the token and app secrets are generated on first start and kept in
 /// <data-dir>/secrets.toml (a cluster's nodes must be given the same secrets). Logs follow
 /// RUST_LOG (default: info).
@@ -129,7 +131,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Every service's settings: the databases under the data directory and the secrets shared
 /// (generated when not configured, which only a process on an in-process bus may rely on).
-fn settings(args: &Args) -> Result<(CoreSettings, BusinessSettings, BusSettings), String> {
+fn settings(args: &Args) -> Result<Settings, String> {
     let core_defaults = CoreSettings {
         database: args.data_dir.join("messages.db").display().to_string(),
         ..CoreSettings::default()
@@ -138,62 +140,61 @@ fn settings(args: &Args) -> Result<(CoreSettings, BusinessSettings, BusSettings)
         database: args.data_dir.join("business.db").display().to_string(),
         ..BusinessSettings::default()
     };
-    let config = args.config.as_deref();
-    let mut core = load("core", &core_defaults, config).map_err(|e| e.to_string())?;
-    let mut business = load("business", &business_defaults, config).map_err(|e| e.to_string())?;
-    let bus = load("bus", &BusSettings::default(), config).map_err(|e| e.to_string())?;
-    let token_secret = match (core.token_secret.expose(), business.token_secret.expose()) {
-        ("", "") => None,
-        ("", shared) | (shared, "") => Some(shared.to_owned()),
-        (a, b) if a == b => Some(a.to_owned()),
-        _ => return Err("core.token_secret and business.token_secret differ".into()),
-    };
+    let renames: Vec<Rename> = [
+        cluster::RENAMES,
+        im_server::settings::RENAMES,
+        im_business::settings::RENAMES,
+    ]
+    .concat();
+    let config = Config::load(args.config.as_deref(), &renames).map_err(|e| e.to_string())?;
+    let mut cluster: ClusterSettings = config
+        .section("cluster", &ClusterSettings::default())
+        .map_err(|e| e.to_string())?;
+    let core = config
+        .section("core", &core_defaults)
+        .map_err(|e| e.to_string())?;
+    let mut business = config
+        .section("business", &business_defaults)
+        .map_err(|e| e.to_string())?;
     let runs_business = args.services.contains(&Service::Business);
-    if bus.nats_url.is_empty() && !runs_business {
+    if !cluster.distributed() && !runs_business {
         return Err(
-            "a core node without the business service in its process needs bus.nats_url (IM_BUS__NATS_URL)".into(),
+            "a core node without the business service in its process needs cluster.nats_url (IM_CLUSTER__NATS_URL)".into(),
         );
     }
-    let missing = token_secret.is_none() || business.app_secret.expose().is_empty();
-    // A cluster's nodes cannot each generate their own secrets.
-    let generate = missing && bus.nats_url.is_empty();
-    let unsecured =
-        token_secret.is_none() || (runs_business && business.app_secret.expose().is_empty());
-    if !bus.nats_url.is_empty() && unsecured {
+    let missing_app_secret = runs_business && business.app_secret.is_empty();
+    if cluster.distributed() && (cluster.token_secret.is_empty() || missing_app_secret) {
         return Err(
-            "with bus.nats_url set, every node needs the same token_secret (IM_CORE__TOKEN_SECRET), and business nodes the app_secret (IM_BUSINESS__APP_SECRET): none is generated".into(),
+            "with cluster.nats_url set, every node needs the same cluster.token_secret (IM_CLUSTER__TOKEN_SECRET), and business nodes the business.app_secret (IM_BUSINESS__APP_SECRET): none is generated".into(),
         );
     }
-    if generate {
+    // Only a process on an in-process bus may generate the secrets it lacks.
+    if cluster.token_secret.is_empty() || business.app_secret.is_empty() {
         let generated = generated_secrets(&args.data_dir)?;
-        if business.app_secret.expose().is_empty() {
+        if cluster.token_secret.is_empty() {
+            cluster.token_secret = Secret::from(generated.token_secret.as_str());
+        }
+        if business.app_secret.is_empty() {
             business.app_secret = Secret::from(generated.app_secret.as_str());
         }
-        let token = token_secret.unwrap_or(generated.token_secret);
-        core.token_secret = Secret::from(token.as_str());
-        business.token_secret = Secret::from(token.as_str());
-    } else if let Some(token) = token_secret {
-        core.token_secret = Secret::from(token.as_str());
-        business.token_secret = Secret::from(token.as_str());
     }
+    cluster.validate().map_err(|e| e.to_string())?;
     core.validate().map_err(|e| e.to_string())?;
     if runs_business {
         business.validate().map_err(|e| e.to_string())?;
     }
-    Ok((core, business, bus))
+    Ok(Settings {
+        cluster,
+        core,
+        business,
+    })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let (core, business, bus) = match settings(&args) {
+    init_tracing();
+    let settings = match settings(&args) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("im-server: {error}");
@@ -205,7 +206,7 @@ async fn main() -> ExitCode {
             user,
             device,
             ttl_secs,
-        }) => match token(&business, user, device, *ttl_secs).await {
+        }) => match token(&settings, user, device, *ttl_secs).await {
             Ok(token) => {
                 println!("{token}");
                 ExitCode::SUCCESS
@@ -217,43 +218,35 @@ async fn main() -> ExitCode {
         },
         Some(Command::PrintSettings) => {
             let shown = serde_json::json!({
-                "bus": BusSettings { nats_url: without_password(&bus.nats_url) },
+                "cluster": settings.cluster.shown(),
                 "core": CoreSettings {
-                    token_secret: "<hidden>".into(),
-                    database: without_password(&core.database),
-                    redis_url: without_password(&core.redis_url),
-                    ..core
+                    database: im_common::settings::without_password(&settings.core.database),
+                    ..settings.core
                 },
-                "business": BusinessSettings {
-                    app_secret: "<hidden>".into(),
-                    token_secret: "<hidden>".into(),
-                    database: without_password(&business.database),
-                    ..business
-                },
+                "business": settings.business.shown(),
             });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&shown).unwrap_or_default()
-            );
+            print_settings(&shown);
             ExitCode::SUCCESS
         }
-        None => run(&args, &core, &business, &bus).await,
+        None => run(&args, &settings).await,
     }
 }
 
 /// A token for `user` on `device`, creating the user if needed.
 async fn token(
-    settings: &BusinessSettings,
+    settings: &Settings,
     user: &str,
     device: &str,
     ttl_secs: u64,
 ) -> Result<String, String> {
-    let store = im_business::server::open_store(settings).await?;
+    let store = im_business::server::open_store(&settings.business)
+        .await
+        .map_err(|e| e.to_string())?;
     let business = Business::new(
         store,
         Arc::new(LocalBus::default()),
-        TokenIssuer::new(settings.token_secret.expose().as_bytes()),
-        settings.rules(),
+        TokenIssuer::new(settings.cluster.token_secret.expose().as_bytes()),
+        settings.business.rules(),
         "im-server-cli",
     )
     .await
@@ -276,65 +269,38 @@ async fn token(
     Ok(token)
 }
 
-async fn run(
-    args: &Args,
-    core: &CoreSettings,
-    business: &BusinessSettings,
-    bus: &BusSettings,
-) -> ExitCode {
-    let shutdown = CancellationToken::new();
-    let bus = match im_common::bus::connect(bus).await {
+async fn run(args: &Args, settings: &Settings) -> ExitCode {
+    let bus = match im_common::bus::connect(&settings.cluster).await {
         Ok(bus) => bus,
         Err(error) => {
             eprintln!("im-server: bus: {error}");
             return ExitCode::from(1);
         }
     };
-    let running_business = if args.services.contains(&Service::Business) {
-        match im_business::server::start(business, bus.clone(), shutdown.clone()).await {
-            Ok(running) => Some(running),
-            Err(error) => {
-                eprintln!("im-server: business service: {error}");
-                return ExitCode::from(1);
-            }
-        }
-    } else {
-        None
+    let services = Services {
+        core: args.services.contains(&Service::Core),
+        business: args.services.contains(&Service::Business),
     };
-    let running_core = if args.services.contains(&Service::Core) {
-        let verifier = match TokenVerifier::new(core.token_secret.expose().as_bytes(), None) {
-            Ok(verifier) => Arc::new(verifier),
-            Err(error) => {
-                eprintln!("im-server: {error}");
-                return ExitCode::from(2);
-            }
-        };
-        match im_server::server::start(core, bus, verifier, shutdown.clone()).await {
-            Ok(running) => Some(running),
-            Err(error) => {
-                eprintln!("im-server: core service: {error}");
-                shutdown.cancel();
-                if let Some(running) = running_business {
-                    running.stopped().await;
-                }
-                return ExitCode::from(1);
-            }
+    let system = match System::start(settings, services, bus).await {
+        Ok(system) => system,
+        Err(error) => {
+            eprintln!("im-server: {error}");
+            return ExitCode::from(1);
         }
-    } else {
-        None
     };
+    let (running_core, running_business) = (&system.core, &system.business);
     println!("im-server {} is running", env!("CARGO_PKG_VERSION"));
-    if let Some(running) = &running_core {
+    if let Some(running) = running_core {
         println!(
             "  WebSocket     ws://{}/ws  (subprotocol im.v1; node {})",
-            running.addr, core.node_id
+            running.addr, settings.cluster.node_id
         );
         println!(
             "  operations    http://{}  (/healthz, /readyz, /metrics)",
             running.http_addr
         );
     }
-    if let Some(running) = &running_business {
+    if let Some(running) = running_business {
         println!(
             "  business API  http://{}  (OpenAPI at /openapi.json; gRPC on {})",
             running.http_addr, running.grpc_addr
@@ -350,30 +316,6 @@ async fn run(
     }
     wait_for_signal().await;
     tracing::info!("shutting down");
-    shutdown.cancel();
-    if let Some(running) = running_core {
-        running.stopped().await;
-    }
-    if let Some(running) = running_business {
-        running.stopped().await;
-    }
+    system.stop().await;
     ExitCode::SUCCESS
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -5,13 +5,17 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use im_common::auth::TokenIssuer;
+pub(crate) use im_testkit::{
+    Sidecar,
+    sidecar::{Kind, Proc, find_on_path},
+};
 use serde_json::{Value, json};
 
 use crate::util::{Result, now_ms};
@@ -19,15 +23,15 @@ use crate::util::{Result, now_ms};
 /// The server settings every benchmark raises above the defaults (rate limits are per user and
 /// would throttle a load generator; the benchmark measures the server, not its limits).
 pub(crate) const SERVER_ENV: &[(&str, &str)] = &[
-    ("IM_CORE__MESSAGES_PER_SECOND", "10000000"),
-    ("IM_CORE__FRAMES_PER_SECOND", "10000000"),
-    ("IM_CORE__ABUSE_THRESHOLD", "10000000"),
-    ("IM_CORE__MAX_SESSIONS", "2000000"),
-    ("IM_CORE__MAX_INFLIGHT_REQUESTS", "4096"),
-    ("IM_CORE__MAX_UNACKED", "1000000"),
-    ("IM_CORE__OUTBOUND_QUEUE", "8192"),
-    ("IM_CORE__IDLE_TIMEOUT_MS", "3600000"),
-    ("IM_CORE__HANDSHAKE_TIMEOUT_MS", "120000"),
+    ("IM_CORE__MESSAGING__MESSAGES_PER_SECOND", "10000000"),
+    ("IM_CORE__GATEWAY__FRAMES_PER_SECOND", "10000000"),
+    ("IM_CORE__GATEWAY__ABUSE_THRESHOLD", "10000000"),
+    ("IM_CORE__GATEWAY__MAX_SESSIONS", "2000000"),
+    ("IM_CORE__GATEWAY__MAX_INFLIGHT_REQUESTS", "4096"),
+    ("IM_CORE__GATEWAY__MAX_UNACKED", "1000000"),
+    ("IM_CORE__GATEWAY__OUTBOUND_QUEUE", "8192"),
+    ("IM_CORE__GATEWAY__IDLE_TIMEOUT", "1h"),
+    ("IM_CORE__GATEWAY__HANDSHAKE_TIMEOUT", "2m"),
 ];
 
 /// Resident memory of a process, in KiB (`VmRSS` of `/proc/<pid>/status`).
@@ -38,11 +42,6 @@ pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| format!("no VmRSS for process {pid}").into())
-}
-
-/// A loopback port free right now.
-pub(crate) fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A random secret of `len` hex characters (std's hasher keys are random per process).
@@ -61,26 +60,9 @@ fn secret(len: usize) -> String {
     out
 }
 
-/// A child process, killed (SIGKILL) and reaped on drop.
-pub(crate) struct Proc(Child);
-
-impl Proc {
-    /// Its process id.
-    pub(crate) fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Its resident memory in KiB.
-    pub(crate) fn rss_kib(&self) -> Result<u64> {
-        rss_kib(self.pid())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Its resident memory in KiB.
+pub(crate) fn proc_rss_kib(proc: &Proc) -> Result<u64> {
+    rss_kib(proc.pid())
 }
 
 /// How long a child may take to print the lines [`wait_line`] waits for.
@@ -157,37 +139,6 @@ async fn wait_line<T>(
                 .into());
             }
         }
-    }
-}
-
-/// Waits until something accepts connections on loopback `port`, for at most
-/// [`STARTUP_TIMEOUT`]. Errors (with the tail of `log`) when the process exits first or the
-/// time runs out; the caller's handle then kills it.
-async fn wait_port(proc: &mut Proc, port: u16, what: &str, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        if let Some(status) = proc.0.try_wait()? {
-            return Err(format!(
-                "{what} exited before it was ready ({status}){}",
-                log_tail(Some(log))
-            )
-            .into());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{what} did not listen on port {port} within {} s{}",
-                STARTUP_TIMEOUT.as_secs(),
-                log_tail(Some(log))
-            )
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -314,8 +265,7 @@ async fn launch(bin: &Path, launch: &Launch<'_>) -> Result<(Proc, Printed)> {
         .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
-        .env("IM_CORE__TOKEN_SECRET", &secrets.token)
-        .env("IM_BUSINESS__TOKEN_SECRET", &secrets.token)
+        .env("IM_CLUSTER__TOKEN_SECRET", &secrets.token)
         .env("IM_BUSINESS__APP_SECRET", &secrets.app)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -342,7 +292,7 @@ async fn launch(bin: &Path, launch: &Launch<'_>) -> Result<(Proc, Printed)> {
         Some(&log),
     )
     .await;
-    let proc = Proc(child);
+    let proc = Proc::new(child);
     Ok((proc, ready?))
 }
 
@@ -474,7 +424,7 @@ impl Server {
 
     /// The server's resident memory in KiB.
     pub(crate) fn rss_kib(&self) -> Result<u64> {
-        self.proc.rss_kib()
+        proc_rss_kib(&self.proc)
     }
 
     /// A token for `user` on `device`, valid for a day.
@@ -546,10 +496,10 @@ impl Cluster {
         nodes: usize,
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let nats = Sidecar::nats_jetstream(&programs.nats_server).await?;
-        let redis = Sidecar::redis(&programs.redis_server).await?;
+        let nats = Sidecar::start(Kind::Nats { jetstream: true }, Some(&programs.nats_server))?;
+        let redis = Sidecar::start(Kind::Redis, Some(&programs.redis_server))?;
         let secrets = Secrets::random();
-        let bus = ("IM_BUS__NATS_URL", nats.url.clone());
+        let bus = ("IM_CLUSTER__NATS_URL", nats.url.clone());
         let (business, printed) = launch(
             &programs.im_server,
             &Launch {
@@ -567,9 +517,9 @@ impl Cluster {
             let id = format!("core-{i}");
             let env = [
                 bus.clone(),
-                ("IM_CORE__NODE_ID", id.clone()),
+                ("IM_CLUSTER__NODE_ID", id.clone()),
                 ("IM_CORE__DATABASE", database.to_owned()),
-                ("IM_CORE__REDIS_URL", redis.url.clone()),
+                ("IM_CLUSTER__REDIS_URL", redis.url.clone()),
             ];
             let launched = Launch {
                 services: Services::Core,
@@ -633,7 +583,7 @@ impl Holder {
             None,
         )
         .await;
-        let proc = Proc(child);
+        let proc = Proc::new(child);
         Ok(Self {
             addr: addr?.trim().parse()?,
             proc,
@@ -642,102 +592,7 @@ impl Holder {
 
     /// Its resident memory in KiB.
     pub(crate) fn rss_kib(&self) -> Result<u64> {
-        self.proc.rss_kib()
-    }
-}
-
-/// Where `program` is on PATH, if it is.
-pub(crate) fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
-/// A service the benchmark starts beside the server (`nats-server`, `redis-server`) on a free
-/// loopback port, its log and data in a temporary directory of its own.
-pub(crate) struct Sidecar {
-    _proc: Proc,
-    /// `<scheme>://127.0.0.1:<port>`.
-    pub(crate) url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Sidecar {
-    /// Starts `bin` with the arguments `args` gives for its port and directory, its output in
-    /// `<dir>/<what>.log`, and waits until it accepts.
-    async fn start(
-        bin: &Path,
-        what: &str,
-        scheme: &str,
-        args: impl FnOnce(u16, &Path) -> Vec<std::ffi::OsString>,
-    ) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let log = dir.path().join(format!("{what}.log"));
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin)
-            .args(args(port, dir.path()))
-            .stdin(Stdio::null())
-            .stderr(out.try_clone()?)
-            .stdout(out)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-        let mut proc = Proc(child);
-        wait_port(&mut proc, port, what, &log).await?;
-        Ok(Self {
-            _proc: proc,
-            url: format!("{scheme}://127.0.0.1:{port}"),
-            _dir: dir,
-        })
-    }
-
-    /// `nats-server`, core NATS only, for the raw baselines.
-    pub(crate) async fn nats(bin: &Path) -> Result<Self> {
-        Self::start(bin, "nats-server", "nats", |port, _| {
-            ["-a", "127.0.0.1", "-p", &port.to_string()]
-                .map(Into::into)
-                .to_vec()
-        })
-        .await
-    }
-
-    /// `nats-server` with JetStream (a cluster's nodes keep their outboxes in it).
-    pub(crate) async fn nats_jetstream(bin: &Path) -> Result<Self> {
-        Self::start(bin, "nats-server", "nats", |port, dir| {
-            let mut args: Vec<std::ffi::OsString> =
-                ["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"]
-                    .map(Into::into)
-                    .to_vec();
-            args.push(dir.join("jetstream").into());
-            args
-        })
-        .await
-    }
-
-    /// `redis-server`, keeping nothing on disk (routes and presence are soft state the nodes
-    /// write back).
-    pub(crate) async fn redis(bin: &Path) -> Result<Self> {
-        Self::start(bin, "redis-server", "redis", |port, dir| {
-            let mut args: Vec<std::ffi::OsString> = [
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-            ]
-            .map(Into::into)
-            .to_vec();
-            args.push(dir.into());
-            args
-        })
-        .await
+        proc_rss_kib(&self.proc)
     }
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::{
     client::{self, Measure, Ws},
-    procs::{Cluster, ClusterPrograms, Holder, Server, Sidecar, find_on_path},
+    procs::{Cluster, ClusterPrograms, Holder, Kind, Server, Sidecar, find_on_path},
     report::{Outcome, Row, verdict},
     util::{
         Progress, Result, human_count, human_us, micros_histogram, now_ms, open_many, quantiles,
@@ -165,7 +165,7 @@ pub(crate) async fn max_connections(ctx: &Ctx, cap: usize, concurrency: usize) -
     let server = Arc::new(
         Server::start(
             &ctx.server_bin,
-            &[("IM_CORE__MAX_SESSIONS", (cap + 16).to_string())],
+            &[("IM_CORE__GATEWAY__MAX_SESSIONS", (cap + 16).to_string())],
         )
         .await?,
     );
@@ -410,7 +410,7 @@ async fn nats_fanout(
     messages: usize,
     payload: usize,
 ) -> Result<Value> {
-    let nats = Sidecar::nats(bin).await?;
+    let nats = Sidecar::start(Kind::Nats { jetstream: false }, Some(bin))?;
     let delivered = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..subscribers {
@@ -1036,7 +1036,7 @@ async fn nats_latency(
     seconds: f64,
     pairs: usize,
 ) -> Result<Value> {
-    let nats = Sidecar::nats(bin).await?;
+    let nats = Sidecar::start(Kind::Nats { jetstream: false }, Some(bin))?;
     let per_sender = ((rate as f64 * seconds) / pairs as f64).ceil().max(1.0) as usize;
     let per_rate = rate as f64 / pairs as f64;
     let origin = Instant::now();

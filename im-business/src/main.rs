@@ -4,16 +4,19 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
 use im_business::{server, settings::BusinessSettings};
-use im_common::settings::BusSettings;
+use im_common::{
+    process::{init_tracing, print_settings, wait_for_signal},
+    settings::{ClusterSettings, Config, Rename, cluster},
+};
 use tokio_util::sync::CancellationToken;
 
 /// The business service: users and tokens, groups, roles, mute and blacklist, permission
 /// checks; an HTTP/JSON API (OpenAPI at /openapi.json) and a gRPC API for app backends.
 ///
-/// Settings come from the [business] and [bus] sections of the config file, then from
-/// environment variables IM_BUSINESS__<KEY> and IM_BUS__<KEY> (e.g. IM_BUSINESS__APP_SECRET,
-/// IM_BUSINESS__TOKEN_SECRET, IM_BUSINESS__HTTP_LISTEN, IM_BUSINESS__DATABASE,
-/// IM_BUS__NATS_URL). Logs follow RUST_LOG (default: info).
+/// Settings come from the [cluster] and [business] sections of the config file, then from
+/// environment variables IM_CLUSTER__<KEY> and IM_BUSINESS__<KEY> (e.g.
+/// IM_CLUSTER__TOKEN_SECRET, IM_CLUSTER__NATS_URL, IM_BUSINESS__APP_SECRET,
+/// IM_BUSINESS__HTTP_LISTEN, IM_BUSINESS__DATABASE). Logs follow RUST_LOG (default: info).
 #[derive(Debug, Parser)]
 #[command(name = "im-business", version)]
 struct Args {
@@ -25,19 +28,25 @@ struct Args {
     print_settings: bool,
 }
 
+fn settings(args: &Args) -> Result<(ClusterSettings, BusinessSettings), String> {
+    let renames: Vec<Rename> = [cluster::RENAMES, im_business::settings::RENAMES].concat();
+    let config = Config::load(args.config.as_deref(), &renames).map_err(|e| e.to_string())?;
+    let cluster = config
+        .section("cluster", &ClusterSettings::default())
+        .map_err(|e| e.to_string())?;
+    let business = config
+        .section("business", &BusinessSettings::default())
+        .map_err(|e| e.to_string())?;
+    business.validate().map_err(|e| e.to_string())?;
+    cluster.validate().map_err(|e| e.to_string())?;
+    Ok((cluster, business))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let defaults = BusinessSettings::default();
-    let loaded = im_common::settings::load("business", &defaults, args.config.as_deref());
-    let settings = match loaded.and_then(|s| s.validate().map(|()| s)) {
+    init_tracing();
+    let (cluster, settings) = match settings(&args) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("im-business: {error}");
@@ -45,27 +54,14 @@ async fn main() -> ExitCode {
         }
     };
     if args.print_settings {
-        let shown = BusinessSettings {
-            app_secret: "<hidden>".into(),
-            token_secret: "<hidden>".into(),
-            ..settings
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&shown).unwrap_or_default()
-        );
+        print_settings(&serde_json::json!({
+            "cluster": cluster.shown(),
+            "business": settings.shown(),
+        }));
         return ExitCode::SUCCESS;
     }
-    let bus =
-        match im_common::settings::load("bus", &BusSettings::default(), args.config.as_deref()) {
-            Ok(bus) => bus,
-            Err(error) => {
-                eprintln!("im-business: {error}");
-                return ExitCode::from(2);
-            }
-        };
     // Without NATS the service has an in-process bus to itself.
-    let bus = match im_common::bus::connect(&bus).await {
+    let bus = match im_common::bus::connect(&cluster).await {
         Ok(bus) => bus,
         Err(error) => {
             eprintln!("im-business: bus: {error}");
@@ -73,7 +69,7 @@ async fn main() -> ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
-    let running = match server::start(&settings, bus, shutdown.clone()).await {
+    let running = match server::start(&cluster, &settings, bus, shutdown.clone()).await {
         Ok(running) => running,
         Err(error) => {
             eprintln!("im-business: {error}");
@@ -89,22 +85,4 @@ async fn main() -> ExitCode {
     shutdown.cancel();
     running.stopped().await;
     ExitCode::SUCCESS
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -8,14 +8,13 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
 };
 
 use im_common::{
     auth::{TokenIssuer, TokenVerifier},
-    bus::Bus,
-    bus::{PUSH_KEPT, PUSH_STREAM},
-    settings::{Database, SettingsError, without_password},
+    bus::{Bus, PUSH_KEPT, PUSH_STREAM},
+    process::StartError,
+    settings::{ClusterSettings, Database, SettingsError, without_password},
 };
 use im_proto::bus;
 use tokio::task::JoinSet;
@@ -30,34 +29,6 @@ use crate::{
     store::{BusinessStore, SqliteStore},
     webhook::{self, Webhook},
 };
-
-/// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    /// Bad settings.
-    #[error(transparent)]
-    Settings(#[from] SettingsError),
-    /// The database could not be opened.
-    #[error("database {path}: {reason}")]
-    Database {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// A listener could not be bound.
-    #[error("listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The bus refused a subscription.
-    #[error("bus: {0}")]
-    Bus(#[from] im_common::bus::BusError),
-}
 
 /// A running business service.
 #[derive(Debug)]
@@ -79,54 +50,58 @@ impl RunningBusiness {
 }
 
 /// The store the `database` setting names: a SQLite file, or a PostgreSQL or MySQL/MariaDB URL.
-pub async fn open_store(settings: &BusinessSettings) -> Result<Arc<dyn BusinessStore>, String> {
+pub async fn open_store(settings: &BusinessSettings) -> Result<Arc<dyn BusinessStore>, StartError> {
+    let database = |source: Box<dyn std::error::Error + Send + Sync>| StartError::Database {
+        database: without_password(&settings.database),
+        source,
+    };
     match Database::parse(&settings.database) {
         Database::Sqlite(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(dir).map_err(|e| database(Box::new(e)))?;
             }
             let store = SqliteStore::open(path, settings.max_connections)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| database(Box::new(e)))?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "postgres")]
         Database::Postgres(url) => {
             let store = crate::store::postgres::PgStore::connect(url, settings.max_connections)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| database(Box::new(e)))?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "mysql")]
         Database::Mysql(url) => {
             let store = crate::store::mysql::MysqlStore::connect(url, settings.max_connections)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| database(Box::new(e)))?;
             Ok(Arc::new(store))
         }
         #[allow(unreachable_patterns)]
-        _ => Err("this build has no support for that database (features postgres, mysql)".into()),
+        _ => Err(database(
+            "this build has no support for that database (features postgres, mysql)".into(),
+        )),
     }
 }
 
 /// Starts the service on `bus`; it drains and stops when `shutdown` is cancelled.
 pub async fn start(
+    cluster: &ClusterSettings,
     settings: &BusinessSettings,
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> Result<RunningBusiness, StartError> {
+    cluster.validate()?;
     settings.validate()?;
-    let database = |reason: String| StartError::Database {
-        path: without_password(&settings.database),
-        reason,
-    };
-    let store = open_store(settings).await.map_err(database)?;
+    let store = open_store(settings).await?;
     let business = Business::new(
         store,
         bus.clone(),
-        TokenIssuer::new(settings.token_secret.expose().as_bytes()),
+        TokenIssuer::new(cluster.token_secret.expose().as_bytes()),
         settings.rules(),
-        settings.node_id.clone(),
+        cluster.node_id.clone(),
     )
     .await?;
     let business = Arc::new(business);
@@ -136,10 +111,10 @@ pub async fn start(
         let webhook = Webhook::new(
             &settings.push_webhook_url,
             settings.push_webhook_secret.expose(),
-            Duration::from_millis(settings.push_webhook_timeout_ms),
+            settings.push_webhook_timeout,
         )
         .map_err(SettingsError::new)?;
-        let ack_wait = Duration::from_millis(settings.push_webhook_timeout_ms.saturating_mul(3));
+        let ack_wait = settings.push_webhook_timeout.saturating_mul(3);
         let reader = pushes.take(webhook::CONSUMER, ack_wait).await?;
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -152,14 +127,17 @@ pub async fn start(
     let mut responders = serve_bus_requests(business.clone(), bus.clone()).await?;
     // Users' own tokens on the HTTP API: revocations on record, then those announced.
     let verifier = Arc::new(
-        TokenVerifier::new(settings.token_secret.expose().as_bytes(), None)
+        TokenVerifier::new(cluster.token_secret.expose().as_bytes(), None)
             .map_err(|e| SettingsError::new(e.to_string()))?,
     );
-    for r in business
+    let revoked = business
         .all_revocations()
         .await
-        .map_err(|e| database(e.to_string()))?
-    {
+        .map_err(|e| StartError::Database {
+            database: without_password(&settings.database),
+            source: Box::new(e),
+        })?;
+    for r in revoked {
         verifier.revoke(&r.user_id, &r.device_id, r.revoked_before_ms);
     }
     let following = verifier.clone().follow(bus.as_ref()).await?;
@@ -171,24 +149,14 @@ pub async fn start(
     });
 
     let bind = |addr: SocketAddr| async move {
-        tokio::net::TcpListener::bind(addr)
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| StartError::Listen { addr, source })
+            .map_err(StartError::listen(addr))?;
+        let bound = listener.local_addr().map_err(StartError::listen(addr))?;
+        Ok::<_, StartError>((listener, bound))
     };
-    let http_listener = bind(settings.http_listen).await?;
-    let grpc_listener = bind(settings.grpc_listen).await?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|source| StartError::Listen {
-            addr: settings.http_listen,
-            source,
-        })?;
-    let grpc_addr = grpc_listener
-        .local_addr()
-        .map_err(|source| StartError::Listen {
-            addr: settings.grpc_listen,
-            source,
-        })?;
+    let (http_listener, http_addr) = bind(settings.http_listen).await?;
+    let (grpc_listener, grpc_addr) = bind(settings.grpc_listen).await?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let state = http::ApiState::new(
@@ -221,7 +189,7 @@ pub async fn start(
         stop.cancelled().await;
         ready.store(false, Ordering::SeqCst);
     });
-    tracing::info!(node_id = %settings.node_id, %http_addr, %grpc_addr, "business service ready");
+    tracing::info!(node_id = %cluster.node_id, %http_addr, %grpc_addr, "business service ready");
     Ok(RunningBusiness {
         http_addr,
         grpc_addr,

@@ -1,9 +1,11 @@
 //! The business service's settings: section `[business]` of the config file, overridden by
-//! `IM_BUSINESS__<KEY>` environment variables.
+//! `IM_BUSINESS__<KEY>` environment variables. What every node shares (node id, token secret,
+//! the bus) is in `[cluster]`. Keys renamed in this release are listed in [`RENAMES`]; their
+//! old names are still read, with a warning, for one release.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
-use im_common::settings::{Secret, SettingsError};
+use im_common::settings::{Rename, Secret, SettingsError, without_password};
 use serde::{Deserialize, Serialize};
 
 use crate::BusinessConfig;
@@ -12,8 +14,6 @@ use crate::BusinessConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusinessSettings {
-    /// This node's name in logs, audit events and the bus.
-    pub node_id: String,
     /// Where the HTTP/JSON API listens.
     pub http_listen: SocketAddr,
     /// Where the gRPC API listens.
@@ -25,8 +25,6 @@ pub struct BusinessSettings {
     pub max_connections: usize,
     /// The app backend's secret for both APIs. Required.
     pub app_secret: Secret,
-    /// The cluster's token-signing secret, shared with the core nodes; at least 32 bytes.
-    pub token_secret: Secret,
     /// The largest group, and the limit of new groups.
     pub max_group_members: i32,
     /// The longest display or group name, in bytes.
@@ -35,14 +33,17 @@ pub struct BusinessSettings {
     pub max_url_bytes: usize,
     /// The longest app-defined JSON, in bytes.
     pub max_extra_json_bytes: usize,
-    /// Token lifetime when a request names none, in seconds.
-    pub default_token_ttl_secs: u64,
-    /// The longest token lifetime a request may ask for, in seconds.
-    pub max_token_ttl_secs: u64,
+    /// Token lifetime when a request names none.
+    #[serde(with = "humantime_serde")]
+    pub default_token_ttl: Duration,
+    /// The longest token lifetime a request may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_token_ttl: Duration,
     /// Only contacts may talk 1:1 with a user.
     pub direct_requires_contact: bool,
-    /// How long core nodes may cache a permission decision, in milliseconds.
-    pub decision_ttl_ms: u64,
+    /// How long core nodes may cache a permission decision.
+    #[serde(with = "humantime_serde")]
+    pub decision_ttl: Duration,
     /// The largest page of members or blocked users.
     pub max_page: u32,
     /// The most users one import may carry.
@@ -52,40 +53,51 @@ pub struct BusinessSettings {
     pub push_webhook_url: String,
     /// Sent to the webhook as `Authorization: Bearer <secret>`, when set.
     pub push_webhook_secret: Secret,
-    /// How long the webhook may take to answer before the push is tried again, in milliseconds.
-    pub push_webhook_timeout_ms: u64,
+    /// How long the webhook may take to answer before the push is tried again.
+    #[serde(with = "humantime_serde")]
+    pub push_webhook_timeout: Duration,
 }
+
+/// The `[business]` keys renamed in this release, old name first.
+pub const RENAMES: &[Rename] = &[
+    Rename::seconds(
+        "business.default_token_ttl_secs",
+        "business.default_token_ttl",
+    ),
+    Rename::seconds("business.max_token_ttl_secs", "business.max_token_ttl"),
+    Rename::millis("business.decision_ttl_ms", "business.decision_ttl"),
+    Rename::millis(
+        "business.push_webhook_timeout_ms",
+        "business.push_webhook_timeout",
+    ),
+];
 
 impl Default for BusinessSettings {
     fn default() -> Self {
         let rules = BusinessConfig::default();
+        let ms = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         Self {
-            node_id: "business-1".into(),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7102)),
             database: "data/business.db".into(),
             max_connections: 4,
             app_secret: Secret::default(),
-            token_secret: Secret::default(),
             max_group_members: rules.max_group_members,
             max_name_bytes: rules.max_name_bytes,
             max_url_bytes: rules.max_url_bytes,
             max_extra_json_bytes: rules.max_extra_json_bytes,
-            default_token_ttl_secs: (rules.default_token_ttl_ms / 1000) as u64,
-            max_token_ttl_secs: (rules.max_token_ttl_ms / 1000) as u64,
+            default_token_ttl: ms(rules.default_token_ttl_ms),
+            max_token_ttl: ms(rules.max_token_ttl_ms),
             direct_requires_contact: rules.direct_requires_contact,
-            decision_ttl_ms: rules.decision_ttl_ms,
+            decision_ttl: Duration::from_millis(rules.decision_ttl_ms),
             max_page: rules.max_page,
             max_import_batch: rules.max_import_batch,
             push_webhook_url: String::new(),
             push_webhook_secret: Secret::default(),
-            push_webhook_timeout_ms: 10_000,
+            push_webhook_timeout: Duration::from_secs(10),
         }
     }
 }
-
-/// The shortest token secret accepted, in bytes.
-pub const MIN_TOKEN_SECRET_BYTES: usize = 32;
 
 impl BusinessSettings {
     /// Refuses settings the service cannot run with, naming the setting.
@@ -94,11 +106,6 @@ impl BusinessSettings {
             return Err(SettingsError::new(
                 "business.app_secret is required (IM_BUSINESS__APP_SECRET)",
             ));
-        }
-        if self.token_secret.expose().len() < MIN_TOKEN_SECRET_BYTES {
-            return Err(SettingsError::new(format!(
-                "business.token_secret must be at least {MIN_TOKEN_SECRET_BYTES} bytes (IM_BUSINESS__TOKEN_SECRET)"
-            )));
         }
         if self.max_group_members < 2 || self.max_page == 0 || self.max_connections == 0 {
             return Err(SettingsError::new(
@@ -110,18 +117,30 @@ impl BusinessSettings {
 
     /// The rules the service applies.
     pub fn rules(&self) -> BusinessConfig {
-        let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         BusinessConfig {
             max_group_members: self.max_group_members,
             max_name_bytes: self.max_name_bytes,
             max_url_bytes: self.max_url_bytes,
             max_extra_json_bytes: self.max_extra_json_bytes,
-            default_token_ttl_ms: ms(self.default_token_ttl_secs),
-            max_token_ttl_ms: ms(self.max_token_ttl_secs),
+            default_token_ttl_ms: ms(self.default_token_ttl),
+            max_token_ttl_ms: ms(self.max_token_ttl),
             direct_requires_contact: self.direct_requires_contact,
-            decision_ttl_ms: self.decision_ttl_ms,
+            decision_ttl_ms: u64::try_from(self.decision_ttl.as_millis()).unwrap_or(u64::MAX),
             max_page: self.max_page,
             max_import_batch: self.max_import_batch,
+        }
+    }
+}
+
+impl BusinessSettings {
+    /// What `print-settings` shows: secrets hidden, passwords in URLs masked.
+    pub fn shown(&self) -> Self {
+        Self {
+            app_secret: self.app_secret.hidden(),
+            push_webhook_secret: self.push_webhook_secret.hidden(),
+            database: without_password(&self.database),
+            ..self.clone()
         }
     }
 }

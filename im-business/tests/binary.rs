@@ -17,7 +17,7 @@ fn help_names_the_settings() {
     for needle in [
         "--config",
         "IM_BUSINESS__APP_SECRET",
-        "IM_BUSINESS__TOKEN_SECRET",
+        "IM_CLUSTER__TOKEN_SECRET",
         "RUST_LOG",
     ] {
         assert!(help.contains(needle), "--help does not mention {needle}");

@@ -5,16 +5,16 @@
 //!   streams on NATS, bounded queues in memory in process) for what must not be lost.
 //! - [`api`]: what every service API shares: error mapping, the error body, the app secret.
 //! - [`auth`]: issuing and verifying access tokens, with revocations.
-//! - [`settings`]: defaults, a TOML file and environment overrides, one shape for all services.
+//! - [`settings`]: defaults, a TOML file and environment overrides, one shape for all services;
+//!   the `[cluster]` section; renamed keys; settings reloaded while running.
 //! - [`sqlite`]: the embedded stores' SQLite database: WAL, durable commits, one writer.
 //! - [`server_db`]: the distributed stores' pooled PostgreSQL or MySQL database.
 //! - [`cache`]: caches of other services' answers that events invalidate, caching only while
 //!   the events are followed.
 //! - [`testing`]: what tests against real services share.
 //! - [`metrics`]: the process's metrics registry, rendered in the Prometheus text format.
-//!
-//! Still to come, as the services that need them arrive: dynamic configuration with hot
-//! reload.
+//! - [`process`]: what every server binary does around its services (logging, signals,
+//!   printed settings) and why a service could not start.
 //!
 //! The arrows point one way: `im-proto` <- `im-common` <- services <- binaries.
 
@@ -23,6 +23,7 @@ pub mod auth;
 pub mod bus;
 pub mod cache;
 pub mod metrics;
+pub mod process;
 pub mod server_db;
 pub mod settings;
 pub mod sqlite;

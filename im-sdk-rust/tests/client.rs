@@ -226,7 +226,7 @@ async fn groups_are_managed_through_the_business_api_and_their_messages_flow() {
             "phone",
             Arc::new(im_sdk_rust::StaticToken(token(user, "phone"))),
         )
-        .business_api(format!("http://{}", server.http_addr))
+        .business_api(server.api_url())
         .build()
         .unwrap()
     };
@@ -370,7 +370,7 @@ async fn sends_made_before_an_app_restart_are_delivered_once_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_calls_are_retried_for_the_caller() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), |s| s.frames_per_second = 4).await;
+    let server = Server::start_with(dir.path(), |s| s.gateway.frames_per_second = 4).await;
     server.users(&["alice"]).await;
     let alice = Arc::new(client(server.addr, "alice", "phone"));
     alice.wait_connected().await.unwrap();

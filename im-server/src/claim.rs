@@ -18,7 +18,7 @@ const CLAIM_WAIT: Duration = Duration::from_millis(500);
 /// Another process runs a node with this id.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "core.node_id {node_id:?} is taken by a running node (version {version}, up since {since_ms} ms after the epoch): give each node its own id"
+    "cluster.node_id {node_id:?} is taken by a running node (version {version}, up since {since_ms} ms after the epoch): give each node its own id"
 )]
 pub struct NodeIdTaken {
     /// The id.

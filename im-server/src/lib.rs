@@ -12,7 +12,7 @@
 //! - [`presence`]: who is online, behind [`presence::PresenceStore`]; in the distributed mode
 //!   also which node holds whom.
 //! - [`router`]: frames to this node's sessions and, over the bus, to other nodes'.
-//! - [`limits`]: each user's message rate, per node or shared by the cluster.
+//! - [`rate`]: each user's message rate, per node or shared by the cluster.
 //! - [`sessions`]: this node's sessions and presence watchers.
 //! - [`business`]: the business service's answers (permissions, group members, revocations),
 //!   asked over the bus and cached until its events invalidate them.
@@ -29,11 +29,11 @@ pub mod claim;
 pub mod events;
 pub mod gateway;
 pub mod intake;
-pub mod limits;
 pub mod messaging;
 pub mod ops;
 pub mod presence;
 pub mod push;
+pub mod rate;
 pub mod router;
 pub mod server;
 pub mod sessions;

@@ -44,13 +44,24 @@ const MAX_DELIVERY_USERS: usize = 4096;
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How much of what was published the router keeps to publish again after the bus connection
-/// comes back.
-#[derive(Debug, Clone, Copy)]
+/// comes back (what went into a broken connection may be lost): table `[core.replay]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Replay {
     /// Batches published longer ago are not kept.
+    #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// At most this many bytes of batches are kept (the oldest go first); 0 keeps none.
     pub max_bytes: usize,
+}
+
+impl Default for Replay {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(60),
+            max_bytes: 32 * 1024 * 1024,
+        }
+    }
 }
 
 /// A batch kept for replay.

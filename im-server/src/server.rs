@@ -8,7 +8,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use im_common::{
     auth::TokenVerifier,
     bus::{Bus, BusError, LinkState, PUSH_KEPT, PUSH_STREAM},
-    settings::{Database, SettingsError, without_password},
+    process::StartError,
+    settings::{ClusterSettings, Database, Reload, live, without_password},
 };
 use im_proto::{bus, v1::ErrorCode};
 use tokio::task::JoinHandle;
@@ -17,50 +18,29 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     business::{Directory, Permissions, revocations},
     events::Subscriptions,
-    gateway::Gateway,
+    gateway::{self, Gateway},
     intake::{Intake, NodeSessions},
-    limits::{LocalSendRate, SendRate},
-    messaging::{Messaging, MessagingTasks},
-    presence::{MemoryPresence, PresenceLimits, PresenceService, PresenceStore},
+    messaging::{self, Messaging, MessagingTasks},
+    presence::{self, MemoryPresence, PresenceService, PresenceStore},
     push::{OutboxPush, PushHook},
+    rate::{LocalSendRate, SendRate},
     router::Router,
     sessions::Sessions,
     settings::CoreSettings,
     store::{MessageStore, SqliteMessageStore},
 };
 
-/// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    /// Bad settings.
-    #[error(transparent)]
-    Settings(#[from] SettingsError),
-    /// The database could not be opened.
-    #[error("database {path}: {reason}")]
-    Database {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// The listener could not be bound.
-    #[error("listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The bus refused a subscription, or the business service did not answer in time.
-    #[error("bus: {0}")]
-    Bus(#[from] BusError),
-    /// Redis could not be used.
-    #[error("redis: {0}")]
-    Redis(String),
-    /// The node id is taken, or could not be claimed.
-    #[error(transparent)]
-    Claim(#[from] crate::claim::ClaimError),
+/// The settings of a running core node that may change while it runs: a reload applies to
+/// what comes after it (the next request, the next connection); one that changes a setting
+/// only a restart applies is refused.
+#[derive(Debug)]
+pub struct CoreReload {
+    /// `[core.gateway]`.
+    pub gateway: Reload<gateway::Limits>,
+    /// `[core.presence]`.
+    pub presence: Reload<presence::Limits>,
+    /// `[core.messaging]`.
+    pub messaging: Reload<messaging::Settings>,
 }
 
 /// A running core service.
@@ -72,6 +52,8 @@ pub struct RunningCore {
     pub http_addr: SocketAddr,
     /// The node's sessions.
     pub sessions: Arc<Sessions>,
+    /// Its settings that may change while it runs.
+    pub reload: CoreReload,
     gateway: JoinHandle<()>,
     ops: (CancellationToken, JoinHandle<()>),
     background: Background,
@@ -135,6 +117,7 @@ impl Parts {
     /// the bus's push outbox (in memory on the in-process bus).
     pub async fn embedded(
         store: Arc<dyn MessageStore>,
+        cluster: &ClusterSettings,
         settings: &CoreSettings,
         bus: &dyn Bus,
     ) -> Result<Self, BusError> {
@@ -142,26 +125,26 @@ impl Parts {
         Ok(Self {
             store,
             presence: Arc::new(MemoryPresence::default()),
-            send_rate: Arc::new(LocalSendRate::new(settings.messages_per_second)),
-            push: Arc::new(OutboxPush::new(pushes, &settings.node_id)),
+            send_rate: Arc::new(LocalSendRate::new(settings.messaging.messages_per_second)),
+            push: Arc::new(OutboxPush::new(pushes, &cluster.node_id)),
         })
     }
 }
 
 /// The message store the `database` setting names.
 async fn open_store(settings: &CoreSettings) -> Result<Arc<dyn MessageStore>, StartError> {
-    let database = |reason: String| StartError::Database {
-        path: without_password(&settings.database),
-        reason,
+    let database = |source: Box<dyn std::error::Error + Send + Sync>| StartError::Database {
+        database: without_password(&settings.database),
+        source,
     };
     match Database::parse(&settings.database) {
         Database::Sqlite(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| database(e.to_string()))?;
+                std::fs::create_dir_all(dir).map_err(|e| database(Box::new(e)))?;
             }
             let store = SqliteMessageStore::open(path, settings.max_connections)
                 .await
-                .map_err(|e| database(e.to_string()))?;
+                .map_err(|e| database(Box::new(e)))?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "postgres")]
@@ -169,7 +152,7 @@ async fn open_store(settings: &CoreSettings) -> Result<Arc<dyn MessageStore>, St
             let store =
                 crate::store::postgres::PgMessageStore::connect(url, settings.max_connections)
                     .await
-                    .map_err(|e| database(e.to_string()))?;
+                    .map_err(|e| database(Box::new(e)))?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "mysql")]
@@ -177,7 +160,7 @@ async fn open_store(settings: &CoreSettings) -> Result<Arc<dyn MessageStore>, St
             let store =
                 crate::store::mysql::MysqlMessageStore::connect(url, settings.max_connections)
                     .await
-                    .map_err(|e| database(e.to_string()))?;
+                    .map_err(|e| database(Box::new(e)))?;
             Ok(Arc::new(store))
         }
         #[allow(unreachable_patterns)]
@@ -187,45 +170,58 @@ async fn open_store(settings: &CoreSettings) -> Result<Arc<dyn MessageStore>, St
     }
 }
 
-/// Starts the core service on the parts its settings name: the message store of `database`;
-/// presence, routes and rates in Redis when `redis_url` is set, else in memory; offline pushes
-/// into the bus's `IM_PUSH` outbox.
+/// Starts the core service on the parts its settings name (see [`parts`]).
 pub async fn start(
+    cluster: &ClusterSettings,
     settings: &CoreSettings,
     bus: Arc<dyn Bus>,
     verifier: Arc<TokenVerifier>,
     shutdown: CancellationToken,
 ) -> Result<RunningCore, StartError> {
+    let parts = parts(cluster, settings, bus.as_ref()).await?;
+    start_with(cluster, settings, bus, verifier, parts, shutdown).await
+}
+
+/// The parts the settings name: the message store of `database`; presence, routes and rates
+/// in Redis when `[cluster] redis_url` is set, else in memory; offline pushes into the bus's
+/// `IM_PUSH` outbox.
+pub async fn parts(
+    cluster: &ClusterSettings,
+    settings: &CoreSettings,
+    bus: &dyn Bus,
+) -> Result<Parts, StartError> {
+    cluster.validate()?;
     settings.validate()?;
     #[allow(unused_mut)]
-    let mut parts = Parts::embedded(open_store(settings).await?, settings, bus.as_ref()).await?;
-    if !settings.redis_url.is_empty() {
+    let mut parts = Parts::embedded(open_store(settings).await?, cluster, settings, bus).await?;
+    if !cluster.redis_url.is_empty() {
         #[cfg(feature = "redis")]
         {
             // One pool for presence, routes and rates.
-            let pool =
-                crate::presence::redis::pool(&settings.redis_url).map_err(StartError::Redis)?;
-            let lease = i64::try_from(settings.presence_lease_ms).unwrap_or(i64::MAX);
+            let pool = crate::presence::redis::pool(&cluster.redis_url)
+                .map_err(|e| StartError::Redis(e.into()))?;
+            let lease = i64::try_from(settings.presence_lease.as_millis()).unwrap_or(i64::MAX);
             parts.presence = Arc::new(crate::presence::redis::RedisPresence::new(
                 pool.clone(),
                 lease,
-                &settings.node_id,
+                &cluster.node_id,
             ));
-            parts.send_rate = Arc::new(crate::limits::redis::RedisSendRate::new(
+            parts.send_rate = Arc::new(crate::rate::redis::RedisSendRate::new(
                 pool,
-                settings.messages_per_second,
+                settings.messaging.messages_per_second,
             ));
         }
         #[cfg(not(feature = "redis"))]
         return Err(StartError::Redis(
-            "core.redis_url is set but this build has no Redis support (feature `redis`)".into(),
+            "cluster.redis_url is set but this build has no Redis support (feature `redis`)".into(),
         ));
     }
-    start_with(settings, bus, verifier, parts, shutdown).await
+    Ok(parts)
 }
 
 /// Starts the core service on the given parts.
 pub async fn start_with(
+    cluster: &ClusterSettings,
     settings: &CoreSettings,
     bus: Arc<dyn Bus>,
     verifier: Arc<TokenVerifier>,
@@ -233,38 +229,45 @@ pub async fn start_with(
     shutdown: CancellationToken,
 ) -> Result<RunningCore, StartError> {
     settings.validate()?;
+    let node_id = cluster.node_id.as_str();
     // The events this node follows, subscribed before anything that depends on them is asked,
     // so that nothing announced after an answer is missed.
     let subscriptions = Subscriptions::subscribe(bus.as_ref()).await?;
     // Stopped if the start fails half-way: a node id claim left answering would refuse the
     // next start in this process.
     let mut background = Background::default();
-    background.extend(crate::claim::claim(bus.clone(), &settings.node_id).await?);
+    let claimed = crate::claim::claim(bus.clone(), node_id)
+        .await
+        .map_err(|e| StartError::Node(Box::new(e)))?;
+    background.extend(claimed);
     revocations::load(
         bus.as_ref(),
         &verifier,
-        Duration::from_millis(settings.business_wait_ms),
-        settings.bus_timeout(),
+        settings.business_wait,
+        settings.bus_timeout,
     )
     .await?;
     let permissions = Arc::new(Permissions::new(
         bus.clone(),
         settings.decision_cache,
         Duration::from_secs(300),
-        settings.bus_timeout(),
+        settings.bus_timeout,
     ));
     let directory = Arc::new(Directory::new(
         bus.clone(),
         settings.member_cache_groups,
-        settings.bus_timeout(),
+        settings.bus_timeout,
     ));
-    let sessions = Arc::new(Sessions::new(settings.max_sessions_per_user));
+    let (gateway_reload, gateway_limits) = live(settings.gateway.clone());
+    let (presence_reload, presence_limits) = live(settings.presence.clone());
+    let (messaging_reload, messaging_settings) = live(settings.messaging.clone());
+    let sessions = Arc::new(Sessions::new(settings.gateway.max_sessions_per_user));
     let router = Arc::new(Router::new(
-        &settings.node_id,
+        node_id,
         sessions.clone(),
         parts.presence.clone(),
         bus.clone(),
-        settings.replay(),
+        settings.replay,
     ));
     background.push(tokio::spawn(router.clone().receive_deliveries().await?));
     background.push(tokio::spawn(resync_after_bus_loss(
@@ -286,9 +289,9 @@ pub async fn start_with(
         router,
         parts.send_rate,
         parts.push,
-        settings.clone(),
+        messaging_settings.clone(),
     );
-    let node_sessions = NodeSessions::new(messaging.clone(), sessions.clone(), &settings.node_id);
+    let node_sessions = NodeSessions::new(messaging.clone(), sessions.clone(), node_id);
     let intake = Intake::new(
         verifier.clone(),
         permissions,
@@ -307,21 +310,16 @@ pub async fn start_with(
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .map_err(|source| StartError::Listen {
-            addr: settings.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: settings.listen,
-        source,
-    })?;
-    let bind_error = |addr: SocketAddr| move |source| StartError::Listen { addr, source };
+        .map_err(StartError::listen(settings.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(StartError::listen(settings.listen))?;
     let http = tokio::net::TcpListener::bind(settings.http_listen)
         .await
-        .map_err(bind_error(settings.http_listen))?;
+        .map_err(StartError::listen(settings.http_listen))?;
     let http_addr = http
         .local_addr()
-        .map_err(bind_error(settings.http_listen))?;
+        .map_err(StartError::listen(settings.http_listen))?;
     im_common::metrics::prometheus();
     // Ready until the shutdown begins; the endpoint itself serves until the node has stopped.
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -344,14 +342,17 @@ pub async fn start_with(
         parts.presence,
         sessions.clone(),
         bus.clone(),
-        &settings.node_id,
-        PresenceLimits {
-            max_subscriptions: settings.max_presence_subscriptions as usize,
-            max_status_text_bytes: settings.max_status_text_bytes,
-        },
+        node_id,
+        presence_limits.clone(),
     ));
+    let config = gateway::Config {
+        node_id: node_id.to_owned(),
+        limits: gateway_limits,
+        messaging: messaging_settings,
+        presence: presence_limits,
+    };
     let gateway = Arc::new(Gateway::new(
-        settings.clone(),
+        config,
         verifier,
         sessions.clone(),
         messaging,
@@ -360,11 +361,16 @@ pub async fn start_with(
         shutdown,
     ));
     let gateway = tokio::spawn(gateway.serve(listener));
-    tracing::info!(%addr, %http_addr, node = %settings.node_id, "core service listening");
+    tracing::info!(%addr, %http_addr, node = %node_id, "core service listening");
     Ok(RunningCore {
         addr,
         http_addr,
         sessions,
+        reload: CoreReload {
+            gateway: gateway_reload,
+            presence: presence_reload,
+            messaging: messaging_reload,
+        },
         gateway,
         ops: (ops_stop, ops),
         background,
@@ -375,8 +381,8 @@ pub async fn start_with(
 /// While the bus was away, frames other nodes sent to this node's sessions may have been
 /// dropped, and so may the batches this node wrote to the broken connection. When it is back,
 /// the router publishes its recent batches again, and every session is asked to reconnect
-/// (GoAway UNAVAILABLE, after `reconnect_after_ms`): a reconnecting client syncs, so nothing
-/// it missed stays missing.
+/// (GoAway UNAVAILABLE, after `reconnect_after`): a reconnecting client syncs, so nothing it
+/// missed stays missing.
 async fn resync_after_bus_loss(
     mut link: tokio::sync::watch::Receiver<LinkState>,
     router: Arc<Router>,

@@ -7,64 +7,26 @@
 use std::{
     collections::{HashMap, HashSet},
     io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use im_conformance::system::{Admin, Target};
 use im_sdk_rust::{Body, Client, ClientBuilder, Config, Content, Event, StaticToken};
+pub use im_testkit::sidecar::Proc;
+use im_testkit::{APP_SECRET, Sidecar, TOKEN_SECRET};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_im-server");
-const TOKEN_SECRET: &str = "cluster-test-token-secret-of-at-least-32-bytes";
-const APP_SECRET: &str = "cluster-test-app-secret";
 /// The presence lease of the test cluster's nodes, in milliseconds.
 pub const LEASE_MS: u64 = 3_000;
-
-/// A child process, SIGKILLed when dropped.
-pub struct Proc(Child);
-
-impl Proc {
-    pub fn new(child: Child) -> Self {
-        Self(child)
-    }
-
-    /// SIGKILL, as `kill -9` does, and wait for the process to be gone.
-    pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until something accepts connections on `port`.
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Whether the real services are here: PostgreSQL's URL (from `scripts/services`) and the
 /// nats-server and redis-server binaries. Outside CI a missing one skips the test loudly.
 fn services() -> Option<String> {
-    let database = im_common::testing::service_url("IM_TEST_POSTGRES_URL", "the cluster tests")?;
+    let database = im_testkit::service_url("IM_TEST_POSTGRES_URL", "the cluster tests")?;
     for binary in ["nats-server", "redis-server"] {
         let found = Command::new(binary)
             .arg("--version")
@@ -95,10 +57,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub run: String,
     database: String,
-    nats_port: u16,
-    redis_port: u16,
-    nats: Proc,
-    redis: Proc,
+    nats: Sidecar,
+    redis: Sidecar,
     business: Proc,
     business_env: Vec<(&'static str, String)>,
     pub api: String,
@@ -120,16 +80,13 @@ impl Cluster {
     ) -> Option<Cluster> {
         let database = services()?;
         let dir = tempfile::tempdir().unwrap();
-        let (nats_port, redis_port) = (free_port(), free_port());
-        let nats = start_nats(dir.path(), nats_port);
-        let redis = start_redis(dir.path(), redis_port);
-        let (business, api) = start_business(dir.path(), &database, nats_port, &business_env);
+        let nats = Sidecar::nats(true).unwrap();
+        let redis = Sidecar::redis().unwrap();
+        let (business, api) = start_business(dir.path(), &database, nats.port, &business_env);
         let admin = admin_of(&api);
         let mut cluster = Cluster {
             run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
             database,
-            nats_port,
-            redis_port,
             nats,
             redis,
             business,
@@ -147,13 +104,13 @@ impl Cluster {
     }
 
     fn start_node(&self, id: &str) -> Node {
-        self.start_node_on(id, self.nats_port)
+        self.start_node_on(id, self.nats.port)
     }
 
     /// Starts core node `id` with its bus connection through a [`BusLink`] the test can
     /// break; the node is the last of `nodes`.
     pub async fn start_node_through_link(&mut self, id: &str) -> BusLink {
-        let link = BusLink::start(self.nats_port).await;
+        let link = BusLink::start(self.nats.port).await;
         // The node's start blocks this thread while the link's tasks run on the other.
         let node = tokio::task::block_in_place(|| self.start_node_on(id, link.port));
         self.nodes.push(Some(node));
@@ -163,11 +120,11 @@ impl Cluster {
     /// Starts core node `id` expecting it to refuse to start: its exit status and its log.
     pub fn start_node_refused(&self, id: &str) -> (std::process::ExitStatus, String) {
         let name = format!("{id}-refused");
-        let env = self.node_env(id, self.nats_port);
+        let env = self.node_env(id, self.nats.port);
         let (mut proc, _lines) = spawn(self.dir.path(), &name, &[("IM_SERVICES", "core")], &env);
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
-            if let Some(status) = proc.0.try_wait().unwrap() {
+            if let Some(status) = proc.try_wait().unwrap() {
                 break status;
             }
             assert!(Instant::now() < deadline, "{name} is still running");
@@ -178,13 +135,13 @@ impl Cluster {
 
     fn node_env(&self, id: &str, nats_port: u16) -> [(&'static str, String); 4] {
         [
-            ("IM_CORE__NODE_ID", id.to_owned()),
+            ("IM_CLUSTER__NODE_ID", id.to_owned()),
             ("IM_CORE__DATABASE", self.database.clone()),
+            ("IM_CLUSTER__REDIS_URL", self.redis.url.clone()),
             (
-                "IM_CORE__REDIS_URL",
-                format!("redis://127.0.0.1:{}", self.redis_port),
+                "IM_CLUSTER__NATS_URL",
+                format!("nats://127.0.0.1:{nats_port}"),
             ),
-            ("IM_BUS__NATS_URL", format!("nats://127.0.0.1:{nats_port}")),
         ]
     }
 
@@ -261,7 +218,7 @@ impl Cluster {
         let (business, api) = start_business(
             self.dir.path(),
             &self.database,
-            self.nats_port,
+            self.nats.port,
             &self.business_env,
         );
         self.business = business;
@@ -269,19 +226,16 @@ impl Cluster {
         self.api = api;
     }
 
-    /// SIGKILLs nats-server, waits `down`, and starts it again on the same port.
+    /// SIGKILLs nats-server, waits `down`, and starts it again on the same port (its
+    /// JetStream store kept).
     pub fn restart_nats(&mut self, down: Duration) {
-        self.nats.kill();
-        std::thread::sleep(down);
-        self.nats = start_nats(self.dir.path(), self.nats_port);
+        self.nats.restart(down).unwrap();
     }
 
     /// SIGKILLs redis-server (which keeps nothing on disk), waits `down`, and starts it again
     /// empty on the same port.
     pub fn restart_redis(&mut self, down: Duration) {
-        self.redis.kill();
-        std::thread::sleep(down);
-        self.redis = start_redis(self.dir.path(), self.redis_port);
+        self.redis.restart(down).unwrap();
     }
 
     /// Where a process's log is.
@@ -304,7 +258,10 @@ fn start_business(
     nats_port: u16,
     extra: &[(&'static str, String)],
 ) -> (Proc, String) {
-    let mut env = vec![("IM_BUS__NATS_URL", format!("nats://127.0.0.1:{nats_port}"))];
+    let mut env = vec![(
+        "IM_CLUSTER__NATS_URL",
+        format!("nats://127.0.0.1:{nats_port}"),
+    )];
     env.extend(extra.iter().cloned());
     let (business, lines) = spawn(
         dir,
@@ -317,43 +274,6 @@ fn start_business(
         address_after(&lines, "business API  http://", dir, "business")
     );
     (business, api)
-}
-
-fn start_nats(dir: &Path, port: u16) -> Proc {
-    let log = std::fs::File::create(dir.join("nats.log")).unwrap();
-    // JetStream on, its store in the cluster's directory: outboxes survive a restart.
-    let store = dir.join("jetstream");
-    let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(&store)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("nats-server starts");
-    wait_for_port(port, "nats-server");
-    Proc(child)
-}
-
-fn start_redis(dir: &Path, port: u16) -> Proc {
-    let child = Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
-    wait_for_port(port, "redis-server");
-    Proc(child)
 }
 
 /// Starts `im-server` as `name` with the cluster's shared settings plus `env`; its stdout
@@ -369,18 +289,17 @@ fn spawn(
     command
         .args(["--data-dir", dir.join(name).to_str().unwrap()])
         .env("IM_SERVICES", "business")
-        .env("IM_CORE__TOKEN_SECRET", TOKEN_SECRET)
-        .env("IM_BUSINESS__TOKEN_SECRET", TOKEN_SECRET)
+        .env("IM_CLUSTER__TOKEN_SECRET", TOKEN_SECRET)
         .env("IM_BUSINESS__APP_SECRET", APP_SECRET)
         .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
         .env("IM_CORE__LISTEN", "127.0.0.1:0")
         .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
-        .env("IM_CORE__MESSAGES_PER_SECOND", "10000")
-        .env("IM_CORE__FRAMES_PER_SECOND", "10000")
-        .env("IM_CORE__PRESENCE_LEASE_MS", LEASE_MS.to_string())
-        .env("IM_CORE__BUS_TIMEOUT_MS", "2000")
-        .env("IM_CORE__RESEND_AFTER_MS", "1000")
+        .env("IM_CORE__MESSAGING__MESSAGES_PER_SECOND", "10000")
+        .env("IM_CORE__GATEWAY__FRAMES_PER_SECOND", "10000")
+        .env("IM_CORE__PRESENCE_LEASE", format!("{LEASE_MS}ms"))
+        .env("IM_CORE__BUS_TIMEOUT", "2s")
+        .env("IM_CORE__GATEWAY__RESEND_AFTER", "1s")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(log);
@@ -400,7 +319,7 @@ fn spawn(
             let _ = lines.send(line);
         }
     });
-    (Proc(child), receiver)
+    (Proc::new(child), receiver)
 }
 
 /// The address printed after `marker`, or a panic with the process's log.

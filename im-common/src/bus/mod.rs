@@ -35,9 +35,11 @@ pub use outbox::{
 pub use transport::{Bus, BusMessage, LinkState, Subscription};
 pub use typed::{Events, Incoming, Requests, Responder, encode, respond, serve};
 
-/// The bus the `[bus]` settings name: NATS when `nats_url` is set (feature `nats`), else a new
-/// in-process bus.
-pub async fn connect(settings: &crate::settings::BusSettings) -> Result<Arc<dyn Bus>, BusError> {
+/// The bus the `[cluster]` settings name: NATS when `nats_url` is set (feature `nats`), else a
+/// new in-process bus.
+pub async fn connect(
+    settings: &crate::settings::ClusterSettings,
+) -> Result<Arc<dyn Bus>, BusError> {
     if settings.nats_url.is_empty() {
         return Ok(Arc::new(LocalBus::default()));
     }
@@ -47,6 +49,6 @@ pub async fn connect(settings: &crate::settings::BusSettings) -> Result<Arc<dyn 
     }
     #[cfg(not(feature = "nats"))]
     Err(BusError::unavailable(
-        "bus.nats_url is set but this build has no NATS support (feature `nats`)",
+        "cluster.nats_url is set but this build has no NATS support (feature `nats`)",
     ))
 }

@@ -25,11 +25,12 @@ use tokio::{
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::{
-    Gateway,
+    Gateway, Limits,
+    handshake::millis,
     link::{Link, Read, timed_out},
 };
 use crate::{
-    limits::quota,
+    rate::quota,
     sessions::{Outbound, SessionHandle},
 };
 
@@ -56,6 +57,8 @@ pub(super) enum Flow {
 /// One authenticated connection.
 pub(super) struct Connection<S> {
     pub(super) gateway: Arc<Gateway>,
+    /// The limits in force when it opened.
+    pub(super) limits: Arc<Limits>,
     pub(super) link: Link<S>,
     pub(super) session: SessionHandle,
     inbox: mpsc::Receiver<Arc<Outbound>>,
@@ -76,16 +79,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// A connection whose Welcome has been sent.
     pub(super) fn new(
         gateway: Arc<Gateway>,
+        limits: Arc<Limits>,
         link: Link<S>,
         session: SessionHandle,
         inbox: mpsc::Receiver<Arc<Outbound>>,
-        codec: FrameCodec,
         client_frame_limit: usize,
         slot: OwnedSemaphorePermit,
     ) -> Self {
-        let limiter = RateLimiter::direct(quota(gateway.settings.frames_per_second));
+        let limiter = RateLimiter::direct(quota(limits.frames_per_second));
+        let codec = FrameCodec::new(limits.max_frame_bytes as usize);
         Self {
             gateway,
+            limits,
             link,
             session,
             inbox,
@@ -107,10 +112,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Serves the connection until it ends.
     pub(super) async fn run(mut self) -> Result<(), tungstenite::Error> {
-        let settings = &self.gateway.settings;
-        let idle = Duration::from_millis(u64::from(settings.idle_timeout_ms));
-        let resend_after = Duration::from_millis(settings.resend_after_ms.max(1));
-        let max_inflight = settings.max_inflight_requests as usize;
+        let idle = self.limits.idle_timeout;
+        let resend_after = self.limits.resend_after.max(Duration::from_millis(1));
+        let max_inflight = self.limits.max_inflight_requests as usize;
         let ending = self.session.ending().clone();
         let shutdown = self.gateway.shutdown.clone();
         let mut deadline: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(idle));
@@ -157,15 +161,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Ends the session: finishes what is in flight (up to the drain timeout), then says why.
     async fn finish(mut self, reason: ErrorCode) -> Result<(), tungstenite::Error> {
-        let drain = Duration::from_millis(self.gateway.settings.drain_timeout_ms);
-        let deadline = Instant::now() + drain;
+        let deadline = Instant::now() + self.limits.drain_timeout;
         while !self.inflight.is_empty() {
             match tokio::time::timeout_at(deadline, self.inflight.next()).await {
                 Ok(Some(answer)) => self.link.send(answer).await?,
                 Ok(None) | Err(_) => break,
             }
         }
-        let after = self.gateway.settings.reconnect_after_ms;
+        let after = millis(self.limits.reconnect_after);
         let wait = match reason {
             ErrorCode::SessionReplaced | ErrorCode::TokenRevoked | ErrorCode::UserDisabled => 0,
             // Every session of the node is told at once: spread them over four times the wait
@@ -203,7 +206,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if self.acked.get(&conversation_id).is_some_and(|a| *a >= seq) {
                 return Ok(true);
             }
-            if self.unacked.len() >= self.gateway.settings.max_unacked {
+            if self.unacked.len() >= self.limits.max_unacked {
                 metrics::counter!("im_slow_consumers_total", "cause" => "unacknowledged")
                     .increment(1);
                 return Ok(false);

@@ -43,7 +43,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Ok(Flow::Close);
         }
         if let Some(error) = self.rate_limited() {
-            if self.strikes > self.gateway.settings.abuse_threshold {
+            if self.strikes > self.limits.abuse_threshold {
                 let mut error = error;
                 error.message = "rate limit exceeded repeatedly".into();
                 self.link.close_with_error(0, error).await?;

@@ -17,15 +17,21 @@ use tokio_tungstenite::tungstenite::{
 };
 
 use super::{
-    ENTRY_FRAMING_BYTES, Gateway, SERVER_VERSION,
+    ENTRY_FRAMING_BYTES, Gateway, Limits, SERVER_VERSION,
     connection::Connection,
     link::{Link, Read, timed_out},
     upgrade::upgrade,
 };
 use crate::{
     sessions::{Outbound, RegisterError, SessionHandle},
+    settings::announced,
     wire::frame,
 };
+
+/// A duration in whole milliseconds, as the protocol states them.
+pub(super) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
 
 impl Gateway {
     /// The upgrade, the Hello and the Welcome: a registered session, or `None` when the
@@ -34,16 +40,17 @@ impl Gateway {
         self: Arc<Self>,
         stream: TcpStream,
     ) -> Result<Option<Connection<TcpStream>>, tungstenite::Error> {
+        let limits = self.config.limits.get();
         let mut negotiated = None;
         #[allow(clippy::result_large_err)] // The error type is tungstenite's callback contract.
         let callback =
             |request: &Request, response: Response| upgrade(request, response, &mut negotiated);
-        let handshake = Instant::now() + Duration::from_millis(self.settings.handshake_timeout_ms);
+        let handshake = Instant::now() + limits.handshake_timeout;
         // A peer that never completes the upgrade holds nothing for long.
         let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
             stream,
             callback,
-            Some(self.ws_config()),
+            Some(limits.ws_config()),
         );
         // Boxed, like the other large steps below: a task is as large as its largest state, and
         // an idle connection should not carry the handshake's.
@@ -52,16 +59,16 @@ impl Gateway {
             .map_err(|_| timed_out())??;
         let mut link = Link {
             ws,
-            write_timeout: Duration::from_millis(self.settings.write_timeout_ms),
+            write_timeout: limits.write_timeout,
         };
         let Some(slot) = self.slots.clone().try_acquire_owned().ok() else {
             let mut error = Error::new(ErrorCode::TooManyConnections, "the node is full");
-            error.retry_after_ms = self.settings.reconnect_after_ms;
+            error.retry_after_ms = millis(limits.reconnect_after);
             return Box::pin(link.close_with_error(0, error))
                 .await
                 .map(|()| None);
         };
-        let codec = FrameCodec::new(self.settings.max_frame_bytes as usize);
+        let codec = FrameCodec::new(limits.max_frame_bytes as usize);
         let hello = loop {
             let message = match tokio::time::timeout_at(handshake, link.ws.next()).await {
                 Err(_) => {
@@ -96,7 +103,7 @@ impl Gateway {
                     .map(|()| None);
             }
         };
-        let (session, inbox) = match self.authenticate(negotiated, &hello) {
+        let (session, inbox) = match self.authenticate(negotiated, &hello, &limits) {
             Ok(accepted) => accepted,
             Err(error) => {
                 metrics::counter!("im_handshakes_refused_total", "code" => error.code().as_str_name())
@@ -116,7 +123,7 @@ impl Gateway {
                     ErrorCode::TooManyConnections,
                     "the user has the most connections allowed",
                 );
-                error.retry_after_ms = self.settings.reconnect_after_ms;
+                error.retry_after_ms = millis(limits.reconnect_after);
                 return Box::pin(link.close_with_error(request_id, error))
                     .await
                     .map(|()| None);
@@ -129,12 +136,17 @@ impl Gateway {
             user_id: session.user_id.to_string(),
             device_id: session.device_id.to_string(),
             session_id: session.session_id.to_string(),
-            heartbeat_interval_ms: self.settings.heartbeat_interval_ms,
-            idle_timeout_ms: self.settings.idle_timeout_ms,
-            limits: Some(self.settings.limits()),
+            heartbeat_interval_ms: u32::try_from(millis(limits.heartbeat_interval))
+                .unwrap_or(u32::MAX),
+            idle_timeout_ms: u32::try_from(millis(limits.idle_timeout)).unwrap_or(u32::MAX),
+            limits: Some(announced(
+                &limits,
+                &self.config.presence.get(),
+                &self.config.messaging.get(),
+            )),
             server_time_ms: now_ms(),
             server_version: SERVER_VERSION.into(),
-            node_id: self.settings.node_id.clone(),
+            node_id: self.config.node_id.clone(),
         };
         let welcomed = Box::pin(link.send(frame(request_id, server_frame::Body::Welcome(welcome))));
         if let Err(error) = welcomed.await {
@@ -145,10 +157,10 @@ impl Gateway {
         let client_frame_limit = FrameCodec::announced(hello.max_frame_bytes).max_frame_bytes();
         Ok(Some(Connection::new(
             self.clone(),
+            limits,
             link,
             session,
             inbox,
-            codec,
             client_frame_limit,
             slot,
         )))
@@ -167,6 +179,7 @@ impl Gateway {
         &self,
         negotiated: Option<u32>,
         hello: &Hello,
+        limits: &Limits,
     ) -> Result<(SessionHandle, mpsc::Receiver<Arc<Outbound>>), Error> {
         let unsupported = || {
             let mut error = Error::new(
@@ -183,7 +196,7 @@ impl Gateway {
         let device = DeviceId::new(hello.device_id.clone())
             .map_err(|e| Error::new(ErrorCode::InvalidArgument, format!("device_id: {e}")))?;
         // Every entry must fit the client's frames: pushes carry one entry each.
-        let smallest = self.settings.max_content_bytes + ENTRY_FRAMING_BYTES;
+        let smallest = self.config.messaging.get().max_content_bytes + ENTRY_FRAMING_BYTES;
         if hello.max_frame_bytes != 0 && hello.max_frame_bytes < smallest {
             let mut error = Error::new(
                 ErrorCode::InvalidArgument,
@@ -207,7 +220,7 @@ impl Gateway {
             &device,
             hello.platform(),
             token.issued_at_ms,
-            self.settings.outbound_queue,
+            limits.outbound_queue,
         ))
     }
 
@@ -221,7 +234,7 @@ impl Gateway {
             user_id: session.user_id.to_string(),
             device_id: session.device_id.to_string(),
             session_id: session.session_id.to_string(),
-            node_id: self.settings.node_id.clone(),
+            node_id: self.config.node_id.clone(),
             platform: session.platform.into(),
             online: true,
             connected_at_ms: session.connected_at_ms,

@@ -11,19 +11,20 @@
 mod connection;
 mod dispatch;
 mod handshake;
+mod limits;
 mod link;
 mod upgrade;
 
+pub use limits::Limits;
+
 use std::{sync::Arc, time::Duration};
 
-use im_common::{auth::TokenVerifier, bus::Bus};
+use im_common::{auth::TokenVerifier, bus::Bus, settings::Live};
 use im_proto::v1::ErrorCode;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{
-    messaging::Messaging, presence::PresenceService, sessions::Sessions, settings::CoreSettings,
-};
+use crate::{messaging, presence, sessions::Sessions};
 
 /// The server's name and version, in `Welcome.server_version`.
 pub const SERVER_VERSION: &str = concat!("im-server/", env!("CARGO_PKG_VERSION"));
@@ -58,13 +59,26 @@ pub fn close_code(code: ErrorCode) -> u16 {
     }
 }
 
+/// The settings a gateway reads: its own limits, and what it announces of the others'.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node's id, in `Welcome.node_id`.
+    pub node_id: String,
+    /// The gateway's limits (each connection reads them as it opens).
+    pub limits: Live<Limits>,
+    /// Messaging's settings, for the limits a `Welcome` announces.
+    pub messaging: Live<messaging::Settings>,
+    /// Presence's limits, for the same.
+    pub presence: Live<presence::Limits>,
+}
+
 /// What a connection needs from the node.
 pub struct Gateway {
-    settings: CoreSettings,
+    config: Config,
     verifier: Arc<TokenVerifier>,
     sessions: Arc<Sessions>,
-    messaging: Arc<Messaging>,
-    presence: Arc<PresenceService>,
+    messaging: Arc<messaging::Messaging>,
+    presence: Arc<presence::PresenceService>,
     bus: Arc<dyn Bus>,
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -82,17 +96,17 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// A gateway over the node's modules; it stops accepting when `shutdown` fires.
     pub fn new(
-        settings: CoreSettings,
+        config: Config,
         verifier: Arc<TokenVerifier>,
         sessions: Arc<Sessions>,
-        messaging: Arc<Messaging>,
-        presence: Arc<PresenceService>,
+        messaging: Arc<messaging::Messaging>,
+        presence: Arc<presence::PresenceService>,
         bus: Arc<dyn Bus>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(settings.max_sessions)),
-            settings,
+            slots: Arc::new(Semaphore::new(config.limits.get().max_sessions)),
+            config,
             verifier,
             sessions,
             messaging,

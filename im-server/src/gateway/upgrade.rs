@@ -8,18 +8,18 @@ use tokio_tungstenite::tungstenite::{
     protocol::WebSocketConfig,
 };
 
-use super::{Gateway, WS_PATH};
+use super::{Limits, WS_PATH};
 
 /// The write buffer pushes are gathered in before a flush; an idle connection never allocates
 /// it, a busy one keeps up to this much (plus a frame) after its first burst.
 pub(super) const PUSH_WRITE_BUFFER: usize = 8 * 1024;
 
-impl Gateway {
+impl Limits {
     /// The socket's read buffer, write buffer and frame limit.
     pub(super) fn ws_config(&self) -> WebSocketConfig {
-        let max = self.settings.max_frame_bytes as usize + 1;
+        let max = self.max_frame_bytes as usize + 1;
         WebSocketConfig::default()
-            .read_buffer_size(self.settings.read_buffer_bytes)
+            .read_buffer_size(self.read_buffer_bytes)
             // Single frames are written at once (send = feed + flush); pushes queued together
             // are fed into this buffer and written with one flush, one system call for many.
             .write_buffer_size(PUSH_WRITE_BUFFER)

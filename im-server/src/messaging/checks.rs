@@ -28,6 +28,7 @@ impl Messaging {
         raw: Option<RawBody>,
     ) -> MessagingResult<NewEntry> {
         let user = &session.user;
+        let settings = self.settings.get();
         if send.body.is_none() {
             return Err(MessagingError::Invalid("send has no body".into()));
         }
@@ -50,14 +51,15 @@ impl Messaging {
                 },
             );
         };
-        let limit = self.settings.max_content_bytes;
+        let limit = settings.max_content_bytes;
         if raw.len() > limit as usize {
             return Err(MessagingError::ContentTooLarge {
                 size: raw.len(),
                 limit,
             });
         }
-        if let Err(retry_after) = self.sends.check(&session.user_id).await {
+        let rate = settings.messages_per_second;
+        if let Err(retry_after) = self.sends.check(&session.user_id, rate).await {
             metrics::counter!("im_rate_limited_total", "scope" => "user").increment(1);
             return Err(MessagingError::RateLimited { retry_after });
         }
@@ -83,7 +85,7 @@ impl Messaging {
                 if target.sender_user_id != user.as_str() {
                     return Err(MessagingError::Forbidden("only the sender edits a message"));
                 }
-                if now_ms() - target.server_time_ms > self.settings.edit_window_ms {
+                if now_ms() - target.server_time_ms > settings.edit_window_ms() {
                     return Err(MessagingError::WindowClosed("the edit window has passed"));
                 }
                 (EntryKind::Edit, edit.target_seq)
@@ -146,7 +148,7 @@ impl Messaging {
         let keys = aggregations.reactions.get(&target);
         let present = keys.is_some_and(|k| k.get(key).is_some_and(|who| !who.is_empty()));
         let distinct = keys.map_or(0, |k| k.values().filter(|who| !who.is_empty()).count());
-        let limit = self.settings.max_reaction_keys;
+        let limit = self.settings.get().max_reaction_keys;
         if !present && distinct >= limit {
             return Err(MessagingError::TooManyReactions { limit });
         }
@@ -185,7 +187,7 @@ impl Messaging {
             .await?;
         let target = self.target(conversation, seq).await?;
         let own = target.sender_user_id == user.as_str();
-        if own && now_ms() - target.server_time_ms <= self.settings.recall_window_ms {
+        if own && now_ms() - target.server_time_ms <= self.settings.get().recall_window_ms() {
             return Ok(());
         }
         let managed = conversation.group().is_some()

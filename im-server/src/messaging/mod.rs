@@ -23,10 +23,12 @@ mod error;
 mod fanout;
 mod pages;
 mod receipts;
+pub mod settings;
 mod sync;
 
 use std::sync::Arc;
 
+use im_common::settings::Live;
 use im_proto::{
     ConversationId, GroupId, UserId,
     v1::{ConversationAction, ErrorCode, SendRequest},
@@ -36,15 +38,15 @@ use tokio::sync::mpsc;
 pub use commit::PendingAck;
 pub use error::{MessagingError, MessagingResult};
 pub use fanout::push_frame;
+pub use settings::Settings;
 pub(crate) use sync::left;
 
 use crate::{
     business::{Directory, Permissions},
-    limits::SendRate,
     push::PushHook,
+    rate::SendRate,
     router::Router,
     sessions::SessionHandle,
-    settings::CoreSettings,
     store::{Appended, MessageStore, NewEntry, StoredEntry},
     wire::RawBody,
 };
@@ -94,7 +96,7 @@ pub struct Messaging {
     /// committer and go to the fan-out's queue directly.
     refan: mpsc::Sender<commit::Committed>,
     sends: Arc<dyn SendRate>,
-    settings: CoreSettings,
+    settings: Live<Settings>,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -128,15 +130,16 @@ impl Messaging {
         router: Arc<Router>,
         sends: Arc<dyn SendRate>,
         push: Arc<dyn PushHook>,
-        settings: CoreSettings,
+        settings: Live<Settings>,
     ) -> (Arc<Self>, MessagingTasks) {
-        let (commits, queue) = mpsc::channel(settings.commit_queue);
-        let (committed, to_fan_out) = mpsc::channel(settings.commit_queue);
+        let fixed = settings.get();
+        let (commits, queue) = mpsc::channel(fixed.commit_queue);
+        let (committed, to_fan_out) = mpsc::channel(fixed.commit_queue);
         let committer = tokio::spawn(commit::commit_batches(
             store.clone(),
             queue,
             committed.clone(),
-            settings.max_batch,
+            fixed.max_batch,
         ));
         let fanout = tokio::spawn(fanout::fan_out(
             fanout::FanOut {

@@ -29,7 +29,7 @@ impl Messaging {
         max_frame_bytes: usize,
     ) -> MessagingResult<Page> {
         let conversation = self.readable(user, &request.conversation_id).await?;
-        let limit = cap(request.limit, self.settings.max_history_page);
+        let limit = cap(request.limit, self.settings.get().max_history_page);
         let last_seq = self.last_seq(&conversation.key).await?;
         let mut entries = self
             .store
@@ -63,7 +63,7 @@ impl Messaging {
         max_frame_bytes: usize,
     ) -> MessagingResult<Page> {
         let conversation = self.readable(user, &request.conversation_id).await?;
-        let limit = cap(request.limit, self.settings.max_history_page);
+        let limit = cap(request.limit, self.settings.get().max_history_page);
         let last_seq = self.last_seq(&conversation.key).await?;
         let mut entries = self
             .store

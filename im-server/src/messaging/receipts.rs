@@ -92,7 +92,7 @@ impl Messaging {
                 .map(|peer| vec![peer.to_string()])
                 .unwrap_or_default(),
             ConversationKind::Group(group) => match self.directory.members(group).await {
-                Ok(members) if members.len() <= self.settings.receipts_max_group => members
+                Ok(members) if members.len() <= self.settings.get().receipts_max_group => members
                     .iter()
                     .filter(|m| m.as_str() != user.as_str())
                     .cloned()
@@ -109,7 +109,7 @@ impl Messaging {
         request: &ReadCursorsRequest,
     ) -> MessagingResult<ReadCursorsPage> {
         let conversation = self.readable(user, &request.conversation_id).await?;
-        let limit = cap(request.limit, self.settings.max_sync_page);
+        let limit = cap(request.limit, self.settings.get().max_sync_page);
         let after = if request.page_token.is_empty() {
             String::new()
         } else {

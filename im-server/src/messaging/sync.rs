@@ -24,7 +24,7 @@ impl Messaging {
         max_frame_bytes: usize,
     ) -> MessagingResult<SyncResponse> {
         let bad_token = || MessagingError::Invalid("bad page_token".into());
-        let limit = cap(request.limit, self.settings.max_sync_page) as usize;
+        let limit = cap(request.limit, self.settings.get().max_sync_page) as usize;
         let (snapshot, after) = if request.page_token.is_empty() {
             (request, String::new())
         } else {

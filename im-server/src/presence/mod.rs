@@ -14,7 +14,7 @@ use im_proto::v1::{Platform, Presence, PresenceStatus};
 pub mod redis;
 mod service;
 
-pub use service::{PresenceLimits, PresenceService};
+pub use service::{Limits, PresenceService};
 
 /// The presence records of every user.
 #[async_trait]

@@ -4,7 +4,11 @@
 
 use std::sync::Arc;
 
-use im_common::{bus::Bus, now_ms};
+use im_common::{
+    bus::Bus,
+    now_ms,
+    settings::{Live, Reloadable, SettingsError},
+};
 use im_proto::{
     ErrorCode, UserId,
     v1::{Error, Presence, PresenceChanged, PresenceList, PresenceStatus, SetPresence},
@@ -13,13 +17,30 @@ use im_proto::{
 use super::PresenceStore;
 use crate::sessions::{SessionHandle, Sessions};
 
-/// The limits a connection's presence requests are held to.
-#[derive(Debug, Clone, Copy)]
-pub struct PresenceLimits {
-    /// Users one connection may watch at once.
-    pub max_subscriptions: usize,
+/// The limits a connection's presence requests are held to: table `[core.presence]`, all of
+/// it live (read at each request).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Users one connection may watch at once (QUOTA_EXCEEDED past it).
+    pub max_subscriptions: u32,
     /// The longest status text, in bytes.
     pub max_status_text_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_subscriptions: 1_000,
+            max_status_text_bytes: 256,
+        }
+    }
+}
+
+impl Reloadable for Limits {
+    fn check_reload(&self, _next: &Self) -> Result<(), SettingsError> {
+        Ok(())
+    }
 }
 
 /// Presence for this node's sessions.
@@ -28,7 +49,7 @@ pub struct PresenceService {
     sessions: Arc<Sessions>,
     bus: Arc<dyn Bus>,
     node_id: String,
-    limits: PresenceLimits,
+    limits: Live<Limits>,
 }
 
 impl std::fmt::Debug for PresenceService {
@@ -46,7 +67,7 @@ impl PresenceService {
         sessions: Arc<Sessions>,
         bus: Arc<dyn Bus>,
         node_id: &str,
-        limits: PresenceLimits,
+        limits: Live<Limits>,
     ) -> Self {
         Self {
             store,
@@ -88,7 +109,7 @@ impl PresenceService {
     /// The user chose a status (ONLINE while any device is connected, unless it chose AWAY or
     /// BUSY) and a status text.
     pub async fn set(&self, user: &UserId, set: &SetPresence) -> Result<(), Error> {
-        let max = self.limits.max_status_text_bytes;
+        let max = self.limits.get().max_status_text_bytes;
         if set.status_text.len() > max {
             let mut error = Error::new(
                 ErrorCode::InvalidArgument,
@@ -124,7 +145,7 @@ impl PresenceService {
                 format!("not a user id: {bad:?}"),
             ));
         }
-        let max = self.limits.max_subscriptions;
+        let max = self.limits.get().max_subscriptions as usize;
         if !self.sessions.watch(&session.session_id, &unique, max) {
             return Err(Error::new(
                 ErrorCode::QuotaExceeded,

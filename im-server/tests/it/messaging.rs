@@ -2,13 +2,9 @@
 //! idempotent sends, ordering, sync after being offline, history and pull pages, read state,
 //! edits, recalls, deletes, reactions, typing, presence and permission denials.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use im_business::Actor;
 use im_proto::v1::{
     Delete, Edit, ErrorCode, HistoryRequest, MarkRead, MessageBody, PresenceStatus,
@@ -251,7 +247,7 @@ async fn offline_users_sync_then_pull_what_they_missed() {
 
 #[tokio::test]
 async fn sync_pages_cover_every_conversation_once() {
-    let w = world_with(|s| s.max_sync_page = 3).await;
+    let w = world_with(|s| s.messaging.max_sync_page = 3).await;
     let peers: Vec<String> = (0..8).map(|n| format!("p{n}")).collect();
     let mut all: Vec<&str> = peers.iter().map(String::as_str).collect();
     all.push("zed");
@@ -291,7 +287,7 @@ async fn sync_pages_cover_every_conversation_once() {
 
 #[tokio::test]
 async fn history_pages_backwards_without_gaps() {
-    let w = world_with(|s| s.max_history_page = 4).await;
+    let w = world_with(|s| s.messaging.max_history_page = 4).await;
     w.users(&["amy", "bob"]).await;
     let mut amy = w.connect("amy", "d").await;
     for n in 1..=10 {
@@ -577,8 +573,8 @@ async fn edits_recalls_deletes_and_reactions_are_entries_and_shape_history() {
 #[tokio::test]
 async fn windows_close_for_senders_but_not_for_admins() {
     let w = world_with(|s| {
-        s.edit_window_ms = 0;
-        s.recall_window_ms = 0;
+        s.messaging.edit_window = Duration::ZERO;
+        s.messaging.recall_window = Duration::ZERO;
     })
     .await;
     w.users(&["owner", "amy"]).await;
@@ -612,6 +608,48 @@ async fn windows_close_for_senders_but_not_for_admins() {
     assert_eq!(code(&late), ErrorCode::EditWindowClosed);
     let by_admin = owner.send_message("g:team", "4", recall).await.unwrap();
     assert_eq!(by_admin.seq, 2);
+}
+
+#[tokio::test]
+async fn live_settings_apply_from_the_next_request_and_the_rest_wait_for_a_restart() {
+    let w = world().await;
+    w.users(&["amy", "bob"]).await;
+    let mut amy = w.connect("amy", "d").await;
+    amy.say("d:amy:bob", "1", "oops").await;
+    let reload = &w.reload().messaging;
+    let closed = im_server::messaging::Settings {
+        edit_window: Duration::ZERO,
+        ..(*reload.get()).clone()
+    };
+    reload.apply(closed.clone()).unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let content = match text("fixed").kind {
+        Some(message_body::Kind::Content(c)) => c,
+        _ => unreachable!(),
+    };
+    let edit = MessageBody {
+        kind: Some(message_body::Kind::Edit(Edit {
+            target_seq: 1,
+            content: Some(content),
+        })),
+    };
+    let refused = amy.send_message("d:amy:bob", "2", edit).await.unwrap_err();
+    assert_eq!(
+        code(&refused),
+        ErrorCode::EditWindowClosed,
+        "the window reloaded shut applies to the next edit"
+    );
+    let restart_only = im_server::messaging::Settings {
+        commit_queue: 1,
+        ..closed
+    };
+    let error = reload.apply(restart_only).unwrap_err().to_string();
+    assert!(error.contains("core.messaging.commit_queue"), "{error}");
+    assert_eq!(
+        reload.get().commit_queue,
+        8_192,
+        "nothing refused is in force"
+    );
 }
 
 #[tokio::test]
@@ -1022,8 +1060,8 @@ async fn a_resend_gets_its_first_ack_even_after_the_sender_was_muted() {
 #[tokio::test]
 async fn sync_pages_fit_the_clients_frames() {
     let w = world_with(|s| {
-        s.max_content_bytes = 4_096;
-        s.max_frame_bytes = 8_192;
+        s.messaging.max_content_bytes = 4_096;
+        s.gateway.max_frame_bytes = 8_192;
     })
     .await;
     w.users(&["amy", "bob", "cy", "dan", "eve"]).await;
@@ -1062,7 +1100,7 @@ async fn sync_pages_fit_the_clients_frames() {
 
 #[tokio::test]
 async fn a_message_carries_a_bounded_number_of_reaction_keys() {
-    let w = world_with(|s| s.max_reaction_keys = 2).await;
+    let w = world_with(|s| s.messaging.max_reaction_keys = 2).await;
     w.users(&["amy", "bob"]).await;
     let mut amy = w.connect("amy", "d").await;
     let mut bob = w.connect("bob", "d").await;

@@ -3,7 +3,11 @@
 //! ([`redis::RedisSendRate`], the same GCRA in one script), so a user spread over several nodes
 //! gets the same allowance as on one.
 
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    num::NonZeroU32,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
@@ -17,36 +21,58 @@ pub fn quota(per_second: u32) -> Quota {
 /// How many messages each user may send.
 #[async_trait]
 pub trait SendRate: Send + Sync + 'static {
-    /// Counts one message of `user_id`; `Err` says how long until the next one is allowed.
-    /// (An `Arc`: the session's own, kept as the key without a copy per message.)
-    async fn check(&self, user_id: &Arc<str>) -> Result<(), Duration>;
+    /// Counts one message of `user_id`, who may send `per_second` (a setting that may change
+    /// while the node runs); `Err` says how long until the next one is allowed. (An `Arc`: the
+    /// session's own, kept as the key without a copy per message.)
+    async fn check(&self, user_id: &Arc<str>, per_second: u32) -> Result<(), Duration>;
 
     /// Forgets users idle long enough to be back at a full burst.
     fn prune(&self) {}
 }
 
-/// Message rates in this node's memory.
+/// Message rates in this node's memory. A new rate starts everyone with a full burst.
 #[derive(Debug)]
-pub struct LocalSendRate(DefaultKeyedRateLimiter<Arc<str>>);
+pub struct LocalSendRate {
+    limiter: RwLock<(u32, Arc<DefaultKeyedRateLimiter<Arc<str>>>)>,
+}
 
 impl LocalSendRate {
     /// `per_second` messages per user, with a burst of twice as many.
     pub fn new(per_second: u32) -> Self {
-        Self(RateLimiter::keyed(quota(per_second)))
+        Self {
+            limiter: RwLock::new((per_second, Arc::new(RateLimiter::keyed(quota(per_second))))),
+        }
+    }
+
+    /// The limiter of `per_second`, made anew when the rate changed.
+    fn limiter(&self, per_second: u32) -> Arc<DefaultKeyedRateLimiter<Arc<str>>> {
+        {
+            let current = self.limiter.read().unwrap_or_else(|e| e.into_inner());
+            if current.0 == per_second {
+                return current.1.clone();
+            }
+        }
+        let mut current = self.limiter.write().unwrap_or_else(|e| e.into_inner());
+        if current.0 != per_second {
+            *current = (per_second, Arc::new(RateLimiter::keyed(quota(per_second))));
+        }
+        current.1.clone()
     }
 }
 
 #[async_trait]
 impl SendRate for LocalSendRate {
-    async fn check(&self, user_id: &Arc<str>) -> Result<(), Duration> {
-        self.0
+    async fn check(&self, user_id: &Arc<str>, per_second: u32) -> Result<(), Duration> {
+        let limiter = self.limiter(per_second);
+        limiter
             .check_key(user_id)
-            .map_err(|not_until| not_until.wait_time_from(self.0.clock().now()))
+            .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
     }
 
     fn prune(&self) {
-        self.0.retain_recent();
-        self.0.shrink_to_fit();
+        let (_, limiter) = &*self.limiter.read().unwrap_or_else(|e| e.into_inner());
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
     }
 }
 
@@ -83,38 +109,38 @@ return 0
     /// counters (a user may then send up to once per node), so sends go on.
     pub struct RedisSendRate {
         pool: Pool,
-        interval_us: u64,
-        burst: u64,
+        /// The period a rate counts in, in microseconds: a second (a minute in a test).
+        period_us: u64,
         fallback: LocalSendRate,
     }
 
     impl std::fmt::Debug for RedisSendRate {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("RedisSendRate")
-                .field("interval_us", &self.interval_us)
-                .finish_non_exhaustive()
+            f.debug_struct("RedisSendRate").finish_non_exhaustive()
         }
     }
 
     impl RedisSendRate {
-        /// `per_second` messages per user (a burst of twice as many), counted in the Redis of
-        /// `pool` (shared with presence).
+        /// Message rates counted in the Redis of `pool` (shared with presence); the fallback
+        /// counts at `per_second` until the first check says otherwise.
         pub fn new(pool: Pool, per_second: u32) -> Self {
-            let per_second = per_second.max(1);
-            Self::with_interval(pool, 1_000_000 / u64::from(per_second), per_second)
+            Self::per(pool, 1_000_000, per_second)
         }
 
-        /// One message per `interval_us`, a burst of `2 * per_second`.
-        fn with_interval(pool: Pool, interval_us: u64, per_second: u32) -> Self {
+        /// Rates counted per `period_us` rather than per second.
+        fn per(pool: Pool, period_us: u64, per_second: u32) -> Self {
             Self {
                 pool,
-                interval_us,
-                burst: 2 * u64::from(per_second),
+                period_us,
                 fallback: LocalSendRate::new(per_second),
             }
         }
 
-        async fn shared(&self, user_id: &str) -> Result<u64, String> {
+        /// One message per `interval_us`, a burst of `2 * per_period` (GCRA's terms).
+        async fn shared(&self, user_id: &str, per_period: u32) -> Result<u64, String> {
+            let per_period = per_period.max(1);
+            let interval_us = self.period_us / u64::from(per_period);
+            let burst = 2 * u64::from(per_period);
             let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
             // EVAL: Redis keeps the compiled script by its hash; the text is a few hundred
             // bytes on the wire.
@@ -122,8 +148,8 @@ return 0
                 .arg(GCRA)
                 .arg(1)
                 .arg(format!("im:rate:{{{user_id}}}:send"))
-                .arg(self.interval_us)
-                .arg(self.burst)
+                .arg(interval_us)
+                .arg(burst)
                 .query_async(&mut *conn)
                 .await
                 .map_err(|e| e.to_string())
@@ -132,10 +158,10 @@ return 0
 
     #[async_trait]
     impl SendRate for RedisSendRate {
-        async fn check(&self, user_id: &Arc<str>) -> Result<(), Duration> {
+        async fn check(&self, user_id: &Arc<str>, per_second: u32) -> Result<(), Duration> {
             // A Redis that stalls costs a send at most this long before counting locally.
             let limit = Duration::from_millis(500);
-            let shared = tokio::time::timeout(limit, self.shared(user_id))
+            let shared = tokio::time::timeout(limit, self.shared(user_id, per_second))
                 .await
                 .unwrap_or_else(|_| Err("timed out".into()));
             match shared {
@@ -144,7 +170,7 @@ return 0
                 Err(error) => {
                     tracing::warn!(%error, "shared rate limit unavailable: counting locally");
                     metrics::counter!("im_rate_limit_fallbacks_total").increment(1);
-                    self.fallback.check(user_id).await
+                    self.fallback.check(user_id, per_second).await
                 }
             }
         }
@@ -169,14 +195,14 @@ return 0
             // burst, not four.
             let minute = 60_000_000;
             let pool = || crate::presence::redis::pool(&url).unwrap();
-            let a = RedisSendRate::with_interval(pool(), minute, 1);
-            let b = RedisSendRate::with_interval(pool(), minute, 1);
+            let a = RedisSendRate::per(pool(), minute, 1);
+            let b = RedisSendRate::per(pool(), minute, 1);
             let user: Arc<str> = format!("rate-{}", uuid::Uuid::new_v4().simple()).into();
             let mut allowed = 0;
             let mut waits = Vec::new();
             for i in 0..20 {
                 let node = if i % 2 == 0 { &a } else { &b };
-                match node.check(&user).await {
+                match node.check(&user, 1).await {
                     Ok(()) => allowed += 1,
                     Err(wait) => waits.push(wait),
                 }
@@ -190,7 +216,7 @@ return 0
             );
             // Another user has an allowance of its own.
             let other: Arc<str> = format!("rate-{}", uuid::Uuid::new_v4().simple()).into();
-            assert_eq!(a.check(&other).await, Ok(()));
+            assert_eq!(a.check(&other, 1).await, Ok(()));
         }
     }
 }

@@ -5,11 +5,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../im-server/tests/common/client.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod client;
-mod common;
-
 use std::{
     collections::{BTreeMap, HashSet},
     io::{BufRead, BufReader},
@@ -18,9 +13,11 @@ use std::{
     process::{Command, Stdio},
 };
 
-use client::Client;
-use common::Proc;
 use im_proto::v1::{PullRequest, SendRequest, client_frame, server_frame};
+use im_testkit::{
+    client::{self, Client},
+    sidecar::Proc,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_im-server");
 const CONVERSATION: &str = "d:amy:bob";
@@ -53,8 +50,8 @@ fn start_with(data: &Path, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
         .envs(env.iter().copied())
         .env("IM_CORE__LISTEN", "127.0.0.1:0")
         .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
-        .env("IM_CORE__MESSAGES_PER_SECOND", "100000")
-        .env("IM_CORE__FRAMES_PER_SECOND", "100000")
+        .env("IM_CORE__MESSAGING__MESSAGES_PER_SECOND", "100000")
+        .env("IM_CORE__GATEWAY__FRAMES_PER_SECOND", "100000")
         .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
@@ -206,4 +203,61 @@ async fn the_embedded_binary_posts_offline_pushes_to_the_webhook() {
     assert_eq!(push["user_ids"], serde_json::json!(["bob"]));
     assert_eq!(push["text"], "are you there?");
     server.kill();
+}
+
+#[test]
+fn settings_renamed_in_this_release_are_read_under_their_new_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("im.toml");
+    std::fs::write(
+        &config,
+        "[core]\nidle_timeout_ms = 5000\nmessages_per_second = 7\ntoken_secret = \"a legacy secret of at least thirty-two bytes\"\n[bus]\nnats_url = \"\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args(["--config", config.to_str().unwrap(), "print-settings"])
+        .env("IM_CORE__MAX_HISTORY_PAGE", "9")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["core"]["gateway"]["idle_timeout"], "5s");
+    assert_eq!(shown["core"]["messaging"]["messages_per_second"], 7);
+    assert_eq!(
+        shown["core"]["messaging"]["max_history_page"], 9,
+        "from the environment"
+    );
+    assert_eq!(
+        shown["cluster"]["token_secret"], "<hidden>",
+        "moved, and hidden"
+    );
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warnings.contains("core.idle_timeout_ms") && warnings.contains("core.gateway.idle_timeout"),
+        "the old name is named with the new one: {warnings}"
+    );
+
+    // An old key and its new key that disagree are refused, naming both.
+    std::fs::write(
+        &config,
+        "[core]\nidle_timeout_ms = 5000\n[core.gateway]\nidle_timeout = \"6s\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args(["--config", config.to_str().unwrap(), "print-settings"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("core.idle_timeout_ms") && error.contains("core.gateway.idle_timeout"),
+        "{error}"
+    );
 }

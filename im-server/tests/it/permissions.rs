@@ -2,8 +2,6 @@
 //! against the real business service: a removal, mute, block or mute-all is enforced on the
 //! very next check after its event, never served stale from the cache.
 
-#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
-
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;

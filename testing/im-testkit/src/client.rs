@@ -1,4 +1,7 @@
 //! A raw protocol client for tests: real WebSocket, protobuf frames, nothing hidden.
+//!
+//! [`Client`] panics on what a test does not expect; [`open_url`], [`send_frame`] and
+//! [`read_frame`] report instead, for checks that run against any server.
 
 use std::{collections::VecDeque, net::SocketAddr, time::Duration};
 
@@ -20,6 +23,7 @@ use tokio_tungstenite::{
 /// How long a test waits for a frame it expects.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A client's WebSocket.
 pub type Ws = WebSocketStream<TcpStream>;
 
 /// Opens a WebSocket offering `protocols`; the upgrade response's chosen subprotocol too.
@@ -27,14 +31,32 @@ pub async fn open(
     addr: SocketAddr,
     protocols: &[&str],
 ) -> Result<(Ws, Option<String>), tungstenite::Error> {
-    let mut request = format!("ws://{addr}/ws").into_client_request()?;
+    open_url(&format!("ws://{addr}/ws"), protocols).await
+}
+
+/// Opens a WebSocket to `url` (`ws://host:port/ws`) offering `protocols`; the upgrade
+/// response's chosen subprotocol too.
+pub async fn open_url(
+    url: &str,
+    protocols: &[&str],
+) -> Result<(Ws, Option<String>), tungstenite::Error> {
+    let mut request = url.into_client_request()?;
     if !protocols.is_empty() {
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_str(&protocols.join(", ")).expect("header"),
-        );
+        let offered = HeaderValue::from_str(&protocols.join(", "))
+            .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", offered);
     }
-    let stream = TcpStream::connect(addr)
+    let authority =
+        request
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or(tungstenite::Error::Url(
+                tungstenite::error::UrlError::NoHostName,
+            ))?;
+    let stream = TcpStream::connect(authority)
         .await
         .map_err(tungstenite::Error::Io)?;
     let (ws, response) = tokio_tungstenite::client_async(request, stream).await?;
@@ -46,6 +68,50 @@ pub async fn open(
     Ok((ws, chosen))
 }
 
+/// Sends one frame.
+pub async fn send_frame(
+    ws: &mut Ws,
+    request_id: u64,
+    body: client_frame::Body,
+) -> Result<(), tungstenite::Error> {
+    let frame = ClientFrame {
+        request_id,
+        body: Some(body),
+    };
+    ws.send(WsMessage::Binary(frame.encode_to_vec().into()))
+        .await
+}
+
+/// What reading gave: a frame, or the close (with its code, if the server sent one).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read {
+    /// A server frame.
+    Frame(Box<ServerFrame>),
+    /// The connection ended.
+    Closed(Option<u16>),
+}
+
+/// The next frame within `wait`, or the close; an error for nothing in time or bytes that are
+/// no server frame.
+pub async fn read_frame(ws: &mut Ws, wait: Duration) -> Result<Read, String> {
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await {
+            Err(_) => return Err("nothing arrived in time".into()),
+            Ok(None) | Ok(Some(Err(_))) => return Ok(Read::Closed(None)),
+            Ok(Some(Ok(WsMessage::Close(close)))) => {
+                return Ok(Read::Closed(close.map(|c| u16::from(c.code))));
+            }
+            Ok(Some(Ok(WsMessage::Binary(bytes)))) => {
+                return ServerFrame::decode(bytes)
+                    .map(|frame| Read::Frame(Box::new(frame)))
+                    .map_err(|e| e.to_string());
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// A Hello for version 1 with `token` on `device`.
 pub fn hello(token: &str, device: &str) -> Hello {
     Hello {
         protocol_versions: vec![1],
@@ -57,6 +123,7 @@ pub fn hello(token: &str, device: &str) -> Hello {
     }
 }
 
+/// A text message body.
 pub fn text(body: &str) -> MessageBody {
     MessageBody {
         kind: Some(message_body::Kind::Content(im_proto::v1::Content {
@@ -79,7 +146,9 @@ pub fn text_of(message: &Message) -> Option<&str> {
 
 /// One connection, with the pushes that arrived while it waited for answers.
 pub struct Client {
+    /// The WebSocket, for tests that write or read it directly.
     pub ws: Ws,
+    /// What the server said in its Welcome.
     pub welcome: Welcome,
     next_id: u64,
     pushes: VecDeque<ServerFrame>,
@@ -123,6 +192,7 @@ impl Client {
         (frames.into_iter().next().expect("an answer"), close)
     }
 
+    /// The user the server authenticated.
     pub fn user(&self) -> &str {
         &self.welcome.user_id
     }
@@ -135,6 +205,7 @@ impl Client {
         id
     }
 
+    /// Sends a frame with `request_id`.
     pub async fn send_with_id(&mut self, request_id: u64, body: client_frame::Body) {
         let frame = ClientFrame {
             request_id,
@@ -143,6 +214,7 @@ impl Client {
         self.send_bytes(frame.encode_to_vec()).await;
     }
 
+    /// Sends raw bytes as one binary message.
     pub async fn send_bytes(&mut self, bytes: Vec<u8>) {
         self.ws
             .send(WsMessage::Binary(bytes.into()))
@@ -198,6 +270,7 @@ impl Client {
         }
     }
 
+    /// Sends `body` to a conversation; the ack or the error.
     pub async fn send_message(
         &mut self,
         conversation: &str,
@@ -281,6 +354,7 @@ impl Client {
         }
     }
 
+    /// Acknowledges every entry of `conversation` up to `seq`.
     pub async fn ack(&mut self, conversation: &str, seq: u64) {
         let ack = DeliveryAck {
             acks: vec![SeqCursor {

@@ -2,13 +2,9 @@
 //! every limit, heartbeats, resends, sessions ended from elsewhere, and a graceful shutdown
 //! that answers every send in flight.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures::SinkExt;
 use im_business::Actor;
 use im_proto::v1::{
@@ -266,8 +262,8 @@ async fn malformed_and_text_frames_close_the_connection() {
 #[tokio::test]
 async fn frames_up_to_the_limit_pass_and_larger_ones_close_with_frame_too_large() {
     let w = world_with(|s| {
-        s.max_frame_bytes = 4096;
-        s.max_content_bytes = 2048;
+        s.gateway.max_frame_bytes = 4096;
+        s.messaging.max_content_bytes = 2048;
     })
     .await;
     w.users(&["amy"]).await;
@@ -327,7 +323,7 @@ async fn frames_up_to_the_limit_pass_and_larger_ones_close_with_frame_too_large(
 
 #[tokio::test]
 async fn sends_are_rate_limited_per_user() {
-    let w = world_with(|s| s.messages_per_second = 2).await;
+    let w = world_with(|s| s.messaging.messages_per_second = 2).await;
     w.users(&["amy"]).await;
     let mut phone = w.connect("amy", "phone").await;
     let mut laptop = w.connect("amy", "laptop").await;
@@ -354,8 +350,8 @@ async fn sends_are_rate_limited_per_user() {
 #[tokio::test]
 async fn floods_are_rate_limited_then_disconnected() {
     let w = world_with(|s| {
-        s.frames_per_second = 5;
-        s.abuse_threshold = 20;
+        s.gateway.frames_per_second = 5;
+        s.gateway.abuse_threshold = 20;
     })
     .await;
     w.users(&["amy"]).await;
@@ -382,8 +378,8 @@ async fn floods_are_rate_limited_then_disconnected() {
 #[tokio::test]
 async fn connections_are_capped_per_node_and_per_user() {
     let w = world_with(|s| {
-        s.max_sessions = 2;
-        s.max_sessions_per_user = 1;
+        s.gateway.max_sessions = 2;
+        s.gateway.max_sessions_per_user = 1;
     })
     .await;
     w.users(&["amy", "bob", "cy"]).await;
@@ -490,7 +486,7 @@ async fn revocations_and_deactivations_end_live_sessions() {
 
 #[tokio::test]
 async fn silent_connections_time_out_and_pings_keep_them_alive() {
-    let w = world_with(|s| s.idle_timeout_ms = 1_000).await;
+    let w = world_with(|s| s.gateway.idle_timeout = Duration::from_secs(1)).await;
     w.users(&["amy"]).await;
     let mut talking = w.connect("amy", "phone").await;
     let silent = w.connect("amy", "laptop").await;
@@ -508,7 +504,7 @@ async fn silent_connections_time_out_and_pings_keep_them_alive() {
 
 #[tokio::test]
 async fn unacknowledged_pushes_are_resent_until_acknowledged() {
-    let w = world_with(|s| s.resend_after_ms = 100).await;
+    let w = world_with(|s| s.gateway.resend_after = Duration::from_millis(100)).await;
     w.users(&["amy", "bob"]).await;
     let mut amy = w.connect("amy", "d").await;
     let mut bob = w.connect("bob", "d").await;
@@ -537,7 +533,7 @@ async fn unacknowledged_pushes_are_resent_until_acknowledged() {
 
 #[tokio::test]
 async fn a_device_that_never_acknowledges_is_a_slow_consumer() {
-    let w = world_with(|s| s.max_unacked = 5).await;
+    let w = world_with(|s| s.gateway.max_unacked = 5).await;
     w.users(&["amy", "bob"]).await;
     let mut amy = w.connect("amy", "d").await;
     let bob = w.connect("bob", "d").await;
@@ -551,7 +547,7 @@ async fn a_device_that_never_acknowledges_is_a_slow_consumer() {
 
 #[tokio::test]
 async fn presence_subscriptions_are_capped() {
-    let w = world_with(|s| s.max_presence_subscriptions = 2).await;
+    let w = world_with(|s| s.presence.max_subscriptions = 2).await;
     w.users(&["amy"]).await;
     let mut amy = w.connect("amy", "d").await;
     let subscribe = |ids: &[&str]| {
@@ -674,7 +670,7 @@ async fn a_graceful_shutdown_answers_every_send_in_flight_and_says_goodbye() {
         (close_code(&close), reason(&close).as_str()),
         (1001, "SHUTTING_DOWN")
     );
-    let store = SqliteMessageStore::open(&w.dir.path().join("messages.db"), 1)
+    let store = SqliteMessageStore::open(&w.dir.join("messages.db"), 1)
         .await
         .unwrap();
     let stored = store.entries_after("d:amy:bob", 0, 1000).await.unwrap();

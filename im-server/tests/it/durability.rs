@@ -1,8 +1,6 @@
 //! What was appended survives closing and reopening the database, and sequences continue
 //! after it with no gap and no reuse.
 
-#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
-
 use im_server::store::{Appended, EntryKind, MessageStore, NewEntry, SqliteMessageStore};
 
 fn entry(client_msg_id: &str) -> NewEntry {

@@ -1,18 +1,33 @@
 //! Loading settings: defaults, then a TOML file, then environment variables, each overriding
-//! the one before. Every service uses the same shape: a table per service in one file.
+//! the one before. Every process reads one file with a table per section (`[cluster]`,
+//! `[core]`, `[business]`, and tables inside them such as `[core.gateway]`).
 //!
-//! Environment variables are named `IM_<SECTION>__<KEY>` (double underscore between levels),
-//! e.g. `IM_BUSINESS__APP_SECRET`.
+//! Environment variables are named `IM_<SECTION>__<KEY>`, a double underscore between levels:
+//! `IM_CLUSTER__TOKEN_SECRET`, `IM_CORE__GATEWAY__IDLE_TIMEOUT=90s`.
+//!
+//! - [`cluster`]: what every process of a deployment shares (node id, token secret, NATS,
+//!   Redis).
+//! - [`legacy`]: keys renamed in this release, still read (with a warning) for one release.
+//! - [`live`]: settings that may change while the process runs, behind a watch.
+
+pub mod cluster;
+pub mod legacy;
+pub mod live;
 
 use std::path::Path;
 
 use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
+    value::{Dict, Value},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-/// Settings that could not be loaded.
+pub use cluster::ClusterSettings;
+pub use legacy::{Rename, Unit};
+pub use live::{Live, Reload, Reloadable, live};
+
+/// Settings that could not be loaded, or that a service cannot run with.
 #[derive(Debug, thiserror::Error)]
 #[error("settings: {0}")]
 pub struct SettingsError(String);
@@ -34,6 +49,16 @@ impl Secret {
     /// The secret itself.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// Whether none is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// What `print-settings` shows: whether one is set, never what it is.
+    pub fn hidden(&self) -> Self {
+        Self(if self.0.is_empty() { "" } else { "<hidden>" }.to_owned())
     }
 }
 
@@ -99,7 +124,7 @@ impl<'a> Database<'a> {
     }
 }
 
-/// A database setting fit for messages and logs: a URL's password is masked.
+/// A database or service URL fit for messages and logs: its password is masked.
 pub fn without_password(setting: &str) -> String {
     let (Some(scheme), Some(at)) = (setting.find("://"), setting.rfind('@')) else {
         return setting.to_owned();
@@ -112,32 +137,59 @@ pub fn without_password(setting: &str) -> String {
     }
 }
 
-/// The bus every service of a deployment shares: section `[bus]`, `IM_BUS__<KEY>`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BusSettings {
-    /// The NATS server(s), `nats://host:port` (comma-separated for several). Empty: the
-    /// services of one process share an in-process bus.
-    pub nats_url: String,
+/// What the file and the environment say, every section, with renamed keys moved to their
+/// new places.
+#[derive(Debug, Clone)]
+pub struct Config {
+    tree: Dict,
 }
 
-/// Loads section `section` (e.g. `business`) of the file at `path` (if any) over `defaults`,
-/// then applies `IM_<SECTION>__<KEY>` environment variables.
-pub fn load<T: Serialize + DeserializeOwned>(
-    section: &str,
-    defaults: &T,
-    path: Option<&Path>,
-) -> Result<T, SettingsError> {
-    let mut figment = Figment::new().merge(Serialized::defaults(defaults));
-    if let Some(path) = path {
-        if !path.exists() {
-            return Err(SettingsError(format!("{} does not exist", path.display())));
+impl Config {
+    /// Reads the file at `path` (if any) and the `IM_` environment variables, then moves the
+    /// keys `renames` lists (old ones still accepted) to their new names.
+    pub fn load(path: Option<&Path>, renames: &[Rename]) -> Result<Self, SettingsError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(SettingsError(format!("{} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Figment::from(Toml::file(path)).focus(section));
+        // One provider for every section: IM_CORE__GATEWAY__IDLE_TIMEOUT is core.gateway.
+        // idle_timeout. Variables of other tools that start with IM_ land at the top level,
+        // where no section reads them.
+        figment = figment.merge(Env::prefixed("IM_").split("__"));
+        let mut tree: Dict = figment
+            .extract()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        for note in legacy::apply(&mut tree, renames)? {
+            tracing::warn!("{note}");
+        }
+        Ok(Self { tree })
     }
-    let prefix = format!("IM_{}__", section.to_uppercase());
-    figment = figment.merge(Env::prefixed(&prefix).split("__"));
-    figment.extract().map_err(|e| SettingsError(e.to_string()))
+
+    /// Settings made of `overrides` only (no file, no environment), for tests and embedders.
+    pub fn from_value(overrides: impl Serialize) -> Result<Self, SettingsError> {
+        let tree = Figment::from(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        Ok(Self { tree })
+    }
+
+    /// Section `name` (`core`, `cluster`, ...) over `defaults`.
+    pub fn section<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        defaults: &T,
+    ) -> Result<T, SettingsError> {
+        let mut figment = Figment::new().merge(Serialized::defaults(defaults));
+        if let Some(Value::Dict(_, section)) = self.tree.get(name) {
+            figment = figment.merge(Serialized::defaults(section));
+        }
+        figment
+            .extract()
+            .map_err(|e| SettingsError(format!("[{name}]: {e}")))
+    }
 }
 
 #[cfg(test)]
@@ -147,10 +199,22 @@ mod tests {
     use super::*;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Sample {
         listen: String,
         limit: u32,
         secret: Secret,
+        #[serde(with = "humantime_serde")]
+        wait: std::time::Duration,
+    }
+
+    fn defaults() -> Sample {
+        Sample {
+            listen: "127.0.0.1:1".into(),
+            limit: 1,
+            secret: Secret::default(),
+            wait: std::time::Duration::from_secs(1),
+        }
     }
 
     #[test]
@@ -173,20 +237,18 @@ mod tests {
     #[test]
     #[allow(clippy::result_large_err)] // figment's own test harness returns its error type.
     fn file_then_environment_override_the_defaults() {
-        let defaults = Sample {
-            listen: "127.0.0.1:1".into(),
-            limit: 1,
-            secret: Secret::default(),
-        };
         figment::Jail::expect_with(|jail| {
-            let file = "[sample]\nlimit = 7\nsecret = \"from file\"\n[other]\nlimit = 9\n";
+            let file =
+                "[sample]\nlimit = 7\nsecret = \"from file\"\nwait = \"90s\"\n[other]\nlimit = 9\n";
             jail.create_file("im.toml", file)?;
             jail.set_env("IM_SAMPLE__SECRET", "from env");
-            let loaded = load("sample", &defaults, Some(Path::new("im.toml"))).unwrap();
+            let config = Config::load(Some(Path::new("im.toml")), &[]).unwrap();
+            let loaded: Sample = config.section("sample", &defaults()).unwrap();
             let expected = Sample {
                 listen: "127.0.0.1:1".into(),
                 limit: 7,
                 secret: "from env".into(),
+                wait: std::time::Duration::from_secs(90),
             };
             assert_eq!(loaded, expected);
             assert!(
@@ -194,18 +256,30 @@ mod tests {
                 "Debug hides secrets"
             );
             jail.set_env("IM_SAMPLE__SECRET", "12345");
-            let numeric = load("sample", &defaults, None).unwrap();
+            let numeric: Sample = Config::load(None, &[])
+                .unwrap()
+                .section("sample", &defaults())
+                .unwrap();
             assert_eq!(
                 numeric.secret.expose(),
                 "12345",
                 "a numeric secret stays text"
             );
-            let missing = load("sample", &defaults, Some(Path::new("missing.toml")));
+            let missing = Config::load(Some(Path::new("missing.toml")), &[]);
             assert!(missing.unwrap_err().to_string().contains("missing.toml"));
             jail.set_env("IM_SAMPLE__LIMIT", "not a number");
+            let bad = Config::load(None, &[])
+                .unwrap()
+                .section("sample", &defaults());
+            assert!(bad.is_err(), "a bad value is an error");
+            jail.set_env("IM_SAMPLE__LIMIT", "3");
+            jail.set_env("IM_SAMPLE__LIMT", "3");
+            let typo = Config::load(None, &[])
+                .unwrap()
+                .section("sample", &defaults());
             assert!(
-                load("sample", &defaults, None).is_err(),
-                "a bad value is an error"
+                typo.unwrap_err().to_string().contains("limt"),
+                "an unknown key is named"
             );
             Ok(())
         });

@@ -1,0 +1,40 @@
+//! The embedded system for these tests (`im_testkit::Embedded`), built the ways the tests
+//! need, and the raw client.
+
+use std::sync::Arc;
+
+use im_server::{push::PushHook, server::Parts, settings::CoreSettings, store::MessageStore};
+pub(crate) use im_testkit::{Embedded as World, TOKEN_SECRET as SECRET, client::*, now_ms};
+
+/// A system with the default settings.
+pub(crate) async fn world() -> World {
+    World::start().await
+}
+
+/// A system whose core settings `tune` adjusts.
+pub(crate) async fn world_with(tune: impl FnOnce(&mut CoreSettings) + Send + 'static) -> World {
+    World::builder().core(tune).start().await
+}
+
+/// A system whose message store `wrap` may wrap (to slow it down, say).
+pub(crate) async fn world_with_store(
+    tune: impl FnOnce(&mut CoreSettings) + Send + 'static,
+    wrap: impl FnOnce(Arc<dyn MessageStore>) -> Arc<dyn MessageStore> + Send + 'static,
+) -> World {
+    World::builder()
+        .core(tune)
+        .parts(|parts| Parts {
+            store: wrap(parts.store),
+            ..parts
+        })
+        .start()
+        .await
+}
+
+/// A system whose offline entries go to `push`.
+pub(crate) async fn world_with_push(push: Arc<dyn PushHook>) -> World {
+    World::builder()
+        .parts(|parts| Parts { push, ..parts })
+        .start()
+        .await
+}
