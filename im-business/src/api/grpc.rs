@@ -167,12 +167,7 @@ impl UserService for GrpcApi {
             .into_inner()
             .users
             .into_iter()
-            .map(|u| UserImport {
-                user_id: u.user_id,
-                display_name: u.display_name,
-                avatar_url: u.avatar_url,
-                extra_json: u.extra_json,
-            })
+            .map(UserImport::from)
             .collect();
         let imported = self.business.import_users(&actor, &users).await?;
         let imported = u32::try_from(imported).unwrap_or(u32::MAX);
@@ -209,7 +204,7 @@ impl UserService for GrpcApi {
     ) -> Result<Response<v1::IssueTokenResponse>, Status> {
         let actor = actor(&request, "")?;
         let r = request.into_inner();
-        let ttl_ms = i64::try_from(r.ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let ttl_ms = super::convert::ttl_ms(r.ttl_seconds);
         let (token, expires_at_ms) = self
             .business
             .issue_token(&actor, &r.user_id, &r.device_id, ttl_ms)

@@ -177,6 +177,16 @@ impl std::fmt::Display for Missing {
     }
 }
 
+/// A directed relation of one user to another. Each kind is kept in its own table of the same
+/// shape (the user, the other user, since when), so one function writes or reads either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Relation {
+    /// The user blocks the other, who cannot send to it (table `blocks`).
+    Block,
+    /// The other user is a contact of the user (table `contacts`).
+    Contact,
+}
+
 /// The result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 

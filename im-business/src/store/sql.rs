@@ -31,6 +31,9 @@ impl From<im_common::server_db::ServerDbError> for super::StoreError {
 /// - `lock_group: for_update` where writers run concurrently: a group's first read in a
 ///   transaction (`SELECT ... FOR UPDATE`) locks its row until the transaction ends;
 /// - `insert_new`: the form of an insert that skips existing keys (see [`im_common::insert_new!`]).
+///
+/// The rules starting with `@` are its own: the queries of blocks and contacts, written once
+/// for both tables (see `Relation`).
 macro_rules! business_store {
     (
         store: $store:ident,
@@ -46,8 +49,8 @@ macro_rules! business_store {
 
             use super::{$store, Conn, INSERT_CHUNK, insert_members, upsert_users};
             use $crate::store::{
-                BusinessStore, GroupChanges, GroupRecord, MemberRecord, Missing, Revocation,
-                StoreError, StoreResult, UserRecord,
+                BusinessStore, GroupChanges, GroupRecord, MemberRecord, Missing, Relation,
+                Revocation, StoreError, StoreResult, UserRecord,
                 schema::{blocks, contacts, groups, members, token_revocations, users},
             };
 
@@ -115,6 +118,52 @@ macro_rules! business_store {
                     .first(conn)
                     .await
                     .map_err(Into::into)
+            }
+
+            /// Adds (`on`) or lifts the `relation` of `user_id` to `other`, a row in the
+            /// relation's table; whether anything changed.
+            async fn set_relation(
+                store: &$store,
+                relation: Relation,
+                user_id: &str,
+                other: &str,
+                on: bool,
+                now_ms: i64,
+            ) -> StoreResult<bool> {
+                let (_turn, mut conn) = store.db.writer().await?;
+                conn.transaction(async |conn| {
+                    let changed = match relation {
+                        Relation::Block => $crate::store::sql::business_store!(
+                            @set_row $insert_new, conn, blocks.blocked_user_id,
+                            user_id, other, on, now_ms
+                        ),
+                        Relation::Contact => $crate::store::sql::business_store!(
+                            @set_row $insert_new, conn, contacts.contact_user_id,
+                            user_id, other, on, now_ms
+                        ),
+                    };
+                    Ok(changed > 0)
+                })
+                .await
+            }
+
+            /// Whether `user_id` has the `relation` to `other`.
+            async fn has_relation(
+                store: &$store,
+                relation: Relation,
+                user_id: &str,
+                other: &str,
+            ) -> StoreResult<bool> {
+                let mut conn = store.db.conn().await?;
+                let found = match relation {
+                    Relation::Block => $crate::store::sql::business_store!(
+                        @find_row &mut conn, blocks, user_id, other
+                    ),
+                    Relation::Contact => $crate::store::sql::business_store!(
+                        @find_row &mut conn, contacts, user_id, other
+                    ),
+                };
+                Ok(found.is_some())
             }
 
             #[async_trait]
@@ -512,36 +561,11 @@ macro_rules! business_store {
                     on: bool,
                     now_ms: i64,
                 ) -> StoreResult<bool> {
-                    let (_turn, mut conn) = self.db.writer().await?;
-                    conn.transaction(async |conn| {
-                        let changed = if on {
-                            insert_new!(
-                                $insert_new,
-                                blocks::table,
-                                (
-                                    blocks::user_id.eq(&user_id),
-                                    blocks::blocked_user_id.eq(&blocked),
-                                    blocks::created_at_ms.eq(now_ms),
-                                )
-                            )
-                            .execute(conn)
-                            .await?
-                        } else {
-                            diesel::delete(blocks::table.find((&user_id, &blocked)))
-                                .execute(conn)
-                                .await?
-                        };
-                        Ok(changed > 0)
-                    })
-                    .await
+                    set_relation(self, Relation::Block, user_id, blocked, on, now_ms).await
                 }
 
                 async fn is_blocked(&self, user_id: &str, blocked: &str) -> StoreResult<bool> {
-                    let mut conn = self.db.conn().await?;
-                    let query = blocks::table
-                        .find((user_id, blocked))
-                        .select(blocks::user_id);
-                    Ok(query.first::<String>(&mut conn).await.optional()?.is_some())
+                    has_relation(self, Relation::Block, user_id, blocked).await
                 }
 
                 async fn list_blocked(
@@ -567,39 +591,52 @@ macro_rules! business_store {
                     on: bool,
                     now_ms: i64,
                 ) -> StoreResult<bool> {
-                    let (_turn, mut conn) = self.db.writer().await?;
-                    conn.transaction(async |conn| {
-                        let changed = if on {
-                            insert_new!(
-                                $insert_new,
-                                contacts::table,
-                                (
-                                    contacts::user_id.eq(&user_id),
-                                    contacts::contact_user_id.eq(&contact),
-                                    contacts::created_at_ms.eq(now_ms),
-                                )
-                            )
-                            .execute(conn)
-                            .await?
-                        } else {
-                            diesel::delete(contacts::table.find((&user_id, &contact)))
-                                .execute(conn)
-                                .await?
-                        };
-                        Ok(changed > 0)
-                    })
-                    .await
+                    set_relation(self, Relation::Contact, user_id, contact, on, now_ms).await
                 }
 
                 async fn is_contact(&self, user_id: &str, contact: &str) -> StoreResult<bool> {
-                    let mut conn = self.db.conn().await?;
-                    let query = contacts::table
-                        .find((user_id, contact))
-                        .select(contacts::user_id);
-                    Ok(query.first::<String>(&mut conn).await.optional()?.is_some())
+                    has_relation(self, Relation::Contact, user_id, contact).await
                 }
             }
         }
+    };
+
+    // The queries of one relation (see `Relation`) on its table. `blocks` and `contacts` have
+    // the same shape (the user, the other user, since when) but diesel types each table and
+    // column apart, so the queries are written once here and expanded per table.
+
+    // Inserts (`on`) or deletes the row of `user_id` and `other`; the rows changed.
+    (
+        @set_row $insert_new:ident, $conn:expr, $table:ident . $other_column:ident,
+        $user_id:expr, $other:expr, $on:expr, $now_ms:expr $(,)?
+    ) => {
+        if $on {
+            insert_new!(
+                $insert_new,
+                $table::table,
+                (
+                    $table::user_id.eq(&$user_id),
+                    $table::$other_column.eq(&$other),
+                    $table::created_at_ms.eq($now_ms),
+                )
+            )
+            .execute($conn)
+            .await?
+        } else {
+            diesel::delete($table::table.find((&$user_id, &$other)))
+                .execute($conn)
+                .await?
+        }
+    };
+
+    // The row of `user_id` and `other`, if any.
+    (@find_row $conn:expr, $table:ident, $user_id:expr, $other:expr $(,)?) => {
+        $table::table
+            .find(($user_id, $other))
+            .select($table::user_id)
+            .first::<String>($conn)
+            .await
+            .optional()?
     };
 }
 pub(super) use business_store;
