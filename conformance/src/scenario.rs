@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use im_testkit::Proxy;
+use im_testkit::{Proxy, now_ms};
 
 use crate::{
     driver::Driver,
@@ -385,6 +385,22 @@ impl Run<'_> {
                 self.proxy.cut();
                 Ok(())
             }
+            "drop_push" => {
+                // The first push of entry `seq` in `to` is lost on the way: the client sees a
+                // gap when the next entry comes, and must fill it.
+                let conversation = self.conversation(args["to"].as_str().unwrap_or_default());
+                let seq = args["seq"].as_u64().unwrap_or(1);
+                let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                self.proxy.drop_frames(std::sync::Arc::new(move |frame| {
+                    let is_it = matches!(
+                        &frame.body,
+                        Some(im_proto::v1::server_frame::Body::Message(m))
+                            if m.conversation_id == conversation && m.seq == seq
+                    );
+                    is_it && !dropped.swap(true, std::sync::atomic::Ordering::SeqCst)
+                }));
+                Ok(())
+            }
             "wait_ms" => {
                 tokio::time::sleep(Duration::from_millis(args.as_u64().unwrap_or(100))).await;
                 Ok(())
@@ -446,12 +462,6 @@ impl Run<'_> {
         };
         self.admin.call(method, &path, Some(body)).await.map(drop)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Whether every field `expected` names has that value in `actual` (objects recursively).

@@ -8,16 +8,18 @@
 
 use std::{
     collections::VecDeque,
-    io::{BufRead, BufReader},
     net::SocketAddr,
     path::Path,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use im_common::auth::TokenIssuer;
 use im_proto::v1::{SendRequest, client_frame, server_frame};
-use im_testkit::client::{self, Client};
+use im_testkit::{
+    client::{self, Client},
+    now_ms,
+    sidecar::Proc,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_im-server");
 
@@ -28,52 +30,8 @@ fn size(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The server process; killed when dropped, so a failing run leaves no server behind.
-struct Server(Child);
-
-impl Server {
-    /// SIGKILL, and wait for the process to be gone.
-    fn sigkill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
-}
-
-fn start(data: &Path) -> (Server, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["--data-dir", data.to_str().unwrap()])
-        .env("IM_CORE__LISTEN", "127.0.0.1:0")
-        .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
-        .env("IM_CORE__MESSAGING__MESSAGES_PER_SECOND", "1000000")
-        .env("IM_CORE__GATEWAY__FRAMES_PER_SECOND", "1000000")
-        .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
-        .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the server prints its address")
-            .unwrap();
-        if let Some(rest) = line.split("ws://").nth(1) {
-            break rest.split("/ws").next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (Server(child), addr)
+fn start(data: &Path) -> (Proc, SocketAddr) {
+    im_testkit::binary::start(BIN, data, &[])
 }
 
 /// Resident memory of a process, in KiB.
@@ -88,13 +46,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// A token for `user`, who is created (senders must exist; idle connections need not).
 fn user_token(data: &Path, user: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["--data-dir", data.to_str().unwrap(), "token", user])
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    im_testkit::binary::token(BIN, data, user, "dev")
 }
 
 fn token_secret(data: &Path) -> String {
@@ -102,13 +54,6 @@ fn token_secret(data: &Path) -> String {
     let text = std::fs::read_to_string(data.join("secrets.toml")).unwrap();
     let table: toml::Table = text.parse().unwrap();
     table["token_secret"].as_str().unwrap().to_owned()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 async fn idle_memory(addr: SocketAddr, pid: u32, issuer: &TokenIssuer, count: usize) {
@@ -203,7 +148,7 @@ fn main() {
         let (mut server, addr) = start(dir.path());
         idle_memory(
             addr,
-            server.id(),
+            server.pid(),
             &issuer,
             size("IM_SANITY_CONNECTIONS", 10_000),
         )
@@ -215,6 +160,6 @@ fn main() {
             size("IM_SANITY_MESSAGES", 50_000),
         )
         .await;
-        server.sigkill();
+        server.kill();
     });
 }

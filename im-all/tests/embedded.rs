@@ -7,10 +7,9 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    io::{BufRead, BufReader},
     net::SocketAddr,
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use im_proto::v1::{PullRequest, SendRequest, client_frame, server_frame};
@@ -24,18 +23,7 @@ const CONVERSATION: &str = "d:amy:bob";
 const SENDS: usize = 400;
 
 fn token(data: &Path, user: &str, device: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["--data-dir", data.to_str().unwrap(), "token", user])
-        .args(["--device", device])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    im_testkit::binary::token(BIN, data, user, device)
 }
 
 /// Starts the server on ephemeral ports; its WebSocket address, read from what it prints. The
@@ -45,33 +33,7 @@ fn start(data: &Path) -> (Proc, SocketAddr) {
 }
 
 fn start_with(data: &Path, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["--data-dir", data.to_str().unwrap()])
-        .envs(env.iter().copied())
-        .env("IM_CORE__LISTEN", "127.0.0.1:0")
-        .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
-        .env("IM_CORE__MESSAGING__MESSAGES_PER_SECOND", "100000")
-        .env("IM_CORE__GATEWAY__FRAMES_PER_SECOND", "100000")
-        .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
-        .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the server prints its address")
-            .unwrap();
-        if let Some(rest) = line.split("ws://").nth(1) {
-            break rest.split("/ws").next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep reading so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Proc::new(child), addr)
+    im_testkit::binary::start(BIN, data, env)
 }
 
 fn send(n: usize) -> client_frame::Body {

@@ -29,11 +29,11 @@ pub use im_common as common;
 
 #[cfg(test)]
 mod tests {
-    use crate::store::SqliteStore;
+    use crate::store::SqliteBusinessStore;
 
     crate::business_store_suite!(async {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = SqliteStore::open(&dir.path().join("business.db"), 4)
+        let store = SqliteBusinessStore::open(&dir.path().join("business.db"), 4)
             .await
             .expect("opens");
         Some((store, dir))

@@ -26,7 +26,7 @@ use crate::{
     api::{grpc, http},
     responder::serve_bus_requests,
     settings::BusinessSettings,
-    store::{BusinessStore, SqliteStore},
+    store::{BusinessStore, SqliteBusinessStore},
     webhook::{self, Webhook},
 };
 
@@ -60,23 +60,25 @@ pub async fn open_store(settings: &BusinessSettings) -> Result<Arc<dyn BusinessS
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| database(Box::new(e)))?;
             }
-            let store = SqliteStore::open(path, settings.max_connections)
+            let store = SqliteBusinessStore::open(path, settings.max_connections)
                 .await
                 .map_err(|e| database(Box::new(e)))?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "postgres")]
         Database::Postgres(url) => {
-            let store = crate::store::postgres::PgStore::connect(url, settings.max_connections)
-                .await
-                .map_err(|e| database(Box::new(e)))?;
+            let store =
+                crate::store::postgres::PgBusinessStore::connect(url, settings.max_connections)
+                    .await
+                    .map_err(|e| database(Box::new(e)))?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "mysql")]
         Database::Mysql(url) => {
-            let store = crate::store::mysql::MysqlStore::connect(url, settings.max_connections)
-                .await
-                .map_err(|e| database(Box::new(e)))?;
+            let store =
+                crate::store::mysql::MysqlBusinessStore::connect(url, settings.max_connections)
+                    .await
+                    .map_err(|e| database(Box::new(e)))?;
             Ok(Arc::new(store))
         }
         #[allow(unreachable_patterns)]

@@ -330,8 +330,9 @@ mod tests {
     const APP_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIDlMD2GUna8k2I49tbhIqmOvM0ZM5//PtpY5JfNnVJEj\n-----END PRIVATE KEY-----\n";
     const APP_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAp66dpB3vORrz/iJu5708ZLPgTedgdJ7x8olpmYesVw0=\n-----END PUBLIC KEY-----\n";
 
+    /// Now, in whole seconds (as JWT times are), in milliseconds.
     fn now_ms() -> i64 {
-        jsonwebtoken::get_current_timestamp() as i64 * 1000
+        crate::now_ms() / 1000 * 1000
     }
 
     fn verifier() -> TokenVerifier {
@@ -422,7 +423,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn revocations_arrive_over_the_bus() {
         use crate::bus::{Bus, LocalBus};
         let bus: std::sync::Arc<dyn Bus> = std::sync::Arc::new(LocalBus::default());

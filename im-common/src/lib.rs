@@ -11,7 +11,6 @@
 //! - [`server_db`]: the distributed stores' pooled PostgreSQL or MySQL database.
 //! - [`cache`]: caches of other services' answers that events invalidate, caching only while
 //!   the events are followed.
-//! - [`testing`]: what tests against real services share.
 //! - [`metrics`]: the process's metrics registry, rendered in the Prometheus text format.
 //! - [`process`]: what every server binary does around its services (logging, signals,
 //!   printed settings) and why a service could not start.
@@ -27,7 +26,6 @@ pub mod process;
 pub mod server_db;
 pub mod settings;
 pub mod sqlite;
-pub mod testing;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {

@@ -332,7 +332,7 @@ mod tests {
         });
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn every_stage_has_applied_an_event_before_the_sessions_hear_of_it() {
         let bus = LocalBus::default();
         let asked = Arc::new(AtomicU64::new(0));
@@ -411,7 +411,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_caches_cache_nothing_while_the_link_is_down() {
         let bus = LocalBus::default();
         let asked = Arc::new(AtomicU64::new(0));

@@ -186,8 +186,7 @@ return 0
 
         #[tokio::test]
         async fn nodes_share_one_allowance() {
-            let Some(url) =
-                im_common::testing::service_url("IM_TEST_REDIS_URL", "the shared rate limit")
+            let Some(url) = im_testkit::service_url("IM_TEST_REDIS_URL", "the shared rate limit")
             else {
                 return;
             };

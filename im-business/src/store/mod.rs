@@ -18,7 +18,7 @@ pub mod suite;
 use async_trait::async_trait;
 use diesel::prelude::*;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::SqliteBusinessStore;
 
 /// A user, as the app imported it.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]

@@ -48,17 +48,17 @@ CREATE TABLE IF NOT EXISTS token_revocations (
 const INSERT_CHUNK: usize = 1000;
 
 /// The business store on a MySQL or MariaDB database.
-pub struct MysqlStore {
+pub struct MysqlBusinessStore {
     db: ServerDb<Conn>,
 }
 
-impl std::fmt::Debug for MysqlStore {
+impl std::fmt::Debug for MysqlBusinessStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MysqlStore").finish_non_exhaustive()
+        f.debug_struct("MysqlBusinessStore").finish_non_exhaustive()
     }
 }
 
-impl MysqlStore {
+impl MysqlBusinessStore {
     /// Connects to `url` (`mysql://user@host:port/db`) and applies the schema.
     pub async fn connect(url: &str, max_connections: usize) -> StoreResult<Self> {
         Ok(Self {
@@ -102,7 +102,7 @@ async fn insert_members(conn: &mut Conn, rows: &[MemberRecord]) -> StoreResult<(
 }
 
 business_store! {
-    store: MysqlStore,
+    store: MysqlBusinessStore,
     // Many nodes write: a group's row stays locked until the transaction ends, so its
     // preconditions hold while it is changed and concurrent changes take their turns.
     lock_group: for_update,
@@ -111,29 +111,15 @@ business_store! {
 
 #[cfg(test)]
 mod tests {
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-
     use super::*;
 
-    fn mysql_url() -> Option<String> {
-        im_common::testing::service_url("IM_TEST_MARIADB_URL", "the MariaDB business store suite")
+    /// A store on a database of its own, on the server the tests' services run.
+    async fn fresh() -> Option<MysqlBusinessStore> {
+        let server =
+            im_testkit::service_url("IM_TEST_MARIADB_URL", "the MariaDB business store suite")?;
+        let url = im_testkit::db::fresh_mysql(&server, "im_business").await;
+        Some(MysqlBusinessStore::connect(&url, 4).await.expect("opens"))
     }
 
-    /// A store on a database of its own.
-    async fn fresh(url: &str) -> MysqlStore {
-        let name = format!("im_business_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = AsyncMysqlConnection::establish(url)
-            .await
-            .expect("connects");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-            .await
-            .expect("creates a database");
-        let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
-        MysqlStore::connect(&format!("{base}/{name}"), 4)
-            .await
-            .expect("opens")
-    }
-
-    crate::business_store_suite!(async { Some((fresh(&mysql_url()?).await, ())) });
+    crate::business_store_suite!(async { Some((fresh().await?, ())) });
 }

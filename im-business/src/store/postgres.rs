@@ -51,17 +51,17 @@ CREATE TABLE IF NOT EXISTS token_revocations (
 const INSERT_CHUNK: usize = 1000;
 
 /// The business store on a PostgreSQL database.
-pub struct PgStore {
+pub struct PgBusinessStore {
     db: ServerDb<Conn>,
 }
 
-impl std::fmt::Debug for PgStore {
+impl std::fmt::Debug for PgBusinessStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore").finish_non_exhaustive()
+        f.debug_struct("PgBusinessStore").finish_non_exhaustive()
     }
 }
 
-impl PgStore {
+impl PgBusinessStore {
     /// Connects to `url` (`postgres://user@host:port/db`) and applies the schema.
     pub async fn connect(url: &str, max_connections: usize) -> StoreResult<Self> {
         // Nodes starting together would race on the catalog: one creates, the others wait.
@@ -104,7 +104,7 @@ async fn insert_members(conn: &mut Conn, rows: &[MemberRecord]) -> StoreResult<(
 }
 
 business_store! {
-    store: PgStore,
+    store: PgBusinessStore,
     // Many nodes write: a group's row stays locked until the transaction ends, so its
     // preconditions hold while it is changed and concurrent changes take their turns.
     lock_group: for_update,
@@ -113,30 +113,17 @@ business_store! {
 
 #[cfg(test)]
 mod tests {
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-
     use super::*;
 
-    fn postgres_url() -> Option<String> {
-        im_common::testing::service_url(
+    /// A store on a database of its own, on the server the tests' services run.
+    async fn fresh() -> Option<PgBusinessStore> {
+        let server = im_testkit::service_url(
             "IM_TEST_POSTGRES_URL",
             "the PostgreSQL business store suite",
-        )
+        )?;
+        let url = im_testkit::db::fresh_postgres(&server, "im_business").await;
+        Some(PgBusinessStore::connect(&url, 4).await.expect("opens"))
     }
 
-    /// A store on a database of its own.
-    async fn fresh(url: &str) -> PgStore {
-        let name = format!("im_business_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = AsyncPgConnection::establish(url).await.expect("connects");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("creates a database");
-        let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
-        PgStore::connect(&format!("{base}/{name}"), 4)
-            .await
-            .expect("opens")
-    }
-
-    crate::business_store_suite!(async { Some((fresh(&postgres_url()?).await, ())) });
+    crate::business_store_suite!(async { Some((fresh().await?, ())) });
 }

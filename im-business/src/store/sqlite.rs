@@ -25,11 +25,11 @@ impl From<SqliteError> for StoreError {
 
 /// The business store on one SQLite file.
 #[derive(Debug)]
-pub struct SqliteStore {
+pub struct SqliteBusinessStore {
     db: SqliteDb,
 }
 
-impl SqliteStore {
+impl SqliteBusinessStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path, max_connections: usize) -> StoreResult<Self> {
         Ok(Self {
@@ -80,7 +80,7 @@ async fn insert_members(conn: &mut Conn, rows: &[MemberRecord]) -> StoreResult<(
 }
 
 business_store! {
-    store: SqliteStore,
+    store: SqliteBusinessStore,
     // No row locks: writers take turns (`SqliteDb::writer`).
     insert_new: on_conflict_do_nothing,
 }

@@ -313,7 +313,7 @@ impl Outbox for MemoryOutbox {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_memory_outbox_keeps_its_capacity_and_its_age() {
         let outbox = MemoryOutbox::new("TEST", Duration::from_secs(60), 2, None);
         for n in 1..=3u8 {

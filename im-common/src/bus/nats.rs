@@ -194,7 +194,7 @@ mod tests {
     use super::*;
 
     fn nats_url() -> Option<String> {
-        crate::testing::service_url("IM_TEST_NATS_URL", "the NATS bus suite")
+        im_testkit::service_url("IM_TEST_NATS_URL", "the NATS bus suite")
     }
 
     async fn nats() -> Option<NatsBus> {

@@ -20,6 +20,15 @@ pub(super) const FRAME_OVERHEAD: usize = 1024;
 /// Room one entry needs in a page beyond its bytes (its tag and length).
 const ENTRY_OVERHEAD: usize = 6;
 
+/// Which entries a page holds.
+#[derive(Debug, Clone, Copy)]
+enum Window {
+    /// Below this seq (0: from the newest).
+    Before(u64),
+    /// Above this seq.
+    After(u64),
+}
+
 impl Messaging {
     /// A backward page: entries below `before_seq`, newest last.
     pub async fn history(
@@ -28,31 +37,14 @@ impl Messaging {
         request: &HistoryRequest,
         max_frame_bytes: usize,
     ) -> MessagingResult<Page> {
-        let conversation = self.readable(user, &request.conversation_id).await?;
-        let limit = cap(request.limit, self.settings.get().max_history_page);
-        let last_seq = self.last_seq(&conversation.key).await?;
-        let mut entries = self
-            .store
-            .entries_before(&conversation.key, request.before_seq, limit)
-            .await?;
-        entries.retain(|e| e.seq as u64 <= last_seq);
-        let mut page = self
-            .page(user, &conversation.key, entries, last_seq)
+        let window = Window::Before(request.before_seq);
+        let (conversation, last_seq, mut page) = self
+            .window(user, &request.conversation_id, request.limit, window)
             .await?;
         let from = fit_backward(&page, max_frame_bytes);
-        let first = page.get(from).map(|(seq, _)| *seq);
-        let has_more = first.is_some_and(|s| s > 1);
+        let has_more = page.get(from).is_some_and(|(seq, _)| *seq > 1);
         let messages = page.drain(from..).map(|(_, m)| m).collect();
-        Ok(Page {
-            page: MessagePage {
-                conversation_id: conversation.key,
-                messages: Vec::new(),
-                has_more,
-                last_seq,
-                visible_from_seq: 1,
-            },
-            messages,
-        })
+        Ok(page_of(conversation, has_more, last_seq, messages))
     }
 
     /// A forward page: entries above `after_seq`.
@@ -62,29 +54,42 @@ impl Messaging {
         request: &PullRequest,
         max_frame_bytes: usize,
     ) -> MessagingResult<Page> {
-        let conversation = self.readable(user, &request.conversation_id).await?;
-        let limit = cap(request.limit, self.settings.get().max_history_page);
-        let last_seq = self.last_seq(&conversation.key).await?;
-        let mut entries = self
-            .store
-            .entries_after(&conversation.key, request.after_seq, limit)
-            .await?;
-        entries.retain(|e| e.seq as u64 <= last_seq);
-        let mut page = self
-            .page(user, &conversation.key, entries, last_seq)
+        let window = Window::After(request.after_seq);
+        let (conversation, last_seq, mut page) = self
+            .window(user, &request.conversation_id, request.limit, window)
             .await?;
         page.truncate(fit_forward(&page, max_frame_bytes));
         let reached = page.last().map_or(request.after_seq, |(seq, _)| *seq);
-        Ok(Page {
-            page: MessagePage {
-                conversation_id: conversation.key,
-                messages: Vec::new(),
-                has_more: reached < last_seq,
-                last_seq,
-                visible_from_seq: 1,
-            },
-            messages: page.into_iter().map(|(_, m)| m).collect(),
-        })
+        let messages = page.into_iter().map(|(_, m)| m).collect();
+        Ok(page_of(
+            conversation,
+            reached < last_seq,
+            last_seq,
+            messages,
+        ))
+    }
+
+    /// The entries of `window` that `user` may read, at most `asked` (capped), with their state
+    /// as of the conversation's last seq, and that seq.
+    async fn window(
+        &self,
+        user: &UserId,
+        id: &str,
+        asked: u32,
+        window: Window,
+    ) -> MessagingResult<(Conversation, u64, Vec<(u64, Vec<u8>)>)> {
+        let conversation = self.readable(user, id).await?;
+        let limit = cap(asked, self.settings.get().max_history_page);
+        let last_seq = self.last_seq(&conversation.key).await?;
+        let key = &conversation.key;
+        let mut entries = match window {
+            Window::Before(seq) => self.store.entries_before(key, seq, limit).await?,
+            Window::After(seq) => self.store.entries_after(key, seq, limit).await?,
+        };
+        // Entries appended while this ran belong to the next page.
+        entries.retain(|e| e.seq as u64 <= last_seq);
+        let page = self.page(user, key, entries, last_seq).await?;
+        Ok((conversation, last_seq, page))
     }
 
     /// The conversation `id` names, if `user` may read it.
@@ -127,6 +132,25 @@ impl Messaging {
             .iter()
             .map(|entry| (entry.seq as u64, aggregations.encode(entry)))
             .collect())
+    }
+}
+
+/// A page's answer around its entries.
+fn page_of(
+    conversation: Conversation,
+    has_more: bool,
+    last_seq: u64,
+    messages: Vec<Vec<u8>>,
+) -> Page {
+    Page {
+        page: MessagePage {
+            conversation_id: conversation.key,
+            messages: Vec::new(),
+            has_more,
+            last_seq,
+            visible_from_seq: 1,
+        },
+        messages,
     }
 }
 

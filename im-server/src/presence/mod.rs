@@ -170,55 +170,101 @@ impl PresenceStore for MemoryPresence {
     }
 }
 
+/// Runs every presence suite function, each as a test of its own, on the store `$make`
+/// yields with a user id of its own (a Redis may be shared): `Some((store, user))`, or `None`
+/// to skip.
+#[cfg(test)]
+macro_rules! presence_suite {
+    ($make:expr) => {
+        $crate::presence::presence_suite!(@each $make;
+            online_on_every_platform_of_the_devices_connected,
+            a_chosen_status_is_announced_once,
+            offline_with_the_time_the_last_device_left,
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let Some((store, user)) = $make.await else { return };
+                $crate::presence::suite::$name(&store, &user).await;
+            }
+        )*
+    };
+}
+#[cfg(test)]
+pub(crate) use presence_suite;
+
 /// What every [`PresenceStore`] must do; run against the memory store and against Redis.
 #[cfg(test)]
-pub(crate) async fn behaves_as_presence(presence: &dyn PresenceStore, amy: &str) {
-    let ids = [amy.to_owned()];
-    assert_eq!(
-        presence.get(&ids).await[0].status(),
-        PresenceStatus::Offline
-    );
-    let online = presence
-        .connected(amy, "s1", Platform::Ios, 1)
-        .await
-        .expect("changed");
-    assert_eq!(
-        (online.status(), online.platforms.clone()),
-        (PresenceStatus::Online, vec![Platform::Ios as i32])
-    );
-    let both = presence.connected(amy, "s2", Platform::Web, 2).await;
-    assert_eq!(both.expect("a platform was added").platforms.len(), 2);
-    let busy = presence
-        .set_status(amy, PresenceStatus::Busy, "in a meeting", 3)
-        .await
-        .expect("changed");
-    assert_eq!(
-        (busy.status(), busy.status_text.as_str()),
-        (PresenceStatus::Busy, "in a meeting")
-    );
-    assert_eq!(
+pub(crate) mod suite {
+    use super::*;
+
+    pub(crate) async fn online_on_every_platform_of_the_devices_connected(
+        presence: &dyn PresenceStore,
+        amy: &str,
+    ) {
+        let ids = [amy.to_owned()];
+        assert_eq!(
+            presence.get(&ids).await[0].status(),
+            PresenceStatus::Offline,
+            "never seen: offline"
+        );
+        let online = presence
+            .connected(amy, "s1", Platform::Ios, 1)
+            .await
+            .expect("changed");
+        assert_eq!(
+            (online.status(), online.platforms.clone()),
+            (PresenceStatus::Online, vec![Platform::Ios as i32])
+        );
+        let both = presence.connected(amy, "s2", Platform::Web, 2).await;
+        assert_eq!(both.expect("a platform was added").platforms.len(), 2);
+    }
+
+    pub(crate) async fn a_chosen_status_is_announced_once(presence: &dyn PresenceStore, amy: &str) {
+        presence.connected(amy, "s1", Platform::Ios, 1).await;
+        let busy = presence
+            .set_status(amy, PresenceStatus::Busy, "in a meeting", 3)
+            .await
+            .expect("changed");
+        assert_eq!(
+            (busy.status(), busy.status_text.as_str()),
+            (PresenceStatus::Busy, "in a meeting")
+        );
+        assert_eq!(
+            presence
+                .set_status(amy, PresenceStatus::Busy, "in a meeting", 4)
+                .await,
+            None,
+            "no change, no event"
+        );
+    }
+
+    pub(crate) async fn offline_with_the_time_the_last_device_left(
+        presence: &dyn PresenceStore,
+        amy: &str,
+    ) {
+        let ids = [amy.to_owned()];
+        presence.connected(amy, "s1", Platform::Ios, 1).await;
+        presence.connected(amy, "s2", Platform::Web, 2).await;
         presence
-            .set_status(amy, PresenceStatus::Busy, "in a meeting", 4)
-            .await,
-        None,
-        "no change, no event"
-    );
-    let one_left = presence.disconnected(amy, "s1", 5).await.expect("changed");
-    assert_eq!(one_left.status(), PresenceStatus::Busy, "still online");
-    let gone = presence.disconnected(amy, "s2", 6).await.expect("changed");
-    assert_eq!(
-        (gone.status(), gone.last_seen_ms),
-        (PresenceStatus::Offline, 6)
-    );
-    assert_eq!(presence.get(&ids).await[0], gone);
+            .set_status(amy, PresenceStatus::Busy, "in a meeting", 3)
+            .await;
+        let one_left = presence.disconnected(amy, "s1", 5).await.expect("changed");
+        assert_eq!(one_left.status(), PresenceStatus::Busy, "still online");
+        let gone = presence.disconnected(amy, "s2", 6).await.expect("changed");
+        assert_eq!(
+            (gone.status(), gone.last_seen_ms),
+            (PresenceStatus::Offline, 6)
+        );
+        assert_eq!(presence.get(&ids).await[0], gone);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_memory_store_behaves_as_presence() {
-        behaves_as_presence(&MemoryPresence::default(), "amy").await;
-    }
+    presence_suite!(async { Some((MemoryPresence::default(), "amy".to_owned())) });
 }

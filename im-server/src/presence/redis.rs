@@ -356,7 +356,7 @@ mod tests {
     use super::*;
 
     fn redis_url() -> Option<String> {
-        im_common::testing::service_url("IM_TEST_REDIS_URL", "the Redis presence tests")
+        im_testkit::service_url("IM_TEST_REDIS_URL", "the Redis presence tests")
     }
 
     fn user(name: &str) -> String {
@@ -367,13 +367,11 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn redis_presence_behaves_as_presence() {
-        let Some(url) = redis_url() else { return };
-        // Leases far in the future: the suite's clock starts at 1 ms.
-        let presence = RedisPresence::connect(&url, i64::MAX / 4, "node-a").unwrap();
-        crate::presence::behaves_as_presence(&presence, &user("amy")).await;
-    }
+    // Leases far in the future: the suite's clock starts at 1 ms.
+    crate::presence::presence_suite!(async {
+        let presence = RedisPresence::connect(&redis_url()?, i64::MAX / 4, "node-a").unwrap();
+        Some((presence, user("amy")))
+    });
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_sessions_opening_at_once_are_all_recorded() {

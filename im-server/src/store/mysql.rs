@@ -134,29 +134,14 @@ message_store! {
 
 #[cfg(test)]
 mod tests {
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-
     use super::*;
 
-    fn mysql_url() -> Option<String> {
-        im_common::testing::service_url("IM_TEST_MARIADB_URL", "the MariaDB store suite")
+    /// A store on a database of its own, on the server the tests' services run.
+    async fn fresh() -> Option<MysqlMessageStore> {
+        let server = im_testkit::service_url("IM_TEST_MARIADB_URL", "the MariaDB store suite")?;
+        let url = im_testkit::db::fresh_mysql(&server, "im_suite").await;
+        Some(MysqlMessageStore::connect(&url, 4).await.expect("opens"))
     }
 
-    /// A store on a database of its own.
-    async fn fresh(url: &str) -> MysqlMessageStore {
-        let name = format!("im_suite_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = AsyncMysqlConnection::establish(url)
-            .await
-            .expect("connects");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-            .await
-            .expect("creates a database");
-        let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
-        MysqlMessageStore::connect(&format!("{base}/{name}"), 4)
-            .await
-            .expect("opens")
-    }
-
-    crate::message_store_suite!(async { Some((fresh(&mysql_url()?).await, ())) });
+    crate::message_store_suite!(async { Some((fresh().await?, ())) });
 }

@@ -128,27 +128,14 @@ message_store! {
 
 #[cfg(test)]
 mod tests {
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-
     use super::*;
 
-    fn postgres_url() -> Option<String> {
-        im_common::testing::service_url("IM_TEST_POSTGRES_URL", "the PostgreSQL store suite")
+    /// A store on a database of its own, on the server the tests' services run.
+    async fn fresh() -> Option<PgMessageStore> {
+        let server = im_testkit::service_url("IM_TEST_POSTGRES_URL", "the PostgreSQL store suite")?;
+        let url = im_testkit::db::fresh_postgres(&server, "im_suite").await;
+        Some(PgMessageStore::connect(&url, 4).await.expect("opens"))
     }
 
-    /// A store on a database of its own.
-    async fn fresh(url: &str) -> PgMessageStore {
-        let name = format!("im_suite_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = AsyncPgConnection::establish(url).await.expect("connects");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("creates a database");
-        let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
-        PgMessageStore::connect(&format!("{base}/{name}"), 4)
-            .await
-            .expect("opens")
-    }
-
-    crate::message_store_suite!(async { Some((fresh(&postgres_url()?).await, ())) });
+    crate::message_store_suite!(async { Some((fresh().await?, ())) });
 }

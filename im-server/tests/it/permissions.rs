@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use im_business::{
     Actor, Business, BusinessConfig, GroupUpdate, NewGroup, responder::serve_bus_requests,
-    store::SqliteStore,
+    store::SqliteBusinessStore,
 };
 use im_common::{
     auth::{TokenIssuer, TokenVerifier},
@@ -47,7 +47,7 @@ async fn until_applied(client: &Permissions, count: u64) {
 async fn changes_are_enforced_on_the_next_check_after_their_event() {
     let dir = tempfile::tempdir().unwrap();
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
-    let store = SqliteStore::open(&dir.path().join("business.db"), 4)
+    let store = SqliteBusinessStore::open(&dir.path().join("business.db"), 4)
         .await
         .unwrap();
     let business = Arc::new(

@@ -2,6 +2,7 @@
 //!
 //! - [`embedded`]: the whole system in the test's process (business and core on one
 //!   in-process bus), as the `im-server` binary composes it, on ephemeral ports.
+//! - [`binary`]: the `im-server` binary as a process of its own, and its `token` command.
 //! - [`client`]: a raw protocol client: real WebSocket, protobuf frames, nothing hidden.
 //! - [`proxy`]: a WebSocket proxy that cuts every connection at once or drops chosen frames.
 //! - [`sidecar`]: nats-server and redis-server as child processes of their own, killed on drop.
@@ -13,6 +14,7 @@
 //! Tests panic on failure; the fallible pieces (the client's `open` and `read`, the proxy) also
 //! serve the conformance runner, which reports instead.
 
+pub mod binary;
 pub mod client;
 pub mod db;
 pub mod embedded;

@@ -2,10 +2,6 @@
 //! credential, a wrong secret, the app, the owner, an admin, a member, a muted member, a
 //! non-member, a blocked user and a deactivated user, each on a fresh world.
 
-#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
-
-mod common;
-
 use std::{
     collections::BTreeSet,
     sync::{Arc, atomic::AtomicBool},
@@ -232,7 +228,7 @@ fn rows() -> Vec<Row> {
 }
 
 async fn call(row: &Row, caller: &str) -> Result<(), String> {
-    let world = common::cast().await;
+    let world = crate::common::cast().await;
     let state = ApiState::new(
         world.business.clone(),
         SECRET.as_bytes(),

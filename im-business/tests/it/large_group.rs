@@ -1,10 +1,6 @@
 //! A group of 100,000 members: created, grown and paged through, with every check on it still
 //! a single lookup.
 
-#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
-
-mod common;
-
 use std::time::Instant;
 
 use im_business::{Actor, NewGroup, UserImport};
@@ -14,7 +10,7 @@ const MEMBERS: usize = 100_000;
 
 #[tokio::test]
 async fn a_hundred_thousand_members() {
-    let world = common::world().await;
+    let world = crate::common::world().await;
     let b = &world.business;
     let app = &Actor::App;
     let started = Instant::now();

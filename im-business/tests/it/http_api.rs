@@ -1,9 +1,5 @@
 //! The HTTP/JSON API on an ephemeral port, through a real HTTP client.
 
-#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
-
-mod common;
-
 use std::sync::{Arc, atomic::AtomicBool};
 
 use im_business::api::http::{ApiDoc, ApiState, router};
@@ -17,12 +13,12 @@ const APP_SECRET: &str = "app secret for the http tests";
 struct Server {
     base: String,
     http: reqwest::Client,
-    _world: common::World,
+    _world: crate::common::World,
 }
 
 async fn serve() -> Server {
-    let world = common::world().await;
-    let verifier = Arc::new(TokenVerifier::new(common::SECRET, None).unwrap());
+    let world = crate::common::world().await;
+    let verifier = Arc::new(TokenVerifier::new(crate::common::SECRET, None).unwrap());
     let state = ApiState::new(
         world.business.clone(),
         APP_SECRET.as_bytes(),
@@ -225,7 +221,7 @@ async fn users_groups_and_tokens_over_http() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{token}");
-    let verifier = TokenVerifier::new(common::SECRET, None).unwrap();
+    let verifier = TokenVerifier::new(crate::common::SECRET, None).unwrap();
     let verified = verifier
         .verify(token["token"].as_str().unwrap(), "phone")
         .unwrap();

@@ -1,11 +1,8 @@
 //! A business service on a fresh SQLite file and an in-process bus, with a cast of users.
 
-#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
-#![allow(dead_code, unreachable_pub, missing_docs)]
-
 use std::sync::Arc;
 
-use im_business::{Actor, Business, BusinessConfig, NewGroup, store::SqliteStore};
+use im_business::{Actor, Business, BusinessConfig, NewGroup, store::SqliteBusinessStore};
 use im_common::{auth::TokenIssuer, bus::LocalBus};
 use im_proto::v1::GroupRole;
 use tempfile::TempDir;
@@ -24,7 +21,7 @@ pub async fn world() -> World {
 
 pub async fn world_with(config: BusinessConfig) -> World {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let store = SqliteStore::open(&dir.path().join("business.db"), 4)
+    let store = SqliteBusinessStore::open(&dir.path().join("business.db"), 4)
         .await
         .expect("opens store");
     let bus = LocalBus::default();

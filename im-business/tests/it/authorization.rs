@@ -1,13 +1,9 @@
 //! The authorization matrix: every operation of the business service against every kind of
 //! caller, each on a fresh copy of the same world, with its expected outcome.
 
-#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
-
-mod common;
-
 use std::{future::Future, pin::Pin};
 
-use common::{cast, user};
+use crate::common::{cast, user};
 use im_business::{Actor, Business, BusinessError, GroupUpdate, NewGroup};
 use im_proto::v1::{ConversationAction, GroupRole};
 

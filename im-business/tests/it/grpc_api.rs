@@ -1,9 +1,5 @@
 //! The gRPC API on an ephemeral port, through tonic's client.
 
-#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
-
-mod common;
-
 use im_business::api::grpc::routes;
 use im_common::api::ERROR_CODE_METADATA;
 use im_proto::{
@@ -18,8 +14,8 @@ use tonic::{
 
 const APP_SECRET: &str = "app secret for the grpc tests";
 
-async fn serve() -> (Channel, common::World) {
-    let world = common::world().await;
+async fn serve() -> (Channel, crate::common::World) {
+    let world = crate::common::world().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(
@@ -187,7 +183,7 @@ async fn users_and_groups_over_grpc() {
         .await
         .unwrap()
         .into_inner();
-    let verifier = im_common::auth::TokenVerifier::new(common::SECRET, None).unwrap();
+    let verifier = im_common::auth::TokenVerifier::new(crate::common::SECRET, None).unwrap();
     assert_eq!(
         verifier.verify(&issued.token, "phone").unwrap().user_id,
         "bob"

@@ -1,10 +1,6 @@
 //! Bad input gets its error code and writes nothing; every change is audited.
 
-#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
-
-mod common;
-
-use common::{cast, user};
+use crate::common::{cast, user};
 use im_business::{Actor, GroupUpdate, NewGroup};
 use im_common::bus::Bus;
 use im_proto::{
@@ -230,7 +226,7 @@ fn denied(decision: im_proto::v1::PermissionDecision) -> Option<ErrorCode> {
 #[tokio::test]
 async fn permission_rules_beyond_the_matrix() {
     use im_proto::v1::{ConversationAction::Send, ConversationType};
-    let world = common::cast_with(im_business::BusinessConfig {
+    let world = crate::common::cast_with(im_business::BusinessConfig {
         direct_requires_contact: true,
         ..Default::default()
     })

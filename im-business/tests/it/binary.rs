@@ -1,7 +1,5 @@
 //! The `im-business` binary: help, refusing bad settings, serving, and a graceful stop.
 
-#![allow(clippy::unwrap_used)] // Tests: a panic is how a failure is reported.
-
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},

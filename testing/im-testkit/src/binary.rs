@@ -1,0 +1,70 @@
+//! The `im-server` binary as its own process, in the embedded mode, on a data directory: for
+//! the tests and benchmarks that kill it or measure it alone.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use crate::sidecar::Proc;
+
+/// Starts the binary `bin` on `data` with every listener on an ephemeral port, the rate limits
+/// raised out of a load's way, and `env` on top; the process (SIGKILLed when dropped) and the
+/// gateway's address, read from what it prints.
+pub fn start(bin: &str, data: &Path, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
+    let mut child = Command::new(bin)
+        .arg("--data-dir")
+        .arg(data)
+        .env("IM_CORE__LISTEN", "127.0.0.1:0")
+        .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
+        .env("IM_CORE__MESSAGING__MESSAGES_PER_SECOND", "1000000")
+        .env("IM_CORE__GATEWAY__FRAMES_PER_SECOND", "1000000")
+        .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
+        .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin} starts: {e}"));
+    let Some(stdout) = child.stdout.take() else {
+        panic!("{bin}'s stdout is piped");
+    };
+    let mut proc = Proc::new(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let Some(Ok(line)) = lines.next() else {
+            proc.kill();
+            panic!("{bin} exited before it printed its address");
+        };
+        if let Some(addr) = line
+            .split("ws://")
+            .nth(1)
+            .and_then(|rest| rest.split("/ws").next())
+            .and_then(|addr| addr.parse().ok())
+        {
+            break addr;
+        }
+    };
+    // Keep reading so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (proc, addr)
+}
+
+/// A token for `user` on `device` from the binary's `token` command (which creates the user).
+pub fn token(bin: &str, data: &Path, user: &str, device: &str) -> String {
+    let out = Command::new(bin)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["token", user, "--device", device])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap_or_else(|e| panic!("{bin} token: {e}"));
+    assert!(
+        out.status.success(),
+        "{bin} token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
