@@ -38,3 +38,24 @@ pub(crate) async fn world_with_push(push: Arc<dyn PushHook>) -> World {
         .start()
         .await
 }
+
+/// The page a history or pull request was answered with.
+pub(crate) fn page(body: im_proto::v1::server_frame::Body) -> im_proto::v1::MessagePage {
+    match body {
+        im_proto::v1::server_frame::Body::Messages(page) => page,
+        other => panic!("not a page: {other:?}"),
+    }
+}
+
+/// The answer to a sync request.
+pub(crate) fn sync_of(body: im_proto::v1::server_frame::Body) -> im_proto::v1::SyncResponse {
+    match body {
+        im_proto::v1::server_frame::Body::Sync(sync) => sync,
+        other => panic!("not a sync answer: {other:?}"),
+    }
+}
+
+/// An error frame's code.
+pub(crate) fn code(error: &im_proto::v1::Error) -> im_proto::v1::ErrorCode {
+    error.code()
+}

@@ -9,3 +9,4 @@ mod durability;
 mod gateway;
 mod messaging;
 mod permissions;
+mod reading;
