@@ -9,13 +9,86 @@ use crate::{bus::BusError, settings::SettingsError};
 
 /// Logs to stderr as the `RUST_LOG` filter says (default: info), colored on a terminal.
 pub fn init_tracing() {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::util::SubscriberInitExt::init(log_subscriber(
+        std::io::stderr,
+        ansi,
+        filter,
+    ));
+}
+
+/// The server's log format, one line per event, written to `writer`. Control characters in
+/// a line (newlines, carriage returns, NULs, ...) are escaped whatever field carries them, so
+/// text a client sent can never forge a line or hide in one; the fmt layer itself escapes
+/// terminal sequences in field values.
+pub fn log_subscriber<W>(
+    writer: W,
+    ansi: bool,
+    filter: tracing_subscriber::EnvFilter,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+        .with_writer(Escaping(writer))
+        .with_ansi(ansi)
+        .with_env_filter(filter)
+        .finish()
+}
+
+/// Makes [`EscapedLines`] writers out of another maker's.
+struct Escaping<W>(W);
+
+impl<'a, W: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a>
+    for Escaping<W>
+{
+    type Writer = EscapedLines<W::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EscapedLines(self.0.make_writer())
+    }
+}
+
+/// A writer that escapes every control character of a log line but its final newline (and
+/// the escape character, which the fmt layer writes only for its colors).
+struct EscapedLines<W>(W);
+
+impl<W: std::io::Write> std::io::Write for EscapedLines<W> {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(&escape_controls(line))?;
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `line` with its control characters written as escapes (`\n`, `\r`, `\t`, `\0`,
+/// `\x..`), but a final newline and ESC.
+fn escape_controls(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let is_control = |b: &u8| (*b < 0x20 || *b == 0x7f) && *b != 0x1b;
+    if !body.iter().any(is_control) {
+        return line.into();
+    }
+    let mut out = Vec::with_capacity(line.len() + 16);
+    for &b in body {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0 => out.extend_from_slice(b"\\0"),
+            b if is_control(&b) => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            b => out.push(b),
+        }
+    }
+    if body.len() < line.len() {
+        out.push(b'\n');
+    }
+    out.into()
 }
 
 /// Returns at Ctrl-C or SIGTERM.
@@ -86,5 +159,31 @@ impl StartError {
     /// The listener for `addr` could not be bound.
     pub fn listen(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> Self {
         move |source| Self::Listen { addr, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn log_lines_keep_only_their_final_newline() {
+        let forged = b"user=a\n2026-01-01 INFO admin logged in\r\0\x07\n";
+        let escaped = escape_controls(forged);
+        assert_eq!(
+            std::str::from_utf8(&escaped).unwrap(),
+            "user=a\\n2026-01-01 INFO admin logged in\\r\\0\\x07\n"
+        );
+        assert_eq!(escaped.iter().filter(|&&b| b == b'\n').count(), 1);
+        // Colors stay; a clean line is passed through as it is.
+        let colored = b"\x1b[32mINFO\x1b[0m ready\tnow\n";
+        assert_eq!(
+            &*escape_controls(colored),
+            b"\x1b[32mINFO\x1b[0m ready\\tnow\n"
+        );
+        assert!(matches!(
+            escape_controls(b"plain\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -7,6 +7,7 @@
 mod common;
 mod durability;
 mod gateway;
+mod logging;
 mod messaging;
 mod permissions;
 mod reading;
