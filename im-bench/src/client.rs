@@ -1,5 +1,23 @@
-//! A raw protocol client (adapted from im-server's test client): the WebSocket with subprotocol
-//! `im.v1`, protobuf frames, the Hello; connections bound to spread source addresses.
+//! A raw protocol client for load generation: the WebSocket with subprotocol `im.v1`,
+//! protobuf frames, the Hello; connections bound to spread source addresses.
+//!
+//! What the workspace's test kit (`im_testkit::client`) already does the same way is taken
+//! from it: the [`Ws`] type, the Hello's fields, text bodies, and sending one frame. The rest
+//! stays here because the benchmark needs what the kit does not do, or does at a cost:
+//!
+//! - Opening: the kit's `open` connects from an ephemeral port with tungstenite's default
+//!   128 KiB read buffer and offers `im.v1, im`; here every connection is bound to a source
+//!   address and port of its own (one source address has too few ports for hundreds of
+//!   thousands of connections to one server port) and reads through a 4 KiB buffer (the
+//!   client's memory would otherwise dwarf the server's).
+//! - Reading: the kit's `read_frame` boxes every frame, fails on bytes it cannot decode and
+//!   reports a broken stream as a close; the benchmark reads pushes per message, so it decodes
+//!   in place, skips what it cannot read, and keeps the stream's own error (max-connections
+//!   reports it as what stopped it).
+//! - Sending in batches: [`frame`] builds a message to `feed`, flushed once per batch; the
+//!   kit's `send_frame` flushes every frame.
+//! - Ping, windowed sends, receivers that acknowledge cumulatively and read send times from the
+//!   bodies: the kit has no such thing.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -14,23 +32,18 @@ use std::{
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use im_proto::v1::{
-    ClientFrame, Content, DeliveryAck, Hello, Message, MessageBody, Ping, Platform, SendRequest,
-    SeqCursor, ServerFrame, Text, client_frame, content, message_body, server_frame,
+    ClientFrame, DeliveryAck, Hello, Ping, SendRequest, SeqCursor, ServerFrame, client_frame,
+    server_frame,
 };
+pub(crate) use im_testkit::client::{Ws, text};
+use im_testkit::client::{send_frame, text_of};
 use prost::Message as _;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{
-        Message as WsMessage, client::IntoClientRequest, http::HeaderValue,
-        protocol::WebSocketConfig,
-    },
+use tokio_tungstenite::tungstenite::{
+    Message as WsMessage, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig,
 };
 
 use crate::util::{Result, micros_histogram, record};
-
-/// A protocol connection.
-pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// Source ports per source address: 10000..32000, below the kernel's ephemeral range
 /// (32768..60999 here). Ports chosen by `bind(addr, 0)` would come from that range, and a port
@@ -102,7 +115,8 @@ pub(crate) async fn tcp_accepted(to: SocketAddr) -> Result<TcpStream> {
     Ok(stream)
 }
 
-/// A binary WebSocket message carrying `body` with `request_id`.
+/// A binary WebSocket message carrying `body` with `request_id`, to `feed` in a batch (one
+/// frame sent on its own goes through the test kit's `send_frame`).
 pub(crate) fn frame(request_id: u64, body: client_frame::Body) -> WsMessage {
     let frame = ClientFrame {
         request_id,
@@ -115,27 +129,6 @@ pub(crate) fn frame(request_id: u64, body: client_frame::Body) -> WsMessage {
 pub(crate) fn decode(message: &WsMessage) -> Option<ServerFrame> {
     match message {
         WsMessage::Binary(bytes) => ServerFrame::decode(bytes.clone()).ok(),
-        _ => None,
-    }
-}
-
-/// A text message body.
-pub(crate) fn text(body: &str) -> MessageBody {
-    MessageBody {
-        kind: Some(message_body::Kind::Content(Content {
-            kind: Some(content::Kind::Text(Text { text: body.into() })),
-            ..Default::default()
-        })),
-    }
-}
-
-/// The text of a pushed entry, if it is one.
-pub(crate) fn text_of(message: &Message) -> Option<&str> {
-    match message.body.as_ref()?.kind.as_ref()? {
-        message_body::Kind::Content(c) => match c.kind.as_ref()? {
-            content::Kind::Text(t) => Some(&t.text),
-            _ => None,
-        },
         _ => None,
     }
 }
@@ -155,8 +148,9 @@ pub(crate) fn direct(a: &str, b: &str) -> String {
     im_proto::ConversationId::direct(user(a), user(b)).to_string()
 }
 
-/// Opens connection `n` to the gateway and completes the Hello with `token`, within 30 s (a
-/// server out of file descriptors leaves connections in its backlog unanswered).
+/// Opens a connection to the gateway from the next source address and completes the Hello
+/// with `token`, within 30 s (a server out of file descriptors leaves connections in its
+/// backlog unanswered).
 pub(crate) async fn connect(addr: SocketAddr, token: &str, device: &str) -> Result<Ws> {
     tokio::time::timeout(Duration::from_secs(30), connect_now(addr, token, device))
         .await
@@ -173,15 +167,13 @@ async fn connect_now(addr: SocketAddr, token: &str, device: &str) -> Result<Ws> 
     let config = WebSocketConfig::default().read_buffer_size(4096);
     let (mut ws, _) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    // The kit's Hello, naming this tool as the client (as it always has). The kit's own
+    // version string is allocated and dropped: once per connect, never per message.
     let hello = Hello {
-        protocol_versions: vec![1],
-        token: token.into(),
-        device_id: device.into(),
-        platform: Platform::Desktop as i32,
         client_version: "im-bench/0".into(),
-        max_frame_bytes: 0,
+        ..im_testkit::client::hello(token, device)
     };
-    ws.send(frame(1, client_frame::Body::Hello(hello))).await?;
+    send_frame(&mut ws, 1, client_frame::Body::Hello(hello)).await?;
     loop {
         // Bounded by `connect`'s timeout.
         let message = ws.next().await.ok_or("closed before the welcome")??;
@@ -207,7 +199,7 @@ async fn connect_now(addr: SocketAddr, token: &str, device: &str) -> Result<Ws> 
 pub(crate) async fn ping(ws: &mut Ws) -> Result<()> {
     const PING_ID: u64 = 2;
     let ping = client_frame::Body::Ping(Ping { client_time_ms: 0 });
-    ws.send(frame(PING_ID, ping)).await?;
+    send_frame(ws, PING_ID, ping).await?;
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let message = ws.next().await.ok_or("closed before the pong")??;
@@ -389,7 +381,7 @@ pub(crate) fn spawn_receiver(
                 .collect();
             if !acks.is_empty() {
                 let body = client_frame::Body::DeliveryAck(DeliveryAck { acks });
-                if ws.send(frame(0, body)).await.is_err() {
+                if send_frame(&mut ws, 0, body).await.is_err() {
                     break;
                 }
             }
