@@ -32,12 +32,8 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Milliseconds since the Unix epoch (token issue times).
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+/// Milliseconds since the Unix epoch (token issue times, run ids).
+pub(crate) use im_common::now_ms;
 
 /// A histogram of microseconds, 1 µs to 10 minutes, 3 significant digits.
 pub(crate) fn micros_histogram() -> Histogram<u64> {
