@@ -64,10 +64,11 @@ pub struct Ending {
 }
 
 impl Ending {
-    /// Ends the connection with `reason` (the first reason given wins).
-    pub fn end(&self, reason: ErrorCode) {
-        let _ = self.reason.set(reason);
+    /// Ends the connection with `reason` (the first reason given wins); true for that first.
+    pub fn end(&self, reason: ErrorCode) -> bool {
+        let first = self.reason.set(reason).is_ok();
         self.token.cancel();
+        first
     }
 }
 
@@ -100,15 +101,18 @@ impl SessionHandle {
         &self.ending
     }
 
-    /// Queues a frame; a full queue ends the connection as a slow consumer.
+    /// Queues a frame; a full queue ends the connection as a slow consumer. The frames
+    /// offered until the connection is gone are dropped without a word: the session is logged
+    /// and counted once.
     pub fn send(&self, outbound: Arc<Outbound>) -> bool {
         match self.outbox.try_send(outbound) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(session = %self.session_id, user = %self.user_id, "slow consumer");
-                metrics::counter!("im_slow_consumers_total", "cause" => "outbound_queue")
-                    .increment(1);
-                self.ending.end(ErrorCode::SlowConsumer);
+                if self.ending.end(ErrorCode::SlowConsumer) {
+                    tracing::info!(session = %self.session_id, user = %self.user_id, "slow consumer");
+                    metrics::counter!("im_slow_consumers_total", "cause" => "outbound_queue")
+                        .increment(1);
+                }
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -418,6 +422,41 @@ mod tests {
             frame: Bytes::from(vec![byte]),
             entry: None,
         }
+    }
+
+    #[test]
+    fn a_slow_consumer_is_logged_once_however_many_pushes_it_misses() {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let subscriber = im_common::process::log_subscriber(
+            move || sink.clone(),
+            false,
+            tracing_subscriber::EnvFilter::new("info"),
+        );
+        let (amy, _inbox) = session("amy", "phone", 2);
+        let queued = tracing::subscriber::with_default(subscriber, || {
+            (0..240)
+                .filter(|n| amy.send(Arc::new(frame(*n as u8))))
+                .count()
+        });
+        assert_eq!(queued, 2);
+        assert_eq!(amy.ending.reason.get(), Some(&ErrorCode::SlowConsumer));
+        assert!(amy.ending.token.is_cancelled());
+        let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.matches("slow consumer").count(), 1, "{log}");
+        // A later reason does not replace the first.
+        assert!(!amy.ending.end(ErrorCode::TokenRevoked));
     }
 
     #[test]
