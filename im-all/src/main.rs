@@ -302,8 +302,8 @@ async fn run(args: &Args, settings: &Settings) -> ExitCode {
     }
     if let Some(running) = running_business {
         println!(
-            "  business API  http://{}  (OpenAPI at /openapi.json; gRPC on {})",
-            running.http_addr, running.grpc_addr
+            "  business API  http://{}  (OpenAPI at /openapi.json; gRPC on {}; its health and metrics on http://{})",
+            running.http_addr, running.grpc_addr, running.ops_addr
         );
         println!(
             "  data          {}  (app secret in {} unless configured)",

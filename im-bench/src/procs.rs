@@ -265,6 +265,7 @@ async fn launch(bin: &Path, launch: &Launch<'_>) -> Result<(Proc, Printed)> {
         .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
+        .env("IM_BUSINESS__OPS_LISTEN", "127.0.0.1:0")
         .env("IM_CLUSTER__TOKEN_SECRET", &secrets.token)
         .env("IM_BUSINESS__APP_SECRET", &secrets.app)
         .env("RUST_LOG", "warn")

@@ -77,8 +77,8 @@ async fn main() -> ExitCode {
         }
     };
     println!(
-        "im-business: HTTP on http://{}, gRPC on {}",
-        running.http_addr, running.grpc_addr
+        "im-business: HTTP on http://{}, gRPC on {}, operations on http://{}",
+        running.http_addr, running.grpc_addr, running.ops_addr
     );
     wait_for_signal().await;
     tracing::info!("shutting down");

@@ -37,6 +37,8 @@ pub struct RunningBusiness {
     pub http_addr: SocketAddr,
     /// Where the gRPC API listens.
     pub grpc_addr: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub ops_addr: SocketAddr,
     /// The service itself, for in-process callers.
     pub business: Arc<Business>,
     tasks: JoinSet<()>,
@@ -159,14 +161,16 @@ pub async fn start(
     };
     let (http_listener, http_addr) = bind(settings.http_listen).await?;
     let (grpc_listener, grpc_addr) = bind(settings.grpc_listen).await?;
+    let (ops_listener, ops_addr) = bind(settings.ops_listen).await?;
 
     let ready = Arc::new(AtomicBool::new(false));
-    let state = http::ApiState::new(
-        business.clone(),
-        settings.app_secret.expose().as_bytes(),
-        ready.clone(),
-    )
-    .with_user_tokens(verifier);
+    let stop = shutdown.clone();
+    let ops = im_common::ops::serve(ops_listener, ready.clone(), stop.cancelled_owned());
+    tasks.spawn(async move {
+        let _ = ops.await;
+    });
+    let state = http::ApiState::new(business.clone(), settings.app_secret.expose().as_bytes())
+        .with_user_tokens(verifier);
     let stop = shutdown.clone();
     tasks.spawn(async move {
         let serving = axum::serve(http_listener, http::router(state))
@@ -191,10 +195,11 @@ pub async fn start(
         stop.cancelled().await;
         ready.store(false, Ordering::SeqCst);
     });
-    tracing::info!(node_id = %cluster.node_id, %http_addr, %grpc_addr, "business service ready");
+    tracing::info!(node_id = %cluster.node_id, %http_addr, %grpc_addr, %ops_addr, "business service ready");
     Ok(RunningBusiness {
         http_addr,
         grpc_addr,
+        ops_addr,
         business,
         tasks,
     })

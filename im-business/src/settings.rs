@@ -18,6 +18,9 @@ pub struct BusinessSettings {
     pub http_listen: SocketAddr,
     /// Where the gRPC API listens.
     pub grpc_listen: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served: an operations listener, apart
+    /// from the APIs apps reach.
+    pub ops_listen: SocketAddr,
     /// The database: a SQLite file (created with its directory if missing), or a
     /// `postgres://` or `mysql://` URL shared by every business node.
     pub database: String,
@@ -79,6 +82,7 @@ impl Default for BusinessSettings {
         Self {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7102)),
+            ops_listen: SocketAddr::from(([127, 0, 0, 1], 7104)),
             database: "data/business.db".into(),
             max_connections: 4,
             app_secret: Secret::default(),

@@ -12,6 +12,7 @@
 //! - [`cache`]: caches of other services' answers that events invalidate, caching only while
 //!   the events are followed.
 //! - [`metrics`]: the process's metrics registry, rendered in the Prometheus text format.
+//! - [`ops`]: a service's operations endpoint: `/healthz`, `/readyz`, `/metrics`.
 //! - [`process`]: what every server binary does around its services (logging, signals,
 //!   printed settings) and why a service could not start.
 //!
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod bus;
 pub mod cache;
 pub mod metrics;
+pub mod ops;
 pub mod process;
 pub mod server_db;
 pub mod settings;

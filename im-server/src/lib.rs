@@ -21,7 +21,6 @@
 //! - [`store`]: conversations' entries and read cursors behind [`store::MessageStore`], with
 //!   the embedded SQLite backend and the suite every backend runs.
 //! - [`push`]: the hook for entries to offline users.
-//! - [`ops`]: `/healthz`, `/readyz` and `/metrics` over HTTP.
 //! - [`server`]: all of it started together, with a graceful shutdown.
 
 pub mod business;
@@ -30,7 +29,6 @@ pub mod events;
 pub mod gateway;
 pub mod intake;
 pub mod messaging;
-pub mod ops;
 pub mod presence;
 pub mod push;
 pub mod rate;

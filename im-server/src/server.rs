@@ -330,14 +330,7 @@ pub async fn start_with(
         draining.store(false, std::sync::atomic::Ordering::SeqCst);
     }));
     let ops_stop = CancellationToken::new();
-    let ops_stopped = ops_stop.clone();
-    let ops = tokio::spawn(async move {
-        let served = axum::serve(http, crate::ops::router(ready))
-            .with_graceful_shutdown(async move { ops_stopped.cancelled().await });
-        if let Err(error) = served.await {
-            tracing::error!(%error, "operations endpoint failed");
-        }
-    });
+    let ops = im_common::ops::serve(http, ready, ops_stop.clone().cancelled_owned());
     let presence = Arc::new(PresenceService::new(
         parts.presence,
         sessions.clone(),

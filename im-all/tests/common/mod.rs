@@ -293,6 +293,7 @@ fn spawn(
         .env("IM_BUSINESS__APP_SECRET", APP_SECRET)
         .env("IM_BUSINESS__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_BUSINESS__GRPC_LISTEN", "127.0.0.1:0")
+        .env("IM_BUSINESS__OPS_LISTEN", "127.0.0.1:0")
         .env("IM_CORE__LISTEN", "127.0.0.1:0")
         .env("IM_CORE__HTTP_LISTEN", "127.0.0.1:0")
         .env("IM_CORE__MESSAGING__MESSAGES_PER_SECOND", "10000")

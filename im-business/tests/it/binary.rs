@@ -48,7 +48,7 @@ async fn serves_from_a_config_file_and_stops_on_sigterm() {
     let config = dir.path().join("im.toml");
     std::fs::write(
         &config,
-        "[business]\nhttp_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\ndatabase = \"db/business.db\"\napp_secret = \"from the file\"\n",
+        "[business]\nhttp_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndatabase = \"db/business.db\"\napp_secret = \"from the file\"\n",
     )
     .unwrap();
     let mut child = Command::new(BINARY)
@@ -66,23 +66,28 @@ async fn serves_from_a_config_file_and_stops_on_sigterm() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let http = line
+    let mut urls = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .trim_end_matches(',')
-        .to_owned();
+        .filter(|w| w.starts_with("http://"))
+        .map(|w| w.trim_end_matches(',').to_owned());
+    let (http, ops) = (urls.next().unwrap(), urls.next().unwrap());
 
+    // The operations endpoints are on their own listener, not on the API's.
     let client = reqwest::Client::new();
-    assert_eq!(
-        client
-            .get(format!("{http}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let status = |url: String| {
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(status(format!("{ops}/healthz")).await, 200);
+    assert_eq!(status(format!("{ops}/readyz")).await, 200);
+    assert_eq!(status(format!("{ops}/metrics")).await, 200);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(
+            status(format!("{http}{path}")).await,
+            404,
+            "{path} on the API"
+        );
+    }
     let upsert = client
         .post(format!("{http}/v1/users"))
         .bearer_auth("from the file")

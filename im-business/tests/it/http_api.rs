@@ -1,6 +1,6 @@
 //! The HTTP/JSON API on an ephemeral port, through a real HTTP client.
 
-use std::sync::{Arc, atomic::AtomicBool};
+use std::sync::Arc;
 
 use im_business::api::http::{ApiDoc, ApiState, router};
 use im_common::auth::TokenVerifier;
@@ -19,12 +19,8 @@ struct Server {
 async fn serve() -> Server {
     let world = crate::common::world().await;
     let verifier = Arc::new(TokenVerifier::new(crate::common::SECRET, None).unwrap());
-    let state = ApiState::new(
-        world.business.clone(),
-        APP_SECRET.as_bytes(),
-        Arc::new(AtomicBool::new(true)),
-    )
-    .with_user_tokens(verifier.clone());
+    let state = ApiState::new(world.business.clone(), APP_SECRET.as_bytes())
+        .with_user_tokens(verifier.clone());
     verifier.follow(&world.bus).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -301,22 +297,17 @@ async fn malformed_json_is_an_invalid_argument() {
 }
 
 #[tokio::test]
-async fn health_readiness_and_the_openapi_document() {
+async fn the_api_serves_its_openapi_document_and_no_operations_endpoints() {
     let s = serve().await;
-    let health = s
-        .http
-        .get(format!("{}/healthz", s.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
-    let ready = s
-        .http
-        .get(format!("{}/readyz", s.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let answer = s
+            .http
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND, "{path}");
+    }
     let doc: Value = s
         .http
         .get(format!("{}/openapi.json", s.base))

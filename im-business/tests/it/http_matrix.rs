@@ -2,10 +2,7 @@
 //! credential, a wrong secret, the app, the owner, an admin, a member, a muted member, a
 //! non-member, a blocked user and a deactivated user, each on a fresh world.
 
-use std::{
-    collections::BTreeSet,
-    sync::{Arc, atomic::AtomicBool},
-};
+use std::collections::BTreeSet;
 
 use im_business::api::http::{ApiDoc, ApiState, router};
 use reqwest::{Method, StatusCode};
@@ -229,11 +226,7 @@ fn rows() -> Vec<Row> {
 
 async fn call(row: &Row, caller: &str) -> Result<(), String> {
     let world = crate::common::cast().await;
-    let state = ApiState::new(
-        world.business.clone(),
-        SECRET.as_bytes(),
-        Arc::new(AtomicBool::new(true)),
-    );
+    let state = ApiState::new(world.business.clone(), SECRET.as_bytes());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });

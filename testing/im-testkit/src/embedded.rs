@@ -81,6 +81,7 @@ impl Builder {
             business: BusinessSettings {
                 http_listen: any,
                 grpc_listen: any,
+                ops_listen: any,
                 database: dir.join("business.db").display().to_string(),
                 app_secret: APP_SECRET.into(),
                 ..BusinessSettings::default()

@@ -9,20 +9,15 @@
 //! calls, `error` maps failures to answers, `shapes` holds the JSON shapes, and the handlers
 //! are split by resource (`users`, `groups`, `moderation`), each tagged so in the document.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, State},
+    extract::DefaultBodyLimit,
     middleware,
-    response::{IntoResponse, Response},
     routing::{get, post, put},
 };
 use im_common::{api::ErrorBody, auth::TokenVerifier};
-use im_proto::v1::ErrorCode;
 use utoipa::OpenApi;
 
 use crate::Business;
@@ -53,18 +48,16 @@ use users::{deactivate_user, get_user, import_users, issue_token, revoke_tokens,
 pub struct ApiState {
     business: Arc<Business>,
     secret: Arc<[u8]>,
-    ready: Arc<AtomicBool>,
     /// Checks users' own tokens, when users may call the API themselves.
     users: Option<Arc<TokenVerifier>>,
 }
 
 impl ApiState {
-    /// State for a service checking `secret`; `ready` says whether it takes traffic.
-    pub fn new(business: Arc<Business>, secret: &[u8], ready: Arc<AtomicBool>) -> Self {
+    /// State for a service checking `secret`.
+    pub fn new(business: Arc<Business>, secret: &[u8]) -> Self {
         Self {
             business,
             secret: secret.into(),
-            ready,
             users: None,
         }
     }
@@ -79,25 +72,6 @@ impl ApiState {
 
 /// The largest request body, in bytes (an import of the largest batch with full profiles fits).
 pub const MAX_BODY_BYTES: usize = 8 << 20;
-
-/// Alive.
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-/// Ready to take traffic.
-async fn readyz(State(s): State<ApiState>) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
-        "ready".into_response()
-    } else {
-        ApiError::new(ErrorCode::Unavailable, "starting or draining").into_response()
-    }
-}
-
-/// The process's metrics, in the Prometheus text format.
-async fn metrics() -> String {
-    im_common::metrics::render()
-}
 
 /// The OpenAPI document, served as JSON.
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
@@ -139,8 +113,8 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
-/// The router: `/v1/...` behind the app secret; `/healthz`, `/readyz`, `/metrics` and
-/// `/openapi.json` open.
+/// The router: `/v1/...` behind the app secret, `/openapi.json` open. The operations
+/// endpoints are on a listener of their own (`im_common::ops`).
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/v1/users", post(upsert_user))
@@ -184,9 +158,6 @@ pub fn router(state: ApiState) -> Router {
         ));
     Router::new()
         .merge(v1)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

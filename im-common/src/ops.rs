@@ -1,4 +1,5 @@
-//! The node's operations endpoint, for load balancers and monitoring: `GET /healthz` (the
+//! A service's operations endpoint, on a listener of its own (never the API's), for load
+//! balancers and monitoring: `GET /healthz` (the
 //! process lives), `GET /readyz` (it takes connections: 503 once draining) and `GET /metrics`
 //! (Prometheus text format).
 
@@ -8,6 +9,7 @@ use std::sync::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
+use tokio::{net::TcpListener, task::JoinHandle};
 
 async fn healthz() -> &'static str {
     "ok"
@@ -22,14 +24,29 @@ async fn readyz(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static s
 }
 
 async fn metrics() -> String {
-    im_common::metrics::render()
+    crate::metrics::render()
 }
 
-/// The routes; `ready` turns false when the node starts draining.
+/// The routes; `ready` is false until the service takes traffic and once it drains.
 pub fn router(ready: Arc<AtomicBool>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(ready)
+}
+
+/// Serves the routes on `listener` until `stop` completes.
+pub fn serve(
+    listener: TcpListener,
+    ready: Arc<AtomicBool>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    crate::metrics::prometheus();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router(ready)).with_graceful_shutdown(stop);
+        if let Err(error) = served.await {
+            tracing::error!(%error, "operations endpoint failed");
+        }
+    })
 }
