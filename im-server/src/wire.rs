@@ -284,6 +284,86 @@ mod tests {
         );
     }
 
+    mod split_fields {
+        use im_proto::v1::{ClientFrame, Content, Recall, client_frame, message_body};
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::text;
+
+        /// One copy of a body field, as a sender may write it: a part of a body.
+        fn part() -> impl Strategy<Value = MessageBody> {
+            prop_oneof![
+                "[a-z ]{0,12}".prop_map(|t| text(&t)),
+                (
+                    proptest::collection::vec("[a-z]{1,6}", 0..3),
+                    any::<bool>(),
+                    0u64..9
+                )
+                    .prop_map(|(mentions, mention_all, reply_to_seq)| {
+                        MessageBody {
+                            kind: Some(message_body::Kind::Content(Content {
+                                kind: None,
+                                mentions,
+                                mention_all,
+                                reply_to_seq,
+                            })),
+                        }
+                    }),
+                (0u64..9).prop_map(|target_seq| MessageBody {
+                    kind: Some(message_body::Kind::Recall(Recall { target_seq })),
+                }),
+                Just(MessageBody::default()),
+            ]
+        }
+
+        /// A frame whose send is written in `sends` copies and whose body in one copy per
+        /// part, spread over the send copies: what protobuf merges back into one send.
+        fn frame(parts: &[MessageBody], sends: usize) -> Vec<u8> {
+            let mut copies = vec![Vec::new(); sends];
+            for (i, part) in parts.iter().enumerate() {
+                put_field(
+                    &mut copies[i % sends],
+                    fields::SEND_BODY,
+                    &part.encode_to_vec(),
+                );
+            }
+            copies[0].splice(0..0, [0x0a, 0x02, b'm', b'1']); // client_msg_id
+            let mut frame = ClientFrame {
+                request_id: 7,
+                body: None,
+            }
+            .encode_to_vec();
+            for copy in copies {
+                put_field(&mut frame, fields::FRAME_SEND, &copy);
+            }
+            frame
+        }
+
+        proptest! {
+            // What the checks decode from a RawBody is what protobuf makes of the whole frame,
+            // however its send and body fields were split, and it is those bytes that are stored.
+            #[test]
+            fn the_raw_body_decodes_as_protobuf_merges_the_frame(
+                parts in proptest::collection::vec(part(), 1..5),
+                sends in 1usize..4,
+            ) {
+                let frame = frame(&parts, sends);
+                let merged = ClientFrame::decode(&frame[..]).expect("a valid frame");
+                let Some(client_frame::Body::Send(send)) = merged.body else {
+                    panic!("a send");
+                };
+                prop_assert_eq!(send.client_msg_id.as_str(), "m1");
+                let raw = RawBody::of_send_frame(&frame).expect("a body");
+                let checked = raw.decode().expect("decodes");
+                prop_assert_eq!(Some(&checked), send.body.as_ref());
+                // Re-reading the stored bytes gives the same body again.
+                let stored = RawBody::from_bytes(raw.as_bytes().to_vec());
+                prop_assert_eq!(stored.decode().expect("decodes"), checked);
+            }
+        }
+    }
+
     #[test]
     fn request_ids_and_raw_bodies_go_where_the_frames_say() {
         let page = Page {

@@ -227,6 +227,74 @@ async fn unknown_variants_are_answered_and_the_connection_lives_on() {
 }
 
 #[tokio::test]
+async fn a_body_sent_in_copies_is_stored_as_protobuf_merges_it() {
+    use im_proto::v1::{Content, MessageBody, PullRequest, content, message_body};
+    let w = world().await;
+    w.users(&["amy", "bob"]).await;
+    let mut amy = w.connect("amy", "d").await;
+    let mut bob = w.connect("bob", "d").await;
+    // The first copy says something; the second has mentions but no content kind, which the
+    // checks refuse alone. Protobuf merges them into one body with both.
+    let said = text("hi");
+    let mentions = MessageBody {
+        kind: Some(message_body::Kind::Content(Content {
+            mentions: vec!["bob".into()],
+            ..Default::default()
+        })),
+    };
+    let mut send = prost::Message::encode_to_vec(&SendRequest {
+        client_msg_id: "m1".into(),
+        conversation_id: "d:amy:bob".into(),
+        body: None,
+    });
+    for copy in [&said, &mentions] {
+        let bytes = prost::Message::encode_to_vec(copy);
+        prost::encoding::encode_key(3, prost::encoding::WireType::LengthDelimited, &mut send);
+        prost::encoding::encode_varint(bytes.len() as u64, &mut send);
+        send.extend_from_slice(&bytes);
+    }
+    let mut frame = prost::Message::encode_to_vec(&im_proto::v1::ClientFrame {
+        request_id: 5,
+        body: None,
+    });
+    prost::encoding::encode_key(4, prost::encoding::WireType::LengthDelimited, &mut frame);
+    prost::encoding::encode_varint(send.len() as u64, &mut frame);
+    frame.extend_from_slice(&send);
+    amy.send_bytes(frame).await;
+    assert!(matches!(
+        amy.answer(5).await,
+        server_frame::Body::SendAck(_)
+    ));
+
+    let merged = MessageBody {
+        kind: Some(message_body::Kind::Content(Content {
+            kind: Some(content::Kind::Text(im_proto::v1::Text {
+                text: "hi".into(),
+            })),
+            mentions: vec!["bob".into()],
+            ..Default::default()
+        })),
+    };
+    let pushed = bob.message().await;
+    assert_eq!(pushed.body.as_ref(), Some(&merged), "pushed as checked");
+    let server_frame::Body::Messages(page) = bob
+        .call(client_frame::Body::Pull(PullRequest {
+            conversation_id: "d:amy:bob".into(),
+            after_seq: 0,
+            limit: 0,
+        }))
+        .await
+    else {
+        panic!("a page");
+    };
+    assert_eq!(
+        page.messages[0].body.as_ref(),
+        Some(&merged),
+        "stored as checked"
+    );
+}
+
+#[tokio::test]
 async fn malformed_and_text_frames_close_the_connection() {
     let w = world().await;
     w.users(&["amy"]).await;
