@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use im_business::{server::RunningBusiness, settings::BusinessSettings};
-use im_common::{auth::TokenVerifier, bus::Bus, process::StartError, settings::ClusterSettings};
+use im_common::{bus::Bus, process::StartError, settings::ClusterSettings};
 use im_server::{
     server::{Parts, RunningCore},
     settings::CoreSettings,
@@ -99,9 +99,7 @@ impl System {
         };
         let core = if services.core {
             let started = async {
-                let secret = settings.cluster.token_secret.expose().as_bytes();
-                let verifier = TokenVerifier::new(secret, None)
-                    .map_err(|e| im_common::settings::SettingsError::new(e.to_string()))?;
+                let verifier = settings.cluster.token_verifier()?;
                 let made =
                     im_server::server::parts(&settings.cluster, &settings.core, bus.as_ref())
                         .await?;

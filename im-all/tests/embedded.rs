@@ -1,7 +1,8 @@
 //! The embedded `im-server` binary (one process, no outside service): killed with SIGKILL in
 //! the middle of a burst of sends and restarted on the same data directory, no acknowledged
 //! message is lost, resends return the first acknowledgement, and sequences continue with no
-//! gap and no reuse; and its offline pushes reach the app's webhook.
+//! gap and no reuse; its offline pushes reach the app's webhook; and it takes the tokens an
+//! app signs with its own key, as configured, and no others.
 
 #![allow(clippy::unwrap_used)]
 
@@ -164,6 +165,70 @@ async fn the_embedded_binary_posts_offline_pushes_to_the_webhook() {
     assert_eq!(push["seq"], sent.seq);
     assert_eq!(push["user_ids"], serde_json::json!(["bob"]));
     assert_eq!(push["text"], "are you there?");
+    server.kill();
+}
+
+/// A throwaway Ed25519 key pair, as an app's backend would hold one.
+const APP_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIDlMD2GUna8k2I49tbhIqmOvM0ZM5//PtpY5JfNnVJEj\n-----END PRIVATE KEY-----\n";
+const APP_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAp66dpB3vORrz/iJu5708ZLPgTedgdJ7x8olpmYesVw0=\n-----END PUBLIC KEY-----\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_signed_tokens_are_taken_with_their_issuer_and_a_sane_issue_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let key_file = data.join("app.pub.pem");
+    std::fs::write(&key_file, APP_PUBLIC).unwrap();
+    let (mut server, addr) = start_with(
+        data,
+        &[
+            ("IM_CLUSTER__APP_TOKENS__ALGORITHM", "EdDSA"),
+            (
+                "IM_CLUSTER__APP_TOKENS__PUBLIC_KEY_FILE",
+                key_file.to_str().unwrap(),
+            ),
+            ("IM_CLUSTER__APP_TOKENS__ISSUER", "chat-backend"),
+        ],
+    );
+    let now = im_testkit::now_ms() / 1000;
+    let sign = |claims: serde_json::Value| {
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(APP_PRIVATE.as_bytes()).unwrap();
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let good = sign(serde_json::json!({
+        "sub": "carol", "iss": "chat-backend", "iat": now, "exp": now + 600
+    }));
+    let carol = Client::connect(addr, &good, "tablet").await;
+    assert_eq!(carol.welcome.user_id, "carol");
+
+    let refused = [
+        (
+            "no issuer",
+            serde_json::json!({ "sub": "carol", "iat": now, "exp": now + 600 }),
+        ),
+        (
+            "another issuer",
+            serde_json::json!({ "sub": "carol", "iss": "other", "iat": now, "exp": now + 600 }),
+        ),
+        (
+            "issued an hour ahead",
+            serde_json::json!({
+                "sub": "carol", "iss": "chat-backend", "iat": now + 3_600, "exp": now + 7_200
+            }),
+        ),
+    ];
+    for (why, claims) in refused {
+        let (answer, close) = Client::refused(addr, client::hello(&sign(claims), "tablet")).await;
+        let Some(server_frame::Body::Error(error)) = answer.body else {
+            panic!("{why}: {answer:?}");
+        };
+        assert_eq!(
+            error.code(),
+            im_proto::v1::ErrorCode::Unauthenticated,
+            "{why}"
+        );
+        assert_eq!(close.map(|c| u16::from(c.code)), Some(1008), "{why}");
+    }
     server.kill();
 }
 

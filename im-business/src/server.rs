@@ -11,7 +11,7 @@ use std::{
 };
 
 use im_common::{
-    auth::{TokenIssuer, TokenVerifier},
+    auth::TokenIssuer,
     bus::{Bus, PUSH_KEPT, PUSH_STREAM},
     process::StartError,
     settings::{ClusterSettings, Database, SettingsError, without_password},
@@ -130,10 +130,7 @@ pub async fn start(
     }
     let mut responders = serve_bus_requests(business.clone(), bus.clone()).await?;
     // Users' own tokens on the HTTP API: revocations on record, then those announced.
-    let verifier = Arc::new(
-        TokenVerifier::new(cluster.token_secret.expose().as_bytes(), None)
-            .map_err(|e| SettingsError::new(e.to_string()))?,
-    );
+    let verifier = Arc::new(cluster.token_verifier()?);
     let revoked = business
         .all_revocations()
         .await

@@ -134,22 +134,23 @@ pub struct AppKey {
     pub algorithm: Algorithm,
     /// The public key, PEM.
     pub public_key_pem: String,
-    /// The `iss` the app's tokens carry, if it should be checked.
-    pub issuer: Option<String>,
+    /// The `iss` the app's tokens carry: required, so that no token of another signer
+    /// sharing the key passes for the app's.
+    pub issuer: String,
     /// The `aud` the app's tokens carry, if it should be checked.
     pub audience: Option<String>,
 }
 
-/// Clock difference between nodes tolerated on `exp`, in seconds.
+/// Clock difference between signer and node tolerated on `exp` and `iat`, in seconds: a
+/// token is accepted up to this long after its expiry, and one issued up to this long in the
+/// future (by the node's clock); beyond that it is refused.
 pub const LEEWAY_SECS: u64 = 5;
 
-fn validation(algorithm: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> Validation {
+fn validation(algorithm: Algorithm, issuer: &str, audience: Option<&str>) -> Validation {
     let mut validation = Validation::new(algorithm);
     validation.leeway = LEEWAY_SECS;
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    if let Some(issuer) = issuer {
-        validation.set_issuer(&[issuer]);
-    }
+    validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+    validation.set_issuer(&[issuer]);
     match audience {
         Some(audience) => validation.set_audience(&[audience]),
         None => validation.validate_aud = false,
@@ -191,11 +192,12 @@ impl TokenVerifier {
                     }
                 }
                 .map_err(|e| TokenError::Key(e.to_string()))?;
-                let checks = validation(
-                    key.algorithm,
-                    key.issuer.as_deref(),
-                    key.audience.as_deref(),
-                );
+                if key.issuer.is_empty() {
+                    return Err(TokenError::Key(
+                        "an app key needs the issuer (iss) its tokens carry".into(),
+                    ));
+                }
+                let checks = validation(key.algorithm, &key.issuer, key.audience.as_deref());
                 Some((decoding, checks))
             }
         };
@@ -221,7 +223,7 @@ impl TokenVerifier {
     fn check(&self, token: &str, device: Option<&str>) -> Result<VerifiedToken, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        let issued = validation(Algorithm::HS256, Some(ISSUER), None);
+        let issued = validation(Algorithm::HS256, ISSUER, None);
         let (key, checks) = match &self.app {
             _ if header.alg == Algorithm::HS256 => (&self.issued, &issued),
             Some((key, checks)) if checks.algorithms.contains(&header.alg) => (key, checks),
@@ -252,6 +254,10 @@ impl TokenVerifier {
         } else {
             claims.iat as i64 * 1000
         };
+        // A token from the future would outlive every revocation made before its `iat`.
+        if issued_at_ms > crate::now_ms() + (LEEWAY_SECS * 1000) as i64 {
+            return Err(TokenError::Invalid("issued in the future (iat)".into()));
+        }
         if read(&self.disabled).contains(&claims.sub) {
             return Err(TokenError::UserDisabled);
         }
@@ -339,7 +345,7 @@ mod tests {
         let app = AppKey {
             algorithm: Algorithm::EdDSA,
             public_key_pem: APP_PUBLIC.into(),
-            issuer: Some("app".into()),
+            issuer: "app".into(),
             audience: None,
         };
         TokenVerifier::new(SECRET, Some(&app)).unwrap()
@@ -413,6 +419,24 @@ mod tests {
                 .code(),
             ErrorCode::Unauthenticated
         );
+        assert_eq!(
+            verifier()
+                .verify(&app_token(&claims("")), "d")
+                .unwrap_err()
+                .code(),
+            ErrorCode::Unauthenticated,
+            "a token without iss"
+        );
+        let no_issuer = AppKey {
+            algorithm: Algorithm::EdDSA,
+            public_key_pem: APP_PUBLIC.into(),
+            issuer: String::new(),
+            audience: None,
+        };
+        assert!(matches!(
+            TokenVerifier::new(SECRET, Some(&no_issuer)),
+            Err(TokenError::Key(_))
+        ));
         let without_app_key = TokenVerifier::new(SECRET, None).unwrap();
         assert_eq!(
             without_app_key
@@ -421,6 +445,34 @@ mod tests {
                 .code(),
             ErrorCode::Unauthenticated
         );
+    }
+
+    #[test]
+    fn tokens_issued_in_the_future_are_refused_beyond_the_leeway() {
+        let v = verifier();
+        let leeway = (LEEWAY_SECS * 1000) as i64;
+        let issue = |iat_ms: i64| {
+            TokenIssuer::new(SECRET)
+                .issue("amy", "d", iat_ms, 3_600_000)
+                .unwrap()
+        };
+        assert!(v.verify(&issue(crate::now_ms() + leeway / 2), "d").is_ok());
+        let ahead = issue(crate::now_ms() + leeway + 60_000);
+        assert_eq!(
+            v.verify(&ahead, "d").unwrap_err().code(),
+            ErrorCode::Unauthenticated
+        );
+        // An app-signed one too, whatever its signer's clock says.
+        let now = (now_ms() / 1000) as u64;
+        let claims = Claims {
+            sub: "bob".into(),
+            did: String::new(),
+            iss: "app".into(),
+            iat: now + 3_600,
+            exp: now + 7_200,
+            iat_ms: 0,
+        };
+        assert!(v.verify(&app_token(&claims), "d").is_err());
     }
 
     #[tokio::test(start_paused = true)]
@@ -465,7 +517,7 @@ mod tests {
         let app = AppKey {
             algorithm: Algorithm::EdDSA,
             public_key_pem: APP_PUBLIC.into(),
-            issuer: None,
+            issuer: "app".into(),
             audience: Some("chat".into()),
         };
         let strict = TokenVerifier::new(SECRET, Some(&app)).unwrap();

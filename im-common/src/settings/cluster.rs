@@ -1,9 +1,10 @@
 //! Section `[cluster]`: what every process of a deployment shares, whatever services it runs:
-//! its node id, the token secret, the bus and Redis.
+//! its node id, the token secrets and keys, the bus and Redis.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Rename, Secret, SettingsError, without_password};
+use crate::auth::{AppKey, TokenVerifier};
 
 /// The shortest token secret accepted, in bytes.
 pub const MIN_TOKEN_SECRET_BYTES: usize = 32;
@@ -23,6 +24,57 @@ pub struct ClusterSettings {
     /// The Redis every core node shares (`redis://host:port`) for presence, user -> node routes
     /// and message rates. Empty: all of it in this node's memory (one core node only).
     pub redis_url: String,
+    /// Tokens the app's backend signs with its own key: table `[cluster.app_tokens]`.
+    pub app_tokens: AppTokens,
+}
+
+/// The app's own token key (docs/PROTOCOL.md, "Access tokens"): with it, an app's backend
+/// signs its users' tokens itself and no node asks anyone to verify them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppTokens {
+    /// `EdDSA`, `ES256` or `RS256`; empty: only tokens the business service issues.
+    pub algorithm: String,
+    /// The PEM file of the public key the app's tokens are verified with.
+    pub public_key_file: String,
+    /// The `iss` every app token must carry; required with an algorithm.
+    pub issuer: String,
+    /// The `aud` every app token must carry; empty: not checked.
+    pub audience: String,
+}
+
+impl AppTokens {
+    /// The key, read from its file; `None` when app tokens are off.
+    pub fn key(&self) -> Result<Option<AppKey>, SettingsError> {
+        let algorithm = match self.algorithm.as_str() {
+            "" => return Ok(None),
+            "EdDSA" => jsonwebtoken::Algorithm::EdDSA,
+            "ES256" => jsonwebtoken::Algorithm::ES256,
+            "RS256" => jsonwebtoken::Algorithm::RS256,
+            other => {
+                return Err(SettingsError::new(format!(
+                    "cluster.app_tokens.algorithm {other:?}: EdDSA, ES256 or RS256"
+                )));
+            }
+        };
+        if self.issuer.is_empty() {
+            return Err(SettingsError::new(
+                "cluster.app_tokens.issuer: the iss the app's tokens carry is required",
+            ));
+        }
+        let public_key_pem = std::fs::read_to_string(&self.public_key_file).map_err(|e| {
+            SettingsError::new(format!(
+                "cluster.app_tokens.public_key_file {:?}: {e}",
+                self.public_key_file
+            ))
+        })?;
+        Ok(Some(AppKey {
+            algorithm,
+            public_key_pem,
+            issuer: self.issuer.clone(),
+            audience: (!self.audience.is_empty()).then(|| self.audience.clone()),
+        }))
+    }
 }
 
 impl Default for ClusterSettings {
@@ -32,6 +84,7 @@ impl Default for ClusterSettings {
             token_secret: Secret::default(),
             nats_url: String::new(),
             redis_url: String::new(),
+            app_tokens: AppTokens::default(),
         }
     }
 }
@@ -47,6 +100,14 @@ pub const RENAMES: &[Rename] = &[
 ];
 
 impl ClusterSettings {
+    /// The verifier of every token this deployment accepts: the ones the business service
+    /// issues with the token secret and, when configured, the app's own.
+    pub fn token_verifier(&self) -> Result<TokenVerifier, SettingsError> {
+        let key = self.app_tokens.key()?;
+        TokenVerifier::new(self.token_secret.expose().as_bytes(), key.as_ref())
+            .map_err(|e| SettingsError::new(format!("cluster.app_tokens: {e}")))
+    }
+
     /// Whether the services are spread over processes (a bus other processes share).
     pub fn distributed(&self) -> bool {
         !self.nats_url.is_empty()
@@ -80,6 +141,7 @@ impl ClusterSettings {
             token_secret: self.token_secret.hidden(),
             nats_url: without_password(&self.nats_url),
             redis_url: without_password(&self.redis_url),
+            app_tokens: self.app_tokens.clone(),
         }
     }
 }
