@@ -176,5 +176,7 @@ pub fn announced(
         max_sync_page: messaging.max_sync_page,
         max_history_page: messaging.max_history_page,
         max_presence_subscriptions: presence.max_subscriptions,
+        max_frames_per_second: gateway.frames_per_second,
+        max_rate_limited_in_a_row: gateway.abuse_threshold,
     }
 }

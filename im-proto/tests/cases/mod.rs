@@ -404,6 +404,32 @@ pub(crate) fn server_cases() -> Vec<Case<ServerFrame>> {
                     max_sync_page: 200,
                     max_history_page: 200,
                     max_presence_subscriptions: 1_000,
+                    // Left unset so this case's bytes stay as published; `welcome_with_frame_rate` sets them.
+                    max_frames_per_second: 0,
+                    max_rate_limited_in_a_row: 0,
+                }),
+                server_time_ms: T0,
+                server_version: "im-server/0.1.0".into(),
+                node_id: "core-1".into(),
+            }),
+        ),
+        server_case(
+            "welcome_with_frame_rate",
+            "A Welcome announcing the frame rate and how many refusals in a row close the connection.",
+            1,
+            S::Welcome(v1::Welcome {
+                protocol_version: 1,
+                user_id: "alice".into(),
+                device_id: "phone-1".into(),
+                session_id: "s-7f3b".into(),
+                heartbeat_interval_ms: 30_000,
+                idle_timeout_ms: 90_000,
+                limits: Some(v1::ServerLimits {
+                    max_frame_bytes: 1_048_576,
+                    max_messages_per_second: 20,
+                    max_frames_per_second: 50,
+                    max_rate_limited_in_a_row: 100,
+                    ..Default::default()
                 }),
                 server_time_ms: T0,
                 server_version: "im-server/0.1.0".into(),

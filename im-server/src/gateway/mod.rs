@@ -39,7 +39,8 @@ pub const ENTRY_FRAMING_BYTES: u32 = 1024;
 pub fn close_code(code: ErrorCode) -> u16 {
     use ErrorCode as C;
     match code {
-        C::ShuttingDown => 1001,
+        // The server gives up on the connection; the client reconnects.
+        C::ShuttingDown | C::HeartbeatTimeout => 1001,
         C::MalformedFrame
         | C::UnsupportedVersion
         | C::UnsupportedFrame

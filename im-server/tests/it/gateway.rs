@@ -424,6 +424,15 @@ async fn floods_are_rate_limited_then_disconnected() {
     .await;
     w.users(&["amy"]).await;
     let mut amy = w.connect("amy", "d").await;
+    let announced = amy.welcome.limits.unwrap();
+    assert_eq!(
+        (
+            announced.max_frames_per_second,
+            announced.max_rate_limited_in_a_row
+        ),
+        (5, 20),
+        "both limits are announced"
+    );
     for _ in 0..200 {
         amy.send(ping()).await;
     }
@@ -566,8 +575,13 @@ async fn silent_connections_time_out_and_pings_keep_them_alive() {
             server_frame::Body::Pong(_)
         ));
     }
-    let (frames, _) = silent.closed().await;
+    let (frames, close) = silent.closed().await;
     assert_eq!(go_away(&frames), Some(ErrorCode::HeartbeatTimeout));
+    assert_eq!(
+        (close_code(&close), reason(&close).as_str()),
+        (1001, "HEARTBEAT_TIMEOUT"),
+        "going away, not a normal closure"
+    );
 }
 
 #[tokio::test]
