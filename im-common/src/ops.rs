@@ -1,7 +1,6 @@
 //! A service's operations endpoint, on a listener of its own (never the API's), for load
-//! balancers and monitoring: `GET /healthz` (the
-//! process lives), `GET /readyz` (it takes connections: 503 once draining) and `GET /metrics`
-//! (Prometheus text format).
+//! balancers and monitoring: `GET /healthz` (the process lives), `GET /readyz` (it takes
+//! traffic: 503 before it does and once it drains) and `GET /metrics` (Prometheus text format).
 
 use std::sync::{
     Arc,
@@ -19,7 +18,7 @@ async fn readyz(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static s
     if ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }
 
