@@ -118,9 +118,17 @@ impl PresenceService {
             error.limit = max as u64;
             return Err(error);
         }
-        let status = match set.status() {
-            PresenceStatus::Unspecified | PresenceStatus::Offline => PresenceStatus::Online,
-            chosen => chosen,
+        // A status this server does not know is refused, not read as ONLINE: the client
+        // would believe others see what it chose.
+        let status = match PresenceStatus::try_from(set.status) {
+            Ok(PresenceStatus::Unspecified | PresenceStatus::Offline) => PresenceStatus::Online,
+            Ok(chosen) => chosen,
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorCode::InvalidArgument,
+                    format!("status {} is not a PresenceStatus", set.status),
+                ));
+            }
         };
         let changed = self
             .store

@@ -489,6 +489,16 @@ async fn presence_follows_devices_and_chosen_status() {
         matches!(&too_long, server_frame::Body::Error(e) if e.code() == ErrorCode::InvalidArgument && e.limit == 256),
         "{too_long:?}"
     );
+    let unknown = bob
+        .call(client_frame::Body::SetPresence(SetPresence {
+            status: 99,
+            status_text: String::new(),
+        }))
+        .await;
+    assert!(
+        matches!(&unknown, server_frame::Body::Error(e) if e.code() == ErrorCode::InvalidArgument),
+        "a status from a newer protocol is refused, not taken as ONLINE: {unknown:?}"
+    );
     let busy = amy.expect(presence(PresenceStatus::Busy)).await;
     assert_eq!(busy.status_text, "in a meeting");
     drop(bob);
