@@ -161,11 +161,11 @@ pub async fn start(
     let (ops_listener, ops_addr) = bind(settings.ops_listen).await?;
 
     let ready = Arc::new(AtomicBool::new(false));
-    let stop = shutdown.clone();
-    let ops = im_common::ops::serve(ops_listener, ready.clone(), stop.cancelled_owned());
-    tasks.spawn(async move {
-        let _ = ops.await;
-    });
+    tasks.spawn(im_common::ops::serve(
+        ops_listener,
+        ready.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
     let state = http::ApiState::new(business.clone(), settings.app_secret.expose().as_bytes())
         .with_user_tokens(verifier);
     let stop = shutdown.clone();

@@ -160,7 +160,7 @@ fn validation(algorithm: Algorithm, issuer: &str, audience: Option<&str>) -> Val
 
 /// Verifies tokens and keeps the revocations it has heard of.
 pub struct TokenVerifier {
-    issued: DecodingKey,
+    issued: (DecodingKey, Validation),
     app: Option<(DecodingKey, Validation)>,
     /// (user, device) -> cut-off; device "" stands for every device of the user.
     revoked_before: RwLock<HashMap<(String, String), i64>>,
@@ -202,7 +202,10 @@ impl TokenVerifier {
             }
         };
         Ok(Self {
-            issued: DecodingKey::from_secret(secret),
+            issued: (
+                DecodingKey::from_secret(secret),
+                validation(Algorithm::HS256, ISSUER, None),
+            ),
             app,
             revoked_before: RwLock::default(),
             disabled: RwLock::default(),
@@ -223,9 +226,8 @@ impl TokenVerifier {
     fn check(&self, token: &str, device: Option<&str>) -> Result<VerifiedToken, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        let issued = validation(Algorithm::HS256, ISSUER, None);
         let (key, checks) = match &self.app {
-            _ if header.alg == Algorithm::HS256 => (&self.issued, &issued),
+            _ if header.alg == Algorithm::HS256 => (&self.issued.0, &self.issued.1),
             Some((key, checks)) if checks.algorithms.contains(&header.alg) => (key, checks),
             _ => {
                 return Err(TokenError::Invalid(format!(

@@ -8,7 +8,7 @@ use std::sync::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 
 async fn healthz() -> &'static str {
     "ok"
@@ -35,17 +35,16 @@ pub fn router(ready: Arc<AtomicBool>) -> Router {
         .with_state(ready)
 }
 
-/// Serves the routes on `listener` until `stop` completes.
-pub fn serve(
+/// Serves the routes on `listener` until `stop` completes (the process's registry is
+/// installed first, so that `/metrics` has one to render).
+pub async fn serve(
     listener: TcpListener,
     ready: Arc<AtomicBool>,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> JoinHandle<()> {
+) {
     crate::metrics::prometheus();
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router(ready)).with_graceful_shutdown(stop);
-        if let Err(error) = served.await {
-            tracing::error!(%error, "operations endpoint failed");
-        }
-    })
+    let served = axum::serve(listener, router(ready)).with_graceful_shutdown(stop);
+    if let Err(error) = served.await {
+        tracing::error!(%error, "operations endpoint failed");
+    }
 }

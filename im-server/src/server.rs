@@ -330,7 +330,11 @@ pub async fn start_with(
         draining.store(false, std::sync::atomic::Ordering::SeqCst);
     }));
     let ops_stop = CancellationToken::new();
-    let ops = im_common::ops::serve(http, ready, ops_stop.clone().cancelled_owned());
+    let ops = tokio::spawn(im_common::ops::serve(
+        http,
+        ready,
+        ops_stop.clone().cancelled_owned(),
+    ));
     let presence = Arc::new(PresenceService::new(
         parts.presence,
         sessions.clone(),

@@ -426,26 +426,9 @@ mod tests {
 
     #[test]
     fn a_slow_consumer_is_logged_once_however_many_pushes_it_misses() {
-        #[derive(Clone, Default)]
-        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let sink = lines.clone();
-        let subscriber = im_common::process::log_subscriber(
-            move || sink.clone(),
-            false,
-            tracing_subscriber::EnvFilter::new("info"),
-        );
+        let lines = im_testkit::logs::Captured::default();
         let (amy, _inbox) = session("amy", "phone", 2);
-        let queued = tracing::subscriber::with_default(subscriber, || {
+        let queued = tracing::subscriber::with_default(lines.subscriber("info"), || {
             (0..240)
                 .filter(|n| amy.send(Arc::new(frame(*n as u8))))
                 .count()
@@ -453,7 +436,7 @@ mod tests {
         assert_eq!(queued, 2);
         assert_eq!(amy.ending.reason.get(), Some(&ErrorCode::SlowConsumer));
         assert!(amy.ending.token.is_cancelled());
-        let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let log = lines.text();
         assert_eq!(log.matches("slow consumer").count(), 1, "{log}");
         // A later reason does not replace the first.
         assert!(!amy.ending.end(ErrorCode::TokenRevoked));

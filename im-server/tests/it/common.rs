@@ -59,3 +59,11 @@ pub(crate) fn sync_of(body: im_proto::v1::server_frame::Body) -> im_proto::v1::S
 pub(crate) fn code(error: &im_proto::v1::Error) -> im_proto::v1::ErrorCode {
     error.code()
 }
+
+/// Appends length-delimited field `number` holding `bytes`: for frames written by hand, with
+/// fields split, repeated or unknown.
+pub(crate) fn put_field(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
+    prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}

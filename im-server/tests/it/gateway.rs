@@ -194,23 +194,18 @@ async fn unknown_variants_are_answered_and_the_connection_lives_on() {
 
     // A send whose body kind is unknown is refused, nothing stored.
     let mut newer = Vec::new();
-    prost::encoding::encode_key(99, prost::encoding::WireType::LengthDelimited, &mut newer);
-    prost::encoding::encode_varint(0, &mut newer);
+    put_field(&mut newer, 99, &[]);
     let mut send = prost::Message::encode_to_vec(&SendRequest {
         client_msg_id: "n1".into(),
         conversation_id: "d:amy:amy".into(),
         body: None,
     });
-    prost::encoding::encode_key(3, prost::encoding::WireType::LengthDelimited, &mut send);
-    prost::encoding::encode_varint(newer.len() as u64, &mut send);
-    send.extend_from_slice(&newer);
+    put_field(&mut send, 3, &newer);
     let mut frame = prost::Message::encode_to_vec(&im_proto::v1::ClientFrame {
         request_id: 10,
         body: None,
     });
-    prost::encoding::encode_key(4, prost::encoding::WireType::LengthDelimited, &mut frame);
-    prost::encoding::encode_varint(send.len() as u64, &mut frame);
-    frame.extend_from_slice(&send);
+    put_field(&mut frame, 4, &send);
     amy.send_bytes(frame).await;
     match amy.answer(10).await {
         server_frame::Body::Error(e) => assert_eq!(e.code(), ErrorCode::UnsupportedFrame),
@@ -248,18 +243,13 @@ async fn a_body_sent_in_copies_is_stored_as_protobuf_merges_it() {
         body: None,
     });
     for copy in [&said, &mentions] {
-        let bytes = prost::Message::encode_to_vec(copy);
-        prost::encoding::encode_key(3, prost::encoding::WireType::LengthDelimited, &mut send);
-        prost::encoding::encode_varint(bytes.len() as u64, &mut send);
-        send.extend_from_slice(&bytes);
+        put_field(&mut send, 3, &prost::Message::encode_to_vec(copy));
     }
     let mut frame = prost::Message::encode_to_vec(&im_proto::v1::ClientFrame {
         request_id: 5,
         body: None,
     });
-    prost::encoding::encode_key(4, prost::encoding::WireType::LengthDelimited, &mut frame);
-    prost::encoding::encode_varint(send.len() as u64, &mut frame);
-    frame.extend_from_slice(&send);
+    put_field(&mut frame, 4, &send);
     amy.send_bytes(frame).await;
     assert!(matches!(
         amy.answer(5).await,

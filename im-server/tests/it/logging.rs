@@ -2,25 +2,8 @@
 //! the same subscriber the binaries install (`im_common::process::log_subscriber`), which
 //! escapes control characters whatever field carries them.
 
-use std::sync::{Arc, Mutex};
-
 use crate::common::*;
 use im_proto::v1::{SendRequest, client_frame, server_frame};
-
-/// Where the test's log lines go.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const FORGED: &str = "\n2026-01-01T00:00:00Z  INFO im_business: audit actor=\"app\" FORGED\0";
 
@@ -28,14 +11,8 @@ const FORGED: &str = "\n2026-01-01T00:00:00Z  INFO im_business: audit actor=\"ap
 // subscriber sees all they log.
 #[tokio::test]
 async fn client_text_reaches_the_log_escaped_on_every_input_path() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = im_common::process::log_subscriber(
-        move || sink.clone(),
-        false,
-        tracing_subscriber::EnvFilter::new("debug"),
-    );
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = im_testkit::logs::Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber("debug"));
 
     let mut world = world().await;
     world.users(&["amy", "bob"]).await;
@@ -75,7 +52,7 @@ async fn client_text_reaches_the_log_escaped_on_every_input_path() {
     drop(amy);
     world.stop().await;
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert!(
         log.contains(r"\n2026-01-01T00:00:00Z"),
         "the forged text was logged, escaped:\n{log}"

@@ -372,11 +372,6 @@ async fn members_added_and_removed_are_told_and_fanned_out_to() {
 #[tokio::test]
 async fn replies_mentions_and_fields_newer_than_the_server_reach_clients_as_sent() {
     use prost::Message as _;
-    let ld = |out: &mut Vec<u8>, field: u32, bytes: &[u8]| {
-        prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, out);
-        prost::encoding::encode_varint(bytes.len() as u64, out);
-        out.extend_from_slice(bytes);
-    };
     let w = world().await;
     w.users(&["amy", "bob"]).await;
     let mut amy = w.connect("amy", "d").await;
@@ -389,22 +384,22 @@ async fn replies_mentions_and_fields_newer_than_the_server_reach_clients_as_sent
     content.mentions = vec!["bob".into()];
     // A field this server does not know (99 in Content), as a newer client may send.
     let mut content = content.encode_to_vec();
-    ld(&mut content, 99, b"new");
+    put_field(&mut content, 99, b"new");
     let mut raw_body = Vec::new();
-    ld(&mut raw_body, 1, &content);
+    put_field(&mut raw_body, 1, &content);
     let mut send = im_proto::v1::SendRequest {
         client_msg_id: "2".into(),
         conversation_id: "d:amy:bob".into(),
         body: None,
     }
     .encode_to_vec();
-    ld(&mut send, 3, &raw_body);
+    put_field(&mut send, 3, &raw_body);
     let mut frame = im_proto::v1::ClientFrame {
         request_id: 500,
         body: None,
     }
     .encode_to_vec();
-    ld(&mut frame, 4, &send);
+    put_field(&mut frame, 4, &send);
     amy.send_bytes(frame).await;
     assert!(matches!(amy.answer(500).await, server_frame::Body::SendAck(a) if a.seq == 2));
 

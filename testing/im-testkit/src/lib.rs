@@ -7,6 +7,7 @@
 //! - [`proxy`]: a WebSocket proxy that cuts every connection at once or drops chosen frames.
 //! - [`sidecar`]: nats-server and redis-server as child processes of their own, killed on drop.
 //! - [`db`]: a fresh database on a real PostgreSQL or MariaDB server.
+//! - [`logs`]: log lines captured in the servers' own format, for tests that read them.
 //! - [`sdk`]: clients of the Rust SDK that reconnect quickly, and what they show.
 //! - [`service_url`], [`now_ms`] and [`token`]: the services the environment names, the clock,
 //!   tokens signed with [`TOKEN_SECRET`].
@@ -18,6 +19,7 @@ pub mod binary;
 pub mod client;
 pub mod db;
 pub mod embedded;
+pub mod logs;
 pub mod proxy;
 pub mod sdk;
 pub mod sidecar;
