@@ -6,8 +6,10 @@
 //! - App tokens are JWTs the app's backend signs with its own key (EdDSA, ES256 or RS256);
 //!   nodes hold only the public key. `did` is optional there.
 //! - Revocations (logout, kicked device, deactivated user) arrive as `im.ban` events and are
-//!   applied with [`TokenVerifier::apply`]: a token issued before its user's (or device's)
-//!   cut-off is refused.
+//!   applied with [`TokenVerifier::apply`]. An issued token carries the cut-offs in force when
+//!   it was issued ([`CutOffs`], claim `rev`) and is refused once either has moved on, whatever
+//!   its issue time says; an app-signed token, which has no such claim, is refused when issued
+//!   before its user's (or device's) cut-off.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -33,6 +35,21 @@ struct Claims {
     /// The issue time in milliseconds, for revocations made in the same second.
     #[serde(default, skip_serializing_if = "is_zero")]
     iat_ms: u64,
+    /// The revocation cut-offs in force at issue, `[user, device]` (platform tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rev: Option<[i64; 2]>,
+}
+
+/// The revocation cut-offs of a device: its user's (every device) and its own, 0 where none was
+/// ever made. They only move forward, each revocation past the one before, so a token carrying
+/// the cut-offs of its issue is valid exactly while they are still the latest: revocation does
+/// not depend on the time a token claims to have been issued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CutOffs {
+    /// The user's cut-off, for every device.
+    pub user_ms: i64,
+    /// The device's own cut-off.
+    pub device_ms: i64,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -52,6 +69,9 @@ pub enum TokenError {
     /// Issued before a revocation of its user or device.
     #[error("token revoked")]
     Revoked,
+    /// Issued after a revocation this node has not heard of yet: good in a moment.
+    #[error("token issued after a revocation not known here yet")]
+    RevocationPending,
     /// Its user was deactivated.
     #[error("user deactivated")]
     UserDisabled,
@@ -67,6 +87,7 @@ impl TokenError {
             Self::Invalid(_) => ErrorCode::Unauthenticated,
             Self::Expired => ErrorCode::TokenExpired,
             Self::Revoked => ErrorCode::TokenRevoked,
+            Self::RevocationPending => ErrorCode::Unavailable,
             Self::UserDisabled => ErrorCode::UserDisabled,
             Self::Key(_) => ErrorCode::Internal,
         }
@@ -93,11 +114,26 @@ impl TokenIssuer {
         }
     }
 
-    /// A token for `user_id` on `device_id`, issued at `now_ms`, valid for `ttl_ms`.
+    /// A token for `user_id` on `device_id`, a device never revoked, issued at `now_ms`, valid
+    /// for `ttl_ms`.
     pub fn issue(
         &self,
         user_id: &str,
         device_id: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<String, TokenError> {
+        self.issue_after(user_id, device_id, CutOffs::default(), now_ms, ttl_ms)
+    }
+
+    /// A token for `user_id` on `device_id` whose revocation cut-offs are `cut_offs` (read from
+    /// the store before issuing, so that a revocation racing the issue wins), issued at
+    /// `now_ms`, valid for `ttl_ms`.
+    pub fn issue_after(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        cut_offs: CutOffs,
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<String, TokenError> {
@@ -108,6 +144,7 @@ impl TokenIssuer {
             iat: (now_ms / 1000) as u64,
             exp: ((now_ms + ttl_ms) / 1000) as u64,
             iat_ms: now_ms as u64,
+            rev: Some([cut_offs.user_ms, cut_offs.device_ms]),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
             .map_err(|e| TokenError::Key(e.to_string()))
@@ -125,6 +162,29 @@ pub struct VerifiedToken {
     pub issued_at_ms: i64,
     /// When it expires.
     pub expires_at_ms: i64,
+    /// What a later revocation is measured against.
+    pub standing: Standing,
+}
+
+/// What decides whether a revocation ends a token already accepted (a live session's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// A platform token, issued under these cut-offs.
+    Under(CutOffs),
+    /// An app-signed token, issued at this time (milliseconds).
+    IssuedAt(i64),
+}
+
+impl Standing {
+    /// Whether a revocation at `cut_off_ms`, of every device of the user when `every_device`
+    /// (else of the token's own device), ends the token.
+    pub fn revoked_by(&self, every_device: bool, cut_off_ms: i64) -> bool {
+        match *self {
+            Self::Under(under) if every_device => cut_off_ms > under.user_ms,
+            Self::Under(under) => cut_off_ms > under.device_ms,
+            Self::IssuedAt(at) => at < cut_off_ms,
+        }
+    }
 }
 
 /// The app's own signing key, for tokens the app issues itself.
@@ -263,26 +323,57 @@ impl TokenVerifier {
         if read(&self.disabled).contains(&claims.sub) {
             return Err(TokenError::UserDisabled);
         }
-        let revocations = read(&self.revoked_before);
-        let cut_off = |device: &str| {
-            revocations
-                .get(&(claims.sub.clone(), device.to_owned()))
-                .copied()
+        let known = self.cut_offs(&claims.sub, device_id);
+        let standing = match claims.rev {
+            // A platform token: valid while the cut-offs it was issued under are the latest.
+            Some([user_ms, device_ms]) => {
+                let issued = CutOffs { user_ms, device_ms };
+                if issued.user_ms < known.user_ms || issued.device_ms < known.device_ms {
+                    return Err(TokenError::Revoked);
+                }
+                if issued != known {
+                    return Err(TokenError::RevocationPending);
+                }
+                Standing::Under(issued)
+            }
+            // An app-signed token: the app stands for its issue time.
+            None => {
+                if issued_at_ms < known.user_ms.max(known.device_ms) {
+                    return Err(TokenError::Revoked);
+                }
+                Standing::IssuedAt(issued_at_ms)
+            }
         };
-        let cut_off = cut_off("").max(cut_off(device_id)).unwrap_or(i64::MIN);
-        if issued_at_ms < cut_off {
-            return Err(TokenError::Revoked);
-        }
         Ok(VerifiedToken {
             user_id: claims.sub,
             device_id: (!claims.did.is_empty()).then_some(claims.did),
             issued_at_ms,
             expires_at_ms: claims.exp as i64 * 1000,
+            standing,
         })
     }
 
+    /// The cut-offs this verifier knows for `device_id` of `user_id`.
+    pub fn cut_offs(&self, user_id: &str, device_id: &str) -> CutOffs {
+        let revocations = read(&self.revoked_before);
+        let cut_off = |device: &str| {
+            revocations
+                .get(&(user_id.to_owned(), device.to_owned()))
+                .copied()
+                .unwrap_or(0)
+        };
+        CutOffs {
+            user_ms: cut_off(""),
+            device_ms: if device_id.is_empty() {
+                0
+            } else {
+                cut_off(device_id)
+            },
+        }
+    }
+
     /// Records a revocation: tokens of `user_id` (on `device_id`, or every device when empty)
-    /// issued before `before_ms` are refused from now on. Cut-offs only move forward.
+    /// issued under an earlier cut-off are refused from now on. Cut-offs only move forward.
     pub fn revoke(&self, user_id: &str, device_id: &str, before_ms: i64) {
         let mut revocations = write(&self.revoked_before);
         let entry = revocations
@@ -406,6 +497,7 @@ mod tests {
             iat: now,
             exp: now + 600,
             iat_ms: 0,
+            rev: None,
         };
         let verified = verifier()
             .verify(&app_token(&claims("app")), "any-device")
@@ -473,6 +565,7 @@ mod tests {
             iat: now + 3_600,
             exp: now + 7_200,
             iat_ms: 0,
+            rev: None,
         };
         assert!(v.verify(&app_token(&claims), "d").is_err());
     }
@@ -531,6 +624,53 @@ mod tests {
     }
 
     #[test]
+    fn revocation_ignores_what_a_token_says_of_its_own_age() {
+        let issuer = TokenIssuer::new(SECRET);
+        let v = verifier();
+        let now = crate::now_ms();
+        v.revoke("amy", "", now - 60_000);
+        let current = v.cut_offs("amy", "phone");
+        assert_eq!(current.user_ms, now - 60_000);
+        // Signed under the cut-offs before the revocation, however late it claims to be issued.
+        let stale = issuer
+            .issue_after("amy", "phone", CutOffs::default(), now, 60_000)
+            .unwrap();
+        assert_eq!(v.verify(&stale, "phone").unwrap_err(), TokenError::Revoked);
+        let good = issuer
+            .issue_after("amy", "phone", current, now, 60_000)
+            .unwrap();
+        assert!(v.verify(&good, "phone").is_ok());
+        // Issued before the cut-off by the clock, but under it: revocation counts, not age.
+        let early = issuer
+            .issue_after("amy", "phone", current, now - 120_000, 180_000)
+            .unwrap();
+        assert!(v.verify(&early, "phone").is_ok());
+        // Under a cut-off this node has not heard of yet: refused for now, to be retried.
+        let ahead = CutOffs {
+            device_ms: now,
+            ..current
+        };
+        let newer = issuer
+            .issue_after("amy", "phone", ahead, now, 60_000)
+            .unwrap();
+        let err = v.verify(&newer, "phone").unwrap_err();
+        assert_eq!(
+            (err.clone(), err.code()),
+            (TokenError::RevocationPending, ErrorCode::Unavailable)
+        );
+        v.revoke("amy", "phone", now);
+        let accepted = v.verify(&newer, "phone").unwrap();
+        assert!(
+            !accepted.standing.revoked_by(false, now),
+            "the revocation it was issued under"
+        );
+        assert!(accepted.standing.revoked_by(false, now + 1));
+        assert!(!accepted.standing.revoked_by(true, current.user_ms));
+        assert!(accepted.standing.revoked_by(true, current.user_ms + 1));
+        assert_eq!(v.verify(&good, "phone").unwrap_err(), TokenError::Revoked);
+    }
+
+    #[test]
     fn revocations_and_deactivation() {
         let issuer = TokenIssuer::new(SECRET);
         let v = verifier();
@@ -552,10 +692,16 @@ mod tests {
             v.verify(&laptop, "laptop").is_ok(),
             "only the phone was logged out"
         );
-        let fresh = issuer.issue("amy", "phone", now + 1, 60_000).unwrap();
+        let after = CutOffs {
+            user_ms: 0,
+            device_ms: now + 1,
+        };
+        let fresh = issuer
+            .issue_after("amy", "phone", after, now + 1, 60_000)
+            .unwrap();
         assert!(
             v.verify(&fresh, "phone").is_ok(),
-            "a token issued after the cut-off is good"
+            "a token issued under the latest cut-offs is good"
         );
         v.revoke("amy", "phone", now - 1_000);
         assert!(

@@ -11,6 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use im_common::auth::Standing;
 use im_proto::{
     DeviceId, UserId,
     v1::{ErrorCode, Platform},
@@ -44,8 +45,8 @@ pub struct SessionHandle {
     pub device_id: Arc<str>,
     /// The device's platform.
     pub platform: Platform,
-    /// When the session's token was issued (revocations cut by time).
-    pub token_issued_at_ms: i64,
+    /// What a revocation of the session's token is measured against.
+    pub token: Standing,
     /// When the session was opened: of two sessions of one device on different nodes, the
     /// later one stays.
     pub connected_at_ms: i64,
@@ -78,7 +79,7 @@ impl SessionHandle {
         user: UserId,
         device: &DeviceId,
         platform: Platform,
-        token_issued_at_ms: i64,
+        token: Standing,
         queue: usize,
     ) -> (Self, mpsc::Receiver<Arc<Outbound>>) {
         let (outbox, inbox) = mpsc::channel(queue);
@@ -88,7 +89,7 @@ impl SessionHandle {
             user,
             device_id: device.as_str().into(),
             platform,
-            token_issued_at_ms,
+            token,
             connected_at_ms: im_common::now_ms(),
             outbox,
             ending: Arc::default(),
@@ -286,20 +287,20 @@ impl Sessions {
         }
     }
 
-    /// Ends every session of `user_id` (on `device_id` only, when given) whose token was issued
-    /// before `issued_before_ms`.
+    /// Ends every session of `user_id` (on `device_id` only, when given) whose token a
+    /// revocation at `cut_off_ms` ends.
     pub fn end_sessions(
         &self,
         user_id: &str,
         device_id: Option<&str>,
-        issued_before_ms: i64,
+        cut_off_ms: i64,
         reason: ErrorCode,
     ) -> usize {
         let inner = self.lock();
         let mut ended = 0;
         for session in inner.by_user.get(user_id).into_iter().flatten() {
             let device_matches = device_id.is_none_or(|d| *session.device_id == *d);
-            if device_matches && session.token_issued_at_ms < issued_before_ms {
+            if device_matches && session.token.revoked_by(device_id.is_none(), cut_off_ms) {
                 session.ending.end(reason);
                 ended += 1;
             }
@@ -414,7 +415,7 @@ mod tests {
         queue: usize,
     ) -> (SessionHandle, mpsc::Receiver<Arc<Outbound>>) {
         let (user, device) = (UserId::new(user).unwrap(), DeviceId::new(device).unwrap());
-        SessionHandle::new(user, &device, Platform::Web, 0, queue)
+        SessionHandle::new(user, &device, Platform::Web, Standing::IssuedAt(0), queue)
     }
 
     fn frame(byte: u8) -> Outbound {

@@ -157,18 +157,21 @@ impl Business {
             } else {
                 ttl_ms
             };
+            // Read before signing: a revocation that commits meanwhile stops this token too.
+            let cut_offs = self.store.cut_offs(user_id, device_id).await?;
             let now = now_ms();
             let token = self
                 .issuer
-                .issue(user_id, device_id, now, ttl)
+                .issue_after(user_id, device_id, cut_offs, now, ttl)
                 .map_err(|e| BusinessError::Internal(e.to_string()))?;
             Ok((token, now + ttl))
         })
         .await
     }
 
-    /// Logs out one device (or every device, with an empty `device_id`): its tokens issued
-    /// until now stop working. The app, or the user itself.
+    /// Logs out one device (or every device, with an empty `device_id`): every token issued
+    /// to it until now stops working, whatever issue time it carries. The app, or the user
+    /// itself.
     pub async fn revoke_tokens(
         &self,
         actor: &Actor,
@@ -189,12 +192,12 @@ impl Business {
                 device_id: device_id.into(),
                 revoked_before_ms: now,
             };
-            self.store.revoke_tokens(&revocation).await?;
+            let cut_off = self.store.revoke_tokens(&revocation).await?;
             let event = BanEvent {
                 kind: BanKind::TokensRevoked.into(),
                 user_id: user_id.into(),
                 device_id: device_id.into(),
-                until_ms: now,
+                until_ms: cut_off,
                 ..Default::default()
             };
             self.ban_event(actor, event).await;

@@ -17,6 +17,7 @@ pub mod suite;
 
 use async_trait::async_trait;
 use diesel::prelude::*;
+use im_common::auth::CutOffs;
 
 pub use sqlite::SqliteBusinessStore;
 
@@ -205,8 +206,12 @@ pub trait BusinessStore: Send + Sync + 'static {
     /// Deactivates a user and revokes every token issued to it until `now_ms`, in one step.
     async fn deactivate_user(&self, user_id: &str, now_ms: i64) -> StoreResult<UserRecord>;
 
-    /// Records a revocation; a later cut-off replaces an earlier one, never the reverse.
-    async fn revoke_tokens(&self, revocation: &Revocation) -> StoreResult<()>;
+    /// Records a revocation at its cut-off, or just past the one on record if that is not
+    /// earlier (each revocation moves it forward); returns the cut-off recorded.
+    async fn revoke_tokens(&self, revocation: &Revocation) -> StoreResult<i64>;
+    /// The cut-offs in force for `device_id` of `user_id` (0 where none), read before a token
+    /// is issued under them.
+    async fn cut_offs(&self, user_id: &str, device_id: &str) -> StoreResult<CutOffs>;
     /// Up to `limit` revocations after the key (`after_user_id`, `after_device_id`), in key
     /// order, for verifiers starting up; ("", "") starts from the first.
     async fn revocations(

@@ -44,7 +44,7 @@ macro_rules! business_store {
             use async_trait::async_trait;
             use diesel::prelude::*;
             use diesel_async::{AsyncConnection, RunQueryDsl};
-            use im_common::insert_new;
+            use im_common::{auth::CutOffs, insert_new};
             use im_proto::v1::GroupRole;
 
             use super::{$store, Conn, INSERT_CHUNK, insert_members, upsert_users};
@@ -68,8 +68,10 @@ macro_rules! business_store {
                     .ok_or_else(|| StoreError::NotFound(Missing::Group(group_id.to_owned())))
             }
 
-            /// Records a revocation; a later cut-off replaces an earlier one, never the reverse.
-            async fn revoke(conn: &mut Conn, revocation: &Revocation) -> StoreResult<()> {
+            /// Records a revocation at `revoked_before_ms`, or just past the cut-off on record
+            /// if that is not earlier: each revocation moves the cut-off forward, so tokens
+            /// issued under the one before stop working. Returns the cut-off recorded.
+            async fn revoke(conn: &mut Conn, revocation: &Revocation) -> StoreResult<i64> {
                 let key = (&revocation.user_id, &revocation.device_id);
                 let current: Option<i64> = token_revocations::table
                     .find(key)
@@ -77,25 +79,19 @@ macro_rules! business_store {
                     .first(conn)
                     .await
                     .optional()?;
-                match current {
-                    None => {
-                        diesel::insert_into(token_revocations::table)
-                            .values(revocation)
-                            .execute(conn)
-                            .await?;
-                    }
-                    Some(before) if before < revocation.revoked_before_ms => {
-                        diesel::update(token_revocations::table.find(key))
-                            .set(
-                                token_revocations::revoked_before_ms
-                                    .eq(revocation.revoked_before_ms),
-                            )
-                            .execute(conn)
-                            .await?;
-                    }
-                    Some(_) => {}
-                }
-                Ok(())
+                let Some(before) = current else {
+                    diesel::insert_into(token_revocations::table)
+                        .values(revocation)
+                        .execute(conn)
+                        .await?;
+                    return Ok(revocation.revoked_before_ms);
+                };
+                let cut_off = revocation.revoked_before_ms.max(before + 1);
+                diesel::update(token_revocations::table.find(key))
+                    .set(token_revocations::revoked_before_ms.eq(cut_off))
+                    .execute(conn)
+                    .await?;
+                Ok(cut_off)
             }
 
             /// Records a change of the group: its member count moves by `delta`, its version by
@@ -242,10 +238,27 @@ macro_rules! business_store {
                     .await
                 }
 
-                async fn revoke_tokens(&self, revocation: &Revocation) -> StoreResult<()> {
+                async fn revoke_tokens(&self, revocation: &Revocation) -> StoreResult<i64> {
                     let (_turn, mut conn) = self.db.writer().await?;
                     conn.transaction(async |conn| revoke(conn, revocation).await)
                         .await
+                }
+
+                async fn cut_offs(&self, user_id: &str, device_id: &str) -> StoreResult<CutOffs> {
+                    let mut conn = self.db.conn().await?;
+                    let rows: Vec<(String, i64)> = token_revocations::table
+                        .filter(token_revocations::user_id.eq(user_id))
+                        .filter(token_revocations::device_id.eq_any(["", device_id]))
+                        .select((token_revocations::device_id, token_revocations::revoked_before_ms))
+                        .load(&mut conn)
+                        .await?;
+                    let of = |device: &str| {
+                        rows.iter().find(|(d, _)| d == device).map_or(0, |(_, at)| *at)
+                    };
+                    Ok(CutOffs {
+                        user_ms: of(""),
+                        device_ms: if device_id.is_empty() { 0 } else { of(device_id) },
+                    })
                 }
 
                 async fn revocations(

@@ -174,18 +174,37 @@ pub async fn users_in_bulk(store: &dyn BusinessStore) {
     );
 }
 
-/// A later cut-off replaces an earlier one, never the reverse.
+/// Every revocation moves its cut-off forward, past the one before even when asked for an
+/// earlier time; the cut-offs of a device are its user's and its own.
 pub async fn revocations_only_move_forward(store: &dyn BusinessStore) {
     let cut = |device: &str, at| Revocation {
         user_id: "amy".into(),
         device_id: device.into(),
         revoked_before_ms: at,
     };
-    store.revoke_tokens(&cut("phone", T + 10)).await.unwrap();
-    store.revoke_tokens(&cut("phone", T + 5)).await.unwrap();
-    store.revoke_tokens(&cut("", T + 1)).await.unwrap();
+    let none = store.cut_offs("amy", "phone").await.unwrap();
+    assert_eq!((none.user_ms, none.device_ms), (0, 0));
+    assert_eq!(
+        store.revoke_tokens(&cut("phone", T + 10)).await.unwrap(),
+        T + 10
+    );
+    assert_eq!(
+        store.revoke_tokens(&cut("phone", T + 5)).await.unwrap(),
+        T + 11
+    );
+    assert_eq!(
+        store.revoke_tokens(&cut("phone", T + 11)).await.unwrap(),
+        T + 12
+    );
+    assert_eq!(store.revoke_tokens(&cut("", T + 1)).await.unwrap(), T + 1);
     let all = store.revocations("", "", 100).await.unwrap();
-    assert_eq!(all, vec![cut("", T + 1), cut("phone", T + 10)]);
+    assert_eq!(all, vec![cut("", T + 1), cut("phone", T + 12)]);
+    let phone = store.cut_offs("amy", "phone").await.unwrap();
+    assert_eq!((phone.user_ms, phone.device_ms), (T + 1, T + 12));
+    let laptop = store.cut_offs("amy", "laptop").await.unwrap();
+    assert_eq!((laptop.user_ms, laptop.device_ms), (T + 1, 0));
+    let bob = store.cut_offs("bob", "phone").await.unwrap();
+    assert_eq!((bob.user_ms, bob.device_ms), (0, 0));
 }
 
 /// Revocations come in pages, in (user, device) order, each after the last key of the one

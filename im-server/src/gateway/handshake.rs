@@ -219,7 +219,7 @@ impl Gateway {
             user,
             &device,
             hello.platform(),
-            token.issued_at_ms,
+            token.standing,
             limits.outbound_queue,
         ))
     }

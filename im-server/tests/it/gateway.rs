@@ -541,6 +541,21 @@ async fn revocations_and_deactivations_end_live_sessions() {
         matches!(amy_laptop.call(ping()).await, server_frame::Body::Pong(_)),
         "only the revoked device is ended"
     );
+    // A token signed after the revocation, but not under it, stays refused: revocation does
+    // not go by the issue time a token carries.
+    let (late, _) = Client::refused(w.addr, hello(&w.token("amy", "phone"), "phone")).await;
+    assert_eq!(error_of(&late).unwrap().code(), ErrorCode::TokenRevoked);
+    // The business service's next token for the device is good at once.
+    let (fresh, _) = w
+        .business
+        .issue_token(&Actor::App, "amy", "phone", 60_000)
+        .await
+        .unwrap();
+    let mut again = Client::connect(w.addr, &fresh, "phone").await;
+    assert!(matches!(
+        again.call(ping()).await,
+        server_frame::Body::Pong(_)
+    ));
 
     w.business
         .deactivate_user(&Actor::App, "bob")
