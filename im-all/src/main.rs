@@ -194,6 +194,7 @@ fn settings(args: &Args) -> Result<Settings, String> {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing();
+    im_common::process::raise_fd_limit();
     let settings = match settings(&args) {
         Ok(settings) => settings,
         Err(error) => {

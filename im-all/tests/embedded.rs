@@ -2,7 +2,8 @@
 //! the middle of a burst of sends and restarted on the same data directory, no acknowledged
 //! message is lost, resends return the first acknowledgement, and sequences continue with no
 //! gap and no reuse; its offline pushes reach the app's webhook; and it takes the tokens an
-//! app signs with its own key, as configured, and no others.
+//! app signs with its own key, as configured, and no others; and with its open files limit
+//! held by idle connections, logins still get in.
 
 #![allow(clippy::unwrap_used)]
 
@@ -287,4 +288,39 @@ fn settings_renamed_in_this_release_are_read_under_their_new_names() {
         error.contains("core.idle_timeout_ms") && error.contains("core.gateway.idle_timeout"),
         "{error}"
     );
+}
+
+/// An attack holding more idle TCP connections than the process has file descriptors does
+/// not keep a user out: silent connections give way to newer ones, and descriptors stay in
+/// reserve for the store and the accept itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_beyond_the_open_files_limit_do_not_lock_logins_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let amy_token = token(data, "amy", "phone");
+    let bob_token = token(data, "bob", "phone");
+    let env = [
+        // Every silent connection comes from 127.0.0.1 here: the cap per address is out of the
+        // way, so the descriptor budget is what holds.
+        ("IM_CORE__GATEWAY__MAX_PENDING_PER_IP", "100000"),
+        // Long enough that waiting out the silent ones is no way in.
+        ("IM_CORE__GATEWAY__HANDSHAKE_TIMEOUT", "5m"),
+    ];
+    let (_server, addr) = im_testkit::binary::start_with_open_files(BIN, data, &env, 256);
+    let mut silent = Vec::new();
+    for _ in 0..600 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut amy = Client::connect(addr, &amy_token, "phone").await;
+    let mut bob = Client::connect(addr, &bob_token, "phone").await;
+    let sent = amy.call(send(1)).await;
+    assert!(matches!(sent, server_frame::Body::SendAck(_)), "{sent:?}");
+    let pushed = bob.message().await;
+    assert_eq!(pushed.conversation_id, CONVERSATION);
+    // And the next wave of silent connections changes nothing for those already in.
+    for _ in 0..600 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let sent = amy.call(send(2)).await;
+    assert!(matches!(sent, server_frame::Body::SendAck(_)), "{sent:?}");
 }

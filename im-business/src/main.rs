@@ -46,6 +46,7 @@ fn settings(args: &Args) -> Result<(ClusterSettings, BusinessSettings), String> 
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing();
+    im_common::process::raise_fd_limit();
     let (cluster, settings) = match settings(&args) {
         Ok(settings) => settings,
         Err(error) => {

@@ -7,6 +7,23 @@ use serde::Serialize;
 
 use crate::{bus::BusError, settings::SettingsError};
 
+/// Raises the soft limit on open files to the hard limit, as servers holding many sockets do
+/// (the soft default is often 1024); returns the limit in force afterwards.
+pub fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "the open files limit stays as it was");
+            fd_limit()
+        }
+    }
+}
+
+/// The process's soft limit on open files (`u64::MAX` where there is none).
+pub fn fd_limit() -> u64 {
+    rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(soft, _)| soft)
+}
+
 /// Logs to stderr as the `RUST_LOG` filter says (default: info), colored on a terminal.
 pub fn init_tracing() {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

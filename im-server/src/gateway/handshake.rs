@@ -1,5 +1,7 @@
-//! Opening a connection: the upgrade, a connection slot, the Hello (version, device id, frame
-//! limit, token) and the Welcome, within the handshake timeout; and what ending one undoes.
+//! Opening a connection: the upgrade, the Hello (version, device id, frame limit, token), a
+//! session slot and the Welcome, within the handshake timeout; and what ending one undoes.
+//! Until its Hello has arrived, a connection gives way to a newer one when the gateway's
+//! admission says so (`evicted`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,6 +17,7 @@ use tokio_tungstenite::tungstenite::{
     self,
     handshake::server::{Request, Response},
 };
+use tokio_util::sync::CancellationToken;
 
 use super::{
     ENTRY_FRAMING_BYTES, Gateway, Limits, SERVER_VERSION,
@@ -39,6 +42,7 @@ impl Gateway {
     pub(super) async fn open(
         self: Arc<Self>,
         stream: TcpStream,
+        evicted: &CancellationToken,
     ) -> Result<Option<Connection<TcpStream>>, tungstenite::Error> {
         let limits = self.config.limits.get();
         let mut negotiated = None;
@@ -54,23 +58,24 @@ impl Gateway {
         );
         // Boxed, like the other large steps below: a task is as large as its largest state, and
         // an idle connection should not carry the handshake's.
-        let ws = tokio::time::timeout_at(handshake, Box::pin(upgrade))
-            .await
-            .map_err(|_| timed_out())??;
+        let ws = tokio::select! {
+            upgraded = tokio::time::timeout_at(handshake, Box::pin(upgrade)) => {
+                upgraded.map_err(|_| timed_out())??
+            }
+            () = evicted.cancelled() => return Ok(None),
+        };
         let mut link = Link {
             ws,
             write_timeout: limits.write_timeout,
         };
-        let Some(slot) = self.slots.clone().try_acquire_owned().ok() else {
-            let mut error = Error::new(ErrorCode::TooManyConnections, "the node is full");
-            error.retry_after_ms = millis(limits.reconnect_after);
-            return Box::pin(link.close_with_error(0, error))
-                .await
-                .map(|()| None);
-        };
         let codec = FrameCodec::new(limits.max_frame_bytes as usize);
         let hello = loop {
-            let message = match tokio::time::timeout_at(handshake, link.ws.next()).await {
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(handshake, link.ws.next()) => next,
+                // Dropped without a word: a close could wait on a peer that does not read.
+                () = evicted.cancelled() => return Ok(None),
+            };
+            let message = match next {
                 Err(_) => {
                     let error = Error::new(ErrorCode::HandshakeRequired, "no Hello in time");
                     return Box::pin(link.close_with_error(0, error))
@@ -112,6 +117,14 @@ impl Gateway {
                     .await
                     .map(|()| None);
             }
+        };
+        // Only an authenticated session takes one of the node's slots.
+        let Some(slot) = self.slots.clone().try_acquire_owned().ok() else {
+            let mut error = Error::new(ErrorCode::TooManyConnections, "the node is full");
+            error.retry_after_ms = millis(limits.reconnect_after);
+            return Box::pin(link.close_with_error(request_id, error))
+                .await
+                .map(|()| None);
         };
         match self.sessions.register(session.clone()) {
             Ok(_) => {

@@ -15,8 +15,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Connections this node holds at most; more are refused with TOO_MANY_CONNECTIONS.
+    /// Authenticated sessions this node holds at most; more are refused with
+    /// TOO_MANY_CONNECTIONS after their Hello.
     pub max_sessions: usize,
+    /// Connections not yet past their Hello this node holds at most; one more closes the
+    /// oldest of them (a prompt client always gets in).
+    pub max_pending_connections: usize,
+    /// Connections not yet past their Hello from one address at most; one more is closed
+    /// at once.
+    pub max_pending_per_ip: usize,
+    /// File descriptors kept free of connections, for the store, the bus and the accept: the
+    /// connections of every kind together stay this far under the process's limit.
+    pub reserved_fds: usize,
     /// Connections one user holds at most on this node (one per device).
     pub max_sessions_per_user: usize,
     /// The largest frame accepted from a client, in bytes.
@@ -66,6 +76,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_sessions: 200_000,
+            max_pending_connections: 10_000,
+            max_pending_per_ip: 64,
+            reserved_fds: 128,
             max_sessions_per_user: 16,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
             read_buffer_bytes: 1024,
@@ -90,6 +103,11 @@ impl Limits {
     pub fn validate(&self) -> Result<(), SettingsError> {
         let positive = [
             ("max_sessions", self.max_sessions as u64),
+            (
+                "max_pending_connections",
+                self.max_pending_connections as u64,
+            ),
+            ("max_pending_per_ip", self.max_pending_per_ip as u64),
             ("max_sessions_per_user", self.max_sessions_per_user as u64),
             ("max_frame_bytes", u64::from(self.max_frame_bytes)),
             ("read_buffer_bytes", self.read_buffer_bytes as u64),
@@ -119,6 +137,9 @@ impl Reloadable for Limits {
             next,
             "core.gateway",
             max_sessions,
+            max_pending_connections,
+            max_pending_per_ip,
+            reserved_fds,
             max_sessions_per_user,
             max_frame_bytes,
             read_buffer_bytes,

@@ -8,6 +8,7 @@
 //! holds shared frames, the resend buffer is empty while everything is acknowledged, and each
 //! phase of a connection's task is boxed so the task is only as large as its idle state.
 
+mod admission;
 mod connection;
 mod dispatch;
 mod handshake;
@@ -82,6 +83,7 @@ pub struct Gateway {
     presence: Arc<presence::PresenceService>,
     bus: Arc<dyn Bus>,
     slots: Arc<Semaphore>,
+    admission: Arc<admission::Admission>,
     shutdown: CancellationToken,
     connections: TaskTracker,
 }
@@ -105,8 +107,33 @@ impl Gateway {
         bus: Arc<dyn Bus>,
         shutdown: CancellationToken,
     ) -> Self {
+        let limits = config.limits.get();
+        let fds = im_common::process::fd_limit();
+        let max_connections = usize::try_from(fds)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(limits.reserved_fds)
+            .max(1);
+        tracing::info!(
+            fd_limit = fds,
+            reserved_fds = limits.reserved_fds,
+            max_connections,
+            max_sessions = limits.max_sessions,
+            "connection budget"
+        );
+        if max_connections < limits.max_sessions {
+            tracing::warn!(
+                max_connections,
+                "the open files limit holds fewer connections than max_sessions"
+            );
+        }
+        let admission = admission::Admission::new(admission::Caps {
+            max_pending: limits.max_pending_connections,
+            max_pending_per_ip: limits.max_pending_per_ip,
+            max_connections,
+        });
         Self {
-            slots: Arc::new(Semaphore::new(config.limits.get().max_sessions)),
+            slots: Arc::new(Semaphore::new(limits.max_sessions)),
+            admission,
             config,
             verifier,
             sessions,
@@ -127,10 +154,20 @@ impl Gateway {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let place = match self.admission.admit(peer.ip()) {
+                        Ok(place) => place,
+                        Err(refused) => {
+                            // Closed before a byte is read: nothing of it is held.
+                            metrics::counter!("im_connections_refused_total", "reason" => refused.label())
+                                .increment(1);
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     let gateway = self.clone();
                     self.connections.spawn(async move {
-                        if let Err(error) = gateway.connection(stream).await {
+                        if let Err(error) = gateway.connection(stream, place).await {
                             tracing::debug!(%peer, %error, "connection ended with an error");
                         }
                     });
@@ -151,12 +188,14 @@ impl Gateway {
     async fn connection(
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
+        mut place: admission::Pending,
     ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         // Each phase is boxed: a task is as large as its largest state, and an idle session
         // should carry neither the handshake's nor a request's.
-        let Some(connection) = Box::pin(self.clone().open(stream)).await? else {
+        let Some(connection) = Box::pin(self.clone().open(stream, &place.evicted)).await? else {
             return Ok(());
         };
+        place.establish();
         let session = connection.session().clone();
         let result = Box::pin(connection.run()).await;
         Box::pin(self.closed(&session)).await;

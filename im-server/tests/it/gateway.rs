@@ -443,6 +443,88 @@ async fn floods_are_rate_limited_then_disconnected() {
 }
 
 #[tokio::test]
+async fn connections_that_never_say_hello_take_no_session_slot() {
+    let w = world_with(|s| s.gateway.max_sessions = 2).await;
+    w.users(&["amy", "bob"]).await;
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(open(w.addr, &["im.v1"]).await.unwrap());
+    }
+    let mut amy = w.connect("amy", "d").await;
+    let mut bob = w.connect("bob", "d").await;
+    for client in [&mut amy, &mut bob] {
+        assert!(matches!(
+            client.call(ping()).await,
+            server_frame::Body::Pong(_)
+        ));
+    }
+}
+
+/// Reads until the server closes the connection; what it said before that, if anything.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut said = 0;
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return said,
+            Ok(Ok(n)) => said += n,
+            Err(_) => panic!("the server kept the connection open"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_before_their_hello_are_capped_per_address_and_in_all() {
+    use tokio::net::TcpStream;
+    let w = world_with(|s| {
+        s.gateway.max_pending_per_ip = 3;
+        s.gateway.max_pending_connections = 5;
+    })
+    .await;
+    w.users(&["amy", "bob"]).await;
+    // Per address: one more than the cap is closed at once, before a byte is read.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(w.addr).await.unwrap());
+    }
+    let mut over = TcpStream::connect(w.addr).await.unwrap();
+    assert_eq!(closed_by_server(&mut over).await, 0);
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A connection that goes frees its place: a login gets in.
+    let mut amy = w.connect("amy", "d").await;
+    assert!(matches!(
+        amy.call(ping()).await,
+        server_frame::Body::Pong(_)
+    ));
+
+    // In all: silent connections from other addresses (all of 127/8 is loopback) give way,
+    // oldest first, to newer ones, so a client that says its Hello promptly gets in.
+    let from = |last: u8| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))
+            .unwrap();
+        socket.connect(w.addr).await.unwrap()
+    };
+    let mut oldest = from(2).await;
+    for last in 3..8 {
+        held.push(from(last).await);
+    }
+    assert_eq!(
+        closed_by_server(&mut oldest).await,
+        0,
+        "the oldest gave way"
+    );
+    let mut bob = w.connect("bob", "d").await;
+    assert!(matches!(
+        bob.call(ping()).await,
+        server_frame::Body::Pong(_)
+    ));
+}
+
+#[tokio::test]
 async fn connections_are_capped_per_node_and_per_user() {
     let w = world_with(|s| {
         s.gateway.max_sessions = 2;
@@ -459,10 +541,12 @@ async fn connections_are_capped_per_node_and_per_user() {
     assert_eq!(close_code(&close), 1013);
 
     let bob = w.connect("bob", "d").await;
-    let (mut ws, _) = open(w.addr, &["im.v1"]).await.unwrap();
-    let (frames, close) = drain(&mut ws).await;
-    let error = error_of(&frames[0]).unwrap();
-    assert_eq!(error.code(), ErrorCode::TooManyConnections);
+    let (answer, close) = Client::refused(w.addr, hello(&w.token("cy", "d"), "d")).await;
+    let error = error_of(&answer).unwrap();
+    assert_eq!(
+        (error.code(), answer.request_id),
+        (ErrorCode::TooManyConnections, 1)
+    );
     assert!(error.retry_after_ms > 0);
     assert_eq!(close_code(&close), 1013);
 

@@ -14,7 +14,31 @@ use crate::sidecar::Proc;
 /// raised out of a load's way, and `env` on top; the process (SIGKILLed when dropped) and the
 /// gateway's address, read from what it prints.
 pub fn start(bin: &str, data: &Path, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
-    let mut child = Command::new(bin)
+    launch(Command::new(bin), bin, data, env)
+}
+
+/// [`start`], with the process allowed at most `open_files` file descriptors (soft and hard
+/// limit, through util-linux's `prlimit`, which execs the binary: the pid stays its own).
+pub fn start_with_open_files(
+    bin: &str,
+    data: &Path,
+    env: &[(&str, &str)],
+    open_files: u64,
+) -> (Proc, SocketAddr) {
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--nofile={open_files}:{open_files}"))
+        .arg(bin);
+    launch(command, bin, data, env)
+}
+
+fn launch(
+    mut command: Command,
+    bin: &str,
+    data: &Path,
+    env: &[(&str, &str)],
+) -> (Proc, SocketAddr) {
+    let mut child = command
         .arg("--data-dir")
         .arg(data)
         .env("IM_CORE__LISTEN", "127.0.0.1:0")
