@@ -70,7 +70,7 @@ impl<'a> Aggregations<'a> {
         folded
     }
 
-    fn withdrawn(&self, seq: u64) -> bool {
+    pub(super) fn withdrawn(&self, seq: u64) -> bool {
         self.recalled.contains_key(&seq) || self.deleted.contains_key(&seq)
     }
 

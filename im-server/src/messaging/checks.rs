@@ -88,6 +88,7 @@ impl Messaging {
                 if now_ms() - target.server_time_ms > settings.edit_window_ms() {
                     return Err(MessagingError::WindowClosed("the edit window has passed"));
                 }
+                self.not_withdrawn(conversation, edit.target_seq).await?;
                 (EntryKind::Edit, edit.target_seq)
             }
             message_body::Kind::Recall(recall) => {
@@ -108,6 +109,8 @@ impl Messaging {
                 self.permit(user, conversation, ConversationAction::Read)
                     .await?;
                 self.target(conversation, reaction.target_seq).await?;
+                self.not_withdrawn(conversation, reaction.target_seq)
+                    .await?;
                 if !reaction.remove {
                     self.check_reaction_keys(conversation, reaction.target_seq, &reaction.key)
                         .await?;
@@ -151,6 +154,19 @@ impl Messaging {
         let limit = self.settings.get().max_reaction_keys;
         if !present && distinct >= limit {
             return Err(MessagingError::TooManyReactions { limit });
+        }
+        Ok(())
+    }
+
+    /// Refuses an edit or reaction of an entry recalled or deleted: it would change what no one
+    /// sees any more (and an edit would bring its text back to a client that shows edits).
+    async fn not_withdrawn(&self, conversation: &Conversation, seq: u64) -> MessagingResult<()> {
+        let effects = self
+            .store
+            .effects(&conversation.key, &[seq], u64::MAX >> 1)
+            .await?;
+        if Aggregations::fold("", &effects).withdrawn(seq) {
+            return Err(MessagingError::Withdrawn { seq });
         }
         Ok(())
     }

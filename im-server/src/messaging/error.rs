@@ -51,6 +51,12 @@ pub enum MessagingError {
         /// The seq named.
         seq: u64,
     },
+    /// The entry an edit or reaction names was recalled or deleted: to its viewers it is gone.
+    #[error("entry {seq} was recalled or deleted")]
+    Withdrawn {
+        /// The seq named.
+        seq: u64,
+    },
     /// The window to edit, recall or delete the entry has passed.
     #[error("{0}")]
     WindowClosed(&'static str),
@@ -94,7 +100,7 @@ impl MessagingError {
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Denied { code, .. } => *code,
             Self::Forbidden(_) => ErrorCode::Forbidden,
-            Self::TargetNotFound { .. } => ErrorCode::MessageNotFound,
+            Self::TargetNotFound { .. } | Self::Withdrawn { .. } => ErrorCode::MessageNotFound,
             Self::WindowClosed(_) => ErrorCode::EditWindowClosed,
             Self::TooManyReactions { .. } => ErrorCode::QuotaExceeded,
             // A refusal from the business service keeps its code (GROUP_NOT_FOUND); a bus

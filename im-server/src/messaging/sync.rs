@@ -81,7 +81,9 @@ impl Messaging {
         let mut changed: BTreeMap<String, Option<(u64, u64, ConversationType)>> = BTreeMap::new();
         for ((id, last), read) in ids.iter().zip(last_seqs).zip(read_seqs) {
             let moved = last > held.get(id.as_str()).copied().unwrap_or(0);
-            let read_moved = read != read_sent.get(id.as_str()).copied().unwrap_or(0);
+            // Read cursors are compared only where the client sent one: a client that never
+            // sends `read` is told of new entries, not of every conversation it has read.
+            let read_moved = read_sent.get(id.as_str()).is_some_and(|sent| read != *sent);
             if moved || read_moved {
                 changed.insert(id.clone(), Some((last, read, mine[id])));
             }
@@ -195,12 +197,11 @@ impl Messaging {
     }
 }
 
-/// A group the user is no longer in: its progress is none of their business.
+/// A group the user is no longer in: its progress is none of their business (no seqs at all).
 pub(crate) fn left(key: &str) -> ConversationState {
     ConversationState {
         conversation_id: key.to_owned(),
         r#type: ConversationType::Group as i32,
-        visible_from_seq: 1,
         active: false,
         ..Default::default()
     }

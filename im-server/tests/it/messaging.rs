@@ -345,7 +345,11 @@ async fn members_added_and_removed_are_told_and_fanned_out_to() {
             _ => None,
         })
         .await;
-    assert!(!removed.active);
+    assert_eq!(
+        (removed.active, removed.last_seq, removed.visible_from_seq),
+        (false, 0, 0),
+        "a removed member's state carries no seqs"
+    );
     amy.say("g:team", "3", "bob left").await;
     let leaked = bob
         .sees_within(Duration::from_millis(300), |b| match b {
@@ -366,7 +370,14 @@ async fn members_added_and_removed_are_told_and_fanned_out_to() {
     );
     assert_eq!(sync.conversations.len(), 1);
     assert!(!sync.conversations[0].active, "sync says bob is out");
-    assert_eq!(sync.conversations[0].last_seq, 0, "and tells nothing more");
+    assert_eq!(
+        (
+            sync.conversations[0].last_seq,
+            sync.conversations[0].visible_from_seq
+        ),
+        (0, 0),
+        "and tells nothing more"
+    );
 }
 
 #[tokio::test]

@@ -445,6 +445,143 @@ async fn typing_reaches_the_others_and_is_not_stored() {
         .await,
     );
     assert!(history.messages.is_empty() && history.last_seq == 0);
+
+    // Typing is never answered, whatever its request id; the connection goes on.
+    amy.send_with_id(
+        9,
+        client_frame::Body::Typing(Typing {
+            conversation_id: "d:amy:bob".into(),
+            active: false,
+        }),
+    )
+    .await;
+    assert!(matches!(
+        amy.call(client_frame::Body::Ping(Default::default())).await,
+        server_frame::Body::Pong(_)
+    ));
+    let answered = amy
+        .sees_within(std::time::Duration::from_millis(300), |_| Some(()))
+        .await;
+    assert!(answered.is_none(), "no answer to the typing: {answered:?}");
+}
+
+#[tokio::test]
+async fn an_edit_or_reaction_of_a_recalled_or_deleted_entry_is_message_not_found() {
+    let w = world().await;
+    w.users(&["amy", "bob"]).await;
+    let mut amy = w.connect("amy", "d").await;
+    amy.say("d:amy:bob", "1", "oops").await; // 1
+    amy.say("d:amy:bob", "2", "gone too").await; // 2
+    let body = |kind| MessageBody { kind: Some(kind) };
+    amy.send_message(
+        "d:amy:bob",
+        "3",
+        body(message_body::Kind::Recall(Recall { target_seq: 1 })),
+    )
+    .await
+    .unwrap();
+    amy.send_message(
+        "d:amy:bob",
+        "4",
+        body(message_body::Kind::Delete(Delete { target_seq: 2 })),
+    )
+    .await
+    .unwrap();
+    let content = text("fixed").kind.and_then(|k| match k {
+        message_body::Kind::Content(c) => Some(c),
+        _ => None,
+    });
+    for target_seq in [1, 2] {
+        let edit = amy
+            .send_message(
+                "d:amy:bob",
+                &format!("e{target_seq}"),
+                body(message_body::Kind::Edit(Edit {
+                    target_seq,
+                    content: content.clone(),
+                })),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(code(&edit), ErrorCode::MessageNotFound, "{edit:?}");
+        let reaction = amy
+            .send_message(
+                "d:amy:bob",
+                &format!("r{target_seq}"),
+                body(message_body::Kind::Reaction(Reaction {
+                    target_seq,
+                    key: "+1".into(),
+                    remove: false,
+                })),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(code(&reaction), ErrorCode::MessageNotFound, "{reaction:?}");
+    }
+    let history = page(
+        amy.call(client_frame::Body::History(HistoryRequest {
+            conversation_id: "d:amy:bob".into(),
+            ..Default::default()
+        }))
+        .await,
+    );
+    assert_eq!(history.last_seq, 4, "nothing was written");
+    let recalled = &history.messages[0];
+    assert_eq!(recalled.seq, 1);
+    assert!(
+        recalled
+            .body
+            .as_ref()
+            .and_then(|b| b.kind.as_ref())
+            .is_none(),
+        "and the recalled text stays gone: {recalled:?}"
+    );
+}
+
+#[tokio::test]
+async fn sync_compares_read_cursors_only_where_the_client_sent_one() {
+    let w = world().await;
+    w.users(&["amy", "bob"]).await;
+    let mut amy = w.connect("amy", "d").await;
+    let mut bob_phone = w.connect("bob", "phone").await;
+    let mut bob_laptop = w.connect("bob", "laptop").await;
+    amy.say("d:amy:bob", "1", "hi").await;
+    bob_phone
+        .call(client_frame::Body::MarkRead(MarkRead {
+            conversation_id: "d:amy:bob".into(),
+            seq: 1,
+        }))
+        .await;
+    let held = vec![SeqCursor {
+        conversation_id: "d:amy:bob".into(),
+        seq: 1,
+    }];
+    let without_read = sync_of(
+        bob_laptop
+            .call(client_frame::Body::Sync(SyncRequest {
+                held: held.clone(),
+                ..Default::default()
+            }))
+            .await,
+    );
+    assert!(
+        without_read.conversations.is_empty(),
+        "nothing new, and no read cursor asked about: {without_read:?}"
+    );
+    let with_read = sync_of(
+        bob_laptop
+            .call(client_frame::Body::Sync(SyncRequest {
+                held,
+                read: vec![SeqCursor {
+                    conversation_id: "d:amy:bob".into(),
+                    seq: 0,
+                }],
+                ..Default::default()
+            }))
+            .await,
+    );
+    assert_eq!(with_read.conversations.len(), 1);
+    assert_eq!(with_read.conversations[0].read_seq, 1, "read on the phone");
 }
 
 #[tokio::test]
