@@ -64,6 +64,10 @@ impl Business {
         let target = format!("users:{}", users.len());
         self.audited(actor, "user.import", target, async {
             Self::app_only(actor)?;
+            // As adding members: a list that must say who cannot be empty.
+            if users.is_empty() {
+                return Err(invalid("no users to import"));
+            }
             if users.len() > self.config.max_import_batch {
                 return Err(invalid(format!(
                     "at most {} users per import",

@@ -60,11 +60,14 @@ impl Server {
     }
 }
 
-/// Every documented route, with its path parameters filled in.
+/// Every documented `/v1` route, with its path parameters filled in.
 fn documented_routes() -> Vec<(Method, String)> {
     let doc = ApiDoc::openapi();
     let mut routes = Vec::new();
     for (path, item) in doc.paths.paths {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
         let concrete = path
             .replace("{user_id}", "amy")
             .replace("{group_id}", "g")
@@ -415,4 +418,386 @@ async fn users_call_with_their_own_tokens_and_act_only_for_themselves() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(refused.unwrap()["name"], "TOKEN_REVOKED");
+}
+
+/// The document as served.
+async fn served_document(s: &Server) -> Value {
+    let answer = s
+        .http
+        .get(format!("{}/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    answer.json().await.unwrap()
+}
+
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+/// Every operation of the served document: path, method, operation.
+fn operations(doc: &Value) -> Vec<(String, &'static str, &Value)> {
+    let mut all = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in METHODS {
+            if let Some(op) = item.get(method) {
+                all.push((path.clone(), method, op));
+            }
+        }
+    }
+    all
+}
+
+/// The parameter `name` in `location` of an operation.
+fn parameter<'a>(op: &'a Value, location: &str, name: &str) -> Option<&'a Value> {
+    op["parameters"]
+        .as_array()?
+        .iter()
+        .find(|p| p["in"] == location && p["name"] == name)
+}
+
+/// The id rules of docs/PROTOCOL.md on a string schema (`or_empty`: empty means none).
+fn has_id_rules(schema: &Value, or_empty: bool) -> bool {
+    let (pattern, min) = if or_empty {
+        (im_business::api::http::ID_OR_EMPTY_PATTERN, None)
+    } else {
+        (im_business::api::http::ID_PATTERN, Some(1))
+    };
+    schema["type"] == "string"
+        && schema["pattern"] == pattern
+        && schema["minLength"].as_i64() == min
+        && schema["maxLength"] == 64
+}
+
+#[tokio::test]
+async fn the_document_declares_every_path_parameter_with_the_id_rules() {
+    let s = serve().await;
+    let doc = served_document(&s).await;
+    let mut checked = 0;
+    for (path, method, op) in operations(&doc) {
+        let names: Vec<&str> = path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        for name in names {
+            let param = parameter(op, "path", name)
+                .unwrap_or_else(|| panic!("{method} {path} does not declare {{{name}}}"));
+            assert_eq!(param["required"], true, "{method} {path} {name}");
+            assert!(
+                has_id_rules(&param["schema"], false),
+                "{method} {path} {name}: {}",
+                param["schema"]
+            );
+            checked += 1;
+        }
+        let in_path = op["parameters"]
+            .as_array()
+            .map_or(0, |p| p.iter().filter(|p| p["in"] == "path").count());
+        assert_eq!(
+            in_path,
+            path.matches('{').count(),
+            "{method} {path}: a path parameter the path does not have"
+        );
+    }
+    assert!(checked >= 25, "only {checked} path parameters");
+}
+
+#[tokio::test]
+async fn the_document_declares_paging_in_the_query_the_actor_header_and_bearer_auth() {
+    let s = serve().await;
+    let doc = served_document(&s).await;
+    for path in [
+        "/v1/groups/{group_id}/members",
+        "/v1/users/{user_id}/blocks",
+    ] {
+        let op = &doc["paths"][path]["get"];
+        for name in ["page_token", "limit"] {
+            let param = parameter(op, "query", name)
+                .unwrap_or_else(|| panic!("GET {path}: {name} is not a query parameter"));
+            assert_eq!(param["required"], false, "{path} {name}");
+        }
+    }
+    let mut v1 = 0;
+    for (path, method, op) in operations(&doc) {
+        if !path.starts_with("/v1/") {
+            assert_eq!(op["security"], json!([{}]), "{path} is open");
+            continue;
+        }
+        v1 += 1;
+        let actor = parameter(op, "header", "x-im-actor")
+            .unwrap_or_else(|| panic!("{method} {path} does not declare x-im-actor"));
+        assert_eq!(actor["required"], false);
+        assert!(has_id_rules(&actor["schema"], true), "{}", actor["schema"]);
+    }
+    assert_eq!(v1, 22);
+    let scheme = &doc["components"]["securitySchemes"]["app_secret"];
+    assert_eq!(
+        (scheme["type"].as_str(), scheme["scheme"].as_str()),
+        (Some("http"), Some("bearer"))
+    );
+    assert_eq!(doc["security"], json!([{"app_secret": []}]));
+}
+
+#[tokio::test]
+async fn the_document_declares_the_id_rules_on_every_id_field() {
+    let s = serve().await;
+    let doc = served_document(&s).await;
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let mut checked = Vec::new();
+    for (name, schema) in schemas {
+        let Some(properties) = schema["properties"].as_object() else {
+            continue;
+        };
+        for (field, property) in properties {
+            // Absent or empty, these three mean "none": the server picks, or every device.
+            let optional = matches!(
+                (name.as_str(), field.as_str()),
+                ("RevokeBody", "device_id") | ("CreateGroupBody", "group_id" | "owner_user_id")
+            );
+            if field.ends_with("user_id") || field.ends_with("group_id") || field == "device_id" {
+                assert!(
+                    has_id_rules(property, optional),
+                    "{name}.{field}: {property}"
+                );
+                checked.push(format!("{name}.{field}"));
+            } else if field.ends_with("user_ids") {
+                assert_eq!(property["type"], "array", "{name}.{field}");
+                assert!(
+                    has_id_rules(&property["items"], false),
+                    "{name}.{field}: {property}"
+                );
+                checked.push(format!("{name}.{field}"));
+            }
+        }
+    }
+    assert!(checked.len() >= 13, "{checked:?}");
+    let listed = &schemas["UserIdsBody"]["properties"]["user_ids"];
+    assert_eq!(
+        (listed["minItems"].as_i64(), listed["uniqueItems"].as_bool()),
+        (Some(1), Some(true))
+    );
+    assert_eq!(
+        schemas["ImportUsersBody"]["properties"]["users"]["minItems"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_document_declares_every_answer_with_its_content_type() {
+    let s = serve().await;
+    let doc = served_document(&s).await;
+    for (path, method, op) in operations(&doc) {
+        let ok = &op["responses"]["200"]["content"]["application/json"]["schema"];
+        assert!(ok.is_object(), "{method} {path}: no JSON 200");
+        if path.starts_with("/v1/") {
+            for range in ["4XX", "5XX"] {
+                assert_eq!(
+                    op["responses"][range]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {range}"
+                );
+            }
+        }
+        if method != "get" && method != "delete" && op.get("requestBody").is_some() {
+            assert!(
+                op["requestBody"]["content"]["application/json"]["schema"].is_object(),
+                "{method} {path}"
+            );
+        }
+    }
+}
+
+/// A call's status, content type and JSON body (Null if the body is not JSON).
+async fn raw(s: &Server, method: Method, path: &str) -> (StatusCode, String, Value) {
+    let response = s
+        .http
+        .request(method, format!("{}{path}", s.base))
+        .bearer_auth(APP_SECRET)
+        .json(&json!({"user_ids": ["amy"]}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, content_type, body)
+}
+
+#[tokio::test]
+async fn bad_utf8_in_a_path_is_a_json_invalid_argument() {
+    let s = serve().await;
+    for (method, path) in [
+        (Method::GET, "/v1/users/%FF"),
+        (Method::PUT, "/v1/users/%FF/blocks/bob"),
+        (Method::DELETE, "/v1/users/amy/contacts/%C3%28"),
+        (Method::GET, "/v1/groups/%FF/members"),
+        (Method::PUT, "/v1/groups/g/members/%FF/role"),
+        (Method::PUT, "/v1/groups/%FF/members/amy/mute"),
+        (Method::POST, "/v1/groups/%FE%FF/members"),
+    ] {
+        let (status, content_type, body) = raw(&s, method.clone(), path).await;
+        assert_eq!(
+            (status, content_type.as_str(), body["code"].as_i64()),
+            (StatusCode::BAD_REQUEST, "application/json", Some(4000)),
+            "{method} {path}: {body}"
+        );
+        assert_eq!(body["name"], "INVALID_ARGUMENT");
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_answer_a_json_error() {
+    let s = serve().await;
+    for path in ["/", "/nope", "/v1/nope", "/v1/users/amy/nope", "/v2/users"] {
+        let (status, content_type, body) = raw(&s, Method::GET, path).await;
+        assert_eq!(
+            (status, content_type.as_str(), body["name"].as_str()),
+            (
+                StatusCode::NOT_FOUND,
+                "application/json",
+                Some("INVALID_ARGUMENT")
+            ),
+            "GET {path}"
+        );
+    }
+    for (method, path) in [
+        (Method::PATCH, "/v1/users"),
+        (Method::GET, "/v1/users/import"),
+        (Method::DELETE, "/v1/groups/g/members"),
+        (Method::POST, "/openapi.json"),
+        (Method::OPTIONS, "/v1/groups/g"),
+    ] {
+        let response = s
+            .http
+            .request(method.clone(), format!("{}{path}", s.base))
+            .bearer_auth(APP_SECRET)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert!(response.headers().contains_key("allow"), "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], 4000, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn each_path_serves_exactly_the_documented_methods() {
+    let s = serve().await;
+    let doc = served_document(&s).await;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let mut documented: Vec<String> = METHODS
+            .iter()
+            .filter(|m| item.get(**m).is_some())
+            .map(|m| m.to_uppercase())
+            .collect();
+        if documented.iter().any(|m| m == "GET") {
+            documented.push("HEAD".into());
+        }
+        documented.sort();
+        let concrete = path
+            .replace("{user_id}", "amy")
+            .replace("{group_id}", "g")
+            .replace("{blocked}", "bob")
+            .replace("{contact}", "bob");
+        let response = s
+            .http
+            .request(Method::OPTIONS, format!("{}{concrete}", s.base))
+            .send()
+            .await
+            .unwrap();
+        let mut allowed: Vec<String> = response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|m| m.trim().to_owned())
+            .collect();
+        allowed.sort();
+        assert_eq!(allowed, documented, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_empty_list_of_users_is_an_invalid_argument() {
+    let s = serve().await;
+    let (status, _) = s
+        .call(
+            Method::POST,
+            "/v1/users",
+            None,
+            Some(json!({"user_id": "amy"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, group) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            None,
+            Some(json!({"group_id": "g", "name": "G", "owner_user_id": "amy"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{group}");
+    for (path, body) in [
+        ("/v1/users/import", json!({"users": []})),
+        ("/v1/groups/g/members", json!({"user_ids": []})),
+        ("/v1/groups/g/members/remove", json!({"user_ids": []})),
+    ] {
+        let (status, error) = s.call(Method::POST, path, None, Some(body)).await;
+        assert_eq!(
+            (status, error["name"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("INVALID_ARGUMENT")),
+            "{path}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn adding_and_removing_members_answer_ok_as_documented() {
+    let s = serve().await;
+    for id in ["amy", "bob"] {
+        s.call(
+            Method::POST,
+            "/v1/users",
+            None,
+            Some(json!({"user_id": id})),
+        )
+        .await;
+    }
+    let (status, _) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            None,
+            Some(json!({"group_id": "g", "name": "G", "owner_user_id": "amy"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // business.proto: AddMembers and RemoveMembers answer `Ok`, an empty object in JSON.
+    for path in ["/v1/groups/g/members", "/v1/groups/g/members/remove"] {
+        let (status, answer) = s
+            .call(Method::POST, path, None, Some(json!({"user_ids": ["bob"]})))
+            .await;
+        assert_eq!((status, answer), (StatusCode::OK, json!({})), "{path}");
+    }
+    let doc = served_document(&s).await;
+    for path in [
+        "/v1/groups/{group_id}/members",
+        "/v1/groups/{group_id}/members/remove",
+    ] {
+        assert_eq!(
+            doc["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+                ["$ref"],
+            "#/components/schemas/OkJson",
+            "{path}"
+        );
+    }
 }

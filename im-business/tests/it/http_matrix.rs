@@ -267,7 +267,13 @@ async fn every_route_against_every_caller() {
         .collect();
     let doc = ApiDoc::openapi();
     let mut documented = BTreeSet::new();
-    for (path, item) in &doc.paths.paths {
+    // The API's own routes; `/openapi.json` is open and not in the matrix.
+    for (path, item) in doc
+        .paths
+        .paths
+        .iter()
+        .filter(|(p, _)| p.starts_with("/v1/"))
+    {
         for (method, op) in [
             ("GET", &item.get),
             ("POST", &item.post),

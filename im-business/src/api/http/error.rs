@@ -1,7 +1,8 @@
 //! Failures and the extractors that answer with them: [`ApiError`] carries an [`ErrorBody`]
 //! with the HTTP status of its protocol code; [`PathArg`], [`QueryArg`] and [`Body`] turn
 //! axum's plain-text rejections into such errors (`INVALID_ARGUMENT`, or `FRAME_TOO_LARGE`
-//! for a body over the limit).
+//! for a body over the limit), and the router's fallbacks answer an unknown path (404) or a
+//! method a path does not serve (405) with one too, so that no answer is ever plain text.
 
 use axum::{
     Json,
@@ -50,6 +51,22 @@ impl IntoResponse for ApiError {
             ErrorCode::try_from(self.0.code).map_or(StatusCode::INTERNAL_SERVER_ERROR, http_status);
         (status, Json(self.0)).into_response()
     }
+}
+
+/// A path the API does not serve: 404, with `INVALID_ARGUMENT` (the request, not a resource,
+/// is wrong).
+pub(super) async fn no_such_path() -> Response {
+    let body = ErrorBody::new(ErrorCode::InvalidArgument, "no such path in this API");
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// A method the path does not serve: 405, with `INVALID_ARGUMENT` (axum adds `allow`).
+pub(super) async fn no_such_method() -> Response {
+    let body = ErrorBody::new(
+        ErrorCode::InvalidArgument,
+        "the path does not take this method",
+    );
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
 /// What a handler answers: JSON, or a failure.

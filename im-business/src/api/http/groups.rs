@@ -1,12 +1,7 @@
 //! The `groups` handlers: a group's lifecycle and its membership (members, roles, mutes and
 //! ownership).
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::HeaderMap,
-};
-use im_common::api::ErrorBody;
+use axum::{Json, extract::State, http::HeaderMap};
 use im_proto::v1::{ConversationType, GroupRole, JoinPolicy};
 
 use super::{
@@ -14,14 +9,14 @@ use super::{
     auth::actor,
     error::{ApiResult, Body, PathArg, QueryArg},
     shapes::{
-        CreateGroupBody, GroupJson, GroupKind, MemberPageJson, MuteBody, PageQuery, Role, RoleBody,
-        UpdateGroupBody, UserIdBody, UserIdsBody,
+        CreateGroupBody, GroupJson, GroupKind, GroupPath, MemberPageJson, MemberPath, MuteBody,
+        NewRole, OkJson, PageQuery, RoleBody, UpdateGroupBody, UserIdBody, UserIdsBody,
     },
 };
 use crate::{GroupUpdate, NewGroup};
 
 /// Create a group.
-#[utoipa::path(post, path = "/v1/groups", request_body = CreateGroupBody, responses((status = 200, body = GroupJson), (status = "4XX", body = ErrorBody)), tag = "groups")]
+#[utoipa::path(post, path = "/v1/groups", request_body = CreateGroupBody, responses((status = 200, body = GroupJson)), tag = "groups")]
 pub(super) async fn create_group(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -49,11 +44,11 @@ pub(super) async fn create_group(
 }
 
 /// A group.
-#[utoipa::path(get, path = "/v1/groups/{group_id}", responses((status = 200, body = GroupJson), (status = "4XX", body = ErrorBody)), tag = "groups")]
+#[utoipa::path(get, path = "/v1/groups/{group_id}", params(GroupPath), responses((status = 200, body = GroupJson)), tag = "groups")]
 pub(super) async fn get_group(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(group_id): PathArg<String>,
+    PathArg(GroupPath { group_id }): PathArg<GroupPath>,
 ) -> ApiResult<GroupJson> {
     Ok(Json(
         s.business
@@ -64,11 +59,11 @@ pub(super) async fn get_group(
 }
 
 /// Change a group's profile or mute everyone.
-#[utoipa::path(patch, path = "/v1/groups/{group_id}", request_body = UpdateGroupBody, responses((status = 200, body = GroupJson), (status = "4XX", body = ErrorBody)), tag = "groups")]
+#[utoipa::path(patch, path = "/v1/groups/{group_id}", params(GroupPath), request_body = UpdateGroupBody, responses((status = 200, body = GroupJson)), tag = "groups")]
 pub(super) async fn update_group(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(group_id): PathArg<String>,
+    PathArg(GroupPath { group_id }): PathArg<GroupPath>,
     Body(b): Body<UpdateGroupBody>,
 ) -> ApiResult<GroupJson> {
     let update = GroupUpdate {
@@ -87,24 +82,24 @@ pub(super) async fn update_group(
 }
 
 /// Dismiss a group.
-#[utoipa::path(delete, path = "/v1/groups/{group_id}", responses((status = 200), (status = "4XX", body = ErrorBody)), tag = "groups")]
+#[utoipa::path(delete, path = "/v1/groups/{group_id}", params(GroupPath), responses((status = 200, body = OkJson)), tag = "groups")]
 pub(super) async fn dismiss_group(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(group_id): PathArg<String>,
-) -> ApiResult<()> {
+    PathArg(GroupPath { group_id }): PathArg<GroupPath>,
+) -> ApiResult<OkJson> {
     s.business
         .dismiss_group(&actor(&headers)?, &group_id)
         .await?;
-    Ok(Json(()))
+    Ok(Json(OkJson {}))
 }
 
 /// Members, a page in user id order.
-#[utoipa::path(get, path = "/v1/groups/{group_id}/members", params(PageQuery), responses((status = 200, body = MemberPageJson), (status = "4XX", body = ErrorBody)), tag = "groups")]
+#[utoipa::path(get, path = "/v1/groups/{group_id}/members", params(GroupPath, PageQuery), responses((status = 200, body = MemberPageJson)), tag = "groups")]
 pub(super) async fn list_members(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(group_id): PathArg<String>,
+    PathArg(GroupPath { group_id }): PathArg<GroupPath>,
     QueryArg(q): QueryArg<PageQuery>,
 ) -> ApiResult<MemberPageJson> {
     let page = s
@@ -119,94 +114,91 @@ pub(super) async fn list_members(
 }
 
 /// Add members.
-#[utoipa::path(post, path = "/v1/groups/{group_id}/members", request_body = UserIdsBody, responses((status = 200, body = GroupJson), (status = "4XX", body = ErrorBody)), tag = "groups")]
+#[utoipa::path(post, path = "/v1/groups/{group_id}/members", params(GroupPath), request_body = UserIdsBody, responses((status = 200, body = OkJson)), tag = "groups")]
 pub(super) async fn add_members(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(group_id): PathArg<String>,
+    PathArg(GroupPath { group_id }): PathArg<GroupPath>,
     Body(b): Body<UserIdsBody>,
-) -> ApiResult<GroupJson> {
-    Ok(Json(
-        s.business
-            .add_members(&actor(&headers)?, &group_id, &b.user_ids)
-            .await?
-            .into(),
-    ))
+) -> ApiResult<OkJson> {
+    // The answer is `Ok`, as in business.proto; the group is one GET away.
+    s.business
+        .add_members(&actor(&headers)?, &group_id, &b.user_ids)
+        .await?;
+    Ok(Json(OkJson {}))
 }
 
 /// Remove members.
-#[utoipa::path(post, path = "/v1/groups/{group_id}/members/remove", request_body = UserIdsBody, responses((status = 200, body = GroupJson), (status = "4XX", body = ErrorBody)), tag = "groups")]
+#[utoipa::path(post, path = "/v1/groups/{group_id}/members/remove", params(GroupPath), request_body = UserIdsBody, responses((status = 200, body = OkJson)), tag = "groups")]
 pub(super) async fn remove_members(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(group_id): PathArg<String>,
+    PathArg(GroupPath { group_id }): PathArg<GroupPath>,
     Body(b): Body<UserIdsBody>,
-) -> ApiResult<GroupJson> {
-    Ok(Json(
-        s.business
-            .remove_members(&actor(&headers)?, &group_id, &b.user_ids)
-            .await?
-            .into(),
-    ))
+) -> ApiResult<OkJson> {
+    // The answer is `Ok`, as in business.proto; the group is one GET away.
+    s.business
+        .remove_members(&actor(&headers)?, &group_id, &b.user_ids)
+        .await?;
+    Ok(Json(OkJson {}))
 }
 
 /// A member leaves.
-#[utoipa::path(post, path = "/v1/groups/{group_id}/leave", request_body = UserIdBody, responses((status = 200), (status = "4XX", body = ErrorBody)), tag = "groups")]
+#[utoipa::path(post, path = "/v1/groups/{group_id}/leave", params(GroupPath), request_body = UserIdBody, responses((status = 200, body = OkJson)), tag = "groups")]
 pub(super) async fn leave_group(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(group_id): PathArg<String>,
+    PathArg(GroupPath { group_id }): PathArg<GroupPath>,
     Body(b): Body<UserIdBody>,
-) -> ApiResult<()> {
+) -> ApiResult<OkJson> {
     s.business
         .leave_group(&actor(&headers)?, &group_id, &b.user_id)
         .await?;
-    Ok(Json(()))
+    Ok(Json(OkJson {}))
 }
 
 /// Make a member an admin, or a plain member again.
-#[utoipa::path(put, path = "/v1/groups/{group_id}/members/{user_id}/role", request_body = RoleBody, responses((status = 200), (status = "4XX", body = ErrorBody)), tag = "groups")]
+#[utoipa::path(put, path = "/v1/groups/{group_id}/members/{user_id}/role", params(MemberPath), request_body = RoleBody, responses((status = 200, body = OkJson)), tag = "groups")]
 pub(super) async fn set_member_role(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path((group_id, user_id)): Path<(String, String)>,
+    PathArg(MemberPath { group_id, user_id }): PathArg<MemberPath>,
     Body(b): Body<RoleBody>,
-) -> ApiResult<()> {
+) -> ApiResult<OkJson> {
     let role = match b.role {
-        Role::Owner => GroupRole::Owner,
-        Role::Admin => GroupRole::Admin,
-        Role::Member => GroupRole::Member,
+        NewRole::Admin => GroupRole::Admin,
+        NewRole::Member => GroupRole::Member,
     };
     s.business
         .set_member_role(&actor(&headers)?, &group_id, &user_id, role)
         .await?;
-    Ok(Json(()))
+    Ok(Json(OkJson {}))
 }
 
 /// Mute a member until a time (0 lifts the mute).
-#[utoipa::path(put, path = "/v1/groups/{group_id}/members/{user_id}/mute", request_body = MuteBody, responses((status = 200), (status = "4XX", body = ErrorBody)), tag = "groups")]
+#[utoipa::path(put, path = "/v1/groups/{group_id}/members/{user_id}/mute", params(MemberPath), request_body = MuteBody, responses((status = 200, body = OkJson)), tag = "groups")]
 pub(super) async fn mute_member(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path((group_id, user_id)): Path<(String, String)>,
+    PathArg(MemberPath { group_id, user_id }): PathArg<MemberPath>,
     Body(b): Body<MuteBody>,
-) -> ApiResult<()> {
+) -> ApiResult<OkJson> {
     s.business
         .mute_member(&actor(&headers)?, &group_id, &user_id, b.until_ms)
         .await?;
-    Ok(Json(()))
+    Ok(Json(OkJson {}))
 }
 
 /// Hand the group to another member.
-#[utoipa::path(post, path = "/v1/groups/{group_id}/owner", request_body = UserIdBody, responses((status = 200), (status = "4XX", body = ErrorBody)), tag = "groups")]
+#[utoipa::path(post, path = "/v1/groups/{group_id}/owner", params(GroupPath), request_body = UserIdBody, responses((status = 200, body = OkJson)), tag = "groups")]
 pub(super) async fn transfer_ownership(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(group_id): PathArg<String>,
+    PathArg(GroupPath { group_id }): PathArg<GroupPath>,
     Body(b): Body<UserIdBody>,
-) -> ApiResult<()> {
+) -> ApiResult<OkJson> {
     s.business
         .transfer_ownership(&actor(&headers)?, &group_id, &b.user_id)
         .await?;
-    Ok(Json(()))
+    Ok(Json(OkJson {}))
 }

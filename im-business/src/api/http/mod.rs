@@ -3,7 +3,7 @@
 //!
 //! Every `/v1` call carries `authorization: Bearer <app secret>`; `x-im-actor: <user id>`
 //! makes the app act on behalf of that user, whose rights then apply. Failures answer with an
-//! [`ErrorBody`] and the HTTP status of its code.
+//! [`ErrorBody`] and the HTTP status of its code; so do unknown paths (404) and methods (405).
 //!
 //! This module holds the shared state, the router and the OpenAPI document; `auth` checks who
 //! calls, `error` maps failures to answers, `shapes` holds the JSON shapes, and the handlers
@@ -13,12 +13,21 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::DefaultBodyLimit,
+    extract::{DefaultBodyLimit, State},
     middleware,
-    routing::{get, post, put},
+    routing::{MethodRouter, get, post, put},
 };
-use im_common::{api::ErrorBody, auth::TokenVerifier};
-use utoipa::OpenApi;
+use im_common::{
+    api::{ACTOR_HEADER, ErrorBody},
+    auth::TokenVerifier,
+};
+use utoipa::{
+    OpenApi, PartialSchema,
+    openapi::{
+        Content, HttpMethod, RefOr, ResponseBuilder,
+        path::{Parameter, ParameterBuilder, ParameterIn},
+    },
+};
 
 use crate::Business;
 
@@ -31,9 +40,11 @@ mod users;
 
 pub use error::{ApiError, Body, PathArg, QueryArg};
 pub use shapes::{
-    CreateGroupBody, GroupJson, GroupKind, ImportUsersBody, ImportedJson, IssueTokenBody, Joining,
-    MemberJson, MemberPageJson, MuteBody, PageQuery, RevokeBody, Role, RoleBody, TokenJson,
-    UpdateGroupBody, UpsertUserBody, UserIdBody, UserIdPageJson, UserIdsBody, UserJson,
+    BlockPath, ContactPath, CreateGroupBody, GroupJson, GroupKind, GroupPath, ID_OR_EMPTY_PATTERN,
+    ID_PATTERN, Id, IdOrEmpty, ImportUsersBody, ImportedJson, IssueTokenBody, Joining, MemberJson,
+    MemberPageJson, MemberPath, MuteBody, NewRole, OkJson, PageQuery, RevokeBody, Role, RoleBody,
+    TokenJson, UpdateGroupBody, UpsertUserBody, UserIdBody, UserIdPageJson, UserIdsBody, UserJson,
+    UserPath,
 };
 
 use groups::{
@@ -73,16 +84,40 @@ impl ApiState {
 /// The largest request body, in bytes (an import of the largest batch with full profiles fits).
 pub const MAX_BODY_BYTES: usize = 8 << 20;
 
-/// The OpenAPI document, served as JSON.
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", security(()), responses((status = 200, description = "This document (OpenAPI 3.1).", content_type = "application/json", body = Object)), tag = "meta")]
+async fn openapi(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    with_limits(&mut doc, state.business.config());
+    Json(doc)
+}
+
+/// The limits this server is configured with, in the schemas they bound, so that the served
+/// document promises what this server accepts.
+fn with_limits(doc: &mut serde_json::Value, config: &crate::BusinessConfig) {
+    let mut set = |pointer: &str, key: &str, value: serde_json::Value| {
+        if let Some(serde_json::Value::Object(schema)) = doc.pointer_mut(pointer) {
+            schema.insert(key.to_owned(), value);
+        }
+    };
+    set(
+        "/components/schemas/IssueTokenBody/properties/ttl_seconds",
+        "maximum",
+        (config.max_token_ttl_ms / 1000).into(),
+    );
+    set(
+        "/components/schemas/ImportUsersBody/properties/users",
+        "maxItems",
+        config.max_import_batch.into(),
+    );
 }
 
 /// The OpenAPI description of this API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "im business API", description = "Users and tokens, groups, roles, mutes, blocks and contacts, for app backends. Authenticate with `authorization: Bearer <app secret>`; act for a user with `x-im-actor`."),
+    info(title = "im business API", description = "Users and tokens, groups, roles, mutes, blocks and contacts, for app backends. Authenticate with `authorization: Bearer <app secret>`; act for a user with `x-im-actor`. Every failure, including an unknown path (404) or method (405), answers with an `ErrorBody`."),
     paths(
+        openapi,
         users::upsert_user, users::import_users, users::get_user, users::deactivate_user,
         users::issue_token, users::revoke_tokens,
         groups::create_group, groups::get_group, groups::update_group, groups::dismiss_group,
@@ -92,7 +127,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         moderation::add_contact, moderation::remove_contact,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&SecurityAddon),
+    modifiers(&SecurityAddon, &CommonParts),
 )]
 pub struct ApiDoc;
 
@@ -104,7 +139,14 @@ impl utoipa::Modify for SecurityAddon {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "app_secret",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The app secret, or a user's own access token (the user then acts for itself).",
+                    ))
+                    .build(),
+            ),
         );
         openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
             "app_secret",
@@ -113,45 +155,134 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
+/// What every `/v1` operation shares, added in one place so that none lacks it: the optional
+/// `x-im-actor` header, and the [`ErrorBody`] of its failures (4XX and 5XX).
+struct CommonParts;
+
+impl utoipa::Modify for CommonParts {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let failure = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                        "ErrorBody",
+                    )))),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for method in [
+                HttpMethod::Get,
+                HttpMethod::Post,
+                HttpMethod::Put,
+                HttpMethod::Patch,
+                HttpMethod::Delete,
+            ] {
+                let Some(operation) = operation_mut(item, method) else {
+                    continue;
+                };
+                operation
+                    .parameters
+                    .get_or_insert_with(Vec::new)
+                    .push(actor_header());
+                let responses = &mut operation.responses.responses;
+                responses.insert(
+                    "4XX".into(),
+                    RefOr::T(failure("Refused: the protocol error code says why.")),
+                );
+                responses.insert(
+                    "5XX".into(),
+                    RefOr::T(failure(
+                        "The server could not do it (INTERNAL, UNAVAILABLE, ...).",
+                    )),
+                );
+            }
+        }
+    }
+}
+
+fn operation_mut(
+    item: &mut utoipa::openapi::PathItem,
+    method: HttpMethod,
+) -> Option<&mut utoipa::openapi::path::Operation> {
+    match method {
+        HttpMethod::Get => item.get.as_mut(),
+        HttpMethod::Post => item.post.as_mut(),
+        HttpMethod::Put => item.put.as_mut(),
+        HttpMethod::Patch => item.patch.as_mut(),
+        HttpMethod::Delete => item.delete.as_mut(),
+        _ => None,
+    }
+}
+
+/// `x-im-actor`: the user the app acts for (absent or empty: the app itself).
+fn actor_header() -> Parameter {
+    ParameterBuilder::new()
+        .name(ACTOR_HEADER)
+        .parameter_in(ParameterIn::Header)
+        .required(utoipa::openapi::Required::False)
+        .description(Some(
+            "The user the app acts for, whose rights then apply; absent or empty: the app itself. With a user's own token, only that user.",
+        ))
+        .schema(Some(IdOrEmpty::schema()))
+        .build()
+}
+
+/// The `/v1` routes, one entry per path; the document lists the same paths (a unit test checks
+/// it) and the same methods (the tests compare each path's `allow` with it).
+fn v1_routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
+    vec![
+        ("/v1/users", post(upsert_user)),
+        ("/v1/users/import", post(import_users)),
+        ("/v1/users/{user_id}", get(get_user)),
+        ("/v1/users/{user_id}/deactivate", post(deactivate_user)),
+        ("/v1/users/{user_id}/tokens", post(issue_token)),
+        ("/v1/users/{user_id}/tokens/revoke", post(revoke_tokens)),
+        ("/v1/users/{user_id}/blocks", get(list_blocked)),
+        (
+            "/v1/users/{user_id}/blocks/{blocked}",
+            put(block_user).delete(unblock_user),
+        ),
+        (
+            "/v1/users/{user_id}/contacts/{contact}",
+            put(add_contact).delete(remove_contact),
+        ),
+        ("/v1/groups", post(create_group)),
+        (
+            "/v1/groups/{group_id}",
+            get(get_group).patch(update_group).delete(dismiss_group),
+        ),
+        (
+            "/v1/groups/{group_id}/members",
+            get(list_members).post(add_members),
+        ),
+        ("/v1/groups/{group_id}/members/remove", post(remove_members)),
+        (
+            "/v1/groups/{group_id}/members/{user_id}/role",
+            put(set_member_role),
+        ),
+        (
+            "/v1/groups/{group_id}/members/{user_id}/mute",
+            put(mute_member),
+        ),
+        ("/v1/groups/{group_id}/leave", post(leave_group)),
+        ("/v1/groups/{group_id}/owner", post(transfer_ownership)),
+    ]
+}
+
 /// The router: `/v1/...` behind the app secret, `/openapi.json` open. The operations
 /// endpoints are on a listener of their own (`im_common::ops`).
 pub fn router(state: ApiState) -> Router {
-    let v1 = Router::new()
-        .route("/v1/users", post(upsert_user))
-        .route("/v1/users/import", post(import_users))
-        .route("/v1/users/{user_id}", get(get_user))
-        .route("/v1/users/{user_id}/deactivate", post(deactivate_user))
-        .route("/v1/users/{user_id}/tokens", post(issue_token))
-        .route("/v1/users/{user_id}/tokens/revoke", post(revoke_tokens))
-        .route("/v1/users/{user_id}/blocks", get(list_blocked))
-        .route(
-            "/v1/users/{user_id}/blocks/{blocked}",
-            put(block_user).delete(unblock_user),
-        )
-        .route(
-            "/v1/users/{user_id}/contacts/{contact}",
-            put(add_contact).delete(remove_contact),
-        )
-        .route("/v1/groups", post(create_group))
-        .route(
-            "/v1/groups/{group_id}",
-            get(get_group).patch(update_group).delete(dismiss_group),
-        )
-        .route(
-            "/v1/groups/{group_id}/members",
-            get(list_members).post(add_members),
-        )
-        .route("/v1/groups/{group_id}/members/remove", post(remove_members))
-        .route(
-            "/v1/groups/{group_id}/members/{user_id}/role",
-            put(set_member_role),
-        )
-        .route(
-            "/v1/groups/{group_id}/members/{user_id}/mute",
-            put(mute_member),
-        )
-        .route("/v1/groups/{group_id}/leave", post(leave_group))
-        .route("/v1/groups/{group_id}/owner", post(transfer_ownership))
+    let v1 = v1_routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, route)| {
+            router.route(path, route)
+        })
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -159,6 +290,58 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(v1)
         .route("/openapi.json", get(openapi))
+        // After every route: it replaces the fallback of the routes there are.
+        .method_not_allowed_fallback(error::no_such_method)
+        .fallback(error::no_such_path)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn the_document_lists_the_routed_paths() {
+        let mut routed: BTreeSet<&str> = v1_routes().into_iter().map(|(path, _)| path).collect();
+        routed.insert("/openapi.json");
+        let doc = ApiDoc::openapi();
+        let documented: BTreeSet<&str> = doc.paths.paths.keys().map(String::as_str).collect();
+        assert_eq!(routed, documented);
+    }
+
+    #[test]
+    fn the_id_pattern_is_the_protocol_rule() {
+        let pattern = |id: &str| {
+            id.len() <= im_proto::ids::MAX_ID_BYTES
+                && !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
+        };
+        assert_eq!(
+            ID_PATTERN, "^[A-Za-z0-9_.@-]+$",
+            "the predicate below spells it out"
+        );
+        let long = "x".repeat(65);
+        for id in [
+            "alice",
+            "a.b-c_d@example.com",
+            "team-42",
+            "",
+            "a:b",
+            "é",
+            "a b",
+            "%FF",
+            &long,
+        ] {
+            assert_eq!(
+                pattern(id),
+                id.parse::<im_proto::UserId>().is_ok(),
+                "{id:?}"
+            );
+        }
+    }
 }

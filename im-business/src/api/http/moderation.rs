@@ -1,51 +1,46 @@
 //! The `moderation` handlers: a user's blocks and contacts.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::HeaderMap,
-};
-use im_common::api::ErrorBody;
+use axum::{Json, extract::State, http::HeaderMap};
 
 use super::{
     ApiState,
     auth::actor,
     error::{ApiResult, PathArg, QueryArg},
-    shapes::{PageQuery, UserIdPageJson},
+    shapes::{BlockPath, ContactPath, OkJson, PageQuery, UserIdPageJson, UserPath},
 };
 
 /// Block a user.
-#[utoipa::path(put, path = "/v1/users/{user_id}/blocks/{blocked}", responses((status = 200), (status = "4XX", body = ErrorBody)), tag = "moderation")]
+#[utoipa::path(put, path = "/v1/users/{user_id}/blocks/{blocked}", params(BlockPath), responses((status = 200, body = OkJson)), tag = "moderation")]
 pub(super) async fn block_user(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path((user_id, blocked)): Path<(String, String)>,
-) -> ApiResult<()> {
+    PathArg(BlockPath { user_id, blocked }): PathArg<BlockPath>,
+) -> ApiResult<OkJson> {
     s.business
         .set_block(&actor(&headers)?, &user_id, &blocked, true)
         .await?;
-    Ok(Json(()))
+    Ok(Json(OkJson {}))
 }
 
 /// Lift a block.
-#[utoipa::path(delete, path = "/v1/users/{user_id}/blocks/{blocked}", responses((status = 200), (status = "4XX", body = ErrorBody)), tag = "moderation")]
+#[utoipa::path(delete, path = "/v1/users/{user_id}/blocks/{blocked}", params(BlockPath), responses((status = 200, body = OkJson)), tag = "moderation")]
 pub(super) async fn unblock_user(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path((user_id, blocked)): Path<(String, String)>,
-) -> ApiResult<()> {
+    PathArg(BlockPath { user_id, blocked }): PathArg<BlockPath>,
+) -> ApiResult<OkJson> {
     s.business
         .set_block(&actor(&headers)?, &user_id, &blocked, false)
         .await?;
-    Ok(Json(()))
+    Ok(Json(OkJson {}))
 }
 
 /// The users a user blocks, a page in id order.
-#[utoipa::path(get, path = "/v1/users/{user_id}/blocks", params(PageQuery), responses((status = 200, body = UserIdPageJson), (status = "4XX", body = ErrorBody)), tag = "moderation")]
+#[utoipa::path(get, path = "/v1/users/{user_id}/blocks", params(UserPath, PageQuery), responses((status = 200, body = UserIdPageJson)), tag = "moderation")]
 pub(super) async fn list_blocked(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(user_id): PathArg<String>,
+    PathArg(UserPath { user_id }): PathArg<UserPath>,
     QueryArg(q): QueryArg<PageQuery>,
 ) -> ApiResult<UserIdPageJson> {
     let page = s
@@ -59,27 +54,27 @@ pub(super) async fn list_blocked(
 }
 
 /// Add a contact.
-#[utoipa::path(put, path = "/v1/users/{user_id}/contacts/{contact}", responses((status = 200), (status = "4XX", body = ErrorBody)), tag = "moderation")]
+#[utoipa::path(put, path = "/v1/users/{user_id}/contacts/{contact}", params(ContactPath), responses((status = 200, body = OkJson)), tag = "moderation")]
 pub(super) async fn add_contact(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path((user_id, contact)): Path<(String, String)>,
-) -> ApiResult<()> {
+    PathArg(ContactPath { user_id, contact }): PathArg<ContactPath>,
+) -> ApiResult<OkJson> {
     s.business
         .set_contact(&actor(&headers)?, &user_id, &contact, true)
         .await?;
-    Ok(Json(()))
+    Ok(Json(OkJson {}))
 }
 
 /// Remove a contact.
-#[utoipa::path(delete, path = "/v1/users/{user_id}/contacts/{contact}", responses((status = 200), (status = "4XX", body = ErrorBody)), tag = "moderation")]
+#[utoipa::path(delete, path = "/v1/users/{user_id}/contacts/{contact}", params(ContactPath), responses((status = 200, body = OkJson)), tag = "moderation")]
 pub(super) async fn remove_contact(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path((user_id, contact)): Path<(String, String)>,
-) -> ApiResult<()> {
+    PathArg(ContactPath { user_id, contact }): PathArg<ContactPath>,
+) -> ApiResult<OkJson> {
     s.business
         .set_contact(&actor(&headers)?, &user_id, &contact, false)
         .await?;
-    Ok(Json(()))
+    Ok(Json(OkJson {}))
 }

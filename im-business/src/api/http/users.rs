@@ -1,21 +1,20 @@
 //! The `users` handlers: creating, importing, reading and deactivating users, and their tokens.
 
 use axum::{Json, extract::State, http::HeaderMap};
-use im_common::api::ErrorBody;
 
 use super::{
     ApiState,
     auth::actor,
     error::{ApiResult, Body, PathArg},
     shapes::{
-        ImportUsersBody, ImportedJson, IssueTokenBody, RevokeBody, TokenJson, UpsertUserBody,
-        UserJson,
+        ImportUsersBody, ImportedJson, IssueTokenBody, OkJson, RevokeBody, TokenJson,
+        UpsertUserBody, UserJson, UserPath,
     },
 };
 use crate::{UserImport, api::convert};
 
 /// Create the user, or update its profile.
-#[utoipa::path(post, path = "/v1/users", request_body = UpsertUserBody, responses((status = 200, body = UserJson), (status = "4XX", body = ErrorBody)), tag = "users")]
+#[utoipa::path(post, path = "/v1/users", request_body = UpsertUserBody, responses((status = 200, body = UserJson)), tag = "users")]
 pub(super) async fn upsert_user(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -35,7 +34,7 @@ pub(super) async fn upsert_user(
 }
 
 /// Create or update many users at once.
-#[utoipa::path(post, path = "/v1/users/import", request_body = ImportUsersBody, responses((status = 200, body = ImportedJson), (status = "4XX", body = ErrorBody)), tag = "users")]
+#[utoipa::path(post, path = "/v1/users/import", request_body = ImportUsersBody, responses((status = 200, body = ImportedJson)), tag = "users")]
 pub(super) async fn import_users(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -47,11 +46,11 @@ pub(super) async fn import_users(
 }
 
 /// A user.
-#[utoipa::path(get, path = "/v1/users/{user_id}", responses((status = 200, body = UserJson), (status = "4XX", body = ErrorBody)), tag = "users")]
+#[utoipa::path(get, path = "/v1/users/{user_id}", params(UserPath), responses((status = 200, body = UserJson)), tag = "users")]
 pub(super) async fn get_user(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(user_id): PathArg<String>,
+    PathArg(UserPath { user_id }): PathArg<UserPath>,
 ) -> ApiResult<UserJson> {
     Ok(Json(
         s.business
@@ -62,11 +61,11 @@ pub(super) async fn get_user(
 }
 
 /// Deactivate a user: its tokens stop working.
-#[utoipa::path(post, path = "/v1/users/{user_id}/deactivate", responses((status = 200, body = UserJson), (status = "4XX", body = ErrorBody)), tag = "users")]
+#[utoipa::path(post, path = "/v1/users/{user_id}/deactivate", params(UserPath), responses((status = 200, body = UserJson)), tag = "users")]
 pub(super) async fn deactivate_user(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(user_id): PathArg<String>,
+    PathArg(UserPath { user_id }): PathArg<UserPath>,
 ) -> ApiResult<UserJson> {
     Ok(Json(
         s.business
@@ -77,11 +76,11 @@ pub(super) async fn deactivate_user(
 }
 
 /// A token for the user on a device.
-#[utoipa::path(post, path = "/v1/users/{user_id}/tokens", request_body = IssueTokenBody, responses((status = 200, body = TokenJson), (status = "4XX", body = ErrorBody)), tag = "users")]
+#[utoipa::path(post, path = "/v1/users/{user_id}/tokens", params(UserPath), request_body = IssueTokenBody, responses((status = 200, body = TokenJson)), tag = "users")]
 pub(super) async fn issue_token(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(user_id): PathArg<String>,
+    PathArg(UserPath { user_id }): PathArg<UserPath>,
     Body(b): Body<IssueTokenBody>,
 ) -> ApiResult<TokenJson> {
     let ttl_ms = convert::ttl_ms(b.ttl_seconds);
@@ -96,15 +95,15 @@ pub(super) async fn issue_token(
 }
 
 /// Log out a device, or every device.
-#[utoipa::path(post, path = "/v1/users/{user_id}/tokens/revoke", request_body = RevokeBody, responses((status = 200), (status = "4XX", body = ErrorBody)), tag = "users")]
+#[utoipa::path(post, path = "/v1/users/{user_id}/tokens/revoke", params(UserPath), request_body = RevokeBody, responses((status = 200, body = OkJson)), tag = "users")]
 pub(super) async fn revoke_tokens(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    PathArg(user_id): PathArg<String>,
+    PathArg(UserPath { user_id }): PathArg<UserPath>,
     Body(b): Body<RevokeBody>,
-) -> ApiResult<()> {
+) -> ApiResult<OkJson> {
     s.business
         .revoke_tokens(&actor(&headers)?, &user_id, &b.device_id)
         .await?;
-    Ok(Json(()))
+    Ok(Json(OkJson {}))
 }
