@@ -341,6 +341,18 @@ impl Run<'_> {
                         }
                     }
                 }
+                // Users whose presence the policy does not show: absent from the answer.
+                for user in expect["hidden"].as_array().into_iter().flatten() {
+                    let mapped = json!(self.user(user.as_str().unwrap_or_default()));
+                    let listed = answer["presences"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["user"] == mapped);
+                    if listed {
+                        return Err(format!("{user}'s presence was shown: {answer}"));
+                    }
+                }
                 Ok(())
             }
             "set_presence" => {
@@ -431,6 +443,11 @@ impl Run<'_> {
             "unblock" => (
                 Method::DELETE,
                 format!("/v1/users/{}/blocks/{}", user("user"), user("target")),
+                json!({}),
+            ),
+            "add_contact" => (
+                Method::PUT,
+                format!("/v1/users/{}/contacts/{}", user("user"), user("target")),
                 json!({}),
             ),
             "add_members" => (

@@ -228,6 +228,7 @@ async fn a_core_node_killed_under_load_loses_nothing() {
         .client_of(&zed, "d", cluster.urls(0)[..1].to_vec())
         .await;
     let obi = Arc::new(cluster.client(&cluster.user("obi"), "d", 1).await);
+    cluster.add_contact(&zed, &cluster.user("obi")).await;
     let zed_seen = probe(obi, zed.clone());
     first_seen(&zed_seen, Instant::now(), PresenceStatus::Online).await;
 
@@ -284,6 +285,7 @@ async fn redis_restarted_under_load_loses_nothing() {
     // r0 stays connected (on node 1) throughout; obi on node 2 watches it.
     let watched = cluster.user("r0");
     let obi = Arc::new(cluster.client(&cluster.user("obi"), "d", 2).await);
+    cluster.add_contact(&watched, &cluster.user("obi")).await;
     let r0_seen = probe(obi, watched);
     first_seen(&r0_seen, Instant::now(), PresenceStatus::Online).await;
     let cluster = Arc::new(Mutex::new(cluster));

@@ -23,7 +23,9 @@ pub mod store;
 pub mod webhook;
 
 pub use error::BusinessError;
-pub use service::{Actor, Business, BusinessConfig, GroupUpdate, NewGroup, UserImport};
+pub use service::{
+    Actor, Business, BusinessConfig, GroupUpdate, NewGroup, PresenceAudience, UserImport,
+};
 
 pub use im_common as common;
 

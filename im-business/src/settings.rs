@@ -8,7 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 use im_common::settings::{Rename, Secret, SettingsError, without_password};
 use serde::{Deserialize, Serialize};
 
-use crate::BusinessConfig;
+use crate::{BusinessConfig, PresenceAudience};
 
 /// Everything the business service needs to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +44,9 @@ pub struct BusinessSettings {
     pub max_token_ttl: Duration,
     /// Only contacts may talk 1:1 with a user.
     pub direct_requires_contact: bool,
+    /// Who sees a user's presence and status text: `related` (its contacts and the members of
+    /// its groups) or `everyone` (every user it has not blocked).
+    pub presence_visible_to: PresenceAudience,
     /// How long core nodes may cache a permission decision.
     #[serde(with = "humantime_serde")]
     pub decision_ttl: Duration,
@@ -93,6 +96,7 @@ impl Default for BusinessSettings {
             default_token_ttl: ms(rules.default_token_ttl_ms),
             max_token_ttl: ms(rules.max_token_ttl_ms),
             direct_requires_contact: rules.direct_requires_contact,
+            presence_visible_to: rules.presence_visible_to,
             decision_ttl: Duration::from_millis(rules.decision_ttl_ms),
             max_page: rules.max_page,
             max_import_batch: rules.max_import_batch,
@@ -130,6 +134,7 @@ impl BusinessSettings {
             default_token_ttl_ms: ms(self.default_token_ttl),
             max_token_ttl_ms: ms(self.max_token_ttl),
             direct_requires_contact: self.direct_requires_contact,
+            presence_visible_to: self.presence_visible_to,
             decision_ttl_ms: u64::try_from(self.decision_ttl.as_millis()).unwrap_or(u64::MAX),
             max_page: self.max_page,
             max_import_batch: self.max_import_batch,

@@ -294,7 +294,7 @@ pub async fn start_with(
     let node_sessions = NodeSessions::new(messaging.clone(), sessions.clone(), node_id);
     let intake = Intake::new(
         verifier.clone(),
-        permissions,
+        permissions.clone(),
         directory,
         Arc::new(node_sessions),
     );
@@ -338,6 +338,7 @@ pub async fn start_with(
     let presence = Arc::new(PresenceService::new(
         parts.presence,
         sessions.clone(),
+        permissions,
         bus.clone(),
         node_id,
         presence_limits.clone(),

@@ -201,6 +201,15 @@ impl Cluster {
         client
     }
 
+    /// `user` adds `contact` as a contact, which shows `user`'s presence to `contact`.
+    pub async fn add_contact(&self, user: &str, contact: &str) {
+        let path = format!("/v1/users/{user}/contacts/{contact}");
+        self.admin
+            .call(reqwest::Method::PUT, &path, Some(serde_json::json!({})))
+            .await
+            .unwrap();
+    }
+
     /// SIGKILLs core node `i`.
     pub fn kill_node(&mut self, i: usize) -> String {
         let mut node = self.nodes[i].take().expect("running");

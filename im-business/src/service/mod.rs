@@ -60,6 +60,8 @@ pub struct BusinessConfig {
     pub max_token_ttl_ms: i64,
     /// Only contacts may start or continue a 1:1 conversation with a user.
     pub direct_requires_contact: bool,
+    /// Who may see a user's presence and status text.
+    pub presence_visible_to: PresenceAudience,
     /// How long a core node may cache a permission decision (events invalidate it sooner).
     pub decision_ttl_ms: u64,
     /// The largest page of members or blocked users.
@@ -78,11 +80,23 @@ impl Default for BusinessConfig {
             default_token_ttl_ms: 7 * 24 * 3_600_000,
             max_token_ttl_ms: 90 * 24 * 3_600_000,
             direct_requires_contact: false,
+            presence_visible_to: PresenceAudience::Related,
             decision_ttl_ms: 60_000,
             max_page: 1_000,
             max_import_batch: 1_000,
         }
     }
+}
+
+/// Who may see a user's presence (online, status, status text).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceAudience {
+    /// The user's contacts (those it added) and the members of the groups it is in.
+    #[default]
+    Related,
+    /// Every active user who has not been blocked by it.
+    Everyone,
 }
 
 /// On whose behalf an operation runs: the principal whose rights the rules check and whom

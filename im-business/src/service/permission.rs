@@ -6,7 +6,7 @@ use im_proto::{
     v1::{ConversationAction, ConversationType, ErrorCode, PermissionDecision},
 };
 
-use super::{Business, Standing, forbidden, invalid, now_ms, parse_user};
+use super::{Business, PresenceAudience, Standing, forbidden, invalid, now_ms, parse_user};
 use crate::error::BusinessError;
 
 impl Business {
@@ -46,6 +46,45 @@ impl Business {
         }
     }
 
+    /// May `watcher` see `watched`'s presence? Itself always; others under the presence
+    /// policy, never once `watched` has blocked them.
+    async fn may_see_presence(
+        &self,
+        watcher: &UserId,
+        watched: &UserId,
+    ) -> Result<(), BusinessError> {
+        if watcher == watched {
+            return Ok(());
+        }
+        let (watcher, watched) = (watcher.as_str(), watched.as_str());
+        let refused = || forbidden(format!("{watched}'s presence is not shown to {watcher}"));
+        if self.store.is_blocked(watched, watcher).await? {
+            return Err(refused());
+        }
+        match self.config.presence_visible_to {
+            PresenceAudience::Everyone => Ok(()),
+            PresenceAudience::Related => {
+                if self.store.is_contact(watched, watcher).await? {
+                    return Ok(());
+                }
+                let theirs: std::collections::HashSet<String> = self
+                    .store
+                    .groups_of(watched)
+                    .await?
+                    .into_iter()
+                    .map(|(group, _)| group.group_id)
+                    .collect();
+                let shared = self
+                    .store
+                    .groups_of(watcher)
+                    .await?
+                    .iter()
+                    .any(|(group, _)| theirs.contains(&group.group_id));
+                if shared { Ok(()) } else { Err(refused()) }
+            }
+        }
+    }
+
     /// The rules behind [`Self::check_permission`]: `Ok` allows; a refusal says why, and its
     /// code is the decision's.
     async fn decide(
@@ -69,6 +108,9 @@ impl Business {
                 })?;
                 if action == ConversationAction::Manage {
                     return Err(forbidden("1:1 conversations have no managers"));
+                }
+                if action == ConversationAction::SeePresence {
+                    return self.may_see_presence(&me, peer).await;
                 }
                 if action == ConversationAction::Read || peer == &me {
                     return Ok(());
@@ -106,6 +148,9 @@ impl Business {
                     until_ms,
                 };
                 match action {
+                    ConversationAction::SeePresence => Err(invalid(
+                        "presence is asked on the 1:1 conversation of the two users",
+                    )),
                     ConversationAction::Read => Ok(()),
                     ConversationAction::Manage if standing >= Standing::Admin => Ok(()),
                     ConversationAction::Manage => {

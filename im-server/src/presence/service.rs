@@ -4,18 +4,28 @@
 
 use std::sync::Arc;
 
+use futures::{StreamExt, stream};
 use im_common::{
     bus::Bus,
     now_ms,
     settings::{Live, Reloadable, SettingsError},
 };
 use im_proto::{
-    ErrorCode, UserId,
-    v1::{Error, Presence, PresenceChanged, PresenceList, PresenceStatus, SetPresence},
+    ConversationId, ErrorCode, UserId,
+    v1::{
+        ConversationAction, Error, Presence, PresenceChanged, PresenceList, PresenceStatus,
+        SetPresence,
+    },
 };
 
 use super::PresenceStore;
-use crate::sessions::{SessionHandle, Sessions};
+use crate::{
+    business::Permissions,
+    sessions::{SessionHandle, Sessions},
+};
+
+/// Presence decisions asked of the business service at once, for one subscription.
+const CHECKS_IN_FLIGHT: usize = 16;
 
 /// The limits a connection's presence requests are held to: table `[core.presence]`, all of
 /// it live (read at each request).
@@ -47,6 +57,7 @@ impl Reloadable for Limits {
 pub struct PresenceService {
     store: Arc<dyn PresenceStore>,
     sessions: Arc<Sessions>,
+    permissions: Arc<Permissions>,
     bus: Arc<dyn Bus>,
     node_id: String,
     limits: Live<Limits>,
@@ -61,10 +72,12 @@ impl std::fmt::Debug for PresenceService {
 }
 
 impl PresenceService {
-    /// Presence of node `node_id`'s sessions, kept in `store`, announced on `bus`.
+    /// Presence of node `node_id`'s sessions, kept in `store`, announced on `bus`, shown to
+    /// whom `permissions` allow.
     pub fn new(
         store: Arc<dyn PresenceStore>,
         sessions: Arc<Sessions>,
+        permissions: Arc<Permissions>,
         bus: Arc<dyn Bus>,
         node_id: &str,
         limits: Live<Limits>,
@@ -72,6 +85,7 @@ impl PresenceService {
         Self {
             store,
             sessions,
+            permissions,
             bus,
             node_id: node_id.to_owned(),
             limits,
@@ -154,6 +168,13 @@ impl PresenceService {
             ));
         }
         let max = self.limits.get().max_subscriptions as usize;
+        if unique.len() > max {
+            return Err(Error::new(
+                ErrorCode::QuotaExceeded,
+                format!("a connection watches at most {max} users"),
+            ));
+        }
+        let unique = self.visible_to(&session.user, unique).await?;
         if !self.sessions.watch(&session.session_id, &unique, max) {
             return Err(Error::new(
                 ErrorCode::QuotaExceeded,
@@ -162,6 +183,45 @@ impl PresenceService {
         }
         let presences = self.store.get(&unique).await;
         Ok(PresenceList { presences })
+    }
+
+    /// Those of `user_ids` (valid ids) whose presence `watcher` may see, as the business
+    /// service's presence policy decides (cached like every permission decision).
+    async fn visible_to(
+        &self,
+        watcher: &UserId,
+        user_ids: Vec<String>,
+    ) -> Result<Vec<String>, Error> {
+        let checks = user_ids.into_iter().map(|id| async move {
+            let watched = UserId::new(id.as_str()).ok()?;
+            if watched == *watcher {
+                return Some(Ok(id));
+            }
+            let pair = ConversationId::direct(watcher.clone(), watched);
+            let decision = self
+                .permissions
+                .check(watcher, &pair, ConversationAction::SeePresence)
+                .await;
+            match decision {
+                Ok(decision) if decision.allowed => Some(Ok(id)),
+                Ok(_) => None,
+                Err(error) => Some(Err(error)),
+            }
+        });
+        let decided: Vec<_> = stream::iter(checks)
+            .buffered(CHECKS_IN_FLIGHT)
+            .filter_map(|d| async move { d })
+            .collect()
+            .await;
+        decided
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(|error| {
+                let mut refusal =
+                    Error::new(ErrorCode::Unavailable, format!("presence policy: {error}"));
+                refusal.retry_after_ms = 1_000;
+                refusal
+            })
     }
 
     /// `session` stops watching `user_ids`.

@@ -718,7 +718,11 @@ async fn a_device_that_never_acknowledges_is_a_slow_consumer() {
 
 #[tokio::test]
 async fn presence_subscriptions_are_capped() {
-    let w = world_with(|s| s.presence.max_subscriptions = 2).await;
+    let w = World::builder()
+        .core(|s| s.presence.max_subscriptions = 2)
+        .business(|s| s.presence_visible_to = im_business::PresenceAudience::Everyone)
+        .start()
+        .await;
     w.users(&["amy"]).await;
     let mut amy = w.connect("amy", "d").await;
     let subscribe = |ids: &[&str]| {

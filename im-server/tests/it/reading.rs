@@ -588,6 +588,11 @@ async fn sync_compares_read_cursors_only_where_the_client_sent_one() {
 async fn presence_follows_devices_and_chosen_status() {
     let w = world().await;
     w.users(&["amy", "bob"]).await;
+    // bob shows his presence to his contacts.
+    w.business
+        .set_contact(&im_business::Actor::App, "bob", "amy", true)
+        .await
+        .unwrap();
     let mut amy = w.connect("amy", "d").await;
     let list = match amy
         .call(client_frame::Body::PresenceSubscribe(PresenceSubscribe {
@@ -641,6 +646,91 @@ async fn presence_follows_devices_and_chosen_status() {
     drop(bob);
     let offline = amy.expect(presence(PresenceStatus::Offline)).await;
     assert!(offline.last_seen_ms > 0);
+}
+
+/// Whose presence `watcher` is shown, of `users`.
+async fn shown(watcher: &mut Client, users: &[&str]) -> Vec<String> {
+    match watcher
+        .call(client_frame::Body::PresenceSubscribe(PresenceSubscribe {
+            user_ids: users.iter().map(|u| u.to_string()).collect(),
+        }))
+        .await
+    {
+        server_frame::Body::Presences(list) => {
+            let mut ids: Vec<String> = list.presences.into_iter().map(|p| p.user_id).collect();
+            ids.sort();
+            ids
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn presence_is_shown_to_contacts_and_group_mates_unless_blocked() {
+    use im_business::Actor;
+    let w = world().await;
+    let everyone = [
+        "amy", "contact", "fan", "mate", "stranger", "blocker", "owner",
+    ];
+    w.users(&everyone).await;
+    let app = Actor::App;
+    // contact added amy; amy added fan (not the other way round).
+    w.business
+        .set_contact(&app, "contact", "amy", true)
+        .await
+        .unwrap();
+    w.business
+        .set_contact(&app, "amy", "fan", true)
+        .await
+        .unwrap();
+    w.group("team", "owner", &["amy", "mate", "blocker"]).await;
+    w.business
+        .set_block(&app, "blocker", "amy", true)
+        .await
+        .unwrap();
+    let mut amy = w.connect("amy", "d").await;
+    let others = ["contact", "fan", "mate", "stranger", "blocker"];
+    assert_eq!(
+        shown(&mut amy, &others).await,
+        ["contact", "mate"],
+        "contacts (those who added amy) and group mates, never one who blocked her"
+    );
+    assert_eq!(shown(&mut amy, &["amy"]).await, ["amy"], "herself");
+
+    // Only those shown are watched: a stranger's presence never reaches amy.
+    let mut stranger = w.connect("stranger", "d").await;
+    stranger
+        .call(client_frame::Body::SetPresence(SetPresence {
+            status: PresenceStatus::Busy as i32,
+            status_text: "private".into(),
+        }))
+        .await;
+    let leaked = amy
+        .sees_within(std::time::Duration::from_millis(300), |b| match b {
+            server_frame::Body::Presence(p) if p.user_id == "stranger" => Some(p.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(leaked, None);
+}
+
+#[tokio::test]
+async fn presence_for_everyone_is_a_setting_and_blocks_still_hide_it() {
+    use im_business::Actor;
+    let w = World::builder()
+        .business(|s| s.presence_visible_to = im_business::PresenceAudience::Everyone)
+        .start()
+        .await;
+    w.users(&["amy", "stranger", "blocker"]).await;
+    w.business
+        .set_block(&Actor::App, "blocker", "amy", true)
+        .await
+        .unwrap();
+    let mut amy = w.connect("amy", "d").await;
+    assert_eq!(
+        shown(&mut amy, &["stranger", "blocker"]).await,
+        ["stranger"]
+    );
 }
 
 #[tokio::test]
