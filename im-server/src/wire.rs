@@ -41,18 +41,23 @@ pub(crate) mod fields {
     pub(crate) const EDIT_CONTENT: u32 = 2;
 }
 
-/// The `MessageBody` of a send exactly as the client encoded it: every copy of the field, in
-/// wire order, so that what decodes from it is what the protobuf rules make of the frame (a
-/// field sent twice is merged) and what the checks see is what is stored and relayed.
+/// The `MessageBody` of a send as the client encoded it: every copy of the field, in wire
+/// order, so that what decodes from it is what the protobuf rules make of the frame (a field
+/// sent twice is merged) and what the checks see is what is stored and relayed. Only what
+/// those rules discard is left out: a oneof member that a later member replaced, in the frame
+/// (an earlier `send` than the one kept) and in the body (an earlier kind), since the raw
+/// readers of the stored body (the content check, an edit's folding) would otherwise see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawBody(Bytes);
 
 impl RawBody {
-    /// The body of the `send` in the encoded `ClientFrame` `frame`; `None` when the frame
-    /// cannot be walked (a malformed or deprecated group field) or carries no body.
+    /// The body of the `send` in the encoded `ClientFrame` `frame`; `None` when the frame is
+    /// malformed or carries no body.
     pub fn of_send_frame(frame: &[u8]) -> Option<Self> {
-        let send = field(frame, fields::FRAME_SEND)?;
+        let frame = without_replaced(frame, oneof("im.v1.ClientFrame", "body"))?;
+        let send = field(&frame, fields::FRAME_SEND)?;
         let body = field(&send, fields::SEND_BODY)?;
+        let body = without_replaced(&body, oneof("im.v1.MessageBody", "kind"))?;
         Some(Self(Bytes::copy_from_slice(&body)))
     }
 
@@ -94,29 +99,93 @@ pub(crate) fn field(mut buf: &[u8], number: u32) -> Option<Cow<'_, [u8]>> {
     let mut found: Option<Cow<'_, [u8]>> = None;
     while !buf.is_empty() {
         let (tag, wire_type) = decode_key(&mut buf).ok()?;
-        let skip = match wire_type {
-            WireType::Varint => {
-                decode_varint(&mut buf).ok()?;
-                0
-            }
-            WireType::SixtyFourBit => 8,
-            WireType::ThirtyTwoBit => 4,
-            WireType::LengthDelimited => {
-                let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
-                let value = buf.get(..len)?;
-                if tag == number {
-                    found = Some(match found {
-                        None => Cow::Borrowed(value),
-                        Some(earlier) => Cow::Owned([&earlier[..], value].concat()),
-                    });
-                }
-                len
-            }
-            WireType::StartGroup | WireType::EndGroup => return None,
-        };
-        buf = buf.get(skip..)?;
+        if wire_type != WireType::LengthDelimited {
+            skip_value(&mut buf, tag, wire_type)?;
+            continue;
+        }
+        let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+        let value = buf.get(..len)?;
+        if tag == number {
+            found = Some(match found {
+                None => Cow::Borrowed(value),
+                Some(earlier) => Cow::Owned([&earlier[..], value].concat()),
+            });
+        }
+        buf = &buf[len..];
     }
     found
+}
+
+/// The members of a oneof of the protocol.
+fn oneof(message: &str, oneof: &str) -> &'static [u32] {
+    reflect::oneof_numbers(message, oneof).unwrap_or_default()
+}
+
+/// The protobuf message `buf` less the members of a oneof (`members`) that a later member
+/// replaces: what protobuf reads is the last member, merged from its copies after the last
+/// other member. Borrowed when nothing is replaced; `None` if `buf` is not well formed.
+fn without_replaced<'a>(buf: &'a [u8], members: &[u32]) -> Option<Cow<'a, [u8]>> {
+    // Where the copies that are read begin: at the last member unlike the one before it.
+    let (mut rest, mut last, mut read_from) = (buf, None, 0);
+    while !rest.is_empty() {
+        let start = buf.len() - rest.len();
+        let (number, wire_type) = decode_key(&mut rest).ok()?;
+        skip_value(&mut rest, number, wire_type)?;
+        if members.contains(&number) {
+            if last.is_some_and(|last| last != number) {
+                read_from = start;
+            }
+            last = Some(number);
+        }
+    }
+    if read_from == 0 {
+        return Some(Cow::Borrowed(buf));
+    }
+    // Before that point only the fields outside the oneof are kept, in their order.
+    let mut kept = Vec::with_capacity(buf.len());
+    let mut rest = &buf[..read_from];
+    while !rest.is_empty() {
+        let start = read_from - rest.len();
+        let (number, wire_type) = decode_key(&mut rest).ok()?;
+        skip_value(&mut rest, number, wire_type)?;
+        if !members.contains(&number) {
+            kept.extend_from_slice(&buf[start..read_from - rest.len()]);
+        }
+    }
+    kept.extend_from_slice(&buf[read_from..]);
+    Some(Cow::Owned(kept))
+}
+
+/// Moves `buf` past the value of the field whose key (`number`, `wire_type`) was just read. A
+/// (deprecated) group is skipped up to its matching end, as protobuf skips one it does not
+/// know: walking past it rather than giving up keeps what the walkers find equal to what
+/// decodes. `None` if `buf` ends early or a group end does not match.
+fn skip_value(buf: &mut &[u8], number: u32, wire_type: WireType) -> Option<()> {
+    let mut open_groups = Vec::new();
+    let (mut number, mut wire_type) = (number, wire_type);
+    loop {
+        match wire_type {
+            WireType::Varint => {
+                decode_varint(buf).ok()?;
+            }
+            WireType::SixtyFourBit => *buf = buf.get(8..)?,
+            WireType::ThirtyTwoBit => *buf = buf.get(4..)?,
+            WireType::LengthDelimited => {
+                let len = usize::try_from(decode_varint(buf).ok()?).ok()?;
+                *buf = buf.get(len..)?;
+            }
+            WireType::StartGroup => open_groups.push(number),
+            WireType::EndGroup => {
+                if open_groups.pop() != Some(number) {
+                    return None;
+                }
+            }
+        }
+        if open_groups.is_empty() {
+            return Some(());
+        }
+        (number, wire_type) = decode_key(buf).ok()?;
+    }
 }
 
 /// Whether the encoded message `raw` of type `message` (a full name) holds a field that type
@@ -133,22 +202,8 @@ pub(crate) fn has_unknown_fields(raw: &[u8], message: &str) -> bool {
         if known.binary_search(&tag).is_err() {
             return true;
         }
-        let skip = match wire_type {
-            WireType::Varint => match decode_varint(&mut buf) {
-                Ok(_) => 0,
-                Err(_) => return false,
-            },
-            WireType::SixtyFourBit => 8,
-            WireType::ThirtyTwoBit => 4,
-            WireType::LengthDelimited => match decode_varint(&mut buf) {
-                Ok(len) => usize::try_from(len).unwrap_or(usize::MAX),
-                Err(_) => return false,
-            },
-            WireType::StartGroup | WireType::EndGroup => return false,
-        };
-        match buf.get(skip..) {
-            Some(rest) => buf = rest,
-            None => return false,
+        if skip_value(&mut buf, tag, wire_type).is_none() {
+            return false;
         }
     }
     false
@@ -362,6 +417,72 @@ mod tests {
                 prop_assert_eq!(stored.decode().expect("decodes"), checked);
             }
         }
+    }
+
+    #[test]
+    fn walkers_skip_groups_as_protobuf_does() {
+        // Group 14 holding a varint and group 15, then an empty content.
+        let body = [0x73, 0x08, 0x01, 0x7b, 0x7c, 0x74, 0x0a, 0x00];
+        assert_eq!(field(&body, fields::BODY_CONTENT).as_deref(), Some(&[][..]));
+        assert_eq!(
+            MessageBody::decode(&body[..]).expect("decodes").kind,
+            Some(message_body::Kind::Content(Content::default()))
+        );
+        assert!(has_unknown_fields(&body, "im.v1.MessageBody"));
+        assert_eq!(field(&[0x73, 0x7c, 0x0a, 0x00], 1), None, "the wrong end");
+        assert_eq!(field(&[0x74, 0x0a, 0x00], 1), None, "an end never opened");
+        assert_eq!(field(&[0x73, 0x0a, 0x00], 1), None, "never closed");
+    }
+
+    #[test]
+    fn a_replaced_oneof_member_is_left_out_of_the_raw_body() {
+        use im_proto::v1::{ClientFrame, Recall, client_frame};
+
+        let recall = MessageBody {
+            kind: Some(message_body::Kind::Recall(Recall { target_seq: 3 })),
+        }
+        .encode_to_vec();
+        let send = |body: &[&[u8]]| {
+            let mut send = Vec::new();
+            for part in body {
+                put_field(&mut send, fields::SEND_BODY, part);
+            }
+            send
+        };
+        let decoded = |frame: &[u8]| match ClientFrame::decode(frame).expect("decodes").body {
+            Some(client_frame::Body::Send(send)) => send.body,
+            _ => panic!("a send"),
+        };
+
+        // A send, replaced by a ping, then another send: only the last one is read.
+        let mut frame = vec![0x08, 0x01];
+        put_field(
+            &mut frame,
+            fields::FRAME_SEND,
+            &send(&[&text("old").encode_to_vec()]),
+        );
+        put_field(&mut frame, 3, &[]);
+        put_field(&mut frame, fields::FRAME_SEND, &send(&[&recall]));
+        let raw = RawBody::of_send_frame(&frame).expect("a body");
+        assert_eq!(raw.as_bytes(), &recall[..]);
+        assert_eq!(Some(raw.decode().expect("decodes")), decoded(&frame));
+
+        // In the body, a content replaced by a recall, then a content again.
+        let new = text("new").encode_to_vec();
+        let mut frame = vec![0x08, 0x01];
+        let body = send(&[&text("old").encode_to_vec(), &recall, &new]);
+        put_field(&mut frame, fields::FRAME_SEND, &body);
+        let raw = RawBody::of_send_frame(&frame).expect("a body");
+        assert_eq!(raw.as_bytes(), &new[..]);
+        assert_eq!(Some(raw.decode().expect("decodes")), decoded(&frame));
+
+        // Copies of one member are all kept, merged as protobuf merges them.
+        let mut frame = vec![0x08, 0x01];
+        let twice = send(&[&text("a").encode_to_vec(), &text("b").encode_to_vec()]);
+        put_field(&mut frame, fields::FRAME_SEND, &twice);
+        let raw = RawBody::of_send_frame(&frame).expect("a body");
+        assert_eq!(raw.len(), 2 * text("a").encoded_len());
+        assert_eq!(Some(raw.decode().expect("decodes")), decoded(&frame));
     }
 
     #[test]

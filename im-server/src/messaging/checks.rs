@@ -32,8 +32,8 @@ impl Messaging {
         if send.body.is_none() {
             return Err(MessagingError::Invalid("send has no body".into()));
         }
-        // Only a frame this parser cannot walk (one holding a deprecated group field) lacks the
-        // body's bytes.
+        // Only a frame that is not valid protobuf lacks the body's bytes (and such a frame does
+        // not decode in the first place).
         let Some(raw) = raw else {
             return Err(MessagingError::Invalid(
                 "the send's body could not be read as sent".into(),
