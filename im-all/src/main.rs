@@ -292,8 +292,13 @@ async fn run(args: &Args, settings: &Settings) -> ExitCode {
     let (running_core, running_business) = (&system.core, &system.business);
     println!("im-server {} is running", env!("CARGO_PKG_VERSION"));
     if let Some(running) = running_core {
+        let scheme = if settings.core.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
         println!(
-            "  WebSocket     ws://{}/ws  (subprotocol im.v1; node {})",
+            "  WebSocket     {scheme}://{}/ws  (subprotocol im.v1; node {})",
             running.addr, settings.cluster.node_id
         );
         println!(
@@ -302,8 +307,12 @@ async fn run(args: &Args, settings: &Settings) -> ExitCode {
         );
     }
     if let Some(running) = running_business {
+        let (scheme, grpc) = match settings.business.tls {
+            Some(_) => ("https", "gRPC over TLS"),
+            None => ("http", "gRPC"),
+        };
         println!(
-            "  business API  http://{}  (OpenAPI at /openapi.json; gRPC on {}; its health and metrics on http://{})",
+            "  business API  {scheme}://{}  (OpenAPI at /openapi.json; {grpc} on {}; its health and metrics on http://{})",
             running.http_addr, running.grpc_addr, running.ops_addr
         );
         println!(

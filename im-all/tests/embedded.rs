@@ -3,7 +3,8 @@
 //! message is lost, resends return the first acknowledgement, and sequences continue with no
 //! gap and no reuse; its offline pushes reach the app's webhook; and it takes the tokens an
 //! app signs with its own key, as configured, and no others; and with its open files limit
-//! held by idle connections, logins still get in.
+//! held by idle connections, logins still get in; and with a certificate, every API listener
+//! speaks TLS.
 
 #![allow(clippy::unwrap_used)]
 
@@ -323,4 +324,123 @@ async fn idle_connections_beyond_the_open_files_limit_do_not_lock_logins_out() {
     }
     let sent = amy.call(send(2)).await;
     assert!(matches!(sent, server_frame::Body::SendAck(_)), "{sent:?}");
+}
+
+/// A client TLS configuration that trusts `cert` (DER) alone.
+fn trusting(cert: &[u8]) -> std::sync::Arc<tokio_rustls::rustls::ClientConfig> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(cert.to_vec()))
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+/// A TLS connection to `addr` for the name `localhost`, trusting `cert` alone.
+async fn tls_to(
+    addr: SocketAddr,
+    cert: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(trusting(cert))
+        .connect(name, tcp)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_the_gateway_speaks_wss_and_the_business_apis_tls() {
+    use futures::{SinkExt, StreamExt};
+    use prost::Message as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_file, key_file) = (data.join("cert.pem"), data.join("key.pem"));
+    std::fs::write(&cert_file, made.cert.pem()).unwrap();
+    std::fs::write(&key_file, made.signing_key.serialize_pem()).unwrap();
+    let cert = made.cert.der().to_vec();
+    let amy = token(data, "amy", "phone");
+    let (cert_path, key_path) = (cert_file.to_str().unwrap(), key_file.to_str().unwrap());
+    let env = [
+        ("IM_CORE__TLS__CERT_FILE", cert_path),
+        ("IM_CORE__TLS__KEY_FILE", key_path),
+        ("IM_BUSINESS__TLS__CERT_FILE", cert_path),
+        ("IM_BUSINESS__TLS__KEY_FILE", key_path),
+    ];
+    let (_server, printed) = im_testkit::binary::start_printing(BIN, data, &env);
+
+    // The gateway: a WebSocket over TLS, and a Hello answered by a Welcome.
+    let tls = tls_to(printed.gateway, &cert).await.unwrap();
+    let mut request = "wss://localhost/ws".into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "im.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tls).await.unwrap();
+    let hello = im_proto::v1::ClientFrame {
+        request_id: 1,
+        body: Some(client_frame::Body::Hello(client::hello(&amy, "phone"))),
+    };
+    ws.send(tungstenite::Message::Binary(hello.encode_to_vec().into()))
+        .await
+        .unwrap();
+    let answer = loop {
+        match ws.next().await.unwrap().unwrap() {
+            tungstenite::Message::Binary(bytes) => {
+                break im_proto::v1::ServerFrame::decode(bytes).unwrap();
+            }
+            _ => continue,
+        }
+    };
+    assert!(
+        matches!(answer.body, Some(server_frame::Body::Welcome(_))),
+        "{answer:?}"
+    );
+    // Plain WebSocket on the same port is not served.
+    assert!(client::open(printed.gateway, &["im.v1"]).await.is_err());
+    // Nor TLS with another certificate trusted.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    assert!(tls_to(printed.gateway, other.cert.der()).await.is_err());
+
+    // The HTTP API over TLS.
+    let mut https = tls_to(printed.api, &cert).await.unwrap();
+    https
+        .write_all(b"GET /openapi.json HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    https.read_to_string(&mut answer).await.ok();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // The gRPC API over TLS: a call without the app secret is answered UNAUTHENTICATED.
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(made.cert.pem()))
+        .domain_name("localhost");
+    let channel = tonic::transport::Channel::from_shared(format!("https://{}", printed.grpc))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let refused = grpc
+        .unary(
+            tonic::Request::new(()),
+            "/im.v1.UserService/GetUser".parse().unwrap(),
+            codec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
 }

@@ -15,6 +15,7 @@ use im_common::{
     bus::{Bus, PUSH_KEPT, PUSH_STREAM},
     process::StartError,
     settings::{ClusterSettings, Database, SettingsError, without_password},
+    tls::{TlsFiles, TlsListener},
 };
 use im_proto::bus;
 use tokio::task::JoinSet;
@@ -29,6 +30,20 @@ use crate::{
     store::{BusinessStore, SqliteBusinessStore},
     webhook::{self, Webhook},
 };
+
+/// How long a client of the HTTPS API has for its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The gRPC listener's identity: the same files as the HTTPS listener's.
+fn grpc_identity(files: &TlsFiles) -> Result<tonic::transport::Identity, StartError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| SettingsError::new(format!("tls: {}: {e}", path.display())))
+    };
+    Ok(tonic::transport::Identity::from_pem(
+        read(&files.cert_file)?,
+        read(&files.key_file)?,
+    ))
+}
 
 /// A running business service.
 #[derive(Debug)]
@@ -169,17 +184,41 @@ pub async fn start(
     let state = http::ApiState::new(business.clone(), settings.app_secret.expose().as_bytes())
         .with_user_tokens(verifier);
     let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let serving = axum::serve(http_listener, http::router(state))
-            .with_graceful_shutdown(stop.cancelled_owned());
-        if let Err(error) = serving.await {
-            tracing::error!(%error, "http api stopped");
+    let router = http::router(state);
+    match &settings.tls {
+        None => {
+            tasks.spawn(async move {
+                let serving = axum::serve(http_listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(error) = serving.await {
+                    tracing::error!(%error, "http api stopped");
+                }
+            });
         }
-    });
+        Some(files) => {
+            let acceptor = files.acceptor(&[b"http/1.1"])?;
+            let listener = TlsListener::new(http_listener, acceptor, TLS_HANDSHAKE_TIMEOUT)
+                .map_err(StartError::listen(http_addr))?;
+            tasks.spawn(async move {
+                let serving =
+                    axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(error) = serving.await {
+                    tracing::error!(%error, "https api stopped");
+                }
+            });
+        }
+    }
     let routes = grpc::routes(business.clone(), settings.app_secret.expose().as_bytes());
+    let mut grpc_server = tonic::transport::Server::builder();
+    if let Some(files) = &settings.tls {
+        let identity = grpc_identity(files)?;
+        grpc_server = grpc_server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| StartError::Settings(SettingsError::new(format!("tls: {e}"))))?;
+    }
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        let serving = tonic::transport::Server::builder()
+        let serving = grpc_server
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), stop.cancelled_owned());
         if let Err(error) = serving.await {

@@ -42,6 +42,9 @@ pub struct BusinessSettings {
     /// The longest token lifetime a request may ask for.
     #[serde(with = "humantime_serde")]
     pub max_token_ttl: Duration,
+    /// The HTTP and gRPC APIs' certificate and key: with them both serve TLS only (`https://`;
+    /// gRPC over TLS). The operations listener stays plain, for local probes.
+    pub tls: Option<im_common::tls::TlsFiles>,
     /// Only contacts may talk 1:1 with a user.
     pub direct_requires_contact: bool,
     /// Who sees a user's presence and status text: `related` (its contacts and the members of
@@ -95,6 +98,7 @@ impl Default for BusinessSettings {
             max_extra_json_bytes: rules.max_extra_json_bytes,
             default_token_ttl: ms(rules.default_token_ttl_ms),
             max_token_ttl: ms(rules.max_token_ttl_ms),
+            tls: None,
             direct_requires_contact: rules.direct_requires_contact,
             presence_visible_to: rules.presence_visible_to,
             decision_ttl: Duration::from_millis(rules.decision_ttl_ms),

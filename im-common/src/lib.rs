@@ -28,6 +28,7 @@ pub mod process;
 pub mod server_db;
 pub mod settings;
 pub mod sqlite;
+pub mod tls;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {

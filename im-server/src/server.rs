@@ -343,11 +343,17 @@ pub async fn start_with(
         node_id,
         presence_limits.clone(),
     ));
+    // HTTP/1.1 is what a WebSocket upgrade speaks.
+    let tls = match &settings.tls {
+        Some(files) => Some(files.acceptor(&[b"http/1.1"])?),
+        None => None,
+    };
     let config = gateway::Config {
         node_id: node_id.to_owned(),
         limits: gateway_limits,
         messaging: messaging_settings,
         presence: presence_limits,
+        tls,
     };
     let gateway = Arc::new(Gateway::new(
         config,

@@ -19,8 +19,10 @@ use crate::{gateway, messaging, presence, router};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoreSettings {
-    /// Where the WebSocket gateway listens (`ws://<listen>/ws`).
+    /// Where the WebSocket gateway listens (`ws://<listen>/ws`, or `wss://` with `tls`).
     pub listen: SocketAddr,
+    /// The gateway's certificate and key: with them it serves `wss://` only.
+    pub tls: Option<im_common::tls::TlsFiles>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served over HTTP.
     pub http_listen: SocketAddr,
     /// The message database: a SQLite file (created with its directory if missing), or a
@@ -58,6 +60,7 @@ impl Default for CoreSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 7103)),
+            tls: None,
             database: "data/messages.db".into(),
             max_connections: 4,
             presence_lease: Duration::from_secs(30),

@@ -12,7 +12,11 @@ use im_proto::{
     v1::{Error, ErrorCode, Hello, RouteChanged, Welcome, client_frame, server_frame},
     version::SUPPORTED_VERSIONS,
 };
-use tokio::{net::TcpStream, sync::mpsc, time::Instant};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::mpsc,
+    time::Instant,
+};
 use tokio_tungstenite::tungstenite::{
     self,
     handshake::server::{Request, Response},
@@ -39,11 +43,14 @@ pub(super) fn millis(duration: Duration) -> u64 {
 impl Gateway {
     /// The upgrade, the Hello and the Welcome: a registered session, or `None` when the
     /// connection was refused (the refusal has been sent).
-    pub(super) async fn open(
+    pub(super) async fn open<S>(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: S,
         evicted: &CancellationToken,
-    ) -> Result<Option<Connection<TcpStream>>, tungstenite::Error> {
+    ) -> Result<Option<Connection<S>>, tungstenite::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let limits = self.config.limits.get();
         let mut negotiated = None;
         #[allow(clippy::result_large_err)] // The error type is tungstenite's callback contract.

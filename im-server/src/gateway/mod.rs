@@ -72,6 +72,9 @@ pub struct Config {
     pub messaging: Live<messaging::Settings>,
     /// Presence's limits, for the same.
     pub presence: Live<presence::Limits>,
+    /// With it, every connection is TLS (`wss://`); the handshake counts against the
+    /// handshake timeout, as the upgrade does.
+    pub tls: Option<im_common::tls::Tls>,
 }
 
 /// What a connection needs from the node.
@@ -120,12 +123,6 @@ impl Gateway {
             max_sessions = limits.max_sessions,
             "connection budget"
         );
-        if max_connections < limits.max_sessions {
-            tracing::warn!(
-                max_connections,
-                "the open files limit holds fewer connections than max_sessions"
-            );
-        }
         let admission = admission::Admission::new(admission::Caps {
             max_pending: limits.max_pending_connections,
             max_pending_per_ip: limits.max_pending_per_ip,
@@ -188,10 +185,34 @@ impl Gateway {
     async fn connection(
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
-        mut place: admission::Pending,
+        place: admission::Pending,
     ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         // Each phase is boxed: a task is as large as its largest state, and an idle session
         // should carry neither the handshake's nor a request's.
+        let Some(tls) = self.config.tls.clone() else {
+            return self.serve_connection(stream, place).await;
+        };
+        let handshake = self.config.limits.get().handshake_timeout;
+        let accepted = tokio::select! {
+            accepted = tokio::time::timeout(handshake, tls.accept(stream)) => accepted,
+            () = place.evicted.cancelled() => return Ok(()),
+        };
+        match accepted {
+            Ok(Ok(stream)) => self.serve_connection(stream, place).await,
+            Ok(Err(error)) => Err(error.into()),
+            Err(_) => Err(link::timed_out()),
+        }
+    }
+
+    /// One connection, from its upgrade to its end.
+    async fn serve_connection<S>(
+        self: Arc<Self>,
+        stream: S,
+        mut place: admission::Pending,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let Some(connection) = Box::pin(self.clone().open(stream, &place.evicted)).await? else {
             return Ok(());
         };

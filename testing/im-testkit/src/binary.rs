@@ -14,6 +14,23 @@ use crate::sidecar::Proc;
 /// raised out of a load's way, and `env` on top; the process (SIGKILLed when dropped) and the
 /// gateway's address, read from what it prints.
 pub fn start(bin: &str, data: &Path, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
+    let (proc, printed) = start_printing(bin, data, env);
+    (proc, printed.gateway)
+}
+
+/// The addresses a started binary printed.
+#[derive(Debug, Clone)]
+pub struct Printed {
+    /// The gateway (`ws://` or `wss://`).
+    pub gateway: SocketAddr,
+    /// The business API (`http://` or `https://`).
+    pub api: SocketAddr,
+    /// The business gRPC API.
+    pub grpc: SocketAddr,
+}
+
+/// [`start`], with every address the binary printed.
+pub fn start_printing(bin: &str, data: &Path, env: &[(&str, &str)]) -> (Proc, Printed) {
     launch(Command::new(bin), bin, data, env)
 }
 
@@ -29,15 +46,19 @@ pub fn start_with_open_files(
     command
         .arg(format!("--nofile={open_files}:{open_files}"))
         .arg(bin);
-    launch(command, bin, data, env)
+    let (proc, printed) = launch(command, bin, data, env);
+    (proc, printed.gateway)
 }
 
-fn launch(
-    mut command: Command,
-    bin: &str,
-    data: &Path,
-    env: &[(&str, &str)],
-) -> (Proc, SocketAddr) {
+/// The address in `line` after `marker` (and after a `scheme://`), up to a space, `/` or `;`.
+fn address_after(line: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let word = rest.split_whitespace().next()?;
+    let word = word.split_once("://").map_or(word, |(_, after)| after);
+    word.split(['/', ';', ')']).next()?.parse().ok()
+}
+
+fn launch(mut command: Command, bin: &str, data: &Path, env: &[(&str, &str)]) -> (Proc, Printed) {
     let mut child = command
         .arg("--data-dir")
         .arg(data)
@@ -58,23 +79,24 @@ fn launch(
     };
     let mut proc = Proc::new(child);
     let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
+    let (mut gateway, mut api, mut grpc) = (None, None, None);
+    let printed = loop {
         let Some(Ok(line)) = lines.next() else {
             proc.kill();
-            panic!("{bin} exited before it printed its address");
+            panic!("{bin} exited before it printed its addresses");
         };
-        if let Some(addr) = line
-            .split("ws://")
-            .nth(1)
-            .and_then(|rest| rest.split("/ws").next())
-            .and_then(|addr| addr.parse().ok())
-        {
-            break addr;
+        gateway = gateway.or_else(|| address_after(&line, "WebSocket"));
+        if line.contains("business API") {
+            api = address_after(&line, "business API");
+            grpc = address_after(&line, "gRPC on").or_else(|| address_after(&line, "TLS on"));
+        }
+        if let (Some(gateway), Some(api), Some(grpc)) = (gateway, api, grpc) {
+            break Printed { gateway, api, grpc };
         }
     };
     // Keep reading so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (proc, addr)
+    (proc, printed)
 }
 
 /// A token for `user` on `device` from the binary's `token` command (which creates the user).
