@@ -7,7 +7,6 @@
 mod common;
 mod durability;
 mod gateway;
-mod logging;
 mod messaging;
 mod permissions;
 mod reading;

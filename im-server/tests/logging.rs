@@ -1,6 +1,15 @@
 //! Text a client sends never forges a log line: ids, names and headers reach the log through
 //! the same subscriber the binaries install (`im_common::process::log_subscriber`), which
 //! escapes control characters whatever field carries them.
+//!
+//! A test binary of its own: tracing caches which callsites a subscriber wants process-wide,
+//! so a thread-local capture in a process where other tests log at once can miss lines.
+
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code, unreachable_pub, unused_imports)]
+#[path = "it/common.rs"]
+mod common;
 
 use crate::common::*;
 use im_proto::v1::{SendRequest, client_frame, server_frame};
