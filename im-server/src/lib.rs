@@ -60,29 +60,18 @@ mod tests {
 mod fuzz_gateway_frame;
 
 #[cfg(test)]
-mod fuzz_regressions {
-    use std::{fs, path::Path};
+#[path = "../../fuzz/checks/replay.rs"]
+mod fuzz_replay;
 
+#[cfg(test)]
+mod fuzz_regressions {
     /// Every input the fuzzer ever failed on stays fixed; the seeds pass too.
     #[test]
     fn gateway_frame() {
-        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-        let mut replayed = 0;
-        for dir in ["regressions/gateway_frame", "corpus/gateway_frame"] {
-            for entry in fs::read_dir(fuzz.join(dir)).expect("the fuzz inputs") {
-                let path = entry.expect("an entry").path();
-                if path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                {
-                    continue; // .gitkeep
-                }
-                // Printed before the check, so that a failure names its input.
-                eprintln!("{}", path.display());
-                crate::fuzz_gateway_frame::check(&fs::read(&path).expect("readable"));
-                replayed += 1;
-            }
-        }
-        assert!(replayed > 0, "no inputs under {}", fuzz.display());
+        crate::fuzz_replay::replay(
+            env!("CARGO_MANIFEST_DIR"),
+            "gateway_frame",
+            crate::fuzz_gateway_frame::check,
+        );
     }
 }
