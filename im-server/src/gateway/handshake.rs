@@ -41,12 +41,13 @@ pub(super) fn millis(duration: Duration) -> u64 {
 }
 
 impl Gateway {
-    /// The upgrade, the Hello and the Welcome: a registered session, or `None` when the
-    /// connection was refused (the refusal has been sent).
+    /// The upgrade, the Hello and the Welcome, all by `handshake`: a registered session, or
+    /// `None` when the connection was refused (the refusal has been sent).
     pub(super) async fn open<S>(
         self: Arc<Self>,
         stream: S,
         evicted: &CancellationToken,
+        handshake: Instant,
     ) -> Result<Option<Connection<S>>, tungstenite::Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -56,7 +57,6 @@ impl Gateway {
         #[allow(clippy::result_large_err)] // The error type is tungstenite's callback contract.
         let callback =
             |request: &Request, response: Response| upgrade(request, response, &mut negotiated);
-        let handshake = Instant::now() + limits.handshake_timeout;
         // A peer that never completes the upgrade holds nothing for long.
         let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
             stream,

@@ -187,33 +187,36 @@ impl Gateway {
         stream: tokio::net::TcpStream,
         place: admission::Pending,
     ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-        // Each phase is boxed: a task is as large as its largest state, and an idle session
-        // should carry neither the handshake's nor a request's.
+        // One deadline for everything before the Welcome: TLS, the upgrade and the Hello.
+        let deadline = tokio::time::Instant::now() + self.config.limits.get().handshake_timeout;
         let Some(tls) = self.config.tls.clone() else {
-            return self.serve_connection(stream, place).await;
+            return self.serve_connection(stream, place, deadline).await;
         };
-        let handshake = self.config.limits.get().handshake_timeout;
         let accepted = tokio::select! {
-            accepted = tokio::time::timeout(handshake, tls.accept(stream)) => accepted,
+            accepted = tokio::time::timeout_at(deadline, tls.accept(stream)) => accepted,
             () = place.evicted.cancelled() => return Ok(()),
         };
         match accepted {
-            Ok(Ok(stream)) => self.serve_connection(stream, place).await,
+            Ok(Ok(stream)) => self.serve_connection(stream, place, deadline).await,
             Ok(Err(error)) => Err(error.into()),
             Err(_) => Err(link::timed_out()),
         }
     }
 
-    /// One connection, from its upgrade to its end.
+    /// One connection, from its upgrade (due by `deadline`, with its Hello) to its end.
     async fn serve_connection<S>(
         self: Arc<Self>,
         stream: S,
         mut place: admission::Pending,
+        deadline: tokio::time::Instant,
     ) -> Result<(), tokio_tungstenite::tungstenite::Error>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Some(connection) = Box::pin(self.clone().open(stream, &place.evicted)).await? else {
+        // Each phase is boxed: a task is as large as its largest state, and an idle session
+        // should carry neither the handshake's nor a request's.
+        let opened = Box::pin(self.clone().open(stream, &place.evicted, deadline)).await?;
+        let Some(connection) = opened else {
             return Ok(());
         };
         place.establish();
