@@ -184,7 +184,9 @@ pub async fn run_all(target: &Target, suffix: &str) -> Vec<CheckResult> {
         for name in ["amy", "bob", "gone", "old"] {
             admin.user(&user(name)).await?;
         }
-        admin.group(&user("team"), &user("bob"), &[], false).await
+        admin
+            .group(&user("team"), &user("bob"), &[], false, None)
+            .await
     };
     if let Err(error) = setup.await {
         results.push(CheckResult {

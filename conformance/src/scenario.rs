@@ -36,7 +36,7 @@ pub struct Scenario {
     /// Users to create.
     #[serde(default)]
     pub users: Vec<String>,
-    /// Groups to create: `{ "id", "owner", "members", "channel" }`.
+    /// Groups to create: `{ "id", "owner", "members", "channel", "history" }`.
     #[serde(default)]
     pub groups: Vec<GroupSpec>,
     /// What happens, in order.
@@ -56,6 +56,9 @@ pub struct GroupSpec {
     /// A channel: only the owner and admins post.
     #[serde(default)]
     pub channel: bool,
+    /// What members added later see: `from_join` (the server's default when absent) or `full`.
+    #[serde(default)]
+    pub history: Option<String>,
 }
 
 /// Every scenario in `dir`, by name.
@@ -549,6 +552,7 @@ pub async fn run(
                 &run.user(&group.owner),
                 &members,
                 group.channel,
+                group.history.as_deref(),
             )
             .await?;
         run.groups.insert(group.id.clone());

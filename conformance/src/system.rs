@@ -78,19 +78,24 @@ impl Admin {
             .ok_or_else(|| format!("no token in {answer}"))
     }
 
-    /// A group owned by `owner` with `members`.
+    /// A group owned by `owner` with `members`, showing members added later the history
+    /// `history` says (`from_join` or `full`; the server's default when `None`).
     pub async fn group(
         &self,
         id: &str,
         owner: &str,
         members: &[String],
         channel: bool,
+        history: Option<&str>,
     ) -> Result<(), String> {
         let kind = if channel { "channel" } else { "group" };
-        let body = json!({
+        let mut body = json!({
             "group_id": id, "name": id, "owner_user_id": owner, "member_user_ids": members,
             "kind": kind,
         });
+        if let Some(history) = history {
+            body["history_visibility"] = json!(history);
+        }
         self.call(Method::POST, "/v1/groups", Some(body))
             .await
             .map(drop)

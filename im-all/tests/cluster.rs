@@ -94,7 +94,7 @@ async fn three_nodes_deliver_share_presence_and_enforce_bans() {
     let group = cluster.user("team");
     cluster
         .admin
-        .group(&group, &amy, &[bob.clone(), cat.clone()], false)
+        .group(&group, &amy, &[bob.clone(), cat.clone()], false, None)
         .await
         .unwrap();
     let conversation = format!("g:{group}");
@@ -320,4 +320,77 @@ async fn offline_pushes_wait_in_the_outbox_until_the_webhook_takes_them() {
     let pushes = pushes_for(&accepted, &bob, 4).await;
     let seqs: Vec<&Value> = pushes[2..].iter().map(|p| &p["seq"]).collect();
     assert_eq!(seqs, [&json!(once.seq), &json!(last.seq)]);
+}
+
+/// The notices in `conversation` as `client` sees its history: (seq, kind), and its first
+/// visible seq.
+async fn notices_seen(
+    client: &Client,
+    conversation: &str,
+) -> (Vec<(u64, im_proto::v1::NoticeKind)>, u64) {
+    let page = client.history(conversation, 0, 0).await.unwrap();
+    let notices = page
+        .messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            im_sdk_rust::Body::Notice(n) => Some((m.seq, n.kind())),
+            _ => None,
+        })
+        .collect();
+    (notices, page.visible_from_seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_of_changes_made_while_no_core_node_ran_are_written_once_one_does() {
+    use im_proto::v1::NoticeKind::{GroupCreated, MembersAdded};
+    let Some(mut cluster) = Cluster::start(0).await else {
+        return;
+    };
+    let (amy, bob) = (cluster.user("amy"), cluster.user("bob"));
+    for user in [&amy, &bob] {
+        cluster.admin.user(user).await.unwrap();
+    }
+    // The business node stores both changes and their notices; no core node takes them yet.
+    let group = cluster.user("team");
+    cluster
+        .admin
+        .group(&group, &amy, &[], false, None)
+        .await
+        .unwrap();
+    cluster
+        .admin
+        .call(
+            Method::POST,
+            &format!("/v1/groups/{group}/members"),
+            Some(json!({"user_ids": [bob]})),
+        )
+        .await
+        .unwrap();
+
+    cluster.add_node("core-0");
+    let conversation = format!("g:{group}");
+    let bob_client = cluster.client(&bob, "phone", 0).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let seen = notices_seen(&bob_client, &conversation).await;
+        if seen.1 == 2 {
+            break seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob's add was never completed: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        seen,
+        (vec![(2, MembersAdded)], 2),
+        "bob sees the group from the notice of his add on"
+    );
+    let amy_client = cluster.client(&amy, "phone", 0).await;
+    assert_eq!(
+        notices_seen(&amy_client, &conversation).await,
+        (vec![(1, GroupCreated), (2, MembersAdded)], 1),
+        "each notice once, in the order of the changes"
+    );
 }

@@ -105,6 +105,9 @@ pub async fn open_store(settings: &BusinessSettings) -> Result<Arc<dyn BusinessS
     }
 }
 
+/// How often notices not appended yet are asked again, and how old they must be by then.
+const NOTICE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Starts the service on `bus`; it drains and stops when `shutdown` is cancelled.
 pub async fn start(
     cluster: &ClusterSettings,
@@ -144,6 +147,23 @@ pub async fn start(
         });
     }
     let mut responders = serve_bus_requests(business.clone(), bus.clone()).await?;
+    // Notices no core node took when their change was stored, asked again until one does.
+    let (notices, stop) = (business.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval(NOTICE_RETRY);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            if let Err(error) = notices
+                .append_pending_notices(NOTICE_RETRY.as_millis() as i64)
+                .await
+            {
+                tracing::warn!(%error, "pending notices not read");
+            }
+        }
+    });
     // Users' own tokens on the HTTP API: revocations on record, then those announced.
     let verifier = Arc::new(cluster.token_verifier()?);
     let revoked = business

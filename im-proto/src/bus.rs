@@ -127,6 +127,9 @@ subjects! {
     request GROUPS = "im.groups": UserGroupsQuery => UserGroups;
     /// Business: the token revocations on record, a page at a time, for a core node starting.
     request REVOCATIONS = "im.revocations": RevocationsQuery => RevocationList;
+    /// Messaging: a system notice appended by any core node (group created, members added,
+    /// removed, left).
+    request NOTICE = "im.notice": NoticeWrite => SubmitResult;
     /// Business: group membership changes.
     event MEMBER = "im.member": MemberEvent;
     /// Business: group changes.
@@ -222,7 +225,7 @@ impl BusReply for v1::PermissionDecision {
             code: error.code,
             reason: error.message,
             ttl_ms: 0,
-            until_ms: 0,
+            ..Default::default()
         }
     }
 }

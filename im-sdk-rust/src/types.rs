@@ -88,11 +88,9 @@ pub enum Body {
         /// True to take the reaction back.
         remove: bool,
     },
-    /// Written by the server (member joined, group renamed, ...).
-    Notice {
-        /// Human-readable fallback.
-        text: String,
-    },
+    /// Written by the server (members added, removed, ...): its kind, who did it, to whom,
+    /// and a human-readable fallback text.
+    Notice(v1::SystemNotice),
     /// No body: a recalled or deleted entry, as history returns it.
     Empty,
     /// A kind newer than this SDK.
@@ -174,9 +172,7 @@ impl From<Option<&v1::MessageBody>> for Body {
                 key: r.key.clone(),
                 remove: r.remove,
             },
-            Some(message_body::Kind::Notice(n)) => Self::Notice {
-                text: n.text.clone(),
-            },
+            Some(message_body::Kind::Notice(n)) => Self::Notice(n.clone()),
         }
     }
 }
@@ -208,7 +204,7 @@ impl Body {
                 key: key.clone(),
                 remove: *remove,
             }),
-            Self::Notice { .. } | Self::Empty | Self::Unknown => return None,
+            Self::Notice(_) | Self::Empty | Self::Unknown => return None,
         };
         Some(v1::MessageBody { kind: Some(kind) })
     }
@@ -393,11 +389,8 @@ pub enum Event {
 impl From<&Message> for v1::Message {
     fn from(m: &Message) -> Self {
         let body = match &m.body {
-            Body::Notice { text } => Some(v1::MessageBody {
-                kind: Some(message_body::Kind::Notice(v1::SystemNotice {
-                    text: text.clone(),
-                    ..Default::default()
-                })),
+            Body::Notice(notice) => Some(v1::MessageBody {
+                kind: Some(message_body::Kind::Notice(notice.clone())),
             }),
             Body::Empty => Some(v1::MessageBody::default()),
             other => other.to_wire(),

@@ -283,16 +283,35 @@ async fn groups_are_managed_through_the_business_api_and_their_messages_flow() {
     assert!(!left.is_empty());
     alice.send_text(&conversation, "hello carol").await.unwrap();
     let seen = collect_until(&mut carol_events, |e| {
-        messages_in(e, &conversation).len() == 2
+        messages_in(e, &conversation).len() == 1
     })
     .await;
+    // 1: created, 2: "welcome", 3: carol added, 4: bob left, 5: "hello carol".
     assert_eq!(
         messages_in(&seen, &conversation)
             .iter()
             .map(|(s, _)| *s)
             .collect::<Vec<_>>(),
-        [1, 2],
-        "carol catches up on the history, then the new message"
+        [5],
+        "carol sees the history from her add on: not what was said before"
+    );
+    let notices: Vec<(u64, im_proto::v1::NoticeKind)> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Change(m) => match &m.body {
+                im_sdk_rust::Body::Notice(n) => Some((m.seq, n.kind())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notices,
+        [
+            (3, im_proto::v1::NoticeKind::MembersAdded),
+            (4, im_proto::v1::NoticeKind::MemberLeft)
+        ],
+        "and the notices of the changes since, in order"
     );
     server.stop().await;
 }

@@ -11,7 +11,10 @@ use im_common::{
     process::StartError,
     settings::{ClusterSettings, Database, Reload, live, without_password},
 };
-use im_proto::{bus, v1::ErrorCode};
+use im_proto::{
+    bus::{self, BusReply},
+    v1::{self, ErrorCode},
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +32,12 @@ use crate::{
     settings::CoreSettings,
     store::{MessageStore, SqliteMessageStore},
 };
+
+/// The queue group core nodes answer shared requests in: each goes to one node.
+pub const CORE_QUEUE_GROUP: &str = "im-core";
+
+/// How many notices one node appends at once; more wait their turn.
+const CONCURRENT_NOTICES: usize = 64;
 
 /// The settings of a running core node that may change while it runs: a reload applies to
 /// what comes after it (the next request, the next connection); one that changes a setting
@@ -291,6 +300,27 @@ pub async fn start_with(
         parts.push,
         messaging_settings.clone(),
     );
+    // Any one node appends a system notice the business service asks for.
+    let notices = messaging.clone();
+    background.push(tokio::spawn(
+        im_common::bus::serve(
+            bus.clone(),
+            CORE_QUEUE_GROUP,
+            CONCURRENT_NOTICES,
+            move |write: v1::NoticeWrite| {
+                let notices = notices.clone();
+                async move {
+                    match notices.write_notice(write).await {
+                        Ok(ack) => v1::SubmitResult {
+                            result: Some(v1::submit_result::Result::Ack(ack)),
+                        },
+                        Err(error) => v1::SubmitResult::refused(error.to_error()),
+                    }
+                }
+            },
+        )
+        .await?,
+    ));
     let node_sessions = NodeSessions::new(messaging.clone(), sessions.clone(), node_id);
     let intake = Intake::new(
         verifier.clone(),

@@ -31,6 +31,13 @@ fn error_json(e: &im_sdk_rust::Error) -> Value {
     json!({"code": e.code, "name": e.name(), "message": e.message})
 }
 
+/// A notice's kind as the driver protocol names it: `members_added` for MEMBERS_ADDED.
+fn notice_name(kind: im_proto::v1::NoticeKind) -> String {
+    kind.as_str_name()
+        .trim_start_matches("NOTICE_KIND_")
+        .to_ascii_lowercase()
+}
+
 fn event_json(session: &str, event: &Event) -> Value {
     let mut v = match event {
         Event::Message(m) => json!({
@@ -48,13 +55,18 @@ fn event_json(session: &str, event: &Event) -> Value {
                     key,
                     remove,
                 } => ("reaction", *target_seq, Some(key.clone()), *remove),
-                Body::Notice { .. } => ("notice", 0, None, false),
+                Body::Notice(_) => ("notice", 0, None, false),
                 _ => ("unknown", 0, None, false),
             };
-            json!({
+            let mut v = json!({
                 "type": "change", "kind": kind, "conversation": m.conversation_id, "seq": m.seq,
                 "from": m.sender_user_id, "target": target, "key": key, "remove": remove,
-            })
+            });
+            if let Body::Notice(notice) = &m.body {
+                v["notice"] = json!(notice_name(notice.kind()));
+                v["targets"] = json!(notice.target_user_ids);
+            }
+            v
         }
         Event::ReadState {
             conversation_id,
@@ -195,8 +207,13 @@ async fn handle(sessions: Sessions, command: Value) -> Value {
                     .iter()
                     .map(|m| {
                         let state = m.state.clone().unwrap_or_default();
+                        let notice = match &m.body {
+                            Body::Notice(n) => Some(notice_name(n.kind())),
+                            _ => None,
+                        };
                         json!({
                             "seq": m.seq, "from": m.sender_user_id, "text": m.body_text(),
+                            "notice": notice,
                             "edited_seq": state.edited_seq, "recalled_seq": state.recalled_seq,
                             "deleted_seq": state.deleted_seq,
                             "reactions": state.reactions.iter()
@@ -205,7 +222,10 @@ async fn handle(sessions: Sessions, command: Value) -> Value {
                         })
                     })
                     .collect();
-                Ok(json!({"messages": messages, "has_more": page.has_more, "last_seq": page.last_seq}))
+                Ok(json!({
+                    "messages": messages, "has_more": page.has_more, "last_seq": page.last_seq,
+                    "visible_from_seq": page.visible_from_seq,
+                }))
             }
             "mark_read" => {
                 let client = need()?;

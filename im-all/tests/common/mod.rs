@@ -107,6 +107,12 @@ impl Cluster {
         self.start_node_on(id, self.nats.port)
     }
 
+    /// Starts core node `id`, the last of `nodes`.
+    pub fn add_node(&mut self, id: &str) {
+        let node = self.start_node(id);
+        self.nodes.push(Some(node));
+    }
+
     /// Starts core node `id` with its bus connection through a [`BusLink`] the test can
     /// break; the node is the last of `nodes`.
     pub async fn start_node_through_link(&mut self, id: &str) -> BusLink {

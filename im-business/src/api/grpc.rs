@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use im_common::api::{ACTOR_HEADER, ERROR_CODE_METADATA, bearer, grpc_code, secret_matches};
 use im_proto::v1::{
-    self, ErrorCode, GroupRole, JoinPolicy,
+    self, ErrorCode, GroupRole, HistoryVisibility, JoinPolicy,
     group_service_server::{GroupService, GroupServiceServer},
     moderation_service_server::{ModerationService, ModerationServiceServer},
     user_service_server::{UserService, UserServiceServer},
@@ -121,6 +121,7 @@ fn group(g: GroupRecord) -> v1::Group {
         mute_all: g.mute_all,
         extra_json: g.extra_json,
         created_at_ms: g.created_at_ms,
+        history_visibility: g.history_visibility,
     }
 }
 
@@ -239,6 +240,7 @@ impl GroupService for GrpcApi {
         let new = NewGroup {
             kind: r.r#type(),
             join_policy: r.join_policy(),
+            history_visibility: r.history_visibility(),
             group_id: r.group_id,
             name: r.name,
             owner_user_id: r.owner_user_id,
@@ -277,12 +279,20 @@ impl GroupService for GrpcApi {
                     .map_err(|_| status(ErrorCode::InvalidArgument, "unknown join policy"))?,
             ),
         };
+        let history_visibility =
+            match r.history_visibility {
+                None => None,
+                Some(value) => Some(HistoryVisibility::try_from(value).map_err(|_| {
+                    status(ErrorCode::InvalidArgument, "unknown history visibility")
+                })?),
+            };
         let update = GroupUpdate {
             name: r.name.clone(),
             avatar_url: r.avatar_url.clone(),
             join_policy,
             mute_all: r.mute_all,
             extra_json: r.extra_json.clone(),
+            history_visibility,
         };
         Ok(Response::new(group(
             self.business

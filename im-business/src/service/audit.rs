@@ -108,6 +108,25 @@ impl Business {
         self.emit(&event).await;
     }
 
+    /// Announces again the members whose add a late notice completed: they see the group from
+    /// that notice on now.
+    pub(super) async fn joined_event(&self, group_id: &str, users: Vec<String>) {
+        match self.store.get_group(group_id).await {
+            Ok(Some(group)) => {
+                self.member_event(
+                    &Actor::App,
+                    &group,
+                    MemberChange::Added,
+                    users,
+                    GroupRole::Member,
+                )
+                .await;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(group_id, %error, "members not announced again"),
+        }
+    }
+
     /// Announces a change of the group itself on `im.group`, at its version after it.
     pub(super) async fn group_event(
         &self,

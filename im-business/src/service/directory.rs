@@ -3,7 +3,7 @@
 
 use im_proto::v1::UserGroup;
 
-use super::{Business, MAX_REVOCATIONS_PAGE};
+use super::{Business, MAX_REVOCATIONS_PAGE, permission::Visible};
 use crate::{error::BusinessError, store::Revocation};
 
 impl Business {
@@ -87,10 +87,15 @@ impl Business {
         let groups = self.store.groups_of(user_id).await?;
         Ok(groups
             .into_iter()
-            .map(|(group, member)| UserGroup {
-                group_id: group.group_id,
-                r#type: group.kind,
-                role: member.role,
+            .map(|(group, member)| {
+                let visible = Visible::of(&member);
+                UserGroup {
+                    group_id: group.group_id,
+                    r#type: group.kind,
+                    role: member.role,
+                    visible_from_seq: visible.from_seq,
+                    joining: visible.joining,
+                }
             })
             .collect())
     }

@@ -3,10 +3,13 @@
 
 use im_proto::{
     GroupId,
-    v1::{ConversationType, GroupChange, GroupRole, JoinPolicy, MemberChange},
+    v1::{
+        ConversationType, GroupChange, GroupRole, HistoryVisibility, JoinPolicy, MemberChange,
+        NoticeKind,
+    },
 };
 
-use super::{Actor, Business, Standing, forbidden, invalid, now_ms};
+use super::{Actor, Business, Standing, forbidden, invalid, notices::notice, now_ms};
 use crate::{
     error::BusinessError,
     store::{GroupChanges, GroupRecord, MemberRecord},
@@ -31,6 +34,8 @@ pub struct NewGroup {
     pub avatar_url: String,
     /// App-defined JSON.
     pub extra_json: String,
+    /// What members added later see; default: the history from their join.
+    pub history_visibility: HistoryVisibility,
 }
 
 /// Changes to a group's profile; `None` leaves a field as it is.
@@ -46,6 +51,8 @@ pub struct GroupUpdate {
     pub mute_all: Option<bool>,
     /// New app-defined JSON.
     pub extra_json: Option<String>,
+    /// What members added from now on see.
+    pub history_visibility: Option<HistoryVisibility>,
 }
 
 impl Business {
@@ -84,6 +91,10 @@ impl Business {
                 JoinPolicy::Unspecified => JoinPolicy::InviteOnly,
                 other => other,
             };
+            let history_visibility = match new.history_visibility {
+                HistoryVisibility::Unspecified => HistoryVisibility::FromJoin,
+                other => other,
+            };
             self.active_user(&owner).await?;
             if new.member_user_ids.contains(&owner) {
                 return Err(invalid("the owner is listed among the members"));
@@ -96,6 +107,8 @@ impl Business {
                 role: role as i32,
                 joined_at_ms: now,
                 muted_until_ms: 0,
+                // The first members see everything: the notice of the creation comes first.
+                visible_from_seq: 1,
             };
             let mut members = vec![member(&owner, GroupRole::Owner)];
             members.extend(others.iter().map(|u| member(u, GroupRole::Member)));
@@ -113,10 +126,13 @@ impl Business {
                 dismissed: false,
                 version: 0,
                 created_at_ms: now,
+                history_visibility: history_visibility as i32,
             };
-            let group = self.store.create_group(&record, &members).await?;
+            let everyone: Vec<String> = members.iter().map(|m| m.user_id.clone()).collect();
+            let body = notice(NoticeKind::GroupCreated, actor, &everyone);
+            let group = self.store.create_group(&record, &members, &body).await?;
+            self.append_notice(&group, body).await;
             self.group_event(actor, &group, GroupChange::Created).await;
-            let everyone = members.iter().map(|m| m.user_id.clone()).collect();
             self.member_event(
                 actor,
                 &group,
@@ -163,12 +179,16 @@ impl Business {
             if update.join_policy == Some(JoinPolicy::Unspecified) {
                 return Err(invalid("join_policy is unspecified"));
             }
+            if update.history_visibility == Some(HistoryVisibility::Unspecified) {
+                return Err(invalid("history_visibility is unspecified"));
+            }
             let changes = GroupChanges {
                 name: update.name,
                 avatar_url: update.avatar_url,
                 join_policy: update.join_policy.map(|p| p as i32),
                 mute_all: update.mute_all,
                 extra_json: update.extra_json,
+                history_visibility: update.history_visibility.map(|v| v as i32),
             };
             let group = self.store.update_group(group_id, &changes).await?;
             let change = if group.mute_all != before.mute_all {

@@ -3,12 +3,15 @@
 
 use std::collections::BTreeSet;
 
-use im_proto::v1::{BanEvent, BanKind, GroupChange, GroupRole, JoinPolicy, MemberChange};
+use im_proto::v1::{
+    BanEvent, BanKind, GroupChange, GroupRole, HistoryVisibility, JoinPolicy, MemberChange,
+    NoticeKind,
+};
 
-use super::{Actor, Business, Page, Standing, forbidden, invalid, now_ms};
+use super::{Actor, Business, Page, Standing, forbidden, invalid, notices::notice, now_ms};
 use crate::{
     error::BusinessError,
-    store::{GroupRecord, MemberRecord},
+    store::{GroupRecord, JOINING, MemberRecord},
 };
 
 impl Business {
@@ -37,6 +40,13 @@ impl Business {
                 }
                 let users = self.active_users(user_ids).await?;
                 let now = now_ms();
+                // From the join: the seq of the notice of this add, once it has one.
+                let visible_from_seq = if group.history_visibility == HistoryVisibility::Full as i32
+                {
+                    1
+                } else {
+                    JOINING
+                };
                 let members: Vec<MemberRecord> = users
                     .iter()
                     .map(|user_id| MemberRecord {
@@ -45,9 +55,12 @@ impl Business {
                         role: GroupRole::Member as i32,
                         joined_at_ms: now,
                         muted_until_ms: 0,
+                        visible_from_seq,
                     })
                     .collect();
-                let group = self.store.add_members(group_id, &members).await?;
+                let body = notice(NoticeKind::MembersAdded, actor, &users);
+                let group = self.store.add_members(group_id, &members, &body).await?;
+                self.append_notice(&group, body).await;
                 self.member_event(actor, &group, MemberChange::Added, users, GroupRole::Member)
                     .await;
                 Ok(group)
@@ -90,7 +103,9 @@ impl Business {
                         return Err(forbidden("admins remove plain members only"));
                     }
                 }
-                let group = self.store.remove_members(group_id, user_ids).await?;
+                let body = notice(NoticeKind::MembersRemoved, actor, user_ids);
+                let group = self.store.remove_members(group_id, user_ids, &body).await?;
+                self.append_notice(&group, body).await;
                 self.member_event(
                     actor,
                     &group,
@@ -126,10 +141,10 @@ impl Business {
                         "the owner cannot leave; transfer ownership first".into(),
                     ));
                 }
-                let group = self
-                    .store
-                    .remove_members(group_id, &[user_id.to_owned()])
-                    .await?;
+                let leaving = [user_id.to_owned()];
+                let body = notice(NoticeKind::MemberLeft, actor, &leaving);
+                let group = self.store.remove_members(group_id, &leaving, &body).await?;
+                self.append_notice(&group, body).await;
                 self.member_event(
                     actor,
                     &group,

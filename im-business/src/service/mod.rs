@@ -11,6 +11,7 @@
 //! - `users`: users and their tokens;
 //! - `groups`: a group itself (create, read, change, dismiss);
 //! - `members`: a group's membership (add, remove, leave, list, roles, ownership, mutes);
+//! - `notices`: the system notices of membership changes, appended by core nodes;
 //! - `relations`: blocks and contacts between two users;
 //! - `directory`: what core nodes ask without an actor (member ids, revocations, a user's
 //!   groups);
@@ -33,6 +34,7 @@ mod audit;
 mod directory;
 mod groups;
 mod members;
+mod notices;
 mod permission;
 mod relations;
 mod users;

@@ -7,7 +7,34 @@ use im_proto::{
 };
 
 use super::{Business, PresenceAudience, Standing, forbidden, invalid, now_ms, parse_user};
-use crate::error::BusinessError;
+use crate::{
+    error::BusinessError,
+    store::{JOINING, MemberRecord},
+};
+
+/// What of a group's history a member may see, as decisions and sync carry it: its first seq
+/// (0 or 1: all of it), or that it is not known yet (the notice of the add has no seq yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Visible {
+    pub(super) from_seq: u64,
+    pub(super) joining: bool,
+}
+
+impl Visible {
+    pub(super) fn of(member: &MemberRecord) -> Self {
+        if member.visible_from_seq == JOINING {
+            Self {
+                from_seq: 0,
+                joining: true,
+            }
+        } else {
+            Self {
+                from_seq: member.visible_from_seq.max(1) as u64,
+                joining: false,
+            }
+        }
+    }
+}
 
 impl Business {
     /// May `user_id` do `action` in `conversation_id`? The answer core nodes cache.
@@ -23,12 +50,15 @@ impl Business {
             code: code as i32,
             reason,
             ttl_ms,
-            until_ms: 0,
+            ..Default::default()
         };
         match self.decide(user_id, conversation_id, action).await {
-            Ok(()) => PermissionDecision {
+            Ok(visible) => PermissionDecision {
                 allowed: true,
-                ttl_ms,
+                // Not cached while the first seq is unknown: it is known in moments.
+                ttl_ms: if visible.joining { 0 } else { ttl_ms },
+                visible_from_seq: visible.from_seq,
+                joining: visible.joining,
                 ..Default::default()
             },
             Err(e @ BusinessError::Muted { until_ms, .. }) if until_ms > 0 => PermissionDecision {
@@ -85,14 +115,14 @@ impl Business {
         }
     }
 
-    /// The rules behind [`Self::check_permission`]: `Ok` allows; a refusal says why, and its
-    /// code is the decision's.
+    /// The rules behind [`Self::check_permission`]: `Ok` allows (with what a group member may
+    /// read of the history); a refusal says why, and its code is the decision's.
     async fn decide(
         &self,
         user_id: &str,
         conversation_id: &str,
         action: ConversationAction,
-    ) -> Result<(), BusinessError> {
+    ) -> Result<Visible, BusinessError> {
         let conversation: ConversationId = conversation_id
             .parse()
             .map_err(|e: im_proto::IdError| invalid(e.to_string()))?;
@@ -110,10 +140,13 @@ impl Business {
                     return Err(forbidden("1:1 conversations have no managers"));
                 }
                 if action == ConversationAction::SeePresence {
-                    return self.may_see_presence(&me, peer).await;
+                    return self
+                        .may_see_presence(&me, peer)
+                        .await
+                        .map(|()| Visible::default());
                 }
                 if action == ConversationAction::Read || peer == &me {
-                    return Ok(());
+                    return Ok(Visible::default());
                 }
                 let peer = peer.as_str();
                 match self.store.get_user(peer).await? {
@@ -134,7 +167,7 @@ impl Business {
                         of: peer.into(),
                     });
                 }
-                Ok(())
+                Ok(Visible::default())
             }
             ConversationKind::Group(group_id) => {
                 let group = match self.store.get_group(group_id.as_str()).await? {
@@ -147,23 +180,24 @@ impl Business {
                     group_id: group.group_id.clone(),
                     until_ms,
                 };
+                let allowed = Ok(Visible::default());
                 match action {
                     ConversationAction::SeePresence => Err(invalid(
                         "presence is asked on the 1:1 conversation of the two users",
                     )),
-                    ConversationAction::Read => Ok(()),
-                    ConversationAction::Manage if standing >= Standing::Admin => Ok(()),
+                    ConversationAction::Read => Ok(Visible::of(&member)),
+                    ConversationAction::Manage if standing >= Standing::Admin => allowed,
                     ConversationAction::Manage => {
                         Err(forbidden("only the owner and admins manage the group"))
                     }
                     // A member's own mute binds admins too; mute-all and channels spare them.
                     _ if member.muted_until_ms > now_ms() => Err(muted(member.muted_until_ms)),
-                    _ if standing >= Standing::Admin => Ok(()),
+                    _ if standing >= Standing::Admin => allowed,
                     _ if group.kind == ConversationType::Channel as i32 => {
                         Err(forbidden("only the owner and admins post in a channel"))
                     }
                     _ if group.mute_all => Err(muted(0)),
-                    _ => Ok(()),
+                    _ => allowed,
                 }
             }
         }

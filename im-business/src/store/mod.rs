@@ -71,6 +71,8 @@ pub struct GroupRecord {
     pub version: i64,
     /// When created.
     pub created_at_ms: i64,
+    /// `im.v1.HistoryVisibility`: what members added later see.
+    pub history_visibility: i32,
 }
 
 /// Changes to a group's profile; `None` leaves a field as it is.
@@ -87,6 +89,8 @@ pub struct GroupChanges {
     pub mute_all: Option<bool>,
     /// New app-defined JSON.
     pub extra_json: Option<String>,
+    /// New `im.v1.HistoryVisibility`.
+    pub history_visibility: Option<i32>,
 }
 
 /// One member of a group.
@@ -103,6 +107,29 @@ pub struct MemberRecord {
     pub joined_at_ms: i64,
     /// Muted until this time; 0 when not muted.
     pub muted_until_ms: i64,
+    /// The first seq of the group's conversation the member may see: 1 for the whole
+    /// history; [`JOINING`] until the notice of the add is appended, then its seq.
+    pub visible_from_seq: i64,
+}
+
+/// [`MemberRecord::visible_from_seq`] of a member added to a group that shows history from
+/// the join, until the notice of the add has its seq.
+pub const JOINING: i64 = 0;
+
+/// A system notice of a stored change, kept until a core node has appended it to the group's
+/// conversation (`im.notice`): written in the change's own transaction, so a change is never
+/// stored without its notice.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = schema::notices)]
+pub struct NoticeRecord {
+    /// The group.
+    pub group_id: String,
+    /// The group's version after the change: the notice's key.
+    pub version: i64,
+    /// The encoded `im.v1.SystemNotice`.
+    pub body: Vec<u8>,
+    /// When the change was stored.
+    pub created_at_ms: i64,
 }
 
 /// Tokens of a user (on one device, or on every device when `device_id` is empty) issued
@@ -221,11 +248,13 @@ pub trait BusinessStore: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<Revocation>>;
 
-    /// Creates a group with its first members (`member_count` and `version` are set here).
+    /// Creates a group with its first members (`member_count` and `version` are set here),
+    /// and records `notice` (its body; stored at the group's new version).
     async fn create_group(
         &self,
         group: &GroupRecord,
         members: &[MemberRecord],
+        notice: &[u8],
     ) -> StoreResult<GroupRecord>;
     /// The group, dismissed or not.
     async fn get_group(&self, group_id: &str) -> StoreResult<Option<GroupRecord>>;
@@ -238,18 +267,37 @@ pub trait BusinessStore: Send + Sync + 'static {
     /// Marks the group dismissed and removes every member.
     async fn dismiss_group(&self, group_id: &str) -> StoreResult<GroupRecord>;
     /// Adds members: all of them or, if one is a member already or the group would pass its
-    /// limit, none.
+    /// limit, none; with `notice` recorded at the group's new version.
     async fn add_members(
         &self,
         group_id: &str,
         members: &[MemberRecord],
+        notice: &[u8],
     ) -> StoreResult<GroupRecord>;
-    /// Removes members: all of them or, if one is not a member or is the owner, none.
-    async fn remove_members(&self, group_id: &str, user_ids: &[String])
-    -> StoreResult<GroupRecord>;
+    /// Removes members: all of them or, if one is not a member or is the owner, none; with
+    /// `notice` recorded at the group's new version.
+    async fn remove_members(
+        &self,
+        group_id: &str,
+        user_ids: &[String],
+        notice: &[u8],
+    ) -> StoreResult<GroupRecord>;
+    /// Up to `limit` notices not yet appended, recorded at or before `before_ms`, oldest first.
+    async fn pending_notices(&self, before_ms: i64, limit: u32) -> StoreResult<Vec<NoticeRecord>>;
+    /// The notice of `group_id` at `version` was appended at `seq`: it is forgotten, and the
+    /// members among `joined` still [`JOINING`] see the group from `seq` on. Whether the
+    /// notice was still pending.
+    async fn notice_appended(
+        &self,
+        group_id: &str,
+        version: i64,
+        seq: i64,
+        joined: &[String],
+    ) -> StoreResult<bool>;
     /// One member.
     async fn get_member(&self, group_id: &str, user_id: &str) -> StoreResult<Option<MemberRecord>>;
-    /// Members in user id order, after `after_user_id` (empty: from the start).
+    /// Members in user id order, after `after_user_id` (empty: from the start), the
+    /// [`JOINING`] ones included.
     async fn list_members(
         &self,
         group_id: &str,

@@ -18,6 +18,8 @@ type Conn = AsyncMysqlConnection;
 
 /// The schema, applied at open (idempotent); the same tables as the SQLite migrations.
 /// Ids are at most 64 bytes of ASCII; names and JSON are UTF-8 (utf8mb4: emoji included).
+/// Columns added since a table was first created are added to a database that lacks them at
+/// the end ([`ADDED_COLUMNS`]).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
     user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY, display_name TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, avatar_url TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
@@ -28,11 +30,15 @@ CREATE TABLE IF NOT EXISTS `groups` (
     owner_user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, kind INTEGER NOT NULL, join_policy INTEGER NOT NULL,
     max_members INTEGER NOT NULL, mute_all BOOLEAN NOT NULL, extra_json TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     member_count BIGINT NOT NULL, dismissed BOOLEAN NOT NULL, version BIGINT NOT NULL,
-    created_at_ms BIGINT NOT NULL) ENGINE = InnoDB;
+    created_at_ms BIGINT NOT NULL, history_visibility INTEGER NOT NULL DEFAULT 2) ENGINE = InnoDB;
 CREATE TABLE IF NOT EXISTS members (
     group_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, role INTEGER NOT NULL,
     joined_at_ms BIGINT NOT NULL, muted_until_ms BIGINT NOT NULL,
+    visible_from_seq BIGINT NOT NULL DEFAULT 1,
     PRIMARY KEY (group_id, user_id), KEY members_by_user (user_id, group_id)) ENGINE = InnoDB;
+CREATE TABLE IF NOT EXISTS notices (
+    group_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, version BIGINT NOT NULL,
+    body BLOB NOT NULL, created_at_ms BIGINT NOT NULL, PRIMARY KEY (group_id, version)) ENGINE = InnoDB;
 CREATE TABLE IF NOT EXISTS blocks (
     user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, blocked_user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, created_at_ms BIGINT NOT NULL,
     PRIMARY KEY (user_id, blocked_user_id)) ENGINE = InnoDB;
@@ -43,6 +49,30 @@ CREATE TABLE IF NOT EXISTS token_revocations (
     user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, device_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, revoked_before_ms BIGINT NOT NULL,
     PRIMARY KEY (user_id, device_id)) ENGINE = InnoDB;
 ";
+
+/// Columns added after their tables: (table, column, definition). MySQL has no
+/// `ADD COLUMN IF NOT EXISTS` (MariaDB has), so each is added when the information schema
+/// lacks it; the defaults are what rows stored before meant (the whole history).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("groups", "history_visibility", "INTEGER NOT NULL DEFAULT 2"),
+    ("members", "visible_from_seq", "BIGINT NOT NULL DEFAULT 1"),
+];
+
+/// The statements that add `ADDED_COLUMNS` where missing, as one batch.
+fn add_missing_columns() -> String {
+    ADDED_COLUMNS
+        .iter()
+        .map(|(table, column, definition)| {
+            format!(
+                "SET @add = IF((SELECT COUNT(*) FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = '{table}' \
+                 AND column_name = '{column}') = 0, \
+                 'ALTER TABLE `{table}` ADD COLUMN {column} {definition}', 'DO 0'); \
+                 PREPARE add_column FROM @add; EXECUTE add_column; DEALLOCATE PREPARE add_column;\n"
+            )
+        })
+        .collect()
+}
 
 /// Rows per statement, well under MySQL's bound-parameter limit.
 const INSERT_CHUNK: usize = 1000;
@@ -62,7 +92,12 @@ impl MysqlBusinessStore {
     /// Connects to `url` (`mysql://user@host:port/db`) and applies the schema.
     pub async fn connect(url: &str, max_connections: usize) -> StoreResult<Self> {
         Ok(Self {
-            db: ServerDb::connect(url, max_connections, SCHEMA).await?,
+            db: ServerDb::connect(
+                url,
+                max_connections,
+                &(SCHEMA.to_owned() + &add_missing_columns()),
+            )
+            .await?,
         })
     }
 }
@@ -122,4 +157,44 @@ mod tests {
     }
 
     crate::business_store_suite!(async { Some((fresh().await?, ())) });
+
+    /// A database made before a column was added gets it, its rows keeping their meaning.
+    #[tokio::test]
+    async fn a_database_from_before_gets_the_added_columns() {
+        use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+
+        use crate::store::BusinessStore;
+        let Some(server) =
+            im_testkit::service_url("IM_TEST_MARIADB_URL", "the MariaDB upgrade test")
+        else {
+            return;
+        };
+        let url = im_testkit::db::fresh_mysql(&server, "im_business").await;
+        let mut old = Conn::establish(&url).await.unwrap();
+        old.batch_execute(SCHEMA).await.unwrap();
+        for (table, column, _) in ADDED_COLUMNS {
+            old.batch_execute(&format!("ALTER TABLE `{table}` DROP COLUMN {column}"))
+                .await
+                .unwrap();
+        }
+        old.batch_execute(
+            "INSERT INTO `groups` VALUES ('g', 'g', '', 'o', 1, 1, 10, FALSE, '{}', 1, FALSE, 1, 0);
+             INSERT INTO members VALUES ('g', 'o', 1, 0, 0);",
+        )
+        .await
+        .unwrap();
+        drop(old);
+        let store = MysqlBusinessStore::connect(&url, 2).await.expect("opens");
+        let group = store.get_group("g").await.unwrap().unwrap();
+        let member = store.get_member("g", "o").await.unwrap().unwrap();
+        assert_eq!(
+            (group.history_visibility, member.visible_from_seq),
+            (2, 1),
+            "what was stored before shows the whole history, as it did"
+        );
+        drop(store);
+        MysqlBusinessStore::connect(&url, 2)
+            .await
+            .expect("opens again, adding nothing");
+    }
 }

@@ -30,11 +30,17 @@ CREATE TABLE IF NOT EXISTS groups (
     owner_user_id TEXT NOT NULL, kind INTEGER NOT NULL, join_policy INTEGER NOT NULL,
     max_members INTEGER NOT NULL, mute_all BOOLEAN NOT NULL, extra_json TEXT NOT NULL,
     member_count BIGINT NOT NULL, dismissed BOOLEAN NOT NULL, version BIGINT NOT NULL,
-    created_at_ms BIGINT NOT NULL);
+    created_at_ms BIGINT NOT NULL, history_visibility INTEGER NOT NULL DEFAULT 2);
+ALTER TABLE groups ADD COLUMN IF NOT EXISTS history_visibility INTEGER NOT NULL DEFAULT 2;
 CREATE TABLE IF NOT EXISTS members (
     group_id TEXT NOT NULL, user_id TEXT NOT NULL, role INTEGER NOT NULL,
     joined_at_ms BIGINT NOT NULL, muted_until_ms BIGINT NOT NULL,
+    visible_from_seq BIGINT NOT NULL DEFAULT 1,
     PRIMARY KEY (group_id, user_id));
+ALTER TABLE members ADD COLUMN IF NOT EXISTS visible_from_seq BIGINT NOT NULL DEFAULT 1;
+CREATE TABLE IF NOT EXISTS notices (
+    group_id TEXT NOT NULL, version BIGINT NOT NULL, body BYTEA NOT NULL,
+    created_at_ms BIGINT NOT NULL, PRIMARY KEY (group_id, version));
 CREATE INDEX IF NOT EXISTS members_by_user ON members (user_id, group_id);
 CREATE TABLE IF NOT EXISTS blocks (
     user_id TEXT NOT NULL, blocked_user_id TEXT NOT NULL, created_at_ms BIGINT NOT NULL,

@@ -27,6 +27,7 @@ diesel::table! {
         dismissed -> Bool,
         version -> BigInt,
         created_at_ms -> BigInt,
+        history_visibility -> Integer,
     }
 }
 
@@ -37,6 +38,16 @@ diesel::table! {
         role -> Integer,
         joined_at_ms -> BigInt,
         muted_until_ms -> BigInt,
+        visible_from_seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    notices (group_id, version) {
+        group_id -> Text,
+        version -> BigInt,
+        body -> Binary,
+        created_at_ms -> BigInt,
     }
 }
 

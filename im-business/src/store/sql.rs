@@ -49,9 +49,9 @@ macro_rules! business_store {
 
             use super::{$store, Conn, INSERT_CHUNK, insert_members, upsert_users};
             use $crate::store::{
-                BusinessStore, GroupChanges, GroupRecord, MemberRecord, Missing, Relation,
-                Revocation, StoreError, StoreResult, UserRecord,
-                schema::{blocks, contacts, groups, members, token_revocations, users},
+                BusinessStore, GroupChanges, GroupRecord, JOINING, MemberRecord, Missing,
+                NoticeRecord, Relation, Revocation, StoreError, StoreResult, UserRecord,
+                schema::{blocks, contacts, groups, members, notices, token_revocations, users},
             };
 
             /// The group, unless dismissed; with `lock_group`, its row stays locked until the
@@ -114,6 +114,25 @@ macro_rules! business_store {
                     .first(conn)
                     .await
                     .map_err(Into::into)
+            }
+
+            /// Records the notice of the change that brought `group` to its version.
+            async fn record_notice(
+                conn: &mut Conn,
+                group: &GroupRecord,
+                body: &[u8],
+            ) -> StoreResult<()> {
+                let notice = NoticeRecord {
+                    group_id: group.group_id.clone(),
+                    version: group.version,
+                    body: body.to_vec(),
+                    created_at_ms: im_common::now_ms(),
+                };
+                diesel::insert_into(notices::table)
+                    .values(&notice)
+                    .execute(conn)
+                    .await?;
+                Ok(())
             }
 
             /// Adds (`on`) or lifts the `relation` of `user_id` to `other`, a row in the
@@ -285,6 +304,7 @@ macro_rules! business_store {
                     &self,
                     group: &GroupRecord,
                     first_members: &[MemberRecord],
+                    notice: &[u8],
                 ) -> StoreResult<GroupRecord> {
                     let (_turn, mut conn) = self.db.writer().await?;
                     conn.transaction(async |conn| {
@@ -318,6 +338,7 @@ macro_rules! business_store {
                             .execute(conn)
                             .await?;
                         insert_members(conn, first_members).await?;
+                        record_notice(conn, &group, notice).await?;
                         Ok(group)
                     })
                     .await
@@ -370,6 +391,7 @@ macro_rules! business_store {
                     &self,
                     group_id: &str,
                     new_members: &[MemberRecord],
+                    notice: &[u8],
                 ) -> StoreResult<GroupRecord> {
                     let (_turn, mut conn) = self.db.writer().await?;
                     conn.transaction(async |conn| {
@@ -399,7 +421,10 @@ macro_rules! business_store {
                             });
                         }
                         insert_members(conn, new_members).await?;
-                        touch_group(conn, group_id, new_members.len() as i64).await
+                        let group =
+                            touch_group(conn, group_id, new_members.len() as i64).await?;
+                        record_notice(conn, &group, notice).await?;
+                        Ok(group)
                     })
                     .await
                 }
@@ -408,6 +433,7 @@ macro_rules! business_store {
                     &self,
                     group_id: &str,
                     user_ids: &[String],
+                    notice: &[u8],
                 ) -> StoreResult<GroupRecord> {
                     let (_turn, mut conn) = self.db.writer().await?;
                     conn.transaction(async |conn| {
@@ -431,7 +457,55 @@ macro_rules! business_store {
                             }
                             removed += 1;
                         }
-                        touch_group(conn, group_id, -removed).await
+                        let group = touch_group(conn, group_id, -removed).await?;
+                        record_notice(conn, &group, notice).await?;
+                        Ok(group)
+                    })
+                    .await
+                }
+
+                async fn pending_notices(
+                    &self,
+                    before_ms: i64,
+                    limit: u32,
+                ) -> StoreResult<Vec<NoticeRecord>> {
+                    let mut conn = self.db.conn().await?;
+                    let query = notices::table
+                        .filter(notices::created_at_ms.le(before_ms))
+                        .order((
+                            notices::created_at_ms.asc(),
+                            notices::group_id.asc(),
+                            notices::version.asc(),
+                        ))
+                        .limit(i64::from(limit))
+                        .select(NoticeRecord::as_select());
+                    Ok(query.load(&mut conn).await?)
+                }
+
+                async fn notice_appended(
+                    &self,
+                    group_id: &str,
+                    version: i64,
+                    seq: i64,
+                    joined: &[String],
+                ) -> StoreResult<bool> {
+                    let (_turn, mut conn) = self.db.writer().await?;
+                    conn.transaction(async |conn| {
+                        let deleted = diesel::delete(notices::table.find((group_id, version)))
+                            .execute(conn)
+                            .await?;
+                        for chunk in joined.chunks(INSERT_CHUNK) {
+                            diesel::update(
+                                members::table
+                                    .filter(members::group_id.eq(group_id))
+                                    .filter(members::user_id.eq_any(chunk))
+                                    .filter(members::visible_from_seq.eq(JOINING)),
+                            )
+                            .set(members::visible_from_seq.eq(seq))
+                            .execute(conn)
+                            .await?;
+                        }
+                        Ok(deleted > 0)
                     })
                     .await
                 }

@@ -4,10 +4,11 @@
 // A test suite: a panic is how it reports a failure.
 #![allow(clippy::unwrap_used)]
 
-use im_proto::v1::{ConversationType, GroupRole, JoinPolicy};
+use im_proto::v1::{ConversationType, GroupRole, HistoryVisibility, JoinPolicy};
 
 use super::{
-    BusinessStore, GroupChanges, GroupRecord, MemberRecord, Revocation, StoreError, UserRecord,
+    BusinessStore, GroupChanges, GroupRecord, JOINING, MemberRecord, Revocation, StoreError,
+    UserRecord,
 };
 
 /// Runs every suite function, each as a test of its own, against a fresh store made by `$make`:
@@ -31,6 +32,7 @@ macro_rules! business_store_suite {
             dismissed_groups_have_no_members,
             groups_of_a_user,
             blocks_and_contacts,
+            notices_wait_until_appended,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -73,6 +75,7 @@ fn group(id: &str, owner: &str, max_members: i32) -> GroupRecord {
         dismissed: false,
         version: 0,
         created_at_ms: T,
+        history_visibility: HistoryVisibility::FromJoin as i32,
     }
 }
 
@@ -83,8 +86,12 @@ fn member(group_id: &str, user_id: &str, role: GroupRole) -> MemberRecord {
         role: role as i32,
         joined_at_ms: T,
         muted_until_ms: 0,
+        visible_from_seq: 1,
     }
 }
+
+/// The body of a notice, as the service would encode it (opaque to the store).
+const NOTICE: &[u8] = b"notice";
 
 async fn team(store: &dyn BusinessStore, id: &str, max: i32) -> GroupRecord {
     let first = [
@@ -92,7 +99,7 @@ async fn team(store: &dyn BusinessStore, id: &str, max: i32) -> GroupRecord {
         member(id, "amy", GroupRole::Member),
     ];
     store
-        .create_group(&group(id, "owner", max), &first)
+        .create_group(&group(id, "owner", max), &first, NOTICE)
         .await
         .expect("creates group")
 }
@@ -262,7 +269,7 @@ pub async fn groups_are_created_with_their_members(store: &dyn BusinessStore) {
         .map(|m| m.role);
     assert_eq!(role, Some(GroupRole::Owner as i32));
     let err = store
-        .create_group(&group("g1", "x", 10), &[])
+        .create_group(&group("g1", "x", 10), &[], NOTICE)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
@@ -271,7 +278,7 @@ pub async fn groups_are_created_with_their_members(store: &dyn BusinessStore) {
         member("g2", "b", GroupRole::Member),
     ];
     let err = store
-        .create_group(&group("g2", "a", 1), &too_many)
+        .create_group(&group("g2", "a", 1), &too_many, NOTICE)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::GroupFull { .. }), "{err}");
@@ -291,7 +298,7 @@ pub async fn adding_members_is_all_or_nothing(store: &dyn BusinessStore) {
             .collect::<Vec<_>>()
     };
     let err = store
-        .add_members("g", &add(&["bob", "amy"]))
+        .add_members("g", &add(&["bob", "amy"]), NOTICE)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
@@ -301,7 +308,7 @@ pub async fn adding_members_is_all_or_nothing(store: &dyn BusinessStore) {
         "bob was not added"
     );
     let err = store
-        .add_members("g", &add(&["bob", "cy", "dan"]))
+        .add_members("g", &add(&["bob", "cy", "dan"]), NOTICE)
         .await
         .unwrap_err();
     assert!(
@@ -315,9 +322,15 @@ pub async fn adding_members_is_all_or_nothing(store: &dyn BusinessStore) {
         ),
         "{err}"
     );
-    let after = store.add_members("g", &add(&["bob", "cy"])).await.unwrap();
+    let after = store
+        .add_members("g", &add(&["bob", "cy"]), NOTICE)
+        .await
+        .unwrap();
     assert_eq!((after.member_count, after.version), (4, 2));
-    let err = store.add_members("nope", &add(&["bob"])).await.unwrap_err();
+    let err = store
+        .add_members("nope", &add(&["bob"]), NOTICE)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
 
@@ -325,7 +338,7 @@ pub async fn adding_members_is_all_or_nothing(store: &dyn BusinessStore) {
 pub async fn removing_members_is_all_or_nothing(store: &dyn BusinessStore) {
     team(store, "g", 10).await;
     let err = store
-        .remove_members("g", &["amy".into(), "zed".into()])
+        .remove_members("g", &["amy".into(), "zed".into()], NOTICE)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
@@ -333,7 +346,10 @@ pub async fn removing_members_is_all_or_nothing(store: &dyn BusinessStore) {
         store.get_member("g", "amy").await.unwrap().is_some(),
         "amy is still there"
     );
-    let after = store.remove_members("g", &["amy".into()]).await.unwrap();
+    let after = store
+        .remove_members("g", &["amy".into()], NOTICE)
+        .await
+        .unwrap();
     assert_eq!((after.member_count, after.version), (1, 2));
     assert_eq!(store.get_member("g", "amy").await.unwrap(), None);
 }
@@ -343,7 +359,7 @@ pub async fn members_page_in_id_order(store: &dyn BusinessStore) {
     let mut first = vec![member("big", "owner", GroupRole::Owner)];
     first.extend((0..1_203).map(|i| member("big", &format!("u{i:05}"), GroupRole::Member)));
     let created = store
-        .create_group(&group("big", "owner", 5_000), &first)
+        .create_group(&group("big", "owner", 5_000), &first, NOTICE)
         .await
         .unwrap();
     assert_eq!(created.member_count, 1_204);
@@ -389,7 +405,7 @@ pub async fn roles_mutes_and_ownership(store: &dyn BusinessStore) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     let err = store
-        .remove_members("g", &["owner".into()])
+        .remove_members("g", &["owner".into()], NOTICE)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -462,7 +478,10 @@ pub async fn groups_of_a_user(store: &dyn BusinessStore) {
         .set_member_role("b", "amy", GroupRole::Admin as i32)
         .await
         .unwrap();
-    store.remove_members("c", &["amy".into()]).await.unwrap();
+    store
+        .remove_members("c", &["amy".into()], NOTICE)
+        .await
+        .unwrap();
     store.dismiss_group("a").await.unwrap();
     team(store, "d", 10).await;
     let groups = store.groups_of("amy").await.unwrap();
@@ -488,7 +507,7 @@ pub async fn dismissed_groups_have_no_members(store: &dyn BusinessStore) {
     assert_eq!(gone.member_count, 0);
     assert_eq!(store.list_members("g", "", 10).await.unwrap(), vec![]);
     let err = store
-        .add_members("g", &[member("g", "bob", GroupRole::Member)])
+        .add_members("g", &[member("g", "bob", GroupRole::Member)], NOTICE)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
@@ -525,4 +544,95 @@ pub async fn blocks_and_contacts(store: &dyn BusinessStore) {
     assert!(!store.is_contact("bob", "amy").await.unwrap());
     assert!(store.set_contact("amy", "bob", false, T).await.unwrap());
     assert!(!store.set_contact("amy", "bob", false, T).await.unwrap());
+}
+
+/// Each membership change records its notice at the group's new version; an appended notice
+/// is forgotten once, and gives its joining members their first seq (and no one else).
+pub async fn notices_wait_until_appended(store: &dyn BusinessStore) {
+    let created = team(store, "g", 10).await;
+    let joining = |user: &str| MemberRecord {
+        visible_from_seq: JOINING,
+        ..member("g", user, GroupRole::Member)
+    };
+    let added = store
+        .add_members("g", &[joining("bob"), joining("cy")], b"added")
+        .await
+        .unwrap();
+    let removed = store
+        .remove_members("g", &["amy".into()], b"removed")
+        .await
+        .unwrap();
+    let pending = store.pending_notices(i64::MAX, 10).await.unwrap();
+    let keys: Vec<(i64, &[u8])> = pending
+        .iter()
+        .map(|n| (n.version, n.body.as_slice()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (created.version, NOTICE),
+            (added.version, b"added".as_slice()),
+            (removed.version, b"removed".as_slice())
+        ]
+    );
+    assert!(
+        store.pending_notices(0, 10).await.unwrap().is_empty(),
+        "none that old"
+    );
+
+    // A notice of another change names bob: his first seq waits for the notice of his add.
+    assert!(
+        store
+            .notice_appended("g", created.version, 1, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .notice_appended(
+                "g",
+                added.version,
+                7,
+                &["bob".into(), "cy".into(), "owner".into()]
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .notice_appended("g", added.version, 9, &["bob".into()])
+            .await
+            .unwrap(),
+        "appended once"
+    );
+    let mut floors = Vec::new();
+    for user in ["bob", "cy", "owner"] {
+        floors.push(
+            store
+                .get_member("g", user)
+                .await
+                .unwrap()
+                .unwrap()
+                .visible_from_seq,
+        );
+    }
+    assert_eq!(floors, [7, 7, 1]);
+    let left: Vec<i64> = store
+        .pending_notices(i64::MAX, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.version)
+        .collect();
+    assert_eq!(left, [removed.version]);
+    let err = store
+        .add_members("g", &[joining("bob")], b"again")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+    assert_eq!(
+        store.pending_notices(i64::MAX, 10).await.unwrap().len(),
+        1,
+        "a refused change records no notice"
+    );
 }

@@ -80,6 +80,8 @@ pub struct Page {
     pub has_more: bool,
     /// The conversation's newest seq.
     pub last_seq: u64,
+    /// The first seq the user may see (a member added later sees the history from their join).
+    pub visible_from_seq: u64,
 }
 
 /// The user's read state in a conversation.
@@ -406,6 +408,7 @@ fn page_of(answer: server_frame::Body) -> Result<Page> {
             conversation_id: page.conversation_id,
             has_more: page.has_more,
             last_seq: page.last_seq,
+            visible_from_seq: page.visible_from_seq,
         }),
         other => Err(unexpected(&other)),
     }

@@ -560,9 +560,10 @@ mod tests {
             ..entry(2)
         };
         let notice = Message {
-            body: Body::Notice {
-                text: "bob renamed the group".into(),
-            },
+            body: Body::Notice(im_proto::v1::SystemNotice {
+                text: "bob added cy".into(),
+                ..Default::default()
+            }),
             ..entry(3)
         };
         timeline.on_entry(notice.clone());

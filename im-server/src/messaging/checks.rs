@@ -8,7 +8,9 @@ use im_proto::{
     v1::{Content, ConversationAction, SendRequest, message_body},
 };
 
-use super::{Conversation, Messaging, MessagingError, MessagingResult, aggregate::Aggregations};
+use super::{
+    Conversation, Messaging, MessagingError, MessagingResult, Visible, aggregate::Aggregations,
+};
 use crate::{
     sessions::SessionHandle,
     store::{EntryKind, NewEntry, StoredEntry},
@@ -105,9 +107,18 @@ impl Messaging {
                         "a reaction key is 1 to {MAX_REACTION_KEY} bytes"
                     )));
                 }
-                // Any member reacts, in channels and while muted too.
-                self.permit(user, conversation, ConversationAction::Read)
+                // Any member reacts, in channels and while muted too, to what they can see
+                // (a target exists up to now, so a joining member sees none).
+                let decision = self
+                    .permit(user, conversation, ConversationAction::Read)
                     .await?;
+                let visible = Visible::of_decision(conversation, &decision);
+                if reaction.target_seq < visible.floor(reaction.target_seq) {
+                    return Err(MessagingError::TargetNotFound {
+                        conversation: conversation.key.clone(),
+                        seq: reaction.target_seq,
+                    });
+                }
                 self.target(conversation, reaction.target_seq).await?;
                 self.not_withdrawn(conversation, reaction.target_seq)
                     .await?;

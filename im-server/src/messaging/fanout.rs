@@ -1,12 +1,12 @@
 //! The fan-out: committed entries, in commit order, go to every online device of every member
-//! (the sending session excepted) on every node; the rest are handed to the push hook. Only
-//! then is each sender answered.
+//! (the sending session excepted) on every node; the rest are handed to the push hook (system
+//! notices excepted). Only then is each sender answered.
 
 use std::sync::Arc;
 
 use im_proto::{
     ConversationId, ConversationKind, ErrorCode, GroupId,
-    v1::{Message, MessageBody},
+    v1::{Message, MessageBody, NoticeKind, message_body},
 };
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -17,7 +17,7 @@ use crate::{
     push::PushHook,
     router::{Routed, Router},
     sessions::Outbound,
-    store::StoredEntry,
+    store::{EntryKind, StoredEntry},
     wire,
 };
 
@@ -83,12 +83,14 @@ pub(super) async fn fan_out(fanout: FanOut, mut committed: mpsc::Receiver<Commit
         let wants_offline = fanout.push.wants_offline_users();
         let offline = fanout.router.deliver_all(&items, wants_offline).await;
         // Push services want the content (a preview): the body decoded, unlike pushes to
-        // clients, which relay its bytes.
-        let notices: Vec<(Message, Vec<String>)> = if wants_offline {
+        // clients, which relay its bytes. System notices wake no one.
+        let previews: Vec<(Message, Vec<String>)> = if wants_offline {
             pushed
                 .iter()
                 .zip(offline)
-                .filter(|(_, users)| !users.is_empty())
+                .filter(|(i, users)| {
+                    !users.is_empty() && answers[**i].1.entry().kind != EntryKind::Notice as i32
+                })
                 .map(|(&i, users)| {
                     let entry = answers[i].1.entry();
                     let mut message = message_of(entry);
@@ -102,7 +104,7 @@ pub(super) async fn fan_out(fanout: FanOut, mut committed: mpsc::Receiver<Commit
         for (done, appended) in answers {
             let _ = done.send(Ok(appended));
         }
-        for (message, users) in notices {
+        for (message, users) in previews {
             fanout.push.offline(&message, &users).await;
         }
     }
@@ -114,6 +116,10 @@ async fn recipients(directory: &Directory, entry: &StoredEntry) -> Option<Arc<[S
     match id.kind() {
         ConversationKind::Direct(a, b) if a == b => Some(Arc::new([a.to_string()])),
         ConversationKind::Direct(a, b) => Some(Arc::new([a.to_string(), b.to_string()])),
+        ConversationKind::Group(group) if entry.kind == EntryKind::Notice as i32 => {
+            let members = members_with_retries(directory, group).await?;
+            Some(notice_recipients(&members, entry))
+        }
         ConversationKind::Group(group) => {
             let members = members_with_retries(directory, group).await;
             if members.is_none() {
@@ -128,6 +134,29 @@ async fn recipients(directory: &Directory, entry: &StoredEntry) -> Option<Arc<[S
             members
         }
     }
+}
+
+/// Who gets a notice: the members the change leaves, whatever this node's list knew of it when
+/// the notice was written. Those it removes get their inactive state instead; those it adds get
+/// their conversation state once the business service has recorded this notice's seq as their
+/// first, and pull from there (a push now could come before that, while they see nothing yet).
+fn notice_recipients(members: &[String], entry: &StoredEntry) -> Arc<[String]> {
+    let notice = match MessageBody::decode(entry.body.as_slice()).map(|b| b.kind) {
+        Ok(Some(message_body::Kind::Notice(notice))) => notice,
+        _ => return members.into(),
+    };
+    let targets = notice.target_user_ids.iter().map(String::as_str);
+    let mut users: std::collections::BTreeSet<&str> = members.iter().map(String::as_str).collect();
+    match notice.kind() {
+        NoticeKind::GroupCreated => users.extend(targets),
+        NoticeKind::MembersAdded | NoticeKind::MembersRemoved | NoticeKind::MemberLeft => {
+            for target in targets {
+                users.remove(target);
+            }
+        }
+        _ => {}
+    }
+    users.into_iter().map(str::to_owned).collect()
 }
 
 /// A group's members, asked up to three times (a business node restarting, say).

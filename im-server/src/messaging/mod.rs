@@ -10,6 +10,8 @@
 //! holding a recipient, and only then answers the sender: an acknowledged entry is durable and
 //! on its way to every online device.
 //!
+//! System notices ([`notices`]) take the same path from the committer on, with no sender.
+//!
 //! Reading: [`pages`] (history and pull, each entry with its state folded by [`aggregate`]),
 //! [`sync`] (which conversations moved), [`receipts`] (read state, receipts, typing).
 //!
@@ -21,6 +23,7 @@ mod checks;
 mod commit;
 mod error;
 mod fanout;
+mod notices;
 mod pages;
 mod receipts;
 pub mod settings;
@@ -31,7 +34,7 @@ use std::sync::Arc;
 use im_common::settings::Live;
 use im_proto::{
     ConversationId, GroupId, UserId,
-    v1::{ConversationAction, ErrorCode, SendRequest},
+    v1::{ConversationAction, ErrorCode, PermissionDecision, SendRequest, UserGroup},
 };
 use tokio::sync::mpsc;
 
@@ -81,6 +84,52 @@ impl From<ConversationId> for Conversation {
         Self {
             key: id.to_string(),
             id,
+        }
+    }
+}
+
+/// Where a reader's view of a conversation starts: a group member added to a group that shows
+/// history from the join sees it from the notice of their add on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Visible {
+    /// The first seq the reader may see (0 or 1: all of it).
+    from_seq: u64,
+    /// Just added, the seq of the notice of the add not known yet: nothing up to now is theirs.
+    joining: bool,
+}
+
+impl Visible {
+    /// The whole history (1:1 conversations, members from the start, groups that show it all).
+    pub(crate) const ALL: Self = Self {
+        from_seq: 1,
+        joining: false,
+    };
+
+    /// As a READ decision in `conversation` gives it (a 1:1 is all visible).
+    fn of_decision(conversation: &Conversation, decision: &PermissionDecision) -> Self {
+        match conversation.group() {
+            Some(_) => Self {
+                from_seq: decision.visible_from_seq,
+                joining: decision.joining,
+            },
+            None => Self::ALL,
+        }
+    }
+
+    /// As the directory lists it for one of the user's groups.
+    pub(crate) fn of_group(group: &UserGroup) -> Self {
+        Self {
+            from_seq: group.visible_from_seq,
+            joining: group.joining,
+        }
+    }
+
+    /// The first seq the reader may see in a conversation whose last seq is `last_seq`.
+    pub(crate) fn floor(self, last_seq: u64) -> u64 {
+        if self.joining {
+            last_seq + 1
+        } else {
+            self.from_seq.max(1)
         }
     }
 }
@@ -248,20 +297,21 @@ impl Messaging {
         Ok(ack)
     }
 
-    /// Whether the business service allows `user` to do `action` in `conversation`.
+    /// Whether the business service allows `user` to do `action` in `conversation`: its
+    /// decision if it does.
     async fn permit(
         &self,
         user: &UserId,
         conversation: &Conversation,
         action: ConversationAction,
-    ) -> MessagingResult<()> {
+    ) -> MessagingResult<PermissionDecision> {
         let decision = self
             .permissions
             .check(user, &conversation.id, action)
             .await
             .map_err(MessagingError::bus("permission check"))?;
         if decision.allowed {
-            return Ok(());
+            return Ok(decision);
         }
         Err(MessagingError::Denied {
             code: ErrorCode::try_from(decision.code).unwrap_or(ErrorCode::Forbidden),

@@ -8,7 +8,7 @@ use im_proto::{
     v1::{ConversationAction, HistoryRequest, MessagePage, PullRequest},
 };
 
-use super::{Conversation, Messaging, MessagingResult, aggregate::Aggregations, cap};
+use super::{Conversation, Messaging, MessagingResult, Visible, aggregate::Aggregations, cap};
 use crate::{
     store::{EntryKind, StoredEntry},
     wire::Page,
@@ -38,13 +38,13 @@ impl Messaging {
         max_frame_bytes: usize,
     ) -> MessagingResult<Page> {
         let window = Window::Before(request.before_seq);
-        let (conversation, last_seq, mut page) = self
+        let (conversation, last_seq, floor, mut page) = self
             .window(user, &request.conversation_id, request.limit, window)
             .await?;
         let from = fit_backward(&page, max_frame_bytes);
-        let has_more = page.get(from).is_some_and(|(seq, _)| *seq > 1);
+        let has_more = page.get(from).is_some_and(|(seq, _)| *seq > floor);
         let messages = page.drain(from..).map(|(_, m)| m).collect();
-        Ok(page_of(conversation, has_more, last_seq, messages))
+        Ok(page_of(conversation, has_more, last_seq, floor, messages))
     }
 
     /// A forward page: entries above `after_seq`.
@@ -55,7 +55,7 @@ impl Messaging {
         max_frame_bytes: usize,
     ) -> MessagingResult<Page> {
         let window = Window::After(request.after_seq);
-        let (conversation, last_seq, mut page) = self
+        let (conversation, last_seq, floor, mut page) = self
             .window(user, &request.conversation_id, request.limit, window)
             .await?;
         page.truncate(fit_forward(&page, max_frame_bytes));
@@ -65,39 +65,62 @@ impl Messaging {
             conversation,
             reached < last_seq,
             last_seq,
+            floor,
             messages,
         ))
     }
 
     /// The entries of `window` that `user` may read, at most `asked` (capped), with their state
-    /// as of the conversation's last seq, and that seq.
+    /// as of the conversation's last seq; that seq, and the first one the user may see.
     async fn window(
         &self,
         user: &UserId,
         id: &str,
         asked: u32,
         window: Window,
-    ) -> MessagingResult<(Conversation, u64, Vec<(u64, Vec<u8>)>)> {
-        let conversation = self.readable(user, id).await?;
+    ) -> MessagingResult<(Conversation, u64, u64, Vec<(u64, Vec<u8>)>)> {
+        let (conversation, visible) = self.readable(user, id).await?;
         let limit = cap(asked, self.settings.get().max_history_page);
         let last_seq = self.last_seq(&conversation.key).await?;
+        let floor = visible.floor(last_seq);
         let key = &conversation.key;
         let mut entries = match window {
             Window::Before(seq) => self.store.entries_before(key, seq, limit).await?,
-            Window::After(seq) => self.store.entries_after(key, seq, limit).await?,
+            // Nothing below the floor: the page starts at it.
+            Window::After(seq) => {
+                let after = seq.max(floor - 1);
+                self.store.entries_after(key, after, limit).await?
+            }
         };
-        // Entries appended while this ran belong to the next page.
-        entries.retain(|e| e.seq as u64 <= last_seq);
+        // Entries appended while this ran belong to the next page; those below the floor are
+        // not the user's to see.
+        entries.retain(|e| (floor..=last_seq).contains(&(e.seq as u64)));
         let page = self.page(user, key, entries, last_seq).await?;
-        Ok((conversation, last_seq, page))
+        Ok((conversation, last_seq, floor, page))
     }
 
-    /// The conversation `id` names, if `user` may read it.
-    pub(super) async fn readable(&self, user: &UserId, id: &str) -> MessagingResult<Conversation> {
+    /// The conversation `id` names, if `user` may read it, and where their view of it starts.
+    pub(super) async fn readable(
+        &self,
+        user: &UserId,
+        id: &str,
+    ) -> MessagingResult<(Conversation, Visible)> {
         let conversation = Conversation::parse(id)?;
-        self.permit(user, &conversation, ConversationAction::Read)
+        let decision = self
+            .permit(user, &conversation, ConversationAction::Read)
             .await?;
-        Ok(conversation)
+        let visible = Visible::of_decision(&conversation, &decision);
+        Ok((conversation, visible))
+    }
+
+    /// The first seq of conversation `key` that a reader with `visible` may see.
+    pub(super) async fn floor(&self, key: &str, visible: Visible) -> MessagingResult<u64> {
+        let last_seq = if visible.joining {
+            self.last_seq(key).await?
+        } else {
+            0
+        };
+        Ok(visible.floor(last_seq))
     }
 
     /// The conversation's highest seq (0 when it has no entry).
@@ -140,6 +163,7 @@ fn page_of(
     conversation: Conversation,
     has_more: bool,
     last_seq: u64,
+    visible_from_seq: u64,
     messages: Vec<Vec<u8>>,
 ) -> Page {
     Page {
@@ -148,7 +172,7 @@ fn page_of(
             messages: Vec::new(),
             has_more,
             last_seq,
-            visible_from_seq: 1,
+            visible_from_seq,
         },
         messages,
     }

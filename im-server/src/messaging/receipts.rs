@@ -37,8 +37,9 @@ impl Messaging {
         request: &MarkRead,
     ) -> MessagingResult<ReadState> {
         let user = &session.user;
-        let conversation = self.readable(user, &request.conversation_id).await?;
+        let (conversation, visible) = self.readable(user, &request.conversation_id).await?;
         let key = &conversation.key;
+        let floor = self.floor(key, visible).await?;
         let before = self
             .store
             .read_seqs(user.as_str(), std::slice::from_ref(key))
@@ -47,10 +48,12 @@ impl Messaging {
             .copied()
             .unwrap_or(0);
         let now = im_common::now_ms();
-        let read_seq = self
+        let stored = self
             .store
             .advance_read(key, user.as_str(), request.seq, now)
             .await?;
+        // What lies below the user's floor counts as read.
+        let read_seq = stored.max(floor - 1);
         let unread_count = self
             .store
             .unread_count(key, user.as_str(), read_seq)
@@ -60,7 +63,7 @@ impl Messaging {
             read_seq,
             unread_count,
         };
-        if read_seq > before {
+        if stored > before {
             let mine = signal(server_frame::Body::ReadState(state.clone()));
             self.router
                 .deliver(
@@ -108,7 +111,7 @@ impl Messaging {
         user: &UserId,
         request: &ReadCursorsRequest,
     ) -> MessagingResult<ReadCursorsPage> {
-        let conversation = self.readable(user, &request.conversation_id).await?;
+        let (conversation, _) = self.readable(user, &request.conversation_id).await?;
         let limit = cap(request.limit, self.settings.get().max_sync_page);
         let after = if request.page_token.is_empty() {
             String::new()

@@ -11,7 +11,7 @@ use im_proto::{
 };
 use prost::Message as _;
 
-use super::{Messaging, MessagingError, MessagingResult, cap, pages::FRAME_OVERHEAD};
+use super::{Messaging, MessagingError, MessagingResult, Visible, cap, pages::FRAME_OVERHEAD};
 
 const TOKEN: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -45,9 +45,9 @@ impl Messaging {
             .collect();
 
         // The user's conversations, in id order.
-        let mut mine: BTreeMap<String, ConversationType> = BTreeMap::new();
+        let mut mine: BTreeMap<String, (ConversationType, Visible)> = BTreeMap::new();
         for id in self.store.direct_conversations(user.as_str()).await? {
-            mine.insert(id, ConversationType::Direct);
+            mine.insert(id, (ConversationType::Direct, Visible::ALL));
         }
         let groups = self
             .directory
@@ -56,8 +56,9 @@ impl Messaging {
             .map_err(MessagingError::bus("the user's groups"))?;
         for group in groups {
             let kind = ConversationType::try_from(group.r#type).unwrap_or(ConversationType::Group);
+            let visible = Visible::of_group(&group);
             if let Ok(group) = GroupId::new(group.group_id) {
-                mine.insert(ConversationId::group(group).to_string(), kind);
+                mine.insert(ConversationId::group(group).to_string(), (kind, visible));
             }
         }
         let ids: Vec<String> = mine
@@ -78,14 +79,26 @@ impl Messaging {
                     .is_ok_and(|c| c.group_id().is_some())
             })
             .collect();
-        let mut changed: BTreeMap<String, Option<(u64, u64, ConversationType)>> = BTreeMap::new();
+        let mut changed: BTreeMap<String, Option<Seen>> = BTreeMap::new();
         for ((id, last), read) in ids.iter().zip(last_seqs).zip(read_seqs) {
+            let (kind, visible) = mine[id];
+            let floor = visible.floor(last);
+            // What lies below the user's floor counts as read.
+            let read = read.max(floor - 1);
             let moved = last > held.get(id.as_str()).copied().unwrap_or(0);
             // Read cursors are compared only where the client sent one: a client that never
             // sends `read` is told of new entries, not of every conversation it has read.
             let read_moved = read_sent.get(id.as_str()).is_some_and(|sent| read != *sent);
             if moved || read_moved {
-                changed.insert(id.clone(), Some((last, read, mine[id])));
+                changed.insert(
+                    id.clone(),
+                    Some(Seen {
+                        kind,
+                        last,
+                        read,
+                        floor,
+                    }),
+                );
             }
         }
         for id in gone {
@@ -117,7 +130,7 @@ impl Messaging {
         let mut next_page_token = String::new();
         for (id, change) in &changed {
             let state = match change {
-                Some((last, read, kind)) => self.state(user, id, *kind, *last, *read).await?,
+                Some(seen) => self.state(user, id, seen).await?,
                 None => left(id),
             };
             used += state.encoded_len() + 8;
@@ -142,22 +155,26 @@ impl Messaging {
         &self,
         user: &UserId,
         key: &str,
-        kind: ConversationType,
-        last_seq: u64,
-        read_seq: u64,
+        seen: &Seen,
     ) -> MessagingResult<ConversationState> {
+        let Seen {
+            kind,
+            last: last_seq,
+            read: read_seq,
+            floor,
+        } = *seen;
         let unread_count = self
             .store
             .unread_count(key, user.as_str(), read_seq)
             .await?;
         let last_message = match self.store.last_content(key).await? {
-            Some(entry) => {
+            Some(entry) if entry.seq as u64 >= floor => {
                 let page = self.page(user, key, vec![entry], last_seq).await?;
                 page.into_iter()
                     .next()
                     .and_then(|(_, bytes)| Message::decode(bytes.as_slice()).ok())
             }
-            None => None,
+            _ => None,
         };
         Ok(ConversationState {
             conversation_id: key.to_owned(),
@@ -165,7 +182,7 @@ impl Messaging {
             last_seq,
             read_seq,
             unread_count,
-            visible_from_seq: 1,
+            visible_from_seq: floor,
             last_message,
             active: true,
         })
@@ -178,23 +195,42 @@ impl Messaging {
         group: &GroupId,
     ) -> MessagingResult<ConversationState> {
         let key = ConversationId::group(group.clone()).to_string();
-        let kind = self
+        let listed = self
             .directory
             .groups_of(user)
             .await
             .map_err(MessagingError::bus("the user's groups"))?
             .into_iter()
-            .find(|g| g.group_id == group.as_str())
+            .find(|g| g.group_id == group.as_str());
+        let kind = listed
+            .as_ref()
             .and_then(|g| ConversationType::try_from(g.r#type).ok())
             .unwrap_or(ConversationType::Group);
+        let visible = listed.as_ref().map_or(Visible::ALL, Visible::of_group);
         let last = self.last_seq(&key).await?;
         let read = self
             .store
             .read_seqs(user.as_str(), std::slice::from_ref(&key))
             .await?;
-        self.state(user, &key, kind, last, read.first().copied().unwrap_or(0))
-            .await
+        let floor = visible.floor(last);
+        let seen = Seen {
+            kind,
+            last,
+            read: read.first().copied().unwrap_or(0).max(floor - 1),
+            floor,
+        };
+        self.state(user, &key, &seen).await
     }
+}
+
+/// A conversation as the user sees it: its kind, its last seq, how far they read (everything
+/// below their floor counts as read), and their floor, the first seq they may see.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    kind: ConversationType,
+    last: u64,
+    read: u64,
+    floor: u64,
 }
 
 /// A group the user is no longer in: its progress is none of their business (no seqs at all).

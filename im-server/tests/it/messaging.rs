@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::common::*;
 use im_business::Actor;
 use im_proto::v1::{
-    Edit, ErrorCode, HistoryRequest, MessageBody, PullRequest, Recall, SeqCursor, SyncRequest,
-    client_frame, message_body, server_frame,
+    Edit, ErrorCode, HistoryRequest, HistoryVisibility, MessageBody, NoticeKind, PullRequest,
+    Recall, SeqCursor, SyncRequest, client_frame, message_body, server_frame,
 };
 
 #[tokio::test]
@@ -56,9 +56,10 @@ async fn group_messages_reach_every_online_member_in_order() {
     let mut bob = w.connect("bob", "d").await;
     let mut cy = w.connect("cy", "d").await;
 
+    // Seq 1 is the notice of the group's creation.
     for n in 0..20 {
         let ack = amy.say("g:team", &format!("a{n}"), &format!("#{n}")).await;
-        assert_eq!(ack.seq, n + 1);
+        assert_eq!(ack.seq, n + 2);
     }
     for client in [&mut bob, &mut cy] {
         let seqs: Vec<u64> = {
@@ -68,7 +69,7 @@ async fn group_messages_reach_every_online_member_in_order() {
             }
             seen
         };
-        assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "every entry, in order");
+        assert_eq!(seqs, (2..=21).collect::<Vec<_>>(), "every entry, in order");
     }
 }
 
@@ -116,7 +117,8 @@ async fn pipelined_sends_from_several_senders_get_gap_free_sequences_in_send_ord
         seqs.extend(mine);
     }
     seqs.sort_unstable();
-    assert_eq!(seqs, (1..=60).collect::<Vec<_>>(), "gap-free, no seq twice");
+    // Seq 1 is the notice of the group's creation.
+    assert_eq!(seqs, (2..=61).collect::<Vec<_>>(), "gap-free, no seq twice");
 }
 
 #[tokio::test]
@@ -161,7 +163,7 @@ async fn windows_close_for_senders_but_not_for_admins() {
     w.group("team", "owner", &["amy"]).await;
     let mut amy = w.connect("amy", "d").await;
     let mut owner = w.connect("owner", "d").await;
-    amy.say("g:team", "1", "oops").await;
+    amy.say("g:team", "1", "oops").await; // 2, after the notice of the creation
     tokio::time::sleep(Duration::from_millis(5)).await;
     let body = |kind| MessageBody { kind: Some(kind) };
     let content = match text("fixed").kind {
@@ -173,21 +175,21 @@ async fn windows_close_for_senders_but_not_for_admins() {
             "g:team",
             "2",
             body(message_body::Kind::Edit(Edit {
-                target_seq: 1,
+                target_seq: 2,
                 content: Some(content),
             })),
         )
         .await
         .unwrap_err();
     assert_eq!(code(&edit), ErrorCode::EditWindowClosed);
-    let recall = body(message_body::Kind::Recall(Recall { target_seq: 1 }));
+    let recall = body(message_body::Kind::Recall(Recall { target_seq: 2 }));
     let late = amy
         .send_message("g:team", "3", recall.clone())
         .await
         .unwrap_err();
     assert_eq!(code(&late), ErrorCode::EditWindowClosed);
     let by_admin = owner.send_message("g:team", "4", recall).await.unwrap();
-    assert_eq!(by_admin.seq, 2);
+    assert_eq!(by_admin.seq, 3);
 }
 
 #[tokio::test]
@@ -302,6 +304,27 @@ async fn permission_denials_carry_their_codes() {
     amy.say("d:amy:bob", "7", "hi again").await;
 }
 
+/// The notice in `message`, if it is one: its kind and targets.
+fn notice_of(message: &im_proto::v1::Message) -> Option<(NoticeKind, Vec<String>)> {
+    match message.body.as_ref()?.kind.as_ref()? {
+        message_body::Kind::Notice(n) => Some((n.kind(), n.target_user_ids.clone())),
+        _ => None,
+    }
+}
+
+/// `user`'s history of `conversation`, newest last.
+async fn history_of(client: &mut Client, conversation: &str) -> im_proto::v1::MessagePage {
+    page(
+        client
+            .call(client_frame::Body::History(HistoryRequest {
+                conversation_id: conversation.into(),
+                before_seq: 0,
+                limit: 0,
+            }))
+            .await,
+    )
+}
+
 #[tokio::test]
 async fn members_added_and_removed_are_told_and_fanned_out_to() {
     let w = world().await;
@@ -309,7 +332,7 @@ async fn members_added_and_removed_are_told_and_fanned_out_to() {
     w.group("team", "owner", &["amy"]).await;
     let mut amy = w.connect("amy", "d").await;
     let mut bob = w.connect("bob", "d").await;
-    amy.say("g:team", "1", "before bob").await;
+    amy.say("g:team", "1", "before bob").await; // 2, after the notice of the creation
     w.business
         .add_members(&Actor::App, "team", &["bob".into()])
         .await
@@ -324,14 +347,38 @@ async fn members_added_and_removed_are_told_and_fanned_out_to() {
         (
             joined.conversation_id.as_str(),
             joined.active,
-            joined.last_seq
+            joined.last_seq,
+            joined.visible_from_seq,
+            joined.read_seq,
+            joined.unread_count,
         ),
-        ("g:team", true, 1)
+        ("g:team", true, 3, 3, 2, 0),
+        "bob sees the group from the notice of his add (3) on, nothing before it to read"
+    );
+    let added = amy.message().await;
+    assert_eq!(
+        (added.seq, added.sender_user_id.as_str(), notice_of(&added)),
+        (
+            3,
+            "",
+            Some((NoticeKind::MembersAdded, vec!["bob".to_owned()]))
+        ),
+        "the members see the notice, sent by no one"
+    );
+    let first = history_of(&mut bob, "g:team").await;
+    assert_eq!(
+        first
+            .messages
+            .iter()
+            .map(|m| (m.seq, notice_of(m).map(|(kind, _)| kind)))
+            .collect::<Vec<_>>(),
+        [(3, Some(NoticeKind::MembersAdded))],
+        "the notice of his add is the first entry bob sees"
     );
     amy.say("g:team", "2", "welcome bob").await;
     assert_eq!(
         bob.message().await.seq,
-        2,
+        4,
         "the new member gets new entries"
     );
 
@@ -350,6 +397,14 @@ async fn members_added_and_removed_are_told_and_fanned_out_to() {
         (false, 0, 0),
         "a removed member's state carries no seqs"
     );
+    let gone = amy.message().await;
+    assert_eq!(
+        (gone.seq, notice_of(&gone)),
+        (
+            5,
+            Some((NoticeKind::MembersRemoved, vec!["bob".to_owned()]))
+        )
+    );
     amy.say("g:team", "3", "bob left").await;
     let leaked = bob
         .sees_within(Duration::from_millis(300), |b| match b {
@@ -362,7 +417,7 @@ async fn members_added_and_removed_are_told_and_fanned_out_to() {
         bob.call(client_frame::Body::Sync(SyncRequest {
             held: vec![SeqCursor {
                 conversation_id: "g:team".into(),
-                seq: 2,
+                seq: 4,
             }],
             ..Default::default()
         }))
@@ -378,6 +433,141 @@ async fn members_added_and_removed_are_told_and_fanned_out_to() {
         (0, 0),
         "and tells nothing more"
     );
+
+    w.business
+        .leave_group(&Actor::User("amy".into()), "team", "amy")
+        .await
+        .unwrap();
+    let mut owner = w.connect("owner", "d").await;
+    let history = history_of(&mut owner, "g:team").await;
+    let notices: Vec<(u64, NoticeKind, Vec<String>)> = history
+        .messages
+        .iter()
+        .filter_map(|m| notice_of(m).map(|(kind, targets)| (m.seq, kind, targets)))
+        .collect();
+    let names = |users: &[&str]| users.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        notices,
+        [
+            (1, NoticeKind::GroupCreated, names(&["owner", "amy"])),
+            (3, NoticeKind::MembersAdded, names(&["bob"])),
+            (5, NoticeKind::MembersRemoved, names(&["bob"])),
+            (7, NoticeKind::MemberLeft, names(&["amy"])),
+        ],
+        "every change of the membership is an entry in the history, in order"
+    );
+}
+
+#[tokio::test]
+async fn members_added_later_see_the_history_from_their_join_unless_the_group_shows_it_all() {
+    let w = world().await;
+    w.users(&["owner", "amy", "bob", "cy"]).await;
+    w.group("team", "owner", &["amy"]).await;
+    let open = im_business::NewGroup {
+        group_id: "open".into(),
+        name: "open".into(),
+        owner_user_id: "owner".into(),
+        member_user_ids: vec!["amy".into()],
+        history_visibility: HistoryVisibility::Full,
+        ..Default::default()
+    };
+    w.business.create_group(&Actor::App, open).await.unwrap();
+    let mut amy = w.connect("amy", "d").await;
+    for group in ["g:team", "g:open"] {
+        amy.say(group, "early", "said before bob came").await; // 2
+    }
+    for group in ["team", "open"] {
+        w.business
+            .add_members(&Actor::App, group, &["bob".into()])
+            .await
+            .unwrap(); // 3
+    }
+    let mut bob = w.connect("bob", "d").await;
+
+    let from_join = history_of(&mut bob, "g:team").await;
+    let seqs: Vec<u64> = from_join.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(
+        (seqs, from_join.visible_from_seq, from_join.has_more),
+        (vec![3], 3, false),
+        "the notice of his add is the first entry bob sees"
+    );
+    let pulled = page(
+        bob.call(client_frame::Body::Pull(PullRequest {
+            conversation_id: "g:team".into(),
+            after_seq: 0,
+            limit: 0,
+        }))
+        .await,
+    );
+    let seqs: Vec<u64> = pulled.messages.iter().map(|m| m.seq).collect();
+    assert_eq!((seqs, pulled.visible_from_seq), (vec![3], 3));
+    let hidden = bob
+        .send_message(
+            "g:team",
+            "react",
+            MessageBody {
+                kind: Some(message_body::Kind::Reaction(im_proto::v1::Reaction {
+                    target_seq: 2,
+                    key: "+1".into(),
+                    remove: false,
+                })),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&hidden),
+        ErrorCode::MessageNotFound,
+        "what bob cannot see, he cannot react to"
+    );
+
+    let everything = history_of(&mut bob, "g:open").await;
+    let seqs: Vec<u64> = everything.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(
+        (seqs, everything.visible_from_seq),
+        (vec![1, 2, 3], 1),
+        "a group that shows its history shows it all"
+    );
+
+    let sync = sync_of(
+        bob.call(client_frame::Body::Sync(SyncRequest::default()))
+            .await,
+    );
+    let states: Vec<(&str, u64, u64, u64, bool)> = sync
+        .conversations
+        .iter()
+        .map(|c| {
+            (
+                c.conversation_id.as_str(),
+                c.visible_from_seq,
+                c.read_seq,
+                c.unread_count,
+                c.last_message.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("g:open", 1, 0, 1, true), ("g:team", 3, 2, 0, false)],
+        "what lies below bob's floor is neither unread nor previewed"
+    );
+
+    // The setting applies to later adds; the members in it keep their floor.
+    let full = im_business::GroupUpdate {
+        history_visibility: Some(HistoryVisibility::Full),
+        ..Default::default()
+    };
+    w.business
+        .update_group(&Actor::App, "team", full)
+        .await
+        .unwrap();
+    w.business
+        .add_members(&Actor::App, "team", &["cy".into()])
+        .await
+        .unwrap(); // 4
+    let mut cy = w.connect("cy", "d").await;
+    assert_eq!(history_of(&mut cy, "g:team").await.visible_from_seq, 1);
+    assert_eq!(history_of(&mut bob, "g:team").await.visible_from_seq, 3);
 }
 
 #[tokio::test]
@@ -478,7 +668,8 @@ async fn entries_for_users_with_no_device_online_go_to_the_push_hook() {
             offline.sort();
             assert_eq!(
                 (seq, offline),
-                (1, vec!["cy".to_owned(), "owner".to_owned()])
+                (2, vec!["cy".to_owned(), "owner".to_owned()]),
+                "the first is amy's: the notice of the creation (seq 1) wakes no one"
             );
             break;
         }

@@ -17,6 +17,7 @@ async fn offline_users_sync_then_pull_what_they_missed() {
     for n in 0..5 {
         amy.say("d:amy:bob", &format!("d{n}"), "direct").await;
     }
+    // Seq 1 is the notice of the group's creation; amy's entries are 2 to 4.
     for n in 0..3 {
         amy.say("g:team", &format!("g{n}"), "group").await;
     }
@@ -47,7 +48,7 @@ async fn offline_users_sync_then_pull_what_they_missed() {
         .collect();
     assert_eq!(
         states,
-        [("d:amy:bob", 5, 5, true), ("g:team", 3, 3, true)],
+        [("d:amy:bob", 5, 5, true), ("g:team", 4, 3, true)],
         "both conversations moved past what bob holds"
     );
     let preview = sync.conversations[0].last_message.as_ref().unwrap();
@@ -62,7 +63,7 @@ async fn offline_users_sync_then_pull_what_they_missed() {
         .await,
     );
     let seqs: Vec<u64> = pulled.messages.iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, [2, 3]);
+    assert_eq!(seqs, [2, 3, 4]);
     assert!(!pulled.has_more);
 
     let caught_up = sync_of(
@@ -70,7 +71,7 @@ async fn offline_users_sync_then_pull_what_they_missed() {
             held: vec![
                 SeqCursor {
                     conversation_id: "g:team".into(),
-                    seq: 3,
+                    seq: 4,
                 },
                 SeqCursor {
                     conversation_id: "d:amy:bob".into(),
@@ -172,20 +173,21 @@ async fn read_cursors_unread_counts_and_receipts() {
     let mut amy = w.connect("amy", "d").await;
     let mut bob_phone = w.connect("bob", "phone").await;
     let mut bob_laptop = w.connect("bob", "laptop").await;
+    // Seq 1 is the notice of the group's creation; amy's entries are 2 to 5.
     for n in 0..4 {
         amy.say("g:team", &format!("m{n}"), "x").await;
     }
     let state = match bob_phone
         .call(client_frame::Body::MarkRead(MarkRead {
             conversation_id: "g:team".into(),
-            seq: 3,
+            seq: 4,
         }))
         .await
     {
         server_frame::Body::ReadState(state) => state,
         other => panic!("{other:?}"),
     };
-    assert_eq!((state.read_seq, state.unread_count), (3, 1));
+    assert_eq!((state.read_seq, state.unread_count), (4, 1));
 
     let mirrored = bob_laptop
         .expect(|b| match b {
@@ -202,7 +204,7 @@ async fn read_cursors_unread_counts_and_receipts() {
         .await;
     assert_eq!(
         (receipt.user_id.as_str(), receipt.read_seq),
-        ("bob", 3),
+        ("bob", 4),
         "the sender sees bob's receipt"
     );
 
@@ -213,7 +215,7 @@ async fn read_cursors_unread_counts_and_receipts() {
             seq: 1,
         }))
         .await;
-    assert!(matches!(back, server_frame::Body::ReadState(s) if s.read_seq == 3));
+    assert!(matches!(back, server_frame::Body::ReadState(s) if s.read_seq == 4));
 
     let cursors = match amy
         .call(client_frame::Body::ReadCursors(ReadCursorsRequest {
@@ -230,7 +232,7 @@ async fn read_cursors_unread_counts_and_receipts() {
         .iter()
         .map(|c| (c.user_id.as_str(), c.read_seq))
         .collect();
-    assert_eq!(rows, [("bob", 3)]);
+    assert_eq!(rows, [("bob", 4)]);
 
     // A device that was offline learns the read state in its sync.
     let mut bob_tablet = w.connect("bob", "tablet").await;
@@ -239,7 +241,7 @@ async fn read_cursors_unread_counts_and_receipts() {
             .call(client_frame::Body::Sync(SyncRequest {
                 held: vec![SeqCursor {
                     conversation_id: "g:team".into(),
-                    seq: 4,
+                    seq: 5,
                 }],
                 read: vec![SeqCursor {
                     conversation_id: "g:team".into(),
@@ -255,7 +257,7 @@ async fn read_cursors_unread_counts_and_receipts() {
             sync.conversations[0].read_seq,
             sync.conversations[0].unread_count
         ),
-        (3, 1)
+        (4, 1)
     );
 }
 
@@ -267,9 +269,10 @@ async fn edits_recalls_deletes_and_reactions_are_entries_and_shape_history() {
     let mut amy = w.connect("amy", "d").await;
     let mut bob = w.connect("bob", "d").await;
     let mut owner = w.connect("owner", "d").await;
-    amy.say("g:team", "1", "first").await; // 1
-    amy.say("g:team", "2", "second").await; // 2
-    bob.say("g:team", "3", "bob's").await; // 3
+    // 1 is the notice of the group's creation.
+    amy.say("g:team", "1", "first").await; // 2
+    amy.say("g:team", "2", "second").await; // 3
+    bob.say("g:team", "3", "bob's").await; // 4
 
     let body = |kind| MessageBody { kind: Some(kind) };
     let edit = amy
@@ -277,7 +280,7 @@ async fn edits_recalls_deletes_and_reactions_are_entries_and_shape_history() {
             "g:team",
             "4",
             body(message_body::Kind::Edit(Edit {
-                target_seq: 1,
+                target_seq: 2,
                 content: text("first, fixed").kind.and_then(|k| match k {
                     message_body::Kind::Content(c) => Some(c),
                     _ => None,
@@ -286,13 +289,13 @@ async fn edits_recalls_deletes_and_reactions_are_entries_and_shape_history() {
         )
         .await
         .unwrap();
-    assert_eq!(edit.seq, 4);
+    assert_eq!(edit.seq, 5);
     let denied = bob
         .send_message(
             "g:team",
             "x1",
             body(message_body::Kind::Edit(Edit {
-                target_seq: 1,
+                target_seq: 2,
                 content: None,
             })),
         )
@@ -306,7 +309,7 @@ async fn edits_recalls_deletes_and_reactions_are_entries_and_shape_history() {
     let recall = |seq| body(message_body::Kind::Recall(Recall { target_seq: seq }));
     let delete = |seq| body(message_body::Kind::Delete(Delete { target_seq: seq }));
     let refused = bob
-        .send_message("g:team", "x0", delete(1))
+        .send_message("g:team", "x0", delete(2))
         .await
         .unwrap_err();
     assert_eq!(
@@ -315,15 +318,15 @@ async fn edits_recalls_deletes_and_reactions_are_entries_and_shape_history() {
         "deleting follows recall's rights"
     );
     let refused = bob
-        .send_message("g:team", "x2", recall(1))
+        .send_message("g:team", "x2", recall(2))
         .await
         .unwrap_err();
     assert_eq!(code(&refused), ErrorCode::Forbidden, "not bob's message");
-    amy.send_message("g:team", "5", recall(2)).await.unwrap(); // 5
-    owner.send_message("g:team", "6", recall(3)).await.unwrap(); // 6: admins always may
+    amy.send_message("g:team", "5", recall(3)).await.unwrap(); // 6
+    owner.send_message("g:team", "6", recall(4)).await.unwrap(); // 7: admins always may
     let react = |key: &str, remove| {
         body(message_body::Kind::Reaction(Reaction {
-            target_seq: 1,
+            target_seq: 2,
             key: key.into(),
             remove,
         }))
@@ -363,7 +366,7 @@ async fn edits_recalls_deletes_and_reactions_are_entries_and_shape_history() {
         pushed.push(amy.message().await.seq);
     }
     pushed.sort_unstable();
-    assert_eq!(pushed, [3, 6, 7, 8, 9, 10]);
+    assert_eq!(pushed, [4, 7, 8, 9, 10, 11]);
 
     let history = page(
         bob.call(client_frame::Body::History(HistoryRequest {
@@ -373,24 +376,24 @@ async fn edits_recalls_deletes_and_reactions_are_entries_and_shape_history() {
         }))
         .await,
     );
-    assert_eq!(history.last_seq, 10);
-    assert_eq!(history.messages.len(), 10, "every entry keeps its place");
+    assert_eq!(history.last_seq, 11);
+    assert_eq!(history.messages.len(), 11, "every entry keeps its place");
     let by_seq = |seq: u64| history.messages.iter().find(|m| m.seq == seq).unwrap();
-    let first = by_seq(1);
+    let first = by_seq(2);
     assert_eq!(
         text_of(first),
         Some("first, fixed"),
         "the body is the edited one"
     );
     let state = first.state.as_ref().unwrap();
-    assert_eq!(state.edited_seq, 4);
+    assert_eq!(state.edited_seq, 5);
     let reactions: Vec<(&str, u32, bool)> = state
         .reactions
         .iter()
         .map(|r| (r.key.as_str(), r.count, r.mine))
         .collect();
     assert_eq!(reactions, [("👍", 2, true)], "a removed reaction is gone");
-    for (seq, recall_seq) in [(2, 5), (3, 6)] {
+    for (seq, recall_seq) in [(3, 6), (4, 7)] {
         let withdrawn = by_seq(seq);
         assert_eq!(withdrawn.state.as_ref().unwrap().recalled_seq, recall_seq);
         assert_eq!(
@@ -405,7 +408,7 @@ async fn edits_recalls_deletes_and_reactions_are_entries_and_shape_history() {
     );
     assert_eq!(
         sync.conversations[0].unread_count, 1,
-        "only amy's edited first message counts: 2 was recalled, 3 is bob's own"
+        "only amy's edited first message counts: 3 was recalled, 4 is bob's own, 1 a notice"
     );
 }
 

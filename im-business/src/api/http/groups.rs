@@ -2,7 +2,7 @@
 //! ownership).
 
 use axum::{Json, extract::State, http::HeaderMap};
-use im_proto::v1::{ConversationType, GroupRole, JoinPolicy};
+use im_proto::v1::{ConversationType, GroupRole, HistoryVisibility, JoinPolicy};
 
 use super::{
     ApiState,
@@ -34,6 +34,9 @@ pub(super) async fn create_group(
         join_policy: b.join_policy.map_or(JoinPolicy::Unspecified, Into::into),
         avatar_url: b.avatar_url,
         extra_json: b.extra_json,
+        history_visibility: b
+            .history_visibility
+            .map_or(HistoryVisibility::Unspecified, Into::into),
     };
     Ok(Json(
         s.business
@@ -72,6 +75,7 @@ pub(super) async fn update_group(
         join_policy: b.join_policy.map(Into::into),
         mute_all: b.mute_all,
         extra_json: b.extra_json,
+        history_visibility: b.history_visibility.map(Into::into),
     };
     Ok(Json(
         s.business

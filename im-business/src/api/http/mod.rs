@@ -40,11 +40,11 @@ mod users;
 
 pub use error::{ApiError, Body, PathArg, QueryArg};
 pub use shapes::{
-    BlockPath, ContactPath, CreateGroupBody, GroupJson, GroupKind, GroupPath, ID_OR_EMPTY_PATTERN,
-    ID_PATTERN, Id, IdOrEmpty, ImportUsersBody, ImportedJson, IssueTokenBody, Joining, MemberJson,
-    MemberPageJson, MemberPath, MuteBody, NewRole, OkJson, PageQuery, RevokeBody, Role, RoleBody,
-    TokenJson, UpdateGroupBody, UpsertUserBody, UserIdBody, UserIdPageJson, UserIdsBody, UserJson,
-    UserPath,
+    BlockPath, ContactPath, CreateGroupBody, GroupJson, GroupKind, GroupPath, History,
+    ID_OR_EMPTY_PATTERN, ID_PATTERN, Id, IdOrEmpty, ImportUsersBody, ImportedJson, IssueTokenBody,
+    Joining, MemberJson, MemberPageJson, MemberPath, MuteBody, NewRole, OkJson, PageQuery,
+    RevokeBody, Role, RoleBody, TokenJson, UpdateGroupBody, UpsertUserBody, UserIdBody,
+    UserIdPageJson, UserIdsBody, UserJson, UserPath,
 };
 
 use groups::{

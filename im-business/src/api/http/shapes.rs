@@ -4,7 +4,7 @@
 
 use im_proto::{
     ids::MAX_ID_BYTES,
-    v1::{ConversationType, GroupRole, JoinPolicy},
+    v1::{ConversationType, GroupRole, HistoryVisibility, JoinPolicy},
 };
 use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
 use utoipa::{
@@ -250,6 +250,32 @@ fn joining(policy: i32) -> Joining {
     }
 }
 
+/// What members added after the group was created see of its earlier entries.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum History {
+    /// From the notice of their add on.
+    FromJoin,
+    /// Everything, from seq 1.
+    Full,
+}
+
+impl From<History> for HistoryVisibility {
+    fn from(h: History) -> Self {
+        match h {
+            History::FromJoin => Self::FromJoin,
+            History::Full => Self::Full,
+        }
+    }
+}
+
+fn history(visibility: i32) -> History {
+    match HistoryVisibility::try_from(visibility) {
+        Ok(HistoryVisibility::Full) => History::Full,
+        _ => History::FromJoin,
+    }
+}
+
 /// A group.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct GroupJson {
@@ -267,6 +293,7 @@ pub struct GroupJson {
     #[schema(content_media_type = "application/json")]
     pub(super) extra_json: String,
     pub(super) created_at_ms: i64,
+    pub(super) history_visibility: History,
 }
 
 impl From<GroupRecord> for GroupJson {
@@ -288,6 +315,7 @@ impl From<GroupRecord> for GroupJson {
             mute_all: g.mute_all,
             extra_json: g.extra_json,
             created_at_ms: g.created_at_ms,
+            history_visibility: history(g.history_visibility),
         }
     }
 }
@@ -317,6 +345,8 @@ pub struct CreateGroupBody {
     #[serde(default)]
     #[schema(content_media_type = "application/json")]
     pub(super) extra_json: String,
+    /// Absent: `from_join`.
+    pub(super) history_visibility: Option<History>,
 }
 
 /// Change a group; absent fields stay as they are.
@@ -329,6 +359,8 @@ pub struct UpdateGroupBody {
     pub(super) mute_all: Option<bool>,
     #[schema(content_media_type = "application/json")]
     pub(super) extra_json: Option<String>,
+    /// Applies to members added from then on.
+    pub(super) history_visibility: Option<History>,
 }
 
 /// Users to add or remove: at least one, each once.
