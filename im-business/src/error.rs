@@ -55,6 +55,14 @@ pub enum BusinessError {
     /// No such group, or it was dismissed.
     #[error("group {0} not found")]
     GroupNotFound(String),
+    /// No pending invitation of the user to the group.
+    #[error("no invitation of {user_id} to group {group_id}")]
+    InvitationNotFound {
+        /// The group.
+        group_id: String,
+        /// The user.
+        user_id: String,
+    },
     /// The thing to create exists already.
     #[error("{0} already exists")]
     AlreadyExists(String),
@@ -87,6 +95,7 @@ impl BusinessError {
             Self::UserNotFound(_) => ErrorCode::UserNotFound,
             Self::UserDisabled(_) => ErrorCode::UserDisabled,
             Self::GroupNotFound(_) => ErrorCode::GroupNotFound,
+            Self::InvitationNotFound { .. } => ErrorCode::InvitationNotFound,
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::GroupFull { .. } => ErrorCode::GroupFull,

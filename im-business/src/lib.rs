@@ -24,7 +24,8 @@ pub mod webhook;
 
 pub use error::BusinessError;
 pub use service::{
-    Actor, Business, BusinessConfig, GroupUpdate, NewGroup, PresenceAudience, UserImport,
+    Actor, AddedMembers, Business, BusinessConfig, GroupAdds, GroupUpdate, NewGroup,
+    PresenceAudience, UserImport,
 };
 
 pub use im_common as common;

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 use im_common::settings::{Rename, Secret, SettingsError, without_password};
 use serde::{Deserialize, Serialize};
 
-use crate::{BusinessConfig, PresenceAudience};
+use crate::{BusinessConfig, GroupAdds, PresenceAudience};
 
 /// Everything the business service needs to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +50,10 @@ pub struct BusinessSettings {
     /// Who sees a user's presence and status text: `related` (its contacts and the members of
     /// its groups) or `everyone` (every user it has not blocked).
     pub presence_visible_to: PresenceAudience,
+    /// Whom a user may put in a group without asking: `direct` (anyone who has not blocked
+    /// them), `contacts` (those who have them as a contact) or `invitation` (no one); the
+    /// others are invited. The app adds anyone at once.
+    pub group_adds: GroupAdds,
     /// How long core nodes may cache a permission decision.
     #[serde(with = "humantime_serde")]
     pub decision_ttl: Duration,
@@ -101,6 +105,7 @@ impl Default for BusinessSettings {
             tls: None,
             direct_requires_contact: rules.direct_requires_contact,
             presence_visible_to: rules.presence_visible_to,
+            group_adds: rules.group_adds,
             decision_ttl: Duration::from_millis(rules.decision_ttl_ms),
             max_page: rules.max_page,
             max_import_batch: rules.max_import_batch,
@@ -139,6 +144,7 @@ impl BusinessSettings {
             max_token_ttl_ms: ms(self.max_token_ttl),
             direct_requires_contact: self.direct_requires_contact,
             presence_visible_to: self.presence_visible_to,
+            group_adds: self.group_adds,
             decision_ttl_ms: u64::try_from(self.decision_ttl.as_millis()).unwrap_or(u64::MAX),
             max_page: self.max_page,
             max_import_batch: self.max_import_batch,

@@ -50,9 +50,11 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         | E::NotAContact
         | E::UserDisabled
         | E::EditWindowClosed => StatusCode::FORBIDDEN,
-        E::ConversationNotFound | E::UserNotFound | E::GroupNotFound | E::MessageNotFound => {
-            StatusCode::NOT_FOUND
-        }
+        E::ConversationNotFound
+        | E::UserNotFound
+        | E::GroupNotFound
+        | E::MessageNotFound
+        | E::InvitationNotFound => StatusCode::NOT_FOUND,
         E::AlreadyExists | E::Conflict | E::GroupFull => StatusCode::CONFLICT,
         E::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         E::RateLimited | E::QuotaExceeded | E::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,

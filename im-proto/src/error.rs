@@ -56,6 +56,7 @@ table! {
     AlreadyExists "ALREADY_EXISTS" false "The thing to create exists already.";
     Conflict "CONFLICT" false "The change conflicts with the current state (stale version, last owner).";
     ContentTooLarge "CONTENT_TOO_LARGE" false "The message content is larger than max_content_bytes.";
+    InvitationNotFound "INVITATION_NOT_FOUND" false "No pending invitation of that user to that group.";
     RateLimited "RATE_LIMITED" true "Too many requests; retry after retry_after_ms.";
     TooManyConnections "TOO_MANY_CONNECTIONS" true "The server or the user has reached its connection limit; retry with backoff.";
     QuotaExceeded "QUOTA_EXCEEDED" false "A storage or usage quota is used up.";

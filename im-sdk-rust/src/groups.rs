@@ -100,6 +100,35 @@ impl From<MemberJson> for Member {
     }
 }
 
+/// What adding members did (`AddedMembersJson`): who joined, and who was invited (they join
+/// once they accept).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Added {
+    /// Members now.
+    #[serde(rename = "added_user_ids")]
+    pub added: Vec<String>,
+    /// Invited.
+    #[serde(rename = "invited_user_ids")]
+    pub invited: Vec<String>,
+}
+
+/// An invitation of the user to a group (`InvitationJson`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Invitation {
+    /// The group.
+    pub group_id: String,
+    /// Who invited the user.
+    pub inviter_user_id: String,
+    /// When.
+    pub created_at_ms: i64,
+}
+
+/// The user's invitations (`InvitationListJson`).
+#[derive(Deserialize)]
+struct InvitationListJson {
+    invitations: Vec<Invitation>,
+}
+
 /// One page of a group's members (`MemberPageJson`).
 #[derive(Deserialize)]
 struct MemberPageJson {
@@ -208,15 +237,33 @@ impl GroupsApi {
         Group::from_answer(&group)
     }
 
-    pub(crate) async fn add(&self, group_id: &str, users: &[String]) -> Result<()> {
+    pub(crate) async fn add(&self, group_id: &str, users: &[String]) -> Result<Added> {
         let body = json!({ "user_ids": users });
-        self.call(
-            Method::POST,
-            &format!("/v1/groups/{group_id}/members"),
-            Some(body),
-        )
-        .await
-        .map(drop)
+        let answer = self
+            .call(
+                Method::POST,
+                &format!("/v1/groups/{group_id}/members"),
+                Some(body),
+            )
+            .await?;
+        parse("what the add did", &answer)
+    }
+
+    pub(crate) async fn invitations(&self, user_id: &str) -> Result<Vec<Invitation>> {
+        let path = format!("/v1/users/{user_id}/invitations");
+        let answer = self.call(Method::GET, &path, None).await?;
+        Ok(parse::<InvitationListJson>("a list of invitations", &answer)?.invitations)
+    }
+
+    pub(crate) async fn accept(&self, group_id: &str, user_id: &str) -> Result<Group> {
+        let path = format!("/v1/groups/{group_id}/invitations/{user_id}/accept");
+        let group = self.call(Method::POST, &path, None).await?;
+        Group::from_answer(&group)
+    }
+
+    pub(crate) async fn decline(&self, group_id: &str, user_id: &str) -> Result<()> {
+        let path = format!("/v1/groups/{group_id}/invitations/{user_id}");
+        self.call(Method::DELETE, &path, None).await.map(drop)
     }
 
     pub(crate) async fn remove(&self, group_id: &str, users: &[String]) -> Result<()> {

@@ -41,7 +41,7 @@ pub use client::{
     Client, ClientBuilder, Config, Events, Page, ReadState, Sent, StaticToken, TokenProvider,
 };
 pub use error::{Error, Result};
-pub use groups::{Group, Member};
+pub use groups::{Added, Group, Invitation, Member};
 
 /// The canonical id of the 1:1 conversation of two users (`d:<a>:<b>`, ids in byte order).
 pub fn direct_conversation_id(a: &str, b: &str) -> Result<String> {

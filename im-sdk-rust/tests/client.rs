@@ -221,6 +221,8 @@ async fn groups_are_managed_through_the_business_api_and_their_messages_flow() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path()).await;
     server.users(&["alice", "bob", "carol"]).await;
+    // Bob has alice as a contact, so she adds him at once; carol does not: she is invited.
+    server.contact("bob", "alice").await;
     let with_api = |user: &str| {
         im_sdk_rust::ClientBuilder::new(
             format!("ws://{}/ws", server.addr),
@@ -270,10 +272,25 @@ async fn groups_are_managed_through_the_business_api_and_their_messages_flow() {
         Some(ErrorCode::Forbidden),
         "invite-only: admins add"
     );
-    alice
+    let added = alice
         .add_members(&group.group_id, &["carol".to_owned()])
         .await
         .unwrap();
+    assert_eq!(
+        (added.added.len(), added.invited.as_slice()),
+        (0, ["carol".to_owned()].as_slice()),
+        "carol has not added alice as a contact: she is invited"
+    );
+    let invitations = carol.invitations().await.unwrap();
+    assert_eq!(
+        invitations
+            .iter()
+            .map(|i| (i.group_id.as_str(), i.inviter_user_id.as_str()))
+            .collect::<Vec<_>>(),
+        [(group.group_id.as_str(), "alice")]
+    );
+    let joined = carol.accept_invitation(&group.group_id).await.unwrap();
+    assert_eq!(joined.member_count, 3, "carol joins by accepting");
     bob.leave_group(&group.group_id).await.unwrap();
     let left = collect_until(&mut bob_events, |e| {
         e.iter()

@@ -315,13 +315,17 @@ impl GroupService for GrpcApi {
     async fn add_members(
         &self,
         request: Request<v1::MembersRequest>,
-    ) -> Result<Response<v1::Ok>, Status> {
+    ) -> Result<Response<v1::AddMembersResponse>, Status> {
         let g = group_ref(request.get_ref().group.clone())?;
         let actor = actor(&request, &g.actor_user_id)?;
-        self.business
+        let outcome = self
+            .business
             .add_members(&actor, &g.group_id, &request.get_ref().user_ids)
             .await?;
-        Ok(ok())
+        Ok(Response::new(v1::AddMembersResponse {
+            added_user_ids: outcome.added,
+            invited_user_ids: outcome.invited,
+        }))
     }
 
     async fn remove_members(
@@ -344,6 +348,51 @@ impl GroupService for GrpcApi {
         let r = request.into_inner();
         self.business
             .leave_group(&actor, &r.group_id, &r.user_id)
+            .await?;
+        Ok(ok())
+    }
+
+    async fn list_invitations(
+        &self,
+        request: Request<v1::ListInvitationsRequest>,
+    ) -> Result<Response<v1::InvitationList>, Status> {
+        let actor = actor(&request, "")?;
+        let invitations = self
+            .business
+            .list_invitations(&actor, &request.get_ref().user_id)
+            .await?
+            .into_iter()
+            .map(|i| v1::Invitation {
+                group_id: i.group_id,
+                user_id: i.user_id,
+                inviter_user_id: i.inviter_user_id,
+                created_at_ms: i.created_at_ms,
+            })
+            .collect();
+        Ok(Response::new(v1::InvitationList { invitations }))
+    }
+
+    async fn accept_invitation(
+        &self,
+        request: Request<v1::InvitationRef>,
+    ) -> Result<Response<v1::Group>, Status> {
+        let actor = actor(&request, "")?;
+        let r = request.into_inner();
+        Ok(Response::new(group(
+            self.business
+                .accept_invitation(&actor, &r.group_id, &r.user_id)
+                .await?,
+        )))
+    }
+
+    async fn decline_invitation(
+        &self,
+        request: Request<v1::InvitationRef>,
+    ) -> Result<Response<v1::Ok>, Status> {
+        let actor = actor(&request, "")?;
+        let r = request.into_inner();
+        self.business
+            .decline_invitation(&actor, &r.group_id, &r.user_id)
             .await?;
         Ok(ok())
     }

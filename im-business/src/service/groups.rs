@@ -57,7 +57,8 @@ pub struct GroupUpdate {
 
 impl Business {
     /// Creates a group. A user creates it for itself (it becomes the owner); the app names
-    /// the owner.
+    /// the owner. First members a user may not add without asking (the `group_adds` policy)
+    /// are invited instead.
     pub async fn create_group(
         &self,
         actor: &Actor,
@@ -100,6 +101,12 @@ impl Business {
                 return Err(invalid("the owner is listed among the members"));
             }
             let others = self.active_users(&new.member_user_ids).await?;
+            // The creator acts as the owner: those it may not add without asking are invited.
+            let creator = match actor {
+                Actor::App => Actor::App,
+                Actor::User(_) => Actor::User(owner.clone()),
+            };
+            let (others, invited) = self.by_consent(&creator, others).await?;
             let now = now_ms();
             let member = |user_id: &str, role: GroupRole| MemberRecord {
                 group_id: group_id.clone(),
@@ -131,6 +138,7 @@ impl Business {
             let everyone: Vec<String> = members.iter().map(|m| m.user_id.clone()).collect();
             let body = notice(NoticeKind::GroupCreated, actor, &everyone);
             let group = self.store.create_group(&record, &members, &body).await?;
+            self.invite(&creator, &group, &invited).await?;
             self.append_notice(&group, body).await;
             self.group_event(actor, &group, GroupChange::Created).await;
             self.member_event(

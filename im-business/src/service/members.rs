@@ -8,20 +8,23 @@ use im_proto::v1::{
     NoticeKind,
 };
 
-use super::{Actor, Business, Page, Standing, forbidden, invalid, notices::notice, now_ms};
+use super::{
+    Actor, AddedMembers, Business, Page, Standing, forbidden, invalid, notices::notice, now_ms,
+};
 use crate::{
     error::BusinessError,
     store::{GroupRecord, JOINING, MemberRecord},
 };
 
 impl Business {
-    /// Adds members (owner, admins, the app; any member when the group is open).
+    /// Adds members (owner, admins, the app; any member when the group is open): those the
+    /// `group_adds` policy lets the actor add at once join, the others are invited.
     pub async fn add_members(
         &self,
         actor: &Actor,
         group_id: &str,
         user_ids: &[String],
-    ) -> Result<GroupRecord, BusinessError> {
+    ) -> Result<AddedMembers, BusinessError> {
         self.audited_with(
             actor,
             "group.member.add",
@@ -39,6 +42,15 @@ impl Business {
                     ));
                 }
                 let users = self.active_users(user_ids).await?;
+                let (users, invited) = self.by_consent(actor, users).await?;
+                self.invite(actor, &group, &invited).await?;
+                if users.is_empty() {
+                    return Ok(AddedMembers {
+                        group,
+                        added: users,
+                        invited,
+                    });
+                }
                 let now = now_ms();
                 // From the join: the seq of the notice of this add, once it has one.
                 let visible_from_seq = if group.history_visibility == HistoryVisibility::Full as i32
@@ -61,9 +73,19 @@ impl Business {
                 let body = notice(NoticeKind::MembersAdded, actor, &users);
                 let group = self.store.add_members(group_id, &members, &body).await?;
                 self.append_notice(&group, body).await;
-                self.member_event(actor, &group, MemberChange::Added, users, GroupRole::Member)
-                    .await;
-                Ok(group)
+                self.member_event(
+                    actor,
+                    &group,
+                    MemberChange::Added,
+                    users.clone(),
+                    GroupRole::Member,
+                )
+                .await;
+                Ok(AddedMembers {
+                    group,
+                    added: users,
+                    invited,
+                })
             },
         )
         .await

@@ -33,6 +33,7 @@ use crate::{error::BusinessError, store::BusinessStore};
 mod audit;
 mod directory;
 mod groups;
+mod invitations;
 mod members;
 mod notices;
 mod permission;
@@ -41,6 +42,7 @@ mod users;
 mod validation;
 
 pub use groups::{GroupUpdate, NewGroup};
+pub use invitations::AddedMembers;
 // The clock the service stamps with, for callers that compute times against it.
 pub use im_common::now_ms;
 pub use users::UserImport;
@@ -64,6 +66,8 @@ pub struct BusinessConfig {
     pub direct_requires_contact: bool,
     /// Who may see a user's presence and status text.
     pub presence_visible_to: PresenceAudience,
+    /// Whom a user may put in a group without asking them.
+    pub group_adds: GroupAdds,
     /// How long a core node may cache a permission decision (events invalidate it sooner).
     pub decision_ttl_ms: u64,
     /// The largest page of members or blocked users.
@@ -83,6 +87,7 @@ impl Default for BusinessConfig {
             max_token_ttl_ms: 90 * 24 * 3_600_000,
             direct_requires_contact: false,
             presence_visible_to: PresenceAudience::Related,
+            group_adds: GroupAdds::Contacts,
             decision_ttl_ms: 60_000,
             max_page: 1_000,
             max_import_batch: 1_000,
@@ -99,6 +104,21 @@ pub enum PresenceAudience {
     Related,
     /// Every active user who has not been blocked by it.
     Everyone,
+}
+
+/// Whom a user may put in a group (creating it, or adding members) without asking them; the
+/// others are invited and join once they accept. The app adds anyone at once, and a user who
+/// adds itself (an open group) joins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupAdds {
+    /// Anyone who has not blocked them.
+    Direct,
+    /// The users who have them as a contact; the others are invited.
+    #[default]
+    Contacts,
+    /// No one: every user is invited.
+    Invitation,
 }
 
 /// On whose behalf an operation runs: the principal whose rights the rules check and whom

@@ -132,6 +132,20 @@ pub struct NoticeRecord {
     pub created_at_ms: i64,
 }
 
+/// A user invited to a group, who joins it on accepting.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = schema::invitations)]
+pub struct InvitationRecord {
+    /// The group.
+    pub group_id: String,
+    /// Who is invited.
+    pub user_id: String,
+    /// Who invited them.
+    pub inviter_user_id: String,
+    /// When (the first invitation, if they were invited again).
+    pub created_at_ms: i64,
+}
+
 /// Tokens of a user (on one device, or on every device when `device_id` is empty) issued
 /// before `revoked_before_ms` are invalid.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -357,4 +371,18 @@ pub trait BusinessStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Whether `contact` is a contact of `user_id`.
     async fn is_contact(&self, user_id: &str, contact: &str) -> StoreResult<bool>;
+
+    /// Records the invitations; one already pending for a group and user stays as it was.
+    async fn invite(&self, invitations: &[InvitationRecord]) -> StoreResult<()>;
+    /// The invitations pending for `user_id`, oldest first, at most `limit`.
+    async fn invitations_of(&self, user_id: &str, limit: u32)
+    -> StoreResult<Vec<InvitationRecord>>;
+    /// The invitation pending for `user_id` to `group_id`.
+    async fn get_invitation(
+        &self,
+        group_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<InvitationRecord>>;
+    /// Forgets the invitation of `user_id` to `group_id`; whether there was one.
+    async fn delete_invitation(&self, group_id: &str, user_id: &str) -> StoreResult<bool>;
 }

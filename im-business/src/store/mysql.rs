@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS members (
 CREATE TABLE IF NOT EXISTS notices (
     group_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, version BIGINT NOT NULL,
     body BLOB NOT NULL, created_at_ms BIGINT NOT NULL, PRIMARY KEY (group_id, version)) ENGINE = InnoDB;
+CREATE TABLE IF NOT EXISTS invitations (
+    group_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    inviter_user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (group_id, user_id), KEY invitations_by_user (user_id, created_at_ms)) ENGINE = InnoDB;
 CREATE TABLE IF NOT EXISTS blocks (
     user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, blocked_user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, created_at_ms BIGINT NOT NULL,
     PRIMARY KEY (user_id, blocked_user_id)) ENGINE = InnoDB;

@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS notices (
     group_id TEXT NOT NULL, version BIGINT NOT NULL, body BYTEA NOT NULL,
     created_at_ms BIGINT NOT NULL, PRIMARY KEY (group_id, version));
 CREATE INDEX IF NOT EXISTS members_by_user ON members (user_id, group_id);
+CREATE TABLE IF NOT EXISTS invitations (
+    group_id TEXT NOT NULL, user_id TEXT NOT NULL, inviter_user_id TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL, PRIMARY KEY (group_id, user_id));
+CREATE INDEX IF NOT EXISTS invitations_by_user ON invitations (user_id, created_at_ms);
 CREATE TABLE IF NOT EXISTS blocks (
     user_id TEXT NOT NULL, blocked_user_id TEXT NOT NULL, created_at_ms BIGINT NOT NULL,
     PRIMARY KEY (user_id, blocked_user_id));

@@ -52,6 +52,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    invitations (group_id, user_id) {
+        group_id -> Text,
+        user_id -> Text,
+        inviter_user_id -> Text,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     blocks (user_id, blocked_user_id) {
         user_id -> Text,
         blocked_user_id -> Text,

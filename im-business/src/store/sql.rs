@@ -49,9 +49,12 @@ macro_rules! business_store {
 
             use super::{$store, Conn, INSERT_CHUNK, insert_members, upsert_users};
             use $crate::store::{
-                BusinessStore, GroupChanges, GroupRecord, JOINING, MemberRecord, Missing,
-                NoticeRecord, Relation, Revocation, StoreError, StoreResult, UserRecord,
-                schema::{blocks, contacts, groups, members, notices, token_revocations, users},
+                BusinessStore, GroupChanges, GroupRecord, InvitationRecord, JOINING, MemberRecord,
+                Missing, NoticeRecord, Relation, Revocation, StoreError, StoreResult, UserRecord,
+                schema::{
+                    blocks, contacts, groups, invitations, members, notices, token_revocations,
+                    users,
+                },
             };
 
             /// The group, unless dismissed; with `lock_group`, its row stays locked until the
@@ -683,6 +686,58 @@ macro_rules! business_store {
 
                 async fn is_contact(&self, user_id: &str, contact: &str) -> StoreResult<bool> {
                     has_relation(self, Relation::Contact, user_id, contact).await
+                }
+
+                async fn invite(&self, invited: &[InvitationRecord]) -> StoreResult<()> {
+                    let (_turn, mut conn) = self.db.writer().await?;
+                    conn.transaction(async |conn| {
+                        // A row each: SQLite takes no batch of inserts that skip existing keys.
+                        for invitation in invited {
+                            insert_new!($insert_new, invitations::table, invitation)
+                                .execute(conn)
+                                .await?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                }
+
+                async fn invitations_of(
+                    &self,
+                    user_id: &str,
+                    limit: u32,
+                ) -> StoreResult<Vec<InvitationRecord>> {
+                    let mut conn = self.db.conn().await?;
+                    let query = invitations::table
+                        .filter(invitations::user_id.eq(user_id))
+                        .order((invitations::created_at_ms.asc(), invitations::group_id.asc()))
+                        .limit(i64::from(limit))
+                        .select(InvitationRecord::as_select());
+                    Ok(query.load(&mut conn).await?)
+                }
+
+                async fn get_invitation(
+                    &self,
+                    group_id: &str,
+                    user_id: &str,
+                ) -> StoreResult<Option<InvitationRecord>> {
+                    let mut conn = self.db.conn().await?;
+                    let query = invitations::table
+                        .find((group_id, user_id))
+                        .select(InvitationRecord::as_select());
+                    Ok(query.first(&mut conn).await.optional()?)
+                }
+
+                async fn delete_invitation(
+                    &self,
+                    group_id: &str,
+                    user_id: &str,
+                ) -> StoreResult<bool> {
+                    let (_turn, mut conn) = self.db.writer().await?;
+                    let deleted = diesel::delete(invitations::table.find((group_id, user_id)))
+                        .execute(&mut conn)
+                        .await?;
+                    Ok(deleted > 0)
                 }
             }
         }

@@ -7,8 +7,8 @@
 use im_proto::v1::{ConversationType, GroupRole, HistoryVisibility, JoinPolicy};
 
 use super::{
-    BusinessStore, GroupChanges, GroupRecord, JOINING, MemberRecord, Revocation, StoreError,
-    UserRecord,
+    BusinessStore, GroupChanges, GroupRecord, InvitationRecord, JOINING, MemberRecord, Revocation,
+    StoreError, UserRecord,
 };
 
 /// Runs every suite function, each as a test of its own, against a fresh store made by `$make`:
@@ -33,6 +33,7 @@ macro_rules! business_store_suite {
             groups_of_a_user,
             blocks_and_contacts,
             notices_wait_until_appended,
+            invitations_are_kept_once_until_answered,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -634,5 +635,54 @@ pub async fn notices_wait_until_appended(store: &dyn BusinessStore) {
         store.pending_notices(i64::MAX, 10).await.unwrap().len(),
         1,
         "a refused change records no notice"
+    );
+}
+
+/// An invitation is kept once per group and user (inviting again changes nothing), listed for
+/// the invitee oldest first, and gone once answered.
+pub async fn invitations_are_kept_once_until_answered(store: &dyn BusinessStore) {
+    let invitation = |group: &str, user: &str, by: &str, at: i64| InvitationRecord {
+        group_id: group.into(),
+        user_id: user.into(),
+        inviter_user_id: by.into(),
+        created_at_ms: at,
+    };
+    store
+        .invite(&[
+            invitation("g2", "bob", "amy", 20),
+            invitation("g1", "bob", "cy", 10),
+        ])
+        .await
+        .unwrap();
+    store
+        .invite(&[
+            invitation("g1", "bob", "dan", 30),
+            invitation("g1", "cy", "amy", 40),
+        ])
+        .await
+        .unwrap();
+    let listed = store.invitations_of("bob", 10).await.unwrap();
+    assert_eq!(
+        listed,
+        [
+            invitation("g1", "bob", "cy", 10),
+            invitation("g2", "bob", "amy", 20)
+        ],
+        "oldest first, the first invitation kept"
+    );
+    assert_eq!(store.invitations_of("bob", 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store.get_invitation("g1", "cy").await.unwrap(),
+        Some(invitation("g1", "cy", "amy", 40))
+    );
+    assert!(store.delete_invitation("g1", "bob").await.unwrap());
+    assert!(
+        !store.delete_invitation("g1", "bob").await.unwrap(),
+        "answered once"
+    );
+    assert_eq!(store.get_invitation("g1", "bob").await.unwrap(), None);
+    assert_eq!(
+        store.invitations_of("bob", 10).await.unwrap(),
+        [invitation("g2", "bob", "amy", 20)]
     );
 }

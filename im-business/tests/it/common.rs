@@ -47,7 +47,7 @@ pub fn user(id: &str) -> Actor {
 
 /// Everyone in the matrix, and group `team`: owner; admin; member, muted (for a year),
 /// blocked (blocked by the owner), deact (deactivated) and tgt as plain members; outsider and
-/// newbie are not members.
+/// newbie are not members, and invitee is invited by the owner.
 pub async fn cast() -> World {
     cast_with(BusinessConfig::default()).await
 }
@@ -57,6 +57,7 @@ pub async fn cast_with(config: BusinessConfig) -> World {
     let b = &w.business;
     for id in [
         "owner", "admin", "member", "muted", "outsider", "blocked", "deact", "tgt", "newbie",
+        "invitee",
     ] {
         b.upsert_user(&Actor::App, id, id, "", "")
             .await
@@ -88,5 +89,9 @@ pub async fn cast_with(config: BusinessConfig) -> World {
     b.deactivate_user(&Actor::App, "deact")
         .await
         .expect("deactivates");
+    // Invited by the owner (unless the policy lets the owner add anyone at once).
+    b.add_members(&user("owner"), "team", &["invitee".into()])
+        .await
+        .expect("invites");
     w
 }

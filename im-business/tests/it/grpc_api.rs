@@ -96,7 +96,7 @@ async fn every_method_refuses_a_missing_or_wrong_secret() {
             methods += 1;
         }
     }
-    assert_eq!(methods, 22);
+    assert_eq!(methods, 25);
 }
 
 #[tokio::test]
@@ -125,7 +125,46 @@ async fn users_and_groups_over_grpc() {
         .into_inner();
     assert_eq!(
         (group.owner_user_id.as_str(), group.member_count),
-        ("amy", 2)
+        ("amy", 1),
+        "bob has not added amy as a contact: he is invited"
+    );
+    let invitations = groups
+        .list_invitations(with(
+            v1::ListInvitationsRequest {
+                user_id: "bob".into(),
+            },
+            secret,
+            Some("bob"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        invitations
+            .invitations
+            .iter()
+            .map(|i| (i.group_id.as_str(), i.inviter_user_id.as_str()))
+            .collect::<Vec<_>>(),
+        [(group.group_id.as_str(), "amy")]
+    );
+    let invitation = v1::InvitationRef {
+        group_id: group.group_id.clone(),
+        user_id: "bob".into(),
+    };
+    let joined = groups
+        .accept_invitation(with(invitation.clone(), secret, Some("bob")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(joined.member_count, 2, "bob joins by accepting");
+    let spent = groups
+        .decline_invitation(with(invitation, secret, Some("bob")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        im_code(&spent),
+        Some(4008),
+        "INVITATION_NOT_FOUND: it was spent"
     );
 
     let as_bob = v1::GroupRef {

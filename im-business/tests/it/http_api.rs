@@ -149,6 +149,12 @@ async fn users_groups_and_tokens_over_http() {
         assert_eq!(status, StatusCode::OK, "{user}");
         assert_eq!(user["active"], true);
     }
+    // Bob and cy have amy as a contact: she adds them without asking.
+    for id in ["bob", "cy"] {
+        let path = format!("/v1/users/{id}/contacts/amy");
+        let (status, _) = s.call(Method::PUT, &path, None, Some(json!({}))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
     let (status, group) = s
         .call(
             Method::POST,
@@ -339,6 +345,14 @@ async fn users_call_with_their_own_tokens_and_act_only_for_themselves() {
             .await;
         assert_eq!(status, StatusCode::OK);
     }
+    // Bob has amy as a contact: she adds him without asking.
+    s.call(
+        Method::PUT,
+        "/v1/users/bob/contacts/amy",
+        None,
+        Some(json!({})),
+    )
+    .await;
     let (_, issued) = s
         .call(
             Method::POST,
@@ -528,7 +542,7 @@ async fn the_document_declares_paging_in_the_query_the_actor_header_and_bearer_a
         assert_eq!(actor["required"], false);
         assert!(has_id_rules(&actor["schema"], true), "{}", actor["schema"]);
     }
-    assert_eq!(v1, 22);
+    assert_eq!(v1, 25);
     let scheme = &doc["components"]["securitySchemes"]["app_secret"];
     assert_eq!(
         (scheme["type"].as_str(), scheme["scheme"].as_str()),
@@ -761,9 +775,9 @@ async fn an_empty_list_of_users_is_an_invalid_argument() {
 }
 
 #[tokio::test]
-async fn adding_and_removing_members_answer_ok_as_documented() {
+async fn adding_members_answers_who_joined_and_who_was_invited() {
     let s = serve().await;
-    for id in ["amy", "bob"] {
+    for id in ["amy", "bob", "cy"] {
         s.call(
             Method::POST,
             "/v1/users",
@@ -781,23 +795,110 @@ async fn adding_and_removing_members_answer_ok_as_documented() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    // business.proto: AddMembers and RemoveMembers answer `Ok`, an empty object in JSON.
-    for path in ["/v1/groups/g/members", "/v1/groups/g/members/remove"] {
-        let (status, answer) = s
-            .call(Method::POST, path, None, Some(json!({"user_ids": ["bob"]})))
-            .await;
-        assert_eq!((status, answer), (StatusCode::OK, json!({})), "{path}");
-    }
+    let add = |actor, user: &str| {
+        s.call(
+            Method::POST,
+            "/v1/groups/g/members",
+            actor,
+            Some(json!({"user_ids": [user]})),
+        )
+    };
+    assert_eq!(
+        add(None, "bob").await,
+        (
+            StatusCode::OK,
+            json!({"added_user_ids": ["bob"], "invited_user_ids": []})
+        ),
+        "the app adds at once"
+    );
+    // business.proto: RemoveMembers answers `Ok`, an empty object in JSON.
+    let (status, answer) = s
+        .call(
+            Method::POST,
+            "/v1/groups/g/members/remove",
+            None,
+            Some(json!({"user_ids": ["bob"]})),
+        )
+        .await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({})));
+
+    // Cy has not added amy as a contact: amy's add is an invitation, which cy answers.
+    assert_eq!(
+        add(Some("amy"), "cy").await,
+        (
+            StatusCode::OK,
+            json!({"added_user_ids": [], "invited_user_ids": ["cy"]})
+        )
+    );
+    let (status, listed) = s
+        .call(Method::GET, "/v1/users/cy/invitations", Some("cy"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let invitation = &listed["invitations"][0];
+    assert_eq!(
+        (
+            invitation["group_id"].as_str(),
+            invitation["inviter_user_id"].as_str()
+        ),
+        (Some("g"), Some("amy"))
+    );
+    let (status, error) = s
+        .call(Method::GET, "/v1/users/cy/invitations", Some("amy"), None)
+        .await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::FORBIDDEN, Some("FORBIDDEN")),
+        "a user's invitations are its own"
+    );
+    let (status, answer) = s
+        .call(
+            Method::DELETE,
+            "/v1/groups/g/invitations/cy",
+            Some("cy"),
+            None,
+        )
+        .await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({})), "declined");
+    let (status, error) = s
+        .call(
+            Method::POST,
+            "/v1/groups/g/invitations/cy/accept",
+            Some("cy"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::NOT_FOUND, Some("INVITATION_NOT_FOUND")),
+        "a declined invitation is gone"
+    );
+    add(Some("amy"), "cy").await;
+    let (status, group) = s
+        .call(
+            Method::POST,
+            "/v1/groups/g/invitations/cy/accept",
+            Some("cy"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, group["member_count"].as_i64()),
+        (StatusCode::OK, Some(2)),
+        "cy joins by accepting: {group}"
+    );
+
     let doc = served_document(&s).await;
-    for path in [
-        "/v1/groups/{group_id}/members",
-        "/v1/groups/{group_id}/members/remove",
-    ] {
-        assert_eq!(
-            doc["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
-                ["$ref"],
-            "#/components/schemas/OkJson",
-            "{path}"
-        );
-    }
+    let answer = |path: &str, method: &str| {
+        doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+            ["$ref"]
+            .clone()
+    };
+    assert_eq!(
+        answer("/v1/groups/{group_id}/members", "post"),
+        "#/components/schemas/AddedMembersJson"
+    );
+    assert_eq!(
+        answer("/v1/groups/{group_id}/members/remove", "post"),
+        "#/components/schemas/OkJson"
+    );
 }

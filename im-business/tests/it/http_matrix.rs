@@ -205,6 +205,25 @@ fn rows() -> Vec<Row> {
             managers,
         ),
         row(
+            Method::GET,
+            "/v1/users/{user_id}/invitations",
+            |me| (format!("/v1/users/{me}/invitations"), None),
+            for_self,
+        ),
+        row(
+            Method::POST,
+            "/v1/groups/{group_id}/invitations/{user_id}/accept",
+            |_| ("/v1/groups/team/invitations/invitee/accept".into(), None),
+            app_only,
+        ),
+        row(
+            Method::DELETE,
+            "/v1/groups/{group_id}/invitations/{user_id}",
+            |_| ("/v1/groups/team/invitations/invitee".into(), None),
+            // The inviter (the owner) and the admins withdraw it.
+            [UA, UA, OK, OK, OK, F, F, F, F, UD],
+        ),
+        row(
             Method::POST,
             "/v1/groups/{group_id}/leave",
             |me| ("/v1/groups/team/leave".into(), Some(json!({"user_id": me}))),
@@ -316,5 +335,5 @@ async fn every_route_against_every_caller() {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(cells, 220);
+    assert_eq!(cells, 250);
 }

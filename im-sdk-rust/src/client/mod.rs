@@ -47,7 +47,7 @@ use connection::Command;
 
 use crate::{
     error::{Error, Result},
-    groups::{Group, GroupsApi, Member},
+    groups::{Added, Group, GroupsApi, Invitation, Member},
     store::{LocalStore, Outgoing},
     types::{Body, ConnectionState, Conversation, Event, Message},
 };
@@ -354,10 +354,35 @@ impl Client {
         self.on_runtime(async move { api.members(&id).await }).await
     }
 
-    /// Adds members (as the user's role in the group allows).
-    pub async fn add_members(&self, group_id: &str, user_ids: &[String]) -> Result<()> {
+    /// Adds members (as the user's role in the group allows): those who let the user add them
+    /// join, the others are invited (the server's `group_adds` policy).
+    pub async fn add_members(&self, group_id: &str, user_ids: &[String]) -> Result<Added> {
         let (api, id, users) = (self.groups()?, group_id.to_owned(), user_ids.to_vec());
         self.on_runtime(async move { api.add(&id, &users).await })
+            .await
+    }
+
+    /// The user's pending invitations to groups, oldest first.
+    pub async fn invitations(&self) -> Result<Vec<Invitation>> {
+        let me = self.wait_connected().await?;
+        let api = self.groups()?;
+        self.on_runtime(async move { api.invitations(&me).await })
+            .await
+    }
+
+    /// Accepts an invitation: the user joins the group.
+    pub async fn accept_invitation(&self, group_id: &str) -> Result<Group> {
+        let me = self.wait_connected().await?;
+        let (api, id) = (self.groups()?, group_id.to_owned());
+        self.on_runtime(async move { api.accept(&id, &me).await })
+            .await
+    }
+
+    /// Declines an invitation.
+    pub async fn decline_invitation(&self, group_id: &str) -> Result<()> {
+        let me = self.wait_connected().await?;
+        let (api, id) = (self.groups()?, group_id.to_owned());
+        self.on_runtime(async move { api.decline(&id, &me).await })
             .await
     }
 

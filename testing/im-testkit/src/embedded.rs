@@ -195,6 +195,14 @@ impl Embedded {
         }
     }
 
+    /// `user` adds `contact` as a contact (which lets `contact` add `user` to groups at once).
+    pub async fn contact(&self, user: &str, contact: &str) {
+        self.business
+            .set_contact(&Actor::App, user, contact, true)
+            .await
+            .unwrap_or_else(|e| panic!("contact {user} -> {contact}: {e}"));
+    }
+
     /// A group `id` owned by `owner` with `members`.
     pub async fn group(&self, id: &str, owner: &str, members: &[&str]) {
         let group = NewGroup {

@@ -1,5 +1,5 @@
-//! The `groups` handlers: a group's lifecycle and its membership (members, roles, mutes and
-//! ownership).
+//! The `groups` handlers: a group's lifecycle and its membership (members, invitations, roles,
+//! mutes and ownership).
 
 use axum::{Json, extract::State, http::HeaderMap};
 use im_proto::v1::{ConversationType, GroupRole, HistoryVisibility, JoinPolicy};
@@ -9,8 +9,9 @@ use super::{
     auth::actor,
     error::{ApiResult, Body, PathArg, QueryArg},
     shapes::{
-        CreateGroupBody, GroupJson, GroupKind, GroupPath, MemberPageJson, MemberPath, MuteBody,
-        NewRole, OkJson, PageQuery, RoleBody, UpdateGroupBody, UserIdBody, UserIdsBody,
+        AddedMembersJson, CreateGroupBody, GroupJson, GroupKind, GroupPath, InvitationListJson,
+        MemberPageJson, MemberPath, MuteBody, NewRole, OkJson, PageQuery, RoleBody,
+        UpdateGroupBody, UserIdBody, UserIdsBody, UserPath,
     },
 };
 use crate::{GroupUpdate, NewGroup};
@@ -117,17 +118,64 @@ pub(super) async fn list_members(
     }))
 }
 
-/// Add members.
-#[utoipa::path(post, path = "/v1/groups/{group_id}/members", params(GroupPath), request_body = UserIdsBody, responses((status = 200, body = OkJson)), tag = "groups")]
+/// Add members: those the actor may add without asking join, the others are invited.
+#[utoipa::path(post, path = "/v1/groups/{group_id}/members", params(GroupPath), request_body = UserIdsBody, responses((status = 200, body = AddedMembersJson)), tag = "groups")]
 pub(super) async fn add_members(
     State(s): State<ApiState>,
     headers: HeaderMap,
     PathArg(GroupPath { group_id }): PathArg<GroupPath>,
     Body(b): Body<UserIdsBody>,
-) -> ApiResult<OkJson> {
-    // The answer is `Ok`, as in business.proto; the group is one GET away.
-    s.business
+) -> ApiResult<AddedMembersJson> {
+    let outcome = s
+        .business
         .add_members(&actor(&headers)?, &group_id, &b.user_ids)
+        .await?;
+    Ok(Json(AddedMembersJson {
+        added_user_ids: outcome.added,
+        invited_user_ids: outcome.invited,
+    }))
+}
+
+/// A user's pending invitations to groups, oldest first (the user, or the app).
+#[utoipa::path(get, path = "/v1/users/{user_id}/invitations", params(UserPath), responses((status = 200, body = InvitationListJson)), tag = "groups")]
+pub(super) async fn list_invitations(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    PathArg(UserPath { user_id }): PathArg<UserPath>,
+) -> ApiResult<InvitationListJson> {
+    let invitations = s
+        .business
+        .list_invitations(&actor(&headers)?, &user_id)
+        .await?;
+    Ok(Json(InvitationListJson {
+        invitations: invitations.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Accept an invitation: the invited user joins the group (the user, or the app).
+#[utoipa::path(post, path = "/v1/groups/{group_id}/invitations/{user_id}/accept", params(MemberPath), responses((status = 200, body = GroupJson)), tag = "groups")]
+pub(super) async fn accept_invitation(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    PathArg(MemberPath { group_id, user_id }): PathArg<MemberPath>,
+) -> ApiResult<GroupJson> {
+    let group = s
+        .business
+        .accept_invitation(&actor(&headers)?, &group_id, &user_id)
+        .await?;
+    Ok(Json(group.into()))
+}
+
+/// Decline an invitation (the invited user), or withdraw it (the inviter, the group's owner
+/// and admins, the app).
+#[utoipa::path(delete, path = "/v1/groups/{group_id}/invitations/{user_id}", params(MemberPath), responses((status = 200, body = OkJson)), tag = "groups")]
+pub(super) async fn decline_invitation(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    PathArg(MemberPath { group_id, user_id }): PathArg<MemberPath>,
+) -> ApiResult<OkJson> {
+    s.business
+        .decline_invitation(&actor(&headers)?, &group_id, &user_id)
         .await?;
     Ok(Json(OkJson {}))
 }

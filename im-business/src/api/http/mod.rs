@@ -15,7 +15,7 @@ use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, State},
     middleware,
-    routing::{MethodRouter, get, post, put},
+    routing::{MethodRouter, delete, get, post, put},
 };
 use im_common::{
     api::{ACTOR_HEADER, ErrorBody},
@@ -40,16 +40,17 @@ mod users;
 
 pub use error::{ApiError, Body, PathArg, QueryArg};
 pub use shapes::{
-    BlockPath, ContactPath, CreateGroupBody, GroupJson, GroupKind, GroupPath, History,
-    ID_OR_EMPTY_PATTERN, ID_PATTERN, Id, IdOrEmpty, ImportUsersBody, ImportedJson, IssueTokenBody,
-    Joining, MemberJson, MemberPageJson, MemberPath, MuteBody, NewRole, OkJson, PageQuery,
-    RevokeBody, Role, RoleBody, TokenJson, UpdateGroupBody, UpsertUserBody, UserIdBody,
-    UserIdPageJson, UserIdsBody, UserJson, UserPath,
+    AddedMembersJson, BlockPath, ContactPath, CreateGroupBody, GroupJson, GroupKind, GroupPath,
+    History, ID_OR_EMPTY_PATTERN, ID_PATTERN, Id, IdOrEmpty, ImportUsersBody, ImportedJson,
+    InvitationJson, InvitationListJson, IssueTokenBody, Joining, MemberJson, MemberPageJson,
+    MemberPath, MuteBody, NewRole, OkJson, PageQuery, RevokeBody, Role, RoleBody, TokenJson,
+    UpdateGroupBody, UpsertUserBody, UserIdBody, UserIdPageJson, UserIdsBody, UserJson, UserPath,
 };
 
 use groups::{
-    add_members, create_group, dismiss_group, get_group, leave_group, list_members, mute_member,
-    remove_members, set_member_role, transfer_ownership, update_group,
+    accept_invitation, add_members, create_group, decline_invitation, dismiss_group, get_group,
+    leave_group, list_invitations, list_members, mute_member, remove_members, set_member_role,
+    transfer_ownership, update_group,
 };
 use moderation::{add_contact, block_user, list_blocked, remove_contact, unblock_user};
 use users::{deactivate_user, get_user, import_users, issue_token, revoke_tokens, upsert_user};
@@ -123,6 +124,7 @@ fn with_limits(doc: &mut serde_json::Value, config: &crate::BusinessConfig) {
         groups::create_group, groups::get_group, groups::update_group, groups::dismiss_group,
         groups::list_members, groups::add_members, groups::remove_members, groups::leave_group,
         groups::set_member_role, groups::mute_member, groups::transfer_ownership,
+        groups::list_invitations, groups::accept_invitation, groups::decline_invitation,
         moderation::block_user, moderation::unblock_user, moderation::list_blocked,
         moderation::add_contact, moderation::remove_contact,
     ),
@@ -270,6 +272,15 @@ fn v1_routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
             "/v1/groups/{group_id}/members/{user_id}/mute",
             put(mute_member),
         ),
+        (
+            "/v1/groups/{group_id}/invitations/{user_id}",
+            delete(decline_invitation),
+        ),
+        (
+            "/v1/groups/{group_id}/invitations/{user_id}/accept",
+            post(accept_invitation),
+        ),
+        ("/v1/users/{user_id}/invitations", get(list_invitations)),
         ("/v1/groups/{group_id}/leave", post(leave_group)),
         ("/v1/groups/{group_id}/owner", post(transfer_ownership)),
     ]

@@ -12,7 +12,7 @@ use utoipa::{
     openapi::{ArrayBuilder, ObjectBuilder, RefOr, Schema, Type},
 };
 
-use crate::store::{GroupRecord, MemberRecord, UserRecord};
+use crate::store::{GroupRecord, InvitationRecord, MemberRecord, UserRecord};
 
 /// The alphabet of user, device and group ids (docs/PROTOCOL.md, "Identifiers"; checked by
 /// `im_proto::ids`), 1 to [`MAX_ID_BYTES`] of them.
@@ -440,6 +440,46 @@ impl From<MemberRecord> for MemberJson {
             muted_until_ms: m.muted_until_ms,
         }
     }
+}
+
+/// What adding members did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AddedMembersJson {
+    /// Members now.
+    #[schema(value_type = Vec<Id>, inline)]
+    pub(super) added_user_ids: Vec<String>,
+    /// Invited: they join once they accept.
+    #[schema(value_type = Vec<Id>, inline)]
+    pub(super) invited_user_ids: Vec<String>,
+}
+
+/// An invitation of a user to a group, waiting for the user's answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InvitationJson {
+    #[schema(value_type = Id, inline)]
+    pub(super) group_id: String,
+    #[schema(value_type = Id, inline)]
+    pub(super) user_id: String,
+    #[schema(value_type = Id, inline)]
+    pub(super) inviter_user_id: String,
+    pub(super) created_at_ms: i64,
+}
+
+impl From<InvitationRecord> for InvitationJson {
+    fn from(i: InvitationRecord) -> Self {
+        Self {
+            group_id: i.group_id,
+            user_id: i.user_id,
+            inviter_user_id: i.inviter_user_id,
+            created_at_ms: i.created_at_ms,
+        }
+    }
+}
+
+/// A user's pending invitations, oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InvitationListJson {
+    pub(super) invitations: Vec<InvitationJson>,
 }
 
 /// A page of members.
