@@ -439,6 +439,18 @@ async fn members_added_and_removed_are_told_and_fanned_out_to() {
         .await
         .unwrap();
     let mut owner = w.connect("owner", "d").await;
+    let recall = MessageBody {
+        kind: Some(message_body::Kind::Recall(Recall { target_seq: 3 })),
+    };
+    let kept = owner
+        .send_message("g:team", "recall-notice", recall)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&kept),
+        ErrorCode::InvalidArgument,
+        "a notice is not a message: not even the owner withdraws it ({kept:?})"
+    );
     let history = history_of(&mut owner, "g:team").await;
     let notices: Vec<(u64, NoticeKind, Vec<String>)> = history
         .messages
