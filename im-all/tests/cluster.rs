@@ -372,8 +372,9 @@ async fn notices_of_changes_made_while_no_core_node_ran_are_written_once_one_doe
     let bob_client = cluster.client(&bob, "phone", 0).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let seen = loop {
+        // Until the notice of his add is written, bob is joining: he sees nothing yet.
         let seen = notices_seen(&bob_client, &conversation).await;
-        if seen.1 == 2 {
+        if !seen.0.is_empty() {
             break seen;
         }
         assert!(
