@@ -2,12 +2,12 @@
 //! `group_adds` policy), and the invitations of the others, which they accept (joining the
 //! group) or decline.
 
-use im_proto::v1::{GroupRole, HistoryVisibility, MemberChange, NoticeKind};
+use im_proto::v1::{GroupRole, MemberChange, NoticeKind};
 
 use super::{Actor, Business, GroupAdds, Standing, forbidden, notices::notice, now_ms};
 use crate::{
     error::BusinessError,
-    store::{GroupRecord, InvitationRecord, JOINING, MemberRecord},
+    store::{GroupRecord, InvitationRecord, MemberRecord},
 };
 
 /// What an add did: the group as it is now, who joined and who was invited.
@@ -123,9 +123,7 @@ impl Business {
             "group.invitation.accept",
             format!("group:{group_id}"),
             async {
-                if !matches!(actor, Actor::App) && !actor.is(user_id) {
-                    return Err(forbidden("only the invited user accepts an invitation"));
-                }
+                Self::app_or_self(actor, user_id)?;
                 let invitation = self.pending(group_id, user_id).await?;
                 let (group, _) = self.standing(&Actor::App, group_id).await?;
                 if self.store.get_member(group_id, user_id).await?.is_some() {
@@ -139,12 +137,7 @@ impl Business {
                     role: GroupRole::Member as i32,
                     joined_at_ms: now_ms(),
                     muted_until_ms: 0,
-                    visible_from_seq: if group.history_visibility == HistoryVisibility::Full as i32
-                    {
-                        1
-                    } else {
-                        JOINING
-                    },
+                    visible_from_seq: group.first_seq_of_added(),
                 };
                 // Added by the inviter, with the user's consent.
                 let inviter = Actor::User(invitation.inviter_user_id.clone());

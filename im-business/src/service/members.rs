@@ -4,8 +4,7 @@
 use std::collections::BTreeSet;
 
 use im_proto::v1::{
-    BanEvent, BanKind, GroupChange, GroupRole, HistoryVisibility, JoinPolicy, MemberChange,
-    NoticeKind,
+    BanEvent, BanKind, GroupChange, GroupRole, JoinPolicy, MemberChange, NoticeKind,
 };
 
 use super::{
@@ -13,7 +12,7 @@ use super::{
 };
 use crate::{
     error::BusinessError,
-    store::{GroupRecord, JOINING, MemberRecord},
+    store::{GroupRecord, MemberRecord},
 };
 
 impl Business {
@@ -52,13 +51,7 @@ impl Business {
                     });
                 }
                 let now = now_ms();
-                // From the join: the seq of the notice of this add, once it has one.
-                let visible_from_seq = if group.history_visibility == HistoryVisibility::Full as i32
-                {
-                    1
-                } else {
-                    JOINING
-                };
+                let visible_from_seq = group.first_seq_of_added();
                 let members: Vec<MemberRecord> = users
                     .iter()
                     .map(|user_id| MemberRecord {

@@ -116,6 +116,18 @@ pub struct MemberRecord {
 /// the join, until the notice of the add has its seq.
 pub const JOINING: i64 = 0;
 
+impl GroupRecord {
+    /// The `visible_from_seq` a member added now starts with: 1 where the group shows its whole
+    /// history, else [`JOINING`] until the notice of the add has its seq.
+    pub fn first_seq_of_added(&self) -> i64 {
+        if self.history_visibility == im_proto::v1::HistoryVisibility::Full as i32 {
+            1
+        } else {
+            JOINING
+        }
+    }
+}
+
 /// A system notice of a stored change, kept until a core node has appended it to the group's
 /// conversation (`im.notice`): written in the change's own transaction, so a change is never
 /// stored without its notice.
