@@ -138,6 +138,7 @@ fn settings(args: &Args) -> Result<Settings, String> {
     };
     let business_defaults = BusinessSettings {
         database: args.data_dir.join("business.db").display().to_string(),
+        media_dir: args.data_dir.join("media"),
         ..BusinessSettings::default()
     };
     let renames: Vec<Rename> = [

@@ -77,6 +77,39 @@ pub enum BusinessError {
         /// Its limit.
         max: i32,
     },
+    /// No such media or upload, or none the caller may read.
+    #[error("media {0} not found")]
+    MediaNotFound(String),
+    /// The uploaded object was not what was declared; the upload is rejected.
+    #[error("media rejected: {0}")]
+    MediaRejected(String),
+    /// The media was quarantined by a content scan.
+    #[error("media {0} is quarantined")]
+    MediaQuarantined(String),
+    /// One of the user's quotas is used up.
+    #[error("the {what} quota of {limit} is used up")]
+    QuotaExceeded {
+        /// Which quota.
+        what: &'static str,
+        /// Its limit.
+        limit: u64,
+    },
+    /// Too many requests of this kind; retry after the delay.
+    #[error("rate limited: {what}")]
+    RateLimited {
+        /// What was limited.
+        what: &'static str,
+        /// When to retry.
+        retry_after_ms: u64,
+    },
+    /// Not ready yet, or a dependency is down; retry after the delay.
+    #[error("unavailable: {what}")]
+    Unavailable {
+        /// What is not available.
+        what: String,
+        /// When to retry.
+        retry_after_ms: u64,
+    },
     /// The storage failed.
     #[error("internal: {0}")]
     Internal(String),
@@ -99,7 +132,32 @@ impl BusinessError {
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::GroupFull { .. } => ErrorCode::GroupFull,
+            Self::MediaNotFound(_) => ErrorCode::MediaNotFound,
+            Self::MediaRejected(_) => ErrorCode::MediaRejected,
+            Self::MediaQuarantined(_) => ErrorCode::MediaQuarantined,
+            Self::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Unavailable { .. } => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The limit reached, for QUOTA_EXCEEDED and GROUP_FULL; 0 otherwise.
+    pub fn limit(&self) -> u64 {
+        match self {
+            Self::QuotaExceeded { limit, .. } => *limit,
+            Self::GroupFull { max, .. } => u64::try_from(*max).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// When to retry, for RATE_LIMITED and UNAVAILABLE; 0 otherwise.
+    pub fn retry_after_ms(&self) -> u64 {
+        match self {
+            Self::RateLimited { retry_after_ms, .. } | Self::Unavailable { retry_after_ms, .. } => {
+                *retry_after_ms
+            }
+            _ => 0,
         }
     }
 }
@@ -115,6 +173,8 @@ impl From<StoreError> for BusinessError {
             StoreError::AlreadyExists(what) => Self::AlreadyExists(what),
             StoreError::Conflict(what) => Self::Conflict(what),
             StoreError::GroupFull { group_id, max, .. } => Self::GroupFull { group_id, max },
+            StoreError::NotFound(Missing::Media(media_id)) => Self::MediaNotFound(media_id),
+            StoreError::QuotaExceeded { what, limit } => Self::QuotaExceeded { what, limit },
             other => Self::Internal(other.to_string()),
         }
     }

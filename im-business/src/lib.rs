@@ -4,6 +4,7 @@
 //! alerts).
 //!
 //! - [`api`]: the HTTP/JSON and gRPC APIs for app backends.
+//! - [`media`]: uploads straight to the object store, their checks and quotas, downloads.
 //! - [`responder`]: answers to the core's permission checks on `im.auth`.
 //! - [`server`] and [`settings`]: running it, alone or composed with the other services.
 //! - [`service`]: the rules of who may do what, announced on the bus and audited.
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod error;
+pub mod media;
 pub mod responder;
 pub mod server;
 pub mod service;

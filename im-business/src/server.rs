@@ -25,6 +25,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::{
     Business,
     api::{grpc, http},
+    media::{Media, fs::FsObjectStore},
     responder::serve_bus_requests,
     settings::BusinessSettings,
     store::{BusinessStore, SqliteBusinessStore},
@@ -56,6 +57,8 @@ pub struct RunningBusiness {
     pub ops_addr: SocketAddr,
     /// The service itself, for in-process callers.
     pub business: Arc<Business>,
+    /// Its media, for in-process callers.
+    pub media: Arc<Media>,
     tasks: JoinSet<()>,
 }
 
@@ -201,10 +204,42 @@ pub async fn start(
         ready.clone(),
         shutdown.clone().cancelled_owned(),
     ));
+    // The embedded object store: files under media_dir, its signed URLs served here.
+    let public_url = if settings.media_public_url.is_empty() {
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{http_addr}")
+    } else {
+        settings.media_public_url.clone()
+    };
+    let objects = FsObjectStore::open(
+        &settings.media_dir,
+        &public_url,
+        settings.app_secret.expose().as_bytes(),
+    )
+    .map(Arc::new)
+    .map_err(|e| {
+        SettingsError::new(format!(
+            "business.media_dir {}: {e}",
+            settings.media_dir.display()
+        ))
+    })?;
+    let media = Arc::new(Media::new(
+        business.store(),
+        objects.clone(),
+        bus.clone(),
+        settings.media.clone(),
+    ));
+    let (sweeper, stop) = (media.clone(), shutdown.clone());
+    tasks.spawn(async move { sweeper.sweep_expired(stop).await });
     let state = http::ApiState::new(business.clone(), settings.app_secret.expose().as_bytes())
-        .with_user_tokens(verifier);
+        .with_user_tokens(verifier)
+        .with_media(media.clone());
     let stop = shutdown.clone();
-    let router = http::router(state);
+    let router = http::router(state).merge(objects.routes());
     match &settings.tls {
         None => {
             tasks.spawn(async move {
@@ -228,7 +263,11 @@ pub async fn start(
             });
         }
     }
-    let routes = grpc::routes(business.clone(), settings.app_secret.expose().as_bytes());
+    let routes = grpc::routes(
+        business.clone(),
+        Some(media.clone()),
+        settings.app_secret.expose().as_bytes(),
+    );
     let mut grpc_server = tonic::transport::Server::builder();
     if let Some(files) = &settings.tls {
         let identity = grpc_identity(files)?;
@@ -257,6 +296,7 @@ pub async fn start(
         grpc_addr,
         ops_addr,
         business,
+        media,
         tasks,
     })
 }

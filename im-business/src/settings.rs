@@ -3,12 +3,12 @@
 //! the bus) is in `[cluster]`. Keys renamed in this release are listed in [`RENAMES`]; their
 //! old names are still read, with a warning, for one release.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use im_common::settings::{Rename, Secret, SettingsError, without_password};
 use serde::{Deserialize, Serialize};
 
-use crate::{BusinessConfig, GroupAdds, PresenceAudience};
+use crate::{BusinessConfig, GroupAdds, PresenceAudience, media::MediaConfig};
 
 /// Everything the business service needs to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +69,14 @@ pub struct BusinessSettings {
     /// How long the webhook may take to answer before the push is tried again.
     #[serde(with = "humantime_serde")]
     pub push_webhook_timeout: Duration,
+    /// Where the embedded object store keeps media files (created if missing).
+    pub media_dir: PathBuf,
+    /// The URL clients reach this node's HTTP listener at, which signed media URLs start with;
+    /// empty: `http://` (or `https://`) and the bound `http_listen` address, right only where
+    /// clients reach that address.
+    pub media_public_url: String,
+    /// Media limits and lifetimes (`[business.media]`).
+    pub media: MediaConfig,
 }
 
 /// The `[business]` keys renamed in this release, old name first.
@@ -112,6 +120,9 @@ impl Default for BusinessSettings {
             push_webhook_url: String::new(),
             push_webhook_secret: Secret::default(),
             push_webhook_timeout: Duration::from_secs(10),
+            media_dir: PathBuf::from("data/media"),
+            media_public_url: String::new(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -127,6 +138,22 @@ impl BusinessSettings {
         if self.max_group_members < 2 || self.max_page == 0 || self.max_connections == 0 {
             return Err(SettingsError::new(
                 "business.max_group_members >= 2, max_page >= 1 and max_connections >= 1",
+            ));
+        }
+        let media = &self.media;
+        if media.upload_url_ttl.is_zero()
+            || media.download_url_ttl.is_zero()
+            || media.pending_ttl < media.upload_url_ttl
+            || media.upload_window.is_zero()
+        {
+            return Err(SettingsError::new(
+                "business.media: upload_url_ttl, download_url_ttl and upload_window above zero, pending_ttl at least upload_url_ttl",
+            ));
+        }
+        let url = &self.media_public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(SettingsError::new(
+                "business.media_public_url: an http:// or https:// URL",
             ));
         }
         Ok(())

@@ -22,6 +22,16 @@ pub struct ErrorBody {
     pub name: String,
     /// For developers; never parsed.
     pub message: String,
+    /// The limit that was reached (QUOTA_EXCEEDED, ...), when there is one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub limit: u64,
+    /// Retry no sooner than this (RATE_LIMITED, UNAVAILABLE, ...), when the server knows.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry_after_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ErrorBody {
@@ -31,6 +41,8 @@ impl ErrorBody {
             code: code as i32,
             name: code.name().to_owned(),
             message: message.into(),
+            limit: 0,
+            retry_after_ms: 0,
         }
     }
 }
@@ -39,9 +51,11 @@ impl ErrorBody {
 pub fn http_status(code: ErrorCode) -> StatusCode {
     use ErrorCode as E;
     match code {
-        E::InvalidArgument | E::MalformedFrame | E::ContentTooLarge | E::UnsupportedVersion => {
-            StatusCode::BAD_REQUEST
-        }
+        E::InvalidArgument
+        | E::MalformedFrame
+        | E::ContentTooLarge
+        | E::UnsupportedVersion
+        | E::MediaRejected => StatusCode::BAD_REQUEST,
         E::Unauthenticated | E::TokenExpired | E::TokenRevoked => StatusCode::UNAUTHORIZED,
         E::Forbidden
         | E::NotAMember
@@ -49,12 +63,14 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         | E::Blocked
         | E::NotAContact
         | E::UserDisabled
-        | E::EditWindowClosed => StatusCode::FORBIDDEN,
+        | E::EditWindowClosed
+        | E::MediaQuarantined => StatusCode::FORBIDDEN,
         E::ConversationNotFound
         | E::UserNotFound
         | E::GroupNotFound
         | E::MessageNotFound
-        | E::InvitationNotFound => StatusCode::NOT_FOUND,
+        | E::InvitationNotFound
+        | E::MediaNotFound => StatusCode::NOT_FOUND,
         E::AlreadyExists | E::Conflict | E::GroupFull => StatusCode::CONFLICT,
         E::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         E::RateLimited | E::QuotaExceeded | E::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,

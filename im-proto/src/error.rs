@@ -48,6 +48,7 @@ table! {
     Blocked "BLOCKED" false "The recipient has blocked the sender.";
     NotAContact "NOT_A_CONTACT" false "Only contacts may start a 1:1 conversation with this user.";
     EditWindowClosed "EDIT_WINDOW_CLOSED" false "The window to edit, recall or delete this entry has passed.";
+    MediaQuarantined "MEDIA_QUARANTINED" false "The media was held by content safety and may not be fetched.";
     InvalidArgument "INVALID_ARGUMENT" false "A field is missing, malformed or out of range.";
     ConversationNotFound "CONVERSATION_NOT_FOUND" false "No such conversation.";
     UserNotFound "USER_NOT_FOUND" false "No such user.";
@@ -57,6 +58,8 @@ table! {
     Conflict "CONFLICT" false "The change conflicts with the current state (stale version, last owner).";
     ContentTooLarge "CONTENT_TOO_LARGE" false "The message content is larger than max_content_bytes.";
     InvitationNotFound "INVITATION_NOT_FOUND" false "No pending invitation of that user to that group.";
+    MediaNotFound "MEDIA_NOT_FOUND" false "No such media, or not the caller's to see, or it was aborted or deleted.";
+    MediaRejected "MEDIA_REJECTED" false "The uploaded bytes are not what was declared (size, digest or type); nothing was kept.";
     RateLimited "RATE_LIMITED" true "Too many requests; retry after retry_after_ms.";
     TooManyConnections "TOO_MANY_CONNECTIONS" true "The server or the user has reached its connection limit; retry with backoff.";
     QuotaExceeded "QUOTA_EXCEEDED" false "A storage or usage quota is used up.";

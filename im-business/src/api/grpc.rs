@@ -1,11 +1,13 @@
-//! The gRPC API: `UserService`, `GroupService` and `ModerationService` of `business.proto`
-//! (`MediaService` comes with the media module and answers UNIMPLEMENTED until then).
+//! The gRPC API: `UserService`, `GroupService`, `ModerationService` and `MediaService` of
+//! `business.proto` (the last in `media`).
 //!
 //! Calls carry `authorization: Bearer <app secret>`; `x-im-actor: <user id>` (or a request's
 //! `GroupRef.actor_user_id`) makes the app act for that user. A failure is a gRPC status whose
 //! trailer `im-error-code` holds the protocol error code.
 
 use std::sync::Arc;
+
+mod media;
 
 use im_common::api::{ACTOR_HEADER, ERROR_CODE_METADATA, bearer, grpc_code, secret_matches};
 use im_proto::v1::{
@@ -55,16 +57,25 @@ impl tonic::service::Interceptor for AppSecret {
 /// The largest request message, in bytes (as the HTTP API's body limit).
 pub const MAX_REQUEST_BYTES: usize = super::http::MAX_BODY_BYTES;
 
-/// The three services, each behind the app-secret check, as routes for a tonic server.
-pub fn routes(business: Arc<Business>, secret: &[u8]) -> Routes {
+/// The services (media where it is configured), each behind the app-secret check, as routes
+/// for a tonic server.
+pub fn routes(
+    business: Arc<Business>,
+    media: Option<Arc<crate::media::Media>>,
+    secret: &[u8],
+) -> Routes {
     let api = GrpcApi { business };
     let guard = AppSecret(secret.into());
     let users = UserServiceServer::new(api.clone()).max_decoding_message_size(MAX_REQUEST_BYTES);
     let groups = GroupServiceServer::new(api.clone()).max_decoding_message_size(MAX_REQUEST_BYTES);
     let moderation = ModerationServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
-    Routes::new(InterceptedService::new(users, guard.clone()))
+    let routes = Routes::new(InterceptedService::new(users, guard.clone()))
         .add_service(InterceptedService::new(groups, guard.clone()))
-        .add_service(InterceptedService::new(moderation, guard))
+        .add_service(InterceptedService::new(moderation, guard.clone()));
+    match media {
+        Some(media) => routes.add_service(InterceptedService::new(media::server(media), guard)),
+        None => routes,
+    }
 }
 
 fn status(code: ErrorCode, message: impl Into<String>) -> Status {

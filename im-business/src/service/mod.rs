@@ -261,4 +261,9 @@ impl Business {
     pub fn config(&self) -> &BusinessConfig {
         &self.config
     }
+
+    /// The store, for the services that share it (media).
+    pub fn store(&self) -> Arc<dyn BusinessStore> {
+        self.store.clone()
+    }
 }

@@ -5,6 +5,7 @@
 //! The store keeps data consistent (each method is one transaction: all or nothing) and leaves
 //! the rules of who may do what to the service.
 
+mod media;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]
@@ -19,6 +20,8 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use im_common::auth::CutOffs;
 
+pub(crate) use media::media_catalog;
+pub use media::{MediaCatalog, MediaChange, MediaRecord, MediaUsage, UploadLimits};
 pub use sqlite::SqliteBusinessStore;
 
 /// A user, as the app imported it.
@@ -194,6 +197,14 @@ pub enum StoreError {
         /// Its limit.
         max: i32,
     },
+    /// A new upload would pass one of the uploader's media quotas.
+    #[error("the {what} quota of {limit} is used up")]
+    QuotaExceeded {
+        /// Which quota: "stored bytes", "uploaded bytes per window" or "pending uploads".
+        what: &'static str,
+        /// Its limit.
+        limit: u64,
+    },
     /// The database failed.
     #[error("storage: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -219,6 +230,8 @@ pub enum Missing {
         /// The user who is not a member.
         user_id: String,
     },
+    /// Media (or an upload).
+    Media(String),
 }
 
 impl std::fmt::Display for Missing {
@@ -227,6 +240,7 @@ impl std::fmt::Display for Missing {
             Self::User(user) => write!(f, "user {user}"),
             Self::Group(group) => write!(f, "group {group}"),
             Self::Member { group_id, user_id } => write!(f, "member {user_id} of group {group_id}"),
+            Self::Media(media_id) => write!(f, "media {media_id}"),
         }
     }
 }
@@ -246,7 +260,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The business data. Every method is atomic.
 #[async_trait]
-pub trait BusinessStore: Send + Sync + 'static {
+pub trait BusinessStore: MediaCatalog + Send + Sync + 'static {
     /// Creates the user, or updates its profile (not `active`, not `created_at_ms`).
     async fn upsert_user(&self, user: &UserRecord) -> StoreResult<UserRecord>;
     /// Creates or updates many users in one transaction (as [`Self::upsert_user`] each).

@@ -9,7 +9,7 @@ use diesel::sql_types::{BigInt, Bool, Text};
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
 use super::{
-    MemberRecord, StoreResult, UserRecord,
+    MemberRecord, StoreResult, UserRecord, media_catalog,
     schema::members,
     sql::{ServerDb, business_store},
 };
@@ -52,6 +52,19 @@ CREATE TABLE IF NOT EXISTS contacts (
 CREATE TABLE IF NOT EXISTS token_revocations (
     user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, device_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, revoked_before_ms BIGINT NOT NULL,
     PRIMARY KEY (user_id, device_id)) ENGINE = InnoDB;
+CREATE TABLE IF NOT EXISTS media (
+    media_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY, owner_user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    client_upload_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, kind INTEGER NOT NULL, state INTEGER NOT NULL,
+    mime_type VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, size_bytes BIGINT NOT NULL,
+    sha256_hex CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, file_name TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    detail TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, created_at_ms BIGINT NOT NULL, expires_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    UNIQUE KEY media_by_client_id (owner_user_id, client_upload_id),
+    KEY media_by_owner (owner_user_id, created_at_ms), KEY media_by_sha256 (sha256_hex),
+    KEY media_by_expiry (state, expires_at_ms)) ENGINE = InnoDB;
+CREATE TABLE IF NOT EXISTS media_usage (
+    user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY, stored_bytes BIGINT NOT NULL,
+    pending_uploads BIGINT NOT NULL) ENGINE = InnoDB;
 ";
 
 /// Columns added after their tables: (table, column, definition). MySQL has no
@@ -138,6 +151,12 @@ async fn insert_members(conn: &mut Conn, rows: &[MemberRecord]) -> StoreResult<(
             .await?;
     }
     Ok(())
+}
+
+media_catalog! {
+    store: MysqlBusinessStore,
+    lock: for_update,
+    insert_new: insert_or_ignore,
 }
 
 business_store! {

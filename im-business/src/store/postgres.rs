@@ -9,7 +9,7 @@ use diesel::{prelude::*, upsert::excluded};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::{
-    MemberRecord, StoreResult, UserRecord,
+    MemberRecord, StoreResult, UserRecord, media_catalog,
     schema::{members, users},
     sql::{ServerDb, business_store},
 };
@@ -55,6 +55,18 @@ CREATE TABLE IF NOT EXISTS contacts (
 CREATE TABLE IF NOT EXISTS token_revocations (
     user_id TEXT NOT NULL, device_id TEXT NOT NULL, revoked_before_ms BIGINT NOT NULL,
     PRIMARY KEY (user_id, device_id));
+CREATE TABLE IF NOT EXISTS media (
+    media_id TEXT PRIMARY KEY, owner_user_id TEXT NOT NULL, client_upload_id TEXT NOT NULL,
+    kind INTEGER NOT NULL, state INTEGER NOT NULL, mime_type TEXT NOT NULL,
+    size_bytes BIGINT NOT NULL, sha256_hex TEXT NOT NULL, file_name TEXT NOT NULL,
+    detail TEXT NOT NULL, created_at_ms BIGINT NOT NULL, expires_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS media_by_client_id ON media (owner_user_id, client_upload_id);
+CREATE INDEX IF NOT EXISTS media_by_owner ON media (owner_user_id, created_at_ms);
+CREATE INDEX IF NOT EXISTS media_by_sha256 ON media (sha256_hex);
+CREATE INDEX IF NOT EXISTS media_by_expiry ON media (state, expires_at_ms);
+CREATE TABLE IF NOT EXISTS media_usage (
+    user_id TEXT PRIMARY KEY, stored_bytes BIGINT NOT NULL, pending_uploads BIGINT NOT NULL);
 ";
 
 /// Rows per statement, well under PostgreSQL's bound-parameter limit.
@@ -111,6 +123,12 @@ async fn insert_members(conn: &mut Conn, rows: &[MemberRecord]) -> StoreResult<(
             .await?;
     }
     Ok(())
+}
+
+media_catalog! {
+    store: PgBusinessStore,
+    lock: for_update,
+    insert_new: on_conflict_do_nothing,
 }
 
 business_store! {

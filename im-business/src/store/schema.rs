@@ -85,3 +85,29 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(groups, members);
+
+diesel::table! {
+    media (media_id) {
+        media_id -> Text,
+        owner_user_id -> Text,
+        client_upload_id -> Text,
+        kind -> Integer,
+        state -> Integer,
+        mime_type -> Text,
+        size_bytes -> BigInt,
+        sha256_hex -> Text,
+        file_name -> Text,
+        detail -> Text,
+        created_at_ms -> BigInt,
+        expires_at_ms -> BigInt,
+        updated_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    media_usage (user_id) {
+        user_id -> Text,
+        stored_bytes -> BigInt,
+        pending_uploads -> BigInt,
+    }
+}

@@ -7,7 +7,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use im_common::sqlite::{Conn, SqliteDb, SqliteError};
 
 use super::{
-    MemberRecord, StoreError, StoreResult, UserRecord,
+    MemberRecord, StoreError, StoreResult, UserRecord, media_catalog,
     schema::{members, users},
     sql::business_store,
 };
@@ -82,5 +82,10 @@ async fn insert_members(conn: &mut Conn, rows: &[MemberRecord]) -> StoreResult<(
 business_store! {
     store: SqliteBusinessStore,
     // No row locks: writers take turns (`SqliteDb::writer`).
+    insert_new: on_conflict_do_nothing,
+}
+
+media_catalog! {
+    store: SqliteBusinessStore,
     insert_new: on_conflict_do_nothing,
 }

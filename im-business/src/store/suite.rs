@@ -4,11 +4,13 @@
 // A test suite: a panic is how it reports a failure.
 #![allow(clippy::unwrap_used)]
 
-use im_proto::v1::{ConversationType, GroupRole, HistoryVisibility, JoinPolicy};
+use im_proto::v1::{
+    ConversationType, GroupRole, HistoryVisibility, JoinPolicy, MediaKind, MediaState,
+};
 
 use super::{
-    BusinessStore, GroupChanges, GroupRecord, InvitationRecord, JOINING, MemberRecord, Revocation,
-    StoreError, UserRecord,
+    BusinessStore, GroupChanges, GroupRecord, InvitationRecord, JOINING, MediaChange, MediaRecord,
+    MemberRecord, Revocation, StoreError, UploadLimits, UserRecord,
 };
 
 /// Runs every suite function, each as a test of its own, against a fresh store made by `$make`:
@@ -34,6 +36,9 @@ macro_rules! business_store_suite {
             blocks_and_contacts,
             notices_wait_until_appended,
             invitations_are_kept_once_until_answered,
+            concurrent_uploads_never_pass_a_quota,
+            media_moves_from_pending_once_and_usage_follows,
+            an_upload_created_again_is_the_same_upload,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -685,4 +690,251 @@ pub async fn invitations_are_kept_once_until_answered(store: &dyn BusinessStore)
         store.invitations_of("bob", 10).await.unwrap(),
         [invitation("g2", "bob", "amy", 20)]
     );
+}
+
+fn upload(media_id: &str, owner: &str, size: i64, created_at_ms: i64) -> MediaRecord {
+    MediaRecord {
+        media_id: media_id.into(),
+        owner_user_id: owner.into(),
+        client_upload_id: media_id.into(),
+        kind: MediaKind::Image as i32,
+        state: MediaState::Pending as i32,
+        mime_type: "image/png".into(),
+        size_bytes: size,
+        sha256_hex: String::new(),
+        file_name: format!("{media_id}.png"),
+        detail: String::new(),
+        created_at_ms,
+        expires_at_ms: created_at_ms + 1_000,
+        updated_at_ms: created_at_ms,
+    }
+}
+
+const ROOMY: UploadLimits = UploadLimits {
+    stored_bytes: 1 << 40,
+    window_bytes: 1 << 40,
+    window_start_ms: 0,
+    pending_uploads: 1_000,
+};
+
+/// Twenty creates at once against room for five: exactly five pass, and usage says five.
+pub async fn concurrent_uploads_never_pass_a_quota(store: &dyn BusinessStore) {
+    store.upsert_user(&user("amy")).await.unwrap();
+    // Room for five uploads of 100 bytes; twenty ask at once.
+    let limits = UploadLimits {
+        stored_bytes: 500,
+        ..ROOMY
+    };
+    let creates = (0..20).map(|i| {
+        let media = upload(&format!("m{i}"), "amy", 100, T);
+        async move { store.create_upload(&media, &limits).await }
+    });
+    let outcomes = futures::future::join_all(creates).await;
+    let accepted = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(accepted, 5, "exactly the quota, no more");
+    for refused in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert!(
+            matches!(
+                refused,
+                StoreError::QuotaExceeded {
+                    what: "stored bytes",
+                    limit: 500
+                }
+            ),
+            "{refused}"
+        );
+    }
+    let usage = store.media_usage("amy", 0).await.unwrap();
+    assert_eq!((usage.stored_bytes, usage.pending_uploads), (500, 5));
+
+    // Pending uploads and the window are limits of their own.
+    store.upsert_user(&user("bob")).await.unwrap();
+    let two_pending = UploadLimits {
+        pending_uploads: 2,
+        ..ROOMY
+    };
+    for id in ["p1", "p2"] {
+        store
+            .create_upload(&upload(id, "bob", 1, T), &two_pending)
+            .await
+            .unwrap();
+    }
+    let third = store
+        .create_upload(&upload("p3", "bob", 1, T), &two_pending)
+        .await;
+    assert!(
+        matches!(
+            third,
+            Err(StoreError::QuotaExceeded {
+                what: "pending uploads",
+                limit: 2
+            })
+        ),
+        "{third:?}"
+    );
+    let window = UploadLimits {
+        window_bytes: 10,
+        window_start_ms: T + 10,
+        ..ROOMY
+    };
+    // Before the window: not counted; inside it: counted.
+    let before = store
+        .create_upload(&upload("w0", "bob", 10, T + 10), &window)
+        .await;
+    assert!(before.is_ok(), "{before:?}");
+    let over = store
+        .create_upload(&upload("w1", "bob", 1, T + 20), &window)
+        .await;
+    assert!(
+        matches!(
+            over,
+            Err(StoreError::QuotaExceeded {
+                what: "uploaded bytes per window",
+                ..
+            })
+        ),
+        "{over:?}"
+    );
+}
+
+/// A pending upload settles once (ready, rejected, aborted or expired), and usage follows.
+pub async fn media_moves_from_pending_once_and_usage_follows(store: &dyn BusinessStore) {
+    store.upsert_user(&user("amy")).await.unwrap();
+    for id in ["done", "gone", "bad"] {
+        store
+            .create_upload(&upload(id, "amy", 100, T), &ROOMY)
+            .await
+            .unwrap();
+    }
+    // Complete and abort race: exactly one moves the upload.
+    let ready = MediaChange {
+        sha256_hex: Some("ab".repeat(32)),
+        mime_type: Some("image/webp".into()),
+        ..MediaChange::default()
+    };
+    let none = MediaChange::default();
+    let (completed, aborted) = tokio::join!(
+        store.transition_media(
+            "done",
+            &[MediaState::Pending],
+            MediaState::Ready,
+            &ready,
+            T + 1
+        ),
+        store.transition_media(
+            "done",
+            &[MediaState::Pending],
+            MediaState::Aborted,
+            &none,
+            T + 1
+        ),
+    );
+    let (completed, aborted) = (completed.unwrap(), aborted.unwrap());
+    assert!(
+        completed.0 ^ aborted.0,
+        "one of them: {completed:?} {aborted:?}"
+    );
+    assert_eq!(completed.1, aborted.1, "both see the one outcome");
+    let done = store.get_media("done").await.unwrap().unwrap();
+    if completed.0 {
+        assert_eq!(done.state(), MediaState::Ready);
+        assert_eq!(
+            (
+                done.mime_type.as_str(),
+                done.sha256_hex.len(),
+                done.updated_at_ms
+            ),
+            ("image/webp", 64, T + 1)
+        );
+    } else {
+        assert_eq!(done.state(), MediaState::Aborted);
+    }
+    let (moved, _) = store
+        .transition_media(
+            "gone",
+            &[MediaState::Pending],
+            MediaState::Aborted,
+            &MediaChange::default(),
+            T + 2,
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    let rejected = MediaChange {
+        detail: Some("99 bytes stored, 100 declared".into()),
+        ..MediaChange::default()
+    };
+    let (moved, bad) = store
+        .transition_media(
+            "bad",
+            &[MediaState::Pending],
+            MediaState::Rejected,
+            &rejected,
+            T + 3,
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    assert_eq!(bad.detail, "99 bytes stored, 100 declared");
+    let (again, _) = store
+        .transition_media(
+            "bad",
+            &[MediaState::Pending],
+            MediaState::Ready,
+            &ready,
+            T + 4,
+        )
+        .await
+        .unwrap();
+    assert!(!again, "a settled upload does not move again");
+
+    let usage = store.media_usage("amy", 0).await.unwrap();
+    let kept = if completed.0 { 100 } else { 0 };
+    assert_eq!(
+        (usage.stored_bytes, usage.pending_uploads),
+        (kept, 0),
+        "only ready media holds quota"
+    );
+    assert_eq!(
+        usage.window_bytes, kept,
+        "released uploads leave the window"
+    );
+    assert!(matches!(
+        store
+            .transition_media("nope", &[MediaState::Pending], MediaState::Ready, &ready, T)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    if completed.0 {
+        assert_eq!(
+            store.holders_of(&"ab".repeat(32), "other").await.unwrap(),
+            1
+        );
+        assert_eq!(store.holders_of(&"ab".repeat(32), "done").await.unwrap(), 0);
+    }
+}
+
+/// Creating with the same client upload id answers the same upload.
+pub async fn an_upload_created_again_is_the_same_upload(store: &dyn BusinessStore) {
+    store.upsert_user(&user("amy")).await.unwrap();
+    let mut first = upload("first", "amy", 100, T);
+    first.client_upload_id = "photo-1".into();
+    store.create_upload(&first, &ROOMY).await.unwrap();
+    let mut retry = upload("retry", "amy", 100, T + 5);
+    retry.client_upload_id = "photo-1".into();
+    let answered = store.create_upload(&retry, &ROOMY).await.unwrap();
+    assert_eq!(answered, first, "the same upload, created once");
+    assert_eq!(store.get_media("retry").await.unwrap(), None);
+    let usage = store.media_usage("amy", 0).await.unwrap();
+    assert_eq!((usage.stored_bytes, usage.pending_uploads), (100, 1));
+    // Another owner's client id is its own.
+    store.upsert_user(&user("bob")).await.unwrap();
+    let mut bobs = upload("bobs", "bob", 7, T);
+    bobs.client_upload_id = "photo-1".into();
+    assert_eq!(store.create_upload(&bobs, &ROOMY).await.unwrap(), bobs);
+    let expired = store.expired_uploads(T + 1_000, 10).await.unwrap();
+    let mut ids: Vec<&str> = expired.iter().map(|m| m.media_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["bobs", "first"], "pending and past their expiry");
+    assert!(store.expired_uploads(T + 999, 10).await.unwrap().is_empty());
 }

@@ -20,7 +20,7 @@ async fn serve() -> (Channel, crate::common::World) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(
         Server::builder()
-            .add_routes(routes(world.business.clone(), APP_SECRET.as_bytes()))
+            .add_routes(routes(world.business.clone(), None, APP_SECRET.as_bytes()))
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
     let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();

@@ -30,7 +30,10 @@ impl ApiError {
 
 impl From<BusinessError> for ApiError {
     fn from(error: BusinessError) -> Self {
-        Self::new(error.code(), error.to_string())
+        let mut body = ErrorBody::new(error.code(), error.to_string());
+        body.limit = error.limit();
+        body.retry_after_ms = error.retry_after_ms();
+        Self(body)
     }
 }
 
@@ -49,7 +52,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             ErrorCode::try_from(self.0.code).map_or(StatusCode::INTERNAL_SERVER_ERROR, http_status);
-        (status, Json(self.0)).into_response()
+        // RFC 9110 `Retry-After` in whole seconds (rounded up) beside the body's milliseconds.
+        let retry_after =
+            (self.0.retry_after_ms > 0).then(|| self.0.retry_after_ms.div_ceil(1000).to_string());
+        let mut response = (status, Json(self.0)).into_response();
+        if let Some(seconds) = retry_after.and_then(|s| axum::http::HeaderValue::from_str(&s).ok())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds);
+        }
+        response
     }
 }
 

@@ -34,6 +34,7 @@ use crate::Business;
 mod auth;
 mod error;
 mod groups;
+mod media;
 mod moderation;
 mod shapes;
 mod users;
@@ -52,6 +53,14 @@ use groups::{
     leave_group, list_invitations, list_members, mute_member, remove_members, set_member_role,
     transfer_ownership, update_group,
 };
+pub use media::{
+    CreateUploadBody, DownloadQuery, HeaderJson, Kind as MediaKindJson, MediaJson, QuotaJson,
+    SignedRequestJson, UploadJson,
+};
+use media::{
+    abort_upload, complete_upload, create_upload, get_media, media_quota, redirect_to_content,
+    sign_download,
+};
 use moderation::{add_contact, block_user, list_blocked, remove_contact, unblock_user};
 use users::{deactivate_user, get_user, import_users, issue_token, revoke_tokens, upsert_user};
 
@@ -62,6 +71,8 @@ pub struct ApiState {
     secret: Arc<[u8]>,
     /// Checks users' own tokens, when users may call the API themselves.
     users: Option<Arc<TokenVerifier>>,
+    /// Uploads and downloads, where configured.
+    media: Option<Arc<crate::media::Media>>,
 }
 
 impl ApiState {
@@ -71,6 +82,7 @@ impl ApiState {
             business,
             secret: secret.into(),
             users: None,
+            media: None,
         }
     }
 
@@ -78,6 +90,12 @@ impl ApiState {
     /// client SDK does, for groups and membership); `verifier` checks the tokens.
     pub fn with_user_tokens(mut self, verifier: Arc<TokenVerifier>) -> Self {
         self.users = Some(verifier);
+        self
+    }
+
+    /// The media routes serve `media` (without it they answer UNAVAILABLE).
+    pub fn with_media(mut self, media: Arc<crate::media::Media>) -> Self {
+        self.media = Some(media);
         self
     }
 }
@@ -116,7 +134,7 @@ fn with_limits(doc: &mut serde_json::Value, config: &crate::BusinessConfig) {
 /// The OpenAPI description of this API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "im business API", description = "Users and tokens, groups, roles, mutes, blocks and contacts, for app backends. Authenticate with `authorization: Bearer <app secret>`; act for a user with `x-im-actor`. Every failure, including an unknown path (404) or method (405), answers with an `ErrorBody`."),
+    info(title = "im business API", description = "Users and tokens, groups, roles, mutes, blocks and contacts, media uploads and downloads, for app backends. Authenticate with `authorization: Bearer <app secret>`; act for a user with `x-im-actor`. Every failure, including an unknown path (404) or method (405), answers with an `ErrorBody`."),
     paths(
         openapi,
         users::upsert_user, users::import_users, users::get_user, users::deactivate_user,
@@ -127,6 +145,8 @@ fn with_limits(doc: &mut serde_json::Value, config: &crate::BusinessConfig) {
         groups::list_invitations, groups::accept_invitation, groups::decline_invitation,
         moderation::block_user, moderation::unblock_user, moderation::list_blocked,
         moderation::add_contact, moderation::remove_contact,
+        media::create_upload, media::complete_upload, media::abort_upload, media::get_media,
+        media::sign_download, media::redirect_to_content, media::media_quota,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecurityAddon, &CommonParts),
@@ -283,6 +303,13 @@ fn v1_routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
         ("/v1/users/{user_id}/invitations", get(list_invitations)),
         ("/v1/groups/{group_id}/leave", post(leave_group)),
         ("/v1/groups/{group_id}/owner", post(transfer_ownership)),
+        ("/v1/media/uploads", post(create_upload)),
+        ("/v1/media/{media_id}", get(get_media)),
+        ("/v1/media/{media_id}/complete", post(complete_upload)),
+        ("/v1/media/{media_id}/abort", post(abort_upload)),
+        ("/v1/media/{media_id}/download", post(sign_download)),
+        ("/v1/media/{media_id}/content", get(redirect_to_content)),
+        ("/v1/users/{user_id}/media-quota", get(media_quota)),
     ]
 }
 

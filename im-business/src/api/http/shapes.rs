@@ -55,7 +55,7 @@ impl ToSchema for IdOrEmpty {}
 
 /// A JSON integer, also when written with a zero fraction (`236.0`): JSON Schema's `integer`
 /// counts it as one, so the document promises it.
-fn integer<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(super) fn integer<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i128>,

@@ -1,0 +1,2 @@
+DROP TABLE media_usage;
+DROP TABLE media;

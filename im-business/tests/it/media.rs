@@ -1,0 +1,603 @@
+//! Media through the HTTP API and the embedded object store on one real listener: create an
+//! upload, PUT its bytes to the signed URL, complete it, download it; and what the checks,
+//! quotas and races do to what is kept and charged.
+
+use std::sync::Arc;
+
+use im_business::{
+    Actor,
+    api::http::{ApiState, router},
+    media::{Media, MediaConfig, ObjectStore, fs::FsObjectStore},
+};
+use reqwest::{Method, StatusCode, header};
+use serde_json::{Value, json};
+
+const APP_SECRET: &str = "app secret for the media tests";
+const PNG: &[u8] =
+    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+
+/// The 64-byte header of an x86-64 ELF executable.
+fn elf() -> Vec<u8> {
+    let mut bytes = b"\x7fELF\x02\x01\x01".to_vec();
+    bytes.resize(16, 0);
+    bytes.extend_from_slice(b"\x02\0\x3e\0\x01\0\0\0");
+    bytes.resize(64, 0);
+    bytes
+}
+
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    media: Arc<Media>,
+    objects: Arc<FsObjectStore>,
+    _world: crate::common::World,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve() -> Server {
+    serve_with(MediaConfig::default()).await
+}
+
+async fn serve_with(config: MediaConfig) -> Server {
+    let world = crate::common::world().await;
+    for id in ["amy", "bob"] {
+        world
+            .business
+            .upsert_user(&Actor::App, id, id, "", "")
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let objects = Arc::new(FsObjectStore::open(dir.path(), &base, APP_SECRET.as_bytes()).unwrap());
+    let media = Arc::new(Media::new(
+        world.business.store(),
+        objects.clone(),
+        Arc::new(world.bus.clone()),
+        config,
+    ));
+    let state =
+        ApiState::new(world.business.clone(), APP_SECRET.as_bytes()).with_media(media.clone());
+    let app = router(state).merge(objects.clone().routes());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server {
+        base,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        media,
+        objects,
+        _world: world,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        actor: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(APP_SECRET)
+            .header("x-im-actor", actor)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn create(&self, user: &str, kind: &str, mime: &str, size: usize) -> (StatusCode, Value) {
+        let body = json!({"user_id": user, "kind": kind, "mime_type": mime, "size_bytes": size});
+        self.call(Method::POST, "/v1/media/uploads", user, body)
+            .await
+    }
+
+    /// Sends `bytes` with the upload's signed request; answers the store's status.
+    async fn put(&self, upload: &Value, bytes: &[u8]) -> StatusCode {
+        let part = &upload["parts"][0];
+        assert_eq!(part["method"], "PUT");
+        let mut request = self.http.put(part["url"].as_str().unwrap());
+        for h in part["headers"].as_array().unwrap() {
+            request = request.header(h["name"].as_str().unwrap(), h["value"].as_str().unwrap());
+        }
+        request.body(bytes.to_vec()).send().await.unwrap().status()
+    }
+
+    async fn complete(&self, user: &str, id: &str) -> (StatusCode, Value) {
+        let path = format!("/v1/media/{id}/complete");
+        self.call(Method::POST, &path, user, json!({})).await
+    }
+
+    /// Fetches the media through a freshly signed URL: status, headers, body.
+    async fn download(&self, user: &str, id: &str) -> (header::HeaderMap, Vec<u8>) {
+        let (status, signed) = self
+            .call(
+                Method::POST,
+                &format!("/v1/media/{id}/download"),
+                user,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{signed}");
+        let response = self
+            .http
+            .get(signed["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers().clone();
+        (headers, response.bytes().await.unwrap().to_vec())
+    }
+
+    async fn quota(&self, user: &str) -> Value {
+        let (status, quota) = self
+            .call(
+                Method::GET,
+                &format!("/v1/users/{user}/media-quota"),
+                user,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{quota}");
+        quota
+    }
+
+    async fn keys(&self, prefix: &str) -> Vec<String> {
+        self.objects.list(prefix).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn an_upload_goes_straight_to_the_store_and_is_served_as_its_bytes_say() {
+    let s = serve().await;
+    let (status, upload) = s.create("amy", "image", "image/jpeg", PNG.len()).await;
+    assert_eq!(status, StatusCode::OK, "{upload}");
+    assert_eq!(upload["media"]["state"], "pending");
+    assert_eq!(s.quota("amy").await["pending_uploads"], 1);
+    let id = upload["media_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.put(&upload, PNG).await, StatusCode::OK);
+
+    let (status, media) = s.complete("amy", &id).await;
+    assert_eq!(status, StatusCode::OK, "{media}");
+    assert_eq!(
+        (media["state"].as_str(), media["mime_type"].as_str()),
+        (Some("ready"), Some("image/png")),
+        "the sniffed type wins over the declared one"
+    );
+    let (again_status, again) = s.complete("amy", &id).await;
+    assert_eq!(
+        (again_status, &again),
+        (StatusCode::OK, &media),
+        "complete is idempotent"
+    );
+
+    let (headers, bytes) = s.download("amy", &id).await;
+    assert_eq!(bytes, PNG);
+    assert_eq!(headers[header::CONTENT_TYPE], "image/png");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(
+        headers.get(header::CONTENT_DISPOSITION).is_none(),
+        "an image is shown inline"
+    );
+
+    let quota = s.quota("amy").await;
+    assert_eq!(
+        (
+            quota["stored_bytes"].as_u64(),
+            quota["pending_uploads"].as_u64()
+        ),
+        (Some(PNG.len() as u64), Some(0))
+    );
+    assert_eq!(s.keys("staging/").await, Vec::<String>::new());
+    assert_eq!(s.keys("verify/").await, Vec::<String>::new());
+
+    // The old URL still takes a PUT until it expires: what is served stays what was checked.
+    let mut other = PNG.to_vec();
+    *other.last_mut().unwrap() ^= 0xff;
+    assert_eq!(s.put(&upload, &other).await, StatusCode::OK);
+    assert_eq!(s.download("amy", &id).await.1, PNG);
+    assert_eq!(s.complete("amy", &id).await.1, media);
+
+    // A redirect for <img src>.
+    let response = s
+        .http
+        .get(format!("{}/v1/media/{id}/content", s.base))
+        .bearer_auth(APP_SECRET)
+        .header("x-im-actor", "amy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let fetched = s
+        .http
+        .get(&location)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(fetched.as_ref(), PNG);
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_what_was_declared_are_rejected_and_cost_nothing() {
+    let s = serve().await;
+    let exe = elf();
+    let (_, upload) = s.create("amy", "image", "image/png", exe.len()).await;
+    let id = upload["media_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.put(&upload, &exe).await, StatusCode::OK);
+    for _ in 0..2 {
+        let (status, error) = s.complete("amy", &id).await;
+        assert_eq!(
+            (status, error["code"].as_i64(), error["name"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(4010), Some("MEDIA_REJECTED")),
+            "{error}"
+        );
+    }
+    let (status, media) = s
+        .call(Method::GET, &format!("/v1/media/{id}"), "amy", json!({}))
+        .await;
+    assert_eq!(
+        (status, media["state"].as_str()),
+        (StatusCode::OK, Some("rejected"))
+    );
+    assert!(
+        media["detail"].as_str().unwrap().contains("image"),
+        "{media}"
+    );
+    let (status, error) = s
+        .call(
+            Method::POST,
+            &format!("/v1/media/{id}/download"),
+            "amy",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::NOT_FOUND, Some("MEDIA_NOT_FOUND"))
+    );
+    for prefix in ["objects/", "staging/", "verify/"] {
+        assert_eq!(s.keys(prefix).await, Vec::<String>::new(), "{prefix}");
+    }
+    let quota = s.quota("amy").await;
+    assert_eq!(
+        (
+            quota["stored_bytes"].as_u64(),
+            quota["window_bytes"].as_u64(),
+            quota["pending_uploads"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+
+    // A digest declared at create and not matched, and a size not matched, reject too.
+    let body = json!({"user_id": "amy", "kind": "image", "mime_type": "image/png",
+        "size_bytes": PNG.len(), "sha256_hex": "ab".repeat(32)});
+    let (_, upload) = s.call(Method::POST, "/v1/media/uploads", "amy", body).await;
+    // The store refuses the bytes already (the digest is part of the signed request).
+    assert_eq!(s.put(&upload, PNG).await, StatusCode::BAD_REQUEST);
+    let id = upload["media_id"].as_str().unwrap();
+    let (status, error) = s.complete("amy", id).await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::CONFLICT, Some("CONFLICT")),
+        "nothing uploaded: {error}"
+    );
+}
+
+#[tokio::test]
+async fn what_a_browser_could_run_is_served_as_an_attachment() {
+    let s = serve().await;
+    let page = b"<!DOCTYPE html><html><script>alert(1)</script></html>";
+    for (kind, mime, name) in [
+        ("file", "text/html", "page.html"),
+        ("file", "image/svg+xml", "logo.svg"),
+    ] {
+        let body = json!({"user_id": "amy", "kind": kind, "mime_type": mime,
+            "size_bytes": page.len(), "file_name": name});
+        let (_, upload) = s.call(Method::POST, "/v1/media/uploads", "amy", body).await;
+        let id = upload["media_id"].as_str().unwrap().to_owned();
+        assert_eq!(s.put(&upload, page).await, StatusCode::OK);
+        let (status, media) = s.complete("amy", &id).await;
+        assert_eq!(status, StatusCode::OK, "{media}");
+        let (headers, bytes) = s.download("amy", &id).await;
+        assert_eq!(bytes, page);
+        let disposition = headers[header::CONTENT_DISPOSITION].to_str().unwrap();
+        assert!(
+            disposition.starts_with("attachment;"),
+            "{mime}: {disposition}"
+        );
+        assert!(disposition.contains(name), "{disposition}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+    }
+    // An image that is really SVG (no magic number of any image type) is not an image.
+    let svg = b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>";
+    let (_, upload) = s.create("amy", "image", "image/svg+xml", svg.len()).await;
+    assert_eq!(s.put(&upload, svg).await, StatusCode::OK);
+    let (status, error) = s
+        .complete("amy", upload["media_id"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("MEDIA_REJECTED"))
+    );
+}
+
+#[tokio::test]
+async fn a_user_sees_and_manages_only_its_own_media() {
+    let s = serve().await;
+    let (_, upload) = s.create("amy", "image", "image/png", PNG.len()).await;
+    let id = upload["media_id"].as_str().unwrap().to_owned();
+    s.put(&upload, PNG).await;
+    s.complete("amy", &id).await;
+    for (method, path) in [
+        (Method::GET, format!("/v1/media/{id}")),
+        (Method::POST, format!("/v1/media/{id}/complete")),
+        (Method::POST, format!("/v1/media/{id}/abort")),
+        (Method::POST, format!("/v1/media/{id}/download")),
+        (Method::GET, format!("/v1/media/{id}/content")),
+        (Method::GET, "/v1/media/no-such-media".to_owned()),
+    ] {
+        let (status, error) = s.call(method.clone(), &path, "bob", json!({})).await;
+        assert_eq!(
+            (status, error["code"].as_i64()),
+            (StatusCode::NOT_FOUND, Some(4009)),
+            "{method} {path}: {error}"
+        );
+    }
+    let (status, error) = s.create_for("bob", "amy").await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::FORBIDDEN, Some("FORBIDDEN"))
+    );
+    let (status, _) = s
+        .call(Method::GET, "/v1/users/amy/media-quota", "bob", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Without the app secret nothing is answered.
+    let response = s
+        .http
+        .get(format!("{}/v1/media/{id}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+impl Server {
+    async fn create_for(&self, actor: &str, user: &str) -> (StatusCode, Value) {
+        let body =
+            json!({"user_id": user, "kind": "image", "mime_type": "image/png", "size_bytes": 10});
+        self.call(Method::POST, "/v1/media/uploads", actor, body)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn quotas_are_reserved_at_create_and_say_their_limit() {
+    let config = MediaConfig {
+        pending_uploads_per_user: 2,
+        stored_bytes_per_user: 3 * PNG.len() as u64,
+        max_image_bytes: 1024,
+        ..MediaConfig::default()
+    };
+    let s = serve_with(config).await;
+    let (status, error) = s.create("amy", "image", "image/png", 1025).await;
+    assert_eq!(
+        (status, error["name"].as_str(), error["limit"].as_u64()),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("QUOTA_EXCEEDED"),
+            Some(1024)
+        ),
+        "{error}"
+    );
+    let (_, first) = s.create("amy", "image", "image/png", PNG.len()).await;
+    let (_, second) = s.create("amy", "image", "image/png", PNG.len()).await;
+    let (status, error) = s.create("amy", "image", "image/png", PNG.len()).await;
+    assert_eq!(
+        (status, error["code"].as_i64(), error["limit"].as_u64()),
+        (StatusCode::TOO_MANY_REQUESTS, Some(5002), Some(2)),
+        "two pending at most: {error}"
+    );
+    // Another user's quota is its own.
+    assert_eq!(
+        s.create("bob", "image", "image/png", PNG.len()).await.0,
+        StatusCode::OK
+    );
+    // Aborting releases the reservation.
+    let first_id = first["media_id"].as_str().unwrap();
+    let (status, _) = s
+        .call(
+            Method::POST,
+            &format!("/v1/media/{first_id}/abort"),
+            "amy",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.quota("amy").await["pending_uploads"], 1);
+    let (status, third) = s.create("amy", "image", "image/png", PNG.len()).await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    // Completed uploads count against the stored bytes: three PNGs fit, a fourth does not.
+    for upload in [&second, &third] {
+        s.put(upload, PNG).await;
+        assert_eq!(
+            s.complete("amy", upload["media_id"].as_str().unwrap())
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+    let (_, fourth) = s.create("amy", "image", "image/png", PNG.len()).await;
+    let (status, error) = s.create("amy", "image", "image/png", PNG.len()).await;
+    assert_eq!(
+        (status, error["limit"].as_u64()),
+        (StatusCode::TOO_MANY_REQUESTS, Some(3 * PNG.len() as u64)),
+        "stored and reserved bytes at most the quota: {error}"
+    );
+    assert_eq!(fourth["media"]["state"], "pending");
+}
+
+#[tokio::test]
+async fn creating_too_fast_is_rate_limited_with_a_retry_hint() {
+    let config = MediaConfig {
+        creates_per_minute: 1,
+        create_burst: 1,
+        ..MediaConfig::default()
+    };
+    let s = serve_with(config).await;
+    assert_eq!(
+        s.create("amy", "file", "text/plain", 5).await.0,
+        StatusCode::OK
+    );
+    let response = s
+        .http
+        .post(format!("{}/v1/media/uploads", s.base))
+        .bearer_auth(APP_SECRET)
+        .json(
+            &json!({"user_id": "amy", "kind": "file", "mime_type": "text/plain", "size_bytes": 5}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["name"], "RATE_LIMITED");
+    let hint = error["retry_after_ms"].as_u64().unwrap();
+    assert!(hint > 0 && hint <= 60_000, "{error}");
+    assert_eq!(retry_after, hint.div_ceil(1000));
+}
+
+#[tokio::test]
+async fn the_same_client_upload_id_is_the_same_upload_with_fresh_urls() {
+    let s = serve().await;
+    let body = json!({"user_id": "amy", "kind": "image", "mime_type": "image/png",
+        "size_bytes": PNG.len(), "client_upload_id": "photo-1"});
+    let (_, first) = s
+        .call(Method::POST, "/v1/media/uploads", "amy", body.clone())
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (status, again) = s
+        .call(Method::POST, "/v1/media/uploads", "amy", body.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["media_id"], first["media_id"]);
+    assert_eq!(s.quota("amy").await["pending_uploads"], 1, "reserved once");
+    // The resumed URL works.
+    assert_eq!(s.put(&again, PNG).await, StatusCode::OK);
+    let id = first["media_id"].as_str().unwrap();
+    assert_eq!(s.complete("amy", id).await.0, StatusCode::OK);
+    let (status, done) = s.call(Method::POST, "/v1/media/uploads", "amy", body).await;
+    assert_eq!(
+        (status, done["media"]["state"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
+    assert_eq!(done["parts"], json!([]), "nothing left to send");
+    let other = json!({"user_id": "amy", "kind": "image", "mime_type": "image/png",
+        "size_bytes": 99, "client_upload_id": "photo-1"});
+    let (status, error) = s
+        .call(Method::POST, "/v1/media/uploads", "amy", other)
+        .await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::CONFLICT, Some("CONFLICT"))
+    );
+}
+
+#[tokio::test]
+async fn complete_and_abort_race_and_exactly_one_wins() {
+    let config = MediaConfig {
+        create_burst: 100,
+        ..MediaConfig::default()
+    };
+    let s = serve_with(config).await;
+    let mut ready = 0;
+    for _ in 0..12 {
+        let (_, upload) = s.create("amy", "image", "image/png", PNG.len()).await;
+        let id = upload["media_id"].as_str().unwrap().to_owned();
+        s.put(&upload, PNG).await;
+        let abort_path = format!("/v1/media/{id}/abort");
+        let (a, b, c) = tokio::join!(
+            s.complete("amy", &id),
+            s.call(Method::POST, &abort_path, "amy", json!({})),
+            s.complete("amy", &id),
+        );
+        let (_, media) = s
+            .call(Method::GET, &format!("/v1/media/{id}"), "amy", json!({}))
+            .await;
+        match media["state"].as_str() {
+            Some("ready") => {
+                ready += 1;
+                assert_eq!((a.0, c.0), (StatusCode::OK, StatusCode::OK), "{a:?} {c:?}");
+                assert_eq!(b.0, StatusCode::CONFLICT, "{b:?}");
+            }
+            Some("aborted") => {
+                assert_eq!(b.0, StatusCode::OK);
+                for done in [a, c] {
+                    assert_eq!(done.0, StatusCode::NOT_FOUND, "{done:?}");
+                }
+            }
+            other => panic!("settled as {other:?}"),
+        }
+    }
+    let quota = s.quota("amy").await;
+    assert_eq!(
+        (
+            quota["stored_bytes"].as_u64(),
+            quota["pending_uploads"].as_u64()
+        ),
+        (Some(ready * PNG.len() as u64), Some(0)),
+        "each upload that won is charged once, the others nothing: {quota}"
+    );
+    assert!(
+        s.keys("objects/").await.len() <= 1,
+        "the same bytes are kept once"
+    );
+}
+
+#[tokio::test]
+async fn uploads_not_completed_in_time_expire_and_release_their_reservation() {
+    let s = serve().await;
+    let (_, upload) = s.create("amy", "file", "text/plain", 5).await;
+    let id = upload["media_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.put(&upload, b"hello").await, StatusCode::OK);
+    assert_eq!(
+        s.media
+            .expire_uploads(im_common::now_ms(), 100)
+            .await
+            .unwrap(),
+        0,
+        "not yet"
+    );
+    let later = upload["expires_at_ms"].as_i64().unwrap() + 1;
+    assert_eq!(s.media.expire_uploads(later, 100).await.unwrap(), 1);
+    assert_eq!(s.media.expire_uploads(later, 100).await.unwrap(), 0, "once");
+    assert_eq!(s.quota("amy").await["pending_uploads"], 0);
+    assert_eq!(s.keys("staging/").await, Vec::<String>::new());
+    let (status, error) = s.complete("amy", &id).await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::NOT_FOUND, Some("MEDIA_NOT_FOUND"))
+    );
+}
