@@ -189,9 +189,13 @@ mod tests {
         let defaults = [
             ("cluster", serde_json::to_value(ClusterSettings::default())),
             ("core", serde_json::to_value(CoreSettings::default())),
+            // An optional section is listed with its keys.
             (
                 "business",
-                serde_json::to_value(BusinessSettings::default()),
+                serde_json::to_value(BusinessSettings {
+                    media_s3: Some(im_business::media::S3Config::default()),
+                    ..BusinessSettings::default()
+                }),
             ),
         ];
         for (section, value) in defaults {

@@ -4,7 +4,7 @@
 //! gap and no reuse; its offline pushes reach the app's webhook; and it takes the tokens an
 //! app signs with its own key, as configured, and no others; and with its open files limit
 //! held by idle connections, logins still get in; and with a certificate, every API listener
-//! speaks TLS.
+//! speaks TLS; and with a bucket configured, media go to S3.
 
 #![allow(clippy::unwrap_used)]
 
@@ -443,4 +443,90 @@ async fn with_a_certificate_the_gateway_speaks_wss_and_the_business_apis_tls() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_bucket_configured_media_go_to_s3_and_nothing_to_the_disk() {
+    let Some(s3) = im_testkit::service_url("IM_TEST_S3_URL", "S3") else {
+        return;
+    };
+    let s3: reqwest::Url = s3.parse().unwrap();
+    let endpoint = format!(
+        "http://{}:{}",
+        s3.host_str().unwrap(),
+        s3.port_or_known_default().unwrap()
+    );
+    let bucket = format!("im-binary-{}", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("IM_BUSINESS__MEDIA_S3__ENDPOINT", endpoint.as_str()),
+        ("IM_BUSINESS__MEDIA_S3__BUCKET", bucket.as_str()),
+        ("IM_BUSINESS__MEDIA_S3__ACCESS_KEY", s3.username()),
+        ("IM_BUSINESS__MEDIA_S3__SECRET_KEY", s3.password().unwrap()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let amy = token(data, "amy", "phone");
+    let (mut server, printed) = im_testkit::binary::start_printing(BIN, data, &env);
+    let api = format!("http://{}", printed.api);
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{api}/v1/media/uploads"))
+        .bearer_auth(&amy)
+        .json(&serde_json::json!({"user_id": "amy", "kind": "file",
+            "mime_type": "text/plain", "size_bytes": 5, "file_name": "hi.txt"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let part = &created["parts"][0];
+    let put_url = part["url"].as_str().expect("a signed PUT");
+    assert!(
+        put_url.starts_with(&format!("{endpoint}/{bucket}/staging/")),
+        "{put_url}"
+    );
+    let mut put = http.put(put_url).body("hello");
+    for h in part["headers"].as_array().unwrap() {
+        put = put.header(h["name"].as_str().unwrap(), h["value"].as_str().unwrap());
+    }
+    assert!(put.send().await.unwrap().status().is_success());
+    let id = created["media_id"].as_str().unwrap();
+    let media: serde_json::Value = http
+        .post(format!("{api}/v1/media/{id}/complete"))
+        .bearer_auth(&amy)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(media["state"], "ready", "{media}");
+    let signed: serde_json::Value = http
+        .post(format!("{api}/v1/media/{id}/download"))
+        .bearer_auth(&amy)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let get_url = signed["url"].as_str().unwrap();
+    assert!(get_url.starts_with(&endpoint), "{get_url}");
+    let fetched = http.get(get_url).send().await.unwrap();
+    assert_eq!(
+        fetched.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next(),
+        Some("attachment")
+    );
+    assert_eq!(fetched.text().await.unwrap(), "hello");
+    assert!(
+        !data.join("media").join("objects").exists(),
+        "nothing kept on this node's disk"
+    );
+    server.kill();
 }

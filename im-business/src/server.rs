@@ -25,7 +25,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::{
     Business,
     api::{grpc, http},
-    media::{Media, fs::FsObjectStore},
+    media::{Media, ObjectStore, fs::FsObjectStore},
     responder::serve_bus_requests,
     settings::BusinessSettings,
     store::{BusinessStore, SqliteBusinessStore},
@@ -204,29 +204,7 @@ pub async fn start(
         ready.clone(),
         shutdown.clone().cancelled_owned(),
     ));
-    // The embedded object store: files under media_dir, its signed URLs served here.
-    let public_url = if settings.media_public_url.is_empty() {
-        let scheme = if settings.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{http_addr}")
-    } else {
-        settings.media_public_url.clone()
-    };
-    let objects = FsObjectStore::open(
-        &settings.media_dir,
-        &public_url,
-        settings.app_secret.expose().as_bytes(),
-    )
-    .map(Arc::new)
-    .map_err(|e| {
-        SettingsError::new(format!(
-            "business.media_dir {}: {e}",
-            settings.media_dir.display()
-        ))
-    })?;
+    let (objects, blob_routes) = open_objects(settings, http_addr).await?;
     let media = Arc::new(Media::new(
         business.store(),
         objects.clone(),
@@ -239,7 +217,10 @@ pub async fn start(
         .with_user_tokens(verifier)
         .with_media(media.clone());
     let stop = shutdown.clone();
-    let router = http::router(state).merge(objects.routes());
+    let mut router = http::router(state);
+    if let Some(blob_routes) = blob_routes {
+        router = router.merge(blob_routes);
+    }
     match &settings.tls {
         None => {
             tasks.spawn(async move {
@@ -299,4 +280,43 @@ pub async fn start(
         media,
         tasks,
     })
+}
+
+/// The object store media live in: the S3 bucket of `[business.media_s3]`, or files under
+/// `media_dir` with their signed URLs served by the HTTP listener (the routes to merge).
+async fn open_objects(
+    settings: &BusinessSettings,
+    http_addr: SocketAddr,
+) -> Result<(Arc<dyn ObjectStore>, Option<axum::Router>), StartError> {
+    #[cfg(feature = "s3")]
+    if let Some(s3) = &settings.media_s3 {
+        let store = crate::media::s3::S3ObjectStore::open(s3)
+            .await
+            .map_err(|e| StartError::ObjectStore(Box::new(e)))?;
+        tracing::info!(endpoint = %s3.endpoint, bucket = %s3.bucket, "media on S3");
+        return Ok((Arc::new(store), None));
+    }
+    let public_url = if settings.media_public_url.is_empty() {
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{http_addr}")
+    } else {
+        settings.media_public_url.clone()
+    };
+    let store = FsObjectStore::open(
+        &settings.media_dir,
+        &public_url,
+        settings.app_secret.expose().as_bytes(),
+    )
+    .map(Arc::new)
+    .map_err(|e| {
+        SettingsError::new(format!(
+            "business.media_dir {}: {e}",
+            settings.media_dir.display()
+        ))
+    })?;
+    Ok((store.clone(), Some(store.routes())))
 }

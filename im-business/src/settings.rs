@@ -8,7 +8,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use im_common::settings::{Rename, Secret, SettingsError, without_password};
 use serde::{Deserialize, Serialize};
 
-use crate::{BusinessConfig, GroupAdds, PresenceAudience, media::MediaConfig};
+use crate::{
+    BusinessConfig, GroupAdds, PresenceAudience,
+    media::{MediaConfig, S3Config},
+};
 
 /// Everything the business service needs to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +80,8 @@ pub struct BusinessSettings {
     pub media_public_url: String,
     /// Media limits and lifetimes (`[business.media]`).
     pub media: MediaConfig,
+    /// The S3 or MinIO bucket media live in (`[business.media_s3]`); none: `media_dir`.
+    pub media_s3: Option<S3Config>,
 }
 
 /// The `[business]` keys renamed in this release, old name first.
@@ -123,6 +128,7 @@ impl Default for BusinessSettings {
             media_dir: PathBuf::from("data/media"),
             media_public_url: String::new(),
             media: MediaConfig::default(),
+            media_s3: None,
         }
     }
 }
@@ -149,6 +155,22 @@ impl BusinessSettings {
             return Err(SettingsError::new(
                 "business.media: upload_url_ttl, download_url_ttl and upload_window above zero, pending_ttl at least upload_url_ttl",
             ));
+        }
+        if let Some(s3) = &self.media_s3 {
+            if !cfg!(feature = "s3") {
+                return Err(SettingsError::new(
+                    "business.media_s3: this build has no S3 support (feature s3)",
+                ));
+            }
+            if !(s3.endpoint.starts_with("http://") || s3.endpoint.starts_with("https://"))
+                || s3.bucket.is_empty()
+                || s3.access_key.is_empty()
+                || s3.secret_key.is_empty()
+            {
+                return Err(SettingsError::new(
+                    "business.media_s3: an http(s):// endpoint, a bucket, access_key and secret_key",
+                ));
+            }
         }
         let url = &self.media_public_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
@@ -186,6 +208,10 @@ impl BusinessSettings {
             app_secret: self.app_secret.hidden(),
             push_webhook_secret: self.push_webhook_secret.hidden(),
             database: without_password(&self.database),
+            media_s3: self.media_s3.as_ref().map(|s3| S3Config {
+                secret_key: s3.secret_key.hidden(),
+                ..s3.clone()
+            }),
             ..self.clone()
         }
     }

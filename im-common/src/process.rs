@@ -170,6 +170,9 @@ pub enum StartError {
     /// The node may not run now (another process holds its id).
     #[error(transparent)]
     Node(Cause),
+    /// The object store (media) could not be opened or reached.
+    #[error("object store: {0}")]
+    ObjectStore(#[source] Cause),
 }
 
 impl StartError {

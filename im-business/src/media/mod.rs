@@ -16,11 +16,14 @@
 //! Complete and abort race safely: each moves the row from PENDING in one transaction, and
 //! only one of them can.
 //!
-//! - [`objects`]: the [`ObjectStore`] trait; [`fs`]: its embedded backend.
+//! - [`objects`]: the [`ObjectStore`] trait; [`fs`]: its embedded backend; `s3` (feature
+//!   `s3`): S3 and MinIO.
 //! - [`sniff`]: what the bytes are, and how they may be served.
 
 pub mod fs;
 pub mod objects;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod sniff;
 #[cfg(any(test, feature = "testing"))]
 pub mod suite;
@@ -114,6 +117,26 @@ impl MediaConfig {
         };
         of_kind.min(self.max_single_put_bytes)
     }
+}
+
+/// Where the bucket is: section `[business.media_s3]` of the config file; when set,
+/// media live there instead of under `media_dir` (feature `s3`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// The server's URL, as clients reach it (`https://s3.eu-west-1.amazonaws.com`,
+    /// `http://minio.internal:9000`): the signed URLs start with it.
+    pub endpoint: String,
+    /// The bucket; created at start if it does not exist.
+    pub bucket: String,
+    /// The region the signatures name (`us-east-1` for MinIO unless it was set otherwise).
+    pub region: String,
+    /// The access key.
+    pub access_key: String,
+    /// The secret key.
+    pub secret_key: im_common::settings::Secret,
+    /// Bucket in the host name (`https://<bucket>.s3...`) rather than the path.
+    pub virtual_host: bool,
 }
 
 /// What a client asks to upload.
