@@ -1,6 +1,7 @@
 //! The business service's answers on the bus, for core nodes: permission checks (`im.auth`),
 //! pages of a group's members for fan-out (`im.members`), a user's groups for sync
-//! (`im.groups`) and the token revocations on record (`im.revocations`).
+//! (`im.groups`), the token revocations on record (`im.revocations`), and whether a sender
+//! may reference media in a message (`im.attach`).
 
 use std::{future::Future, sync::Arc};
 
@@ -8,13 +9,13 @@ use im_common::bus::{Bus, BusError, serve};
 use im_proto::{
     bus::{BusReply, BusRequest},
     v1::{
-        BanEvent, BanKind, Error, MemberList, MembersQuery, PermissionCheck, RevocationList,
-        RevocationsQuery, UserGroups, UserGroupsQuery,
+        AttachCheck, BanEvent, BanKind, Error, MemberList, MembersQuery, PermissionCheck,
+        RevocationList, RevocationsQuery, UserGroups, UserGroupsQuery,
     },
 };
 use tokio::task::JoinSet;
 
-use crate::{Business, BusinessError};
+use crate::{Business, BusinessError, media::Media};
 
 /// The queue group business nodes answer in: each request goes to one of them.
 pub const QUEUE_GROUP: &str = "im-business";
@@ -96,6 +97,26 @@ pub async fn serve_bus_requests(
         },
     )
     .await?;
+    Ok(tasks)
+}
+
+/// Answers `im.attach` (may a sender reference these media in a message?) with `media`.
+pub async fn serve_media_requests(
+    media: Arc<Media>,
+    bus: Arc<dyn Bus>,
+) -> Result<JoinSet<()>, BusError> {
+    let mut tasks = JoinSet::new();
+    let serving = serve(
+        bus,
+        QUEUE_GROUP,
+        CONCURRENT_REQUESTS,
+        move |check: AttachCheck| {
+            let media = media.clone();
+            async move { media.check_attach(&check.user_id, &check.media_ids).await }
+        },
+    )
+    .await?;
+    tasks.spawn(serving);
     Ok(tasks)
 }
 

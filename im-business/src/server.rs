@@ -26,7 +26,7 @@ use crate::{
     Business,
     api::{grpc, http},
     media::{Media, ObjectStore, fs::FsObjectStore},
-    responder::serve_bus_requests,
+    responder::{serve_bus_requests, serve_media_requests},
     settings::BusinessSettings,
     store::{BusinessStore, SqliteBusinessStore},
     webhook::{self, Webhook},
@@ -211,8 +211,12 @@ pub async fn start(
         bus.clone(),
         settings.media.clone(),
     ));
+    let mut media_responders = serve_media_requests(media.clone(), bus.clone()).await?;
     let (sweeper, stop) = (media.clone(), shutdown.clone());
-    tasks.spawn(async move { sweeper.sweep_expired(stop).await });
+    tasks.spawn(async move {
+        sweeper.sweep_expired(stop).await;
+        media_responders.abort_all();
+    });
     let state = http::ApiState::new(business.clone(), settings.app_secret.expose().as_bytes())
         .with_user_tokens(verifier)
         .with_media(media.clone());

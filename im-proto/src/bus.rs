@@ -121,6 +121,8 @@ subjects! {
     event SUBSCRIBE = "im.subscribe": PresenceInterest;
     /// Business: permission checks.
     request AUTH = "im.auth": PermissionCheck => PermissionDecision;
+    /// Business: may a sender reference these media in a message (a `MediaRef`)?
+    request ATTACH = "im.attach": AttachCheck => PermissionDecision;
     /// Business: a page of a group's members, for fan-out.
     request MEMBERS = "im.members": MembersQuery => MemberList;
     /// Business: the groups a user belongs to, for sync.

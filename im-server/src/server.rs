@@ -321,6 +321,22 @@ pub async fn start_with(
         )
         .await?,
     ));
+    // Any one node answers a pull or history page for a user, checked as the user's own
+    // (the business service asks before it signs a download of media a message references).
+    let pages = messaging.clone();
+    let max_page_bytes = settings.gateway.max_frame_bytes as usize;
+    background.push(tokio::spawn(
+        im_common::bus::serve(
+            bus.clone(),
+            CORE_QUEUE_GROUP,
+            CONCURRENT_NOTICES,
+            move |query: v1::HistoryQuery| {
+                let pages = pages.clone();
+                async move { pages.answer_history(query, max_page_bytes).await }
+            },
+        )
+        .await?,
+    ));
     let node_sessions = NodeSessions::new(messaging.clone(), sessions.clone(), node_id);
     let intake = Intake::new(
         verifier.clone(),

@@ -32,7 +32,7 @@ use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 use im_common::{bus::Bus, now_ms};
-use im_proto::v1::{self, MediaKind, MediaStage, MediaState};
+use im_proto::v1::{self, ErrorCode, MediaKind, MediaStage, MediaState, PermissionDecision};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -81,6 +81,9 @@ pub struct MediaConfig {
     /// one moves each upload).
     #[serde(with = "humantime_serde")]
     pub expiry_sweep_interval: Duration,
+    /// How long a download waits for the core to show the message that references the media.
+    #[serde(with = "humantime_serde")]
+    pub reference_timeout: Duration,
 }
 
 impl Default for MediaConfig {
@@ -102,6 +105,7 @@ impl Default for MediaConfig {
             creates_per_minute: 30,
             create_burst: 10,
             expiry_sweep_interval: Duration::from_secs(60),
+            reference_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -137,6 +141,16 @@ pub struct S3Config {
     pub secret_key: im_common::settings::Secret,
     /// Bucket in the host name (`https://<bucket>.s3...`) rather than the path.
     pub virtual_host: bool,
+}
+
+/// The message through which a user other than the uploader reads media: its conversation
+/// and seq.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageAt {
+    /// The conversation (empty: none named).
+    pub conversation_id: String,
+    /// The seq of the message that references the media.
+    pub seq: u64,
 }
 
 /// What a client asks to upload.
@@ -683,15 +697,118 @@ impl Media {
         self.owned(actor, media_id).await
     }
 
+    /// May `user_id` reference `media_ids` in a message (the core asks before it stores one)?
+    /// Each must exist, be the user's and be ready. Never cached.
+    pub async fn check_attach(&self, user_id: &str, media_ids: &[String]) -> PermissionDecision {
+        let deny = |code: ErrorCode, reason: String| PermissionDecision {
+            allowed: false,
+            code: code as i32,
+            reason,
+            ..Default::default()
+        };
+        for media_id in media_ids {
+            let media = match self.store.get_media(media_id).await {
+                Ok(media) => media,
+                Err(error) => return deny(ErrorCode::Unavailable, error.to_string()),
+            };
+            // Another user's media is as good as none: its id tells nothing.
+            let Some(media) = media.filter(|m| m.owner_user_id == user_id) else {
+                return deny(
+                    ErrorCode::MediaNotFound,
+                    format!("no media {media_id} of yours"),
+                );
+            };
+            match media.state() {
+                MediaState::Ready => {}
+                MediaState::Quarantined => {
+                    return deny(
+                        ErrorCode::MediaQuarantined,
+                        format!("media {media_id} is held"),
+                    );
+                }
+                MediaState::Pending | MediaState::Processing => {
+                    return deny(
+                        ErrorCode::Conflict,
+                        format!("media {media_id} is not completed yet"),
+                    );
+                }
+                _ => {
+                    return deny(
+                        ErrorCode::MediaNotFound,
+                        format!("media {media_id} is gone"),
+                    );
+                }
+            }
+        }
+        PermissionDecision {
+            allowed: true,
+            ..Default::default()
+        }
+    }
+
+    /// Whether `user_id` can read the message at `at` and it references `media_id` (as the
+    /// media or its thumbnail), not recalled or deleted: the core answers the page, with the
+    /// user's own read checks (membership, the history they may see).
+    async fn referenced(&self, user_id: &str, media_id: &str, at: &MessageAt) -> bool {
+        if at.conversation_id.is_empty() || at.seq == 0 {
+            return false;
+        }
+        let query = v1::HistoryQuery {
+            user_id: user_id.to_owned(),
+            query: Some(v1::history_query::Query::Pull(v1::PullRequest {
+                conversation_id: at.conversation_id.clone(),
+                after_seq: at.seq - 1,
+                limit: 1,
+            })),
+        };
+        let page = match self.bus.call(&query, self.config.reference_timeout).await {
+            Ok(v1::HistoryResult {
+                result: Some(v1::history_result::Result::Page(page)),
+            }) => page,
+            Ok(_) => return false,
+            Err(error) => {
+                tracing::warn!(%error, media_id, "the core did not answer a reference check");
+                return false;
+            }
+        };
+        page.messages.iter().any(|m| {
+            let withdrawn = m
+                .state
+                .as_ref()
+                .is_some_and(|s| s.recalled_seq > 0 || s.deleted_seq > 0);
+            let media = match m.body.as_ref().and_then(|b| b.kind.as_ref()) {
+                Some(v1::message_body::Kind::Content(v1::Content {
+                    kind: Some(v1::content::Kind::Media(media)),
+                    ..
+                })) => Some(media),
+                _ => None,
+            };
+            m.seq == at.seq
+                && !withdrawn
+                && media.is_some_and(|r| r.media_id == media_id || r.thumbnail_media_id == media_id)
+        })
+    }
+
     /// A signed GET of the media (or one of its variants) for the actor, served so that no
-    /// browser runs it as a page.
+    /// browser runs it as a page: the uploader's (or the app's), or a user's who can read a
+    /// message that references it (`at`).
     pub async fn sign_download(
         &self,
         actor: &Actor,
         media_id: &str,
         variant: &str,
+        at: &MessageAt,
     ) -> Result<SignedRequest, BusinessError> {
-        let media = self.owned(actor, media_id).await?;
+        let media = match (self.owned(actor, media_id).await, actor) {
+            (Ok(media), _) => media,
+            (Err(BusinessError::MediaNotFound(_)), Actor::User(user_id)) => {
+                match self.store.get_media(media_id).await? {
+                    Some(media) if self.referenced(user_id, media_id, at).await => media,
+                    _ => return Err(BusinessError::MediaNotFound(media_id.to_owned())),
+                }
+            }
+            (Err(error), _) => return Err(error),
+        };
         match media.state() {
             MediaState::Ready => {}
             MediaState::Quarantined => {

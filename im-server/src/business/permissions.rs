@@ -17,7 +17,7 @@ use im_common::{
 };
 use im_proto::{
     ConversationId, GroupId, UserId,
-    v1::{BanKind, ConversationAction, PermissionCheck, PermissionDecision},
+    v1::{AttachCheck, BanKind, ConversationAction, PermissionCheck, PermissionDecision},
 };
 use moka::{Expiry, sync::Cache};
 
@@ -105,6 +105,22 @@ impl Permissions {
             self.cache.insert(ticket, key, decision.clone());
         }
         Ok(decision)
+    }
+
+    /// May `user_id` reference `media_ids` in a message to `conversation`? Asked every time:
+    /// media change state (completed, quarantined) without events the core follows.
+    pub async fn attach(
+        &self,
+        user_id: &UserId,
+        conversation: &ConversationId,
+        media_ids: Vec<String>,
+    ) -> Result<PermissionDecision, BusError> {
+        let request = AttachCheck {
+            user_id: user_id.to_string(),
+            conversation_id: conversation.to_string(),
+            media_ids,
+        };
+        self.bus.call(&request, self.timeout).await
     }
 
     /// Events stopped arriving: nothing is cached until [`Self::resume`].

@@ -5,7 +5,7 @@
 use im_common::now_ms;
 use im_proto::{
     UserId,
-    v1::{Content, ConversationAction, SendRequest, message_body},
+    v1::{Content, ConversationAction, ErrorCode, SendRequest, content, message_body},
 };
 
 use super::{
@@ -70,6 +70,7 @@ impl Messaging {
                 check_content(&content, raw.field(fields::BODY_CONTENT).as_deref())?;
                 self.permit(user, conversation, ConversationAction::Send)
                     .await?;
+                self.attachable(user, conversation, &content).await?;
                 (EntryKind::Content, 0)
             }
             message_body::Kind::Edit(edit) => {
@@ -83,6 +84,7 @@ impl Messaging {
                 check_content(content, raw_content.as_deref())?;
                 self.permit(user, conversation, ConversationAction::Send)
                     .await?;
+                self.attachable(user, conversation, content).await?;
                 let target = self.target(conversation, edit.target_seq).await?;
                 if target.sender_user_id != user.as_str() {
                     return Err(MessagingError::Forbidden("only the sender edits a message"));
@@ -234,6 +236,43 @@ impl Messaging {
 
 /// A content's kind must be known: absent is invalid, unknown (from a newer client) is
 /// unsupported. `raw` is the content as sent.
+impl Messaging {
+    /// The media a content references (and its thumbnail) must be the sender's and ready:
+    /// otherwise a message could hand anyone who reads it someone else's media.
+    async fn attachable(
+        &self,
+        user: &UserId,
+        conversation: &Conversation,
+        content: &Content,
+    ) -> MessagingResult<()> {
+        let Some(content::Kind::Media(media)) = &content.kind else {
+            return Ok(());
+        };
+        if media.media_id.is_empty() {
+            return Err(MessagingError::Invalid(
+                "a media reference needs its media_id".into(),
+            ));
+        }
+        let ids: Vec<String> = [&media.media_id, &media.thumbnail_media_id]
+            .into_iter()
+            .filter(|id| !id.is_empty())
+            .cloned()
+            .collect();
+        let decision = self
+            .permissions
+            .attach(user, &conversation.id, ids)
+            .await
+            .map_err(MessagingError::bus("media check"))?;
+        if decision.allowed {
+            return Ok(());
+        }
+        Err(MessagingError::Denied {
+            code: ErrorCode::try_from(decision.code).unwrap_or(ErrorCode::Forbidden),
+            reason: decision.reason,
+        })
+    }
+}
+
 fn check_content(content: &Content, raw: Option<&[u8]>) -> MessagingResult<()> {
     if content.kind.is_some() {
         return Ok(());

@@ -5,10 +5,16 @@ use std::collections::HashSet;
 
 use im_proto::{
     UserId,
-    v1::{ConversationAction, HistoryRequest, MessagePage, PullRequest},
+    v1::{
+        ConversationAction, HistoryQuery, HistoryRequest, HistoryResult, Message, MessagePage,
+        PullRequest, history_query, history_result,
+    },
 };
+use prost::Message as _;
 
-use super::{Conversation, Messaging, MessagingResult, Visible, aggregate::Aggregations, cap};
+use super::{
+    Conversation, Messaging, MessagingError, MessagingResult, Visible, aggregate::Aggregations, cap,
+};
 use crate::{
     store::{EntryKind, StoredEntry},
     wire::Page,
@@ -68,6 +74,43 @@ impl Messaging {
             floor,
             messages,
         ))
+    }
+
+    /// A history or pull page asked over the bus for `query.user_id`, with the same checks
+    /// as the user's own request on a connection.
+    pub async fn answer_history(
+        &self,
+        query: HistoryQuery,
+        max_frame_bytes: usize,
+    ) -> HistoryResult {
+        let refused = |error: MessagingError| HistoryResult {
+            result: Some(history_result::Result::Error(error.to_error())),
+        };
+        let user = match UserId::new(&query.user_id) {
+            Ok(user) => user,
+            Err(e) => return refused(MessagingError::Invalid(e.to_string())),
+        };
+        let page = match &query.query {
+            Some(history_query::Query::History(request)) => {
+                self.history(&user, request, max_frame_bytes).await
+            }
+            Some(history_query::Query::Pull(request)) => {
+                self.pull(&user, request, max_frame_bytes).await
+            }
+            None => Err(MessagingError::Invalid("a history query names none".into())),
+        };
+        match page {
+            Ok(Page { mut page, messages }) => {
+                page.messages = messages
+                    .iter()
+                    .filter_map(|bytes| Message::decode(bytes.as_slice()).ok())
+                    .collect();
+                HistoryResult {
+                    result: Some(history_result::Result::Page(page)),
+                }
+            }
+            Err(error) => refused(error),
+        }
     }
 
     /// The entries of `window` that `user` may read, at most `asked` (capped), with their state

@@ -83,6 +83,7 @@ impl Builder {
                 grpc_listen: any,
                 ops_listen: any,
                 database: dir.join("business.db").display().to_string(),
+                media_dir: dir.join("media"),
                 app_secret: APP_SECRET.into(),
                 ..BusinessSettings::default()
             },

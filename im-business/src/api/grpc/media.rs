@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::{MAX_REQUEST_BYTES, status};
 use crate::{
     Actor,
-    media::{Media, NewUpload, SignedRequest, Upload},
+    media::{Media, MessageAt, NewUpload, SignedRequest, Upload},
     store::MediaRecord,
 };
 
@@ -148,7 +148,15 @@ impl MediaService for MediaGrpc {
         let r = request.into_inner();
         let signed = self
             .media
-            .sign_download(&on_behalf_of(&r.user_id), &r.media_id, &r.variant)
+            .sign_download(
+                &on_behalf_of(&r.user_id),
+                &r.media_id,
+                &r.variant,
+                &MessageAt {
+                    conversation_id: r.conversation_id.clone(),
+                    seq: r.seq,
+                },
+            )
             .await?;
         Ok(Response::new(signed_url(&r.media_id, signed)))
     }

@@ -17,7 +17,7 @@ use super::{
     error::ApiResult, shapes::integer,
 };
 use crate::{
-    media::{Media, NewUpload, SignedRequest, Upload},
+    media::{Media, MessageAt, NewUpload, SignedRequest, Upload},
     store::MediaRecord,
 };
 use im_proto::v1::ErrorCode;
@@ -194,13 +194,29 @@ impl From<MediaRecord> for MediaJson {
     }
 }
 
-/// Which rendition to download.
+/// Which rendition to download, and for a user other than the uploader the message that
+/// references the media: its conversation and seq (which the user must be able to read).
 #[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DownloadQuery {
     /// `original` (or empty), or a variant's name.
     #[serde(default)]
     pub(super) variant: String,
+    /// The conversation of the message that references the media.
+    #[serde(default)]
+    pub(super) conversation_id: String,
+    /// The seq of that message.
+    #[serde(default)]
+    pub(super) seq: u64,
+}
+
+impl DownloadQuery {
+    fn at(&self) -> MessageAt {
+        MessageAt {
+            conversation_id: self.conversation_id.clone(),
+            seq: self.seq,
+        }
+    }
 }
 
 /// A user's media quotas and what it uses of them.
@@ -307,7 +323,7 @@ pub(super) async fn sign_download(
     Body(b): Body<DownloadQuery>,
 ) -> ApiResult<SignedRequestJson> {
     let signed = media(&s)?
-        .sign_download(&actor(&headers)?, &media_id, &b.variant)
+        .sign_download(&actor(&headers)?, &media_id, &b.variant, &b.at())
         .await?;
     Ok(Json(signed.into()))
 }
@@ -321,7 +337,7 @@ pub(super) async fn redirect_to_content(
     QueryArg(q): QueryArg<DownloadQuery>,
 ) -> Result<Response, ApiError> {
     let signed = media(&s)?
-        .sign_download(&actor(&headers)?, &media_id, &q.variant)
+        .sign_download(&actor(&headers)?, &media_id, &q.variant, &q.at())
         .await?;
     let location = HeaderValue::from_str(&signed.url)
         .map_err(|_| ApiError::new(ErrorCode::Internal, "the signed URL is not a header"))?;
