@@ -347,9 +347,12 @@ impl Media {
                 limit: max,
             });
         }
-        let mime = new.mime_type.trim().to_ascii_lowercase();
-        if mime.is_empty()
-            || mime.len() > MAX_MIME_BYTES
+        // No declared type: the bytes will say (the sniffed type wins anyway).
+        let mut mime = new.mime_type.trim().to_ascii_lowercase();
+        if mime.is_empty() {
+            mime = "application/octet-stream".to_owned();
+        }
+        if mime.len() > MAX_MIME_BYTES
             || !mime.contains('/')
             || !mime.bytes().all(|b| b.is_ascii_graphic())
         {
@@ -461,6 +464,10 @@ impl Media {
             .map_err(internal)?
             .is_none()
         {
+            // A concurrent complete or abort may have settled it and removed the staging.
+            if self.owned(actor, media_id).await?.state() != MediaState::Pending {
+                return Box::pin(self.complete_upload(actor, media_id)).await;
+            }
             return Err(BusinessError::Conflict(
                 "nothing was uploaded yet: PUT the bytes to the signed URL first".into(),
             ));
@@ -853,6 +860,9 @@ impl Media {
     ) -> Result<v1::MediaQuota, BusinessError> {
         Self::may_act_for(actor, user_id)?;
         self.active_actor(actor).await?;
+        if self.store.get_user(user_id).await?.is_none() {
+            return Err(BusinessError::UserNotFound(user_id.to_owned()));
+        }
         let window_ms = i64::try_from(self.config.upload_window.as_millis()).unwrap_or(i64::MAX);
         let usage = self
             .store

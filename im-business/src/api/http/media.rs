@@ -73,7 +73,9 @@ pub struct CreateUploadBody {
     #[schema(value_type = Id, inline)]
     pub(super) user_id: String,
     pub(super) kind: Kind,
-    /// The declared type; the type sniffed from the bytes wins at completion.
+    /// The declared type (absent or empty: `application/octet-stream`); the type sniffed
+    /// from the bytes wins at completion.
+    #[serde(default)]
     pub(super) mime_type: String,
     /// The exact size in bytes.
     #[serde(deserialize_with = "integer")]
