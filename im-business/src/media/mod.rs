@@ -194,7 +194,8 @@ const HASH_CHUNK: u64 = 8 << 20;
 const EXPIRY_BATCH: u32 = 500;
 
 /// The longest file name, declared type and client upload id.
-const MAX_FILE_NAME_BYTES: usize = 255;
+/// Characters, as the API's schema counts them.
+const MAX_FILE_NAME_CHARS: usize = 255;
 const MAX_MIME_BYTES: usize = 255;
 
 /// The media service: uploads, their checks, and downloads.
@@ -358,10 +359,11 @@ impl Media {
         {
             return Err(invalid("mime_type must be a type/subtype"));
         }
-        if new.file_name.len() > MAX_FILE_NAME_BYTES || new.file_name.chars().any(char::is_control)
+        if new.file_name.chars().count() > MAX_FILE_NAME_CHARS
+            || new.file_name.chars().any(char::is_control)
         {
             return Err(invalid(format!(
-                "file_name: at most {MAX_FILE_NAME_BYTES} bytes, no control characters"
+                "file_name: at most {MAX_FILE_NAME_CHARS} characters, no control characters"
             )));
         }
         let sha256 = parse_sha256(&new.sha256_hex)?;
@@ -821,7 +823,12 @@ impl Media {
             MediaState::Quarantined => {
                 return Err(BusinessError::MediaQuarantined(media_id.to_owned()));
             }
-            MediaState::Pending | MediaState::Processing => {
+            MediaState::Pending => {
+                return Err(BusinessError::Conflict(format!(
+                    "media {media_id} was not completed yet"
+                )));
+            }
+            MediaState::Processing => {
                 return Err(BusinessError::Unavailable {
                     what: format!("media {media_id} is not ready yet"),
                     retry_after_ms: PROCESSING_RETRY_MS,

@@ -38,7 +38,6 @@ const F: &str = "FORBIDDEN";
 const NAM: &str = "NOT_A_MEMBER";
 const UD: &str = "USER_DISABLED";
 const C: &str = "CONFLICT";
-const UN: &str = "UNAVAILABLE";
 
 fn rows() -> Vec<Row> {
     let row = |method, documented, call, expect| Row {
@@ -53,7 +52,6 @@ fn rows() -> Vec<Row> {
     let managers = [UA, UA, OK, OK, OK, F, F, NAM, F, UD];
     let owners = [UA, UA, OK, OK, F, F, F, NAM, F, UD];
     let pending = [UA, UA, C, C, C, C, C, C, C, UD];
-    let not_ready = [UA, UA, UN, UN, UN, UN, UN, UN, UN, UD];
     vec![
         row(
             Method::POST,
@@ -272,13 +270,13 @@ fn rows() -> Vec<Row> {
             Method::POST,
             "/v1/media/{media_id}/download",
             |_| ("/v1/media/{media}/download".into(), Some(json!({}))),
-            not_ready,
+            pending,
         ),
         row(
             Method::GET,
             "/v1/media/{media_id}/content",
             |_| ("/v1/media/{media}/content".into(), None),
-            not_ready,
+            pending,
         ),
         row(
             Method::GET,

@@ -76,6 +76,7 @@ pub struct CreateUploadBody {
     /// The declared type (absent or empty: `application/octet-stream`); the type sniffed
     /// from the bytes wins at completion.
     #[serde(default)]
+    #[schema(pattern = "^([!-~]*/[!-~]*)?$", max_length = 255)]
     pub(super) mime_type: String,
     /// The exact size in bytes.
     #[serde(deserialize_with = "integer")]
@@ -85,7 +86,9 @@ pub struct CreateUploadBody {
     #[serde(default)]
     #[schema(pattern = "^([0-9a-fA-F]{64})?$")]
     pub(super) sha256_hex: String,
+    /// The name shown to downloaders (no control characters).
     #[serde(default)]
+    #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", max_length = 255)]
     pub(super) file_name: String,
     /// The client's id of the upload: creating again with it answers the same upload.
     #[serde(default)]
@@ -221,6 +224,30 @@ impl DownloadQuery {
     }
 }
 
+/// The body of `download`: the fields of [`DownloadQuery`], in JSON.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct DownloadBody {
+    /// `original` (or empty), or a variant's name.
+    #[serde(default)]
+    pub(super) variant: String,
+    /// The conversation of the message that references the media.
+    #[serde(default)]
+    pub(super) conversation_id: String,
+    /// The seq of that message.
+    #[serde(default, deserialize_with = "integer")]
+    pub(super) seq: u64,
+}
+
+impl From<DownloadBody> for DownloadQuery {
+    fn from(b: DownloadBody) -> Self {
+        Self {
+            variant: b.variant,
+            conversation_id: b.conversation_id,
+            seq: b.seq,
+        }
+    }
+}
+
 /// A user's media quotas and what it uses of them.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QuotaJson {
@@ -317,13 +344,14 @@ pub(super) async fn get_media(
 }
 
 /// A short-lived signed URL to fetch the media (or a variant of it).
-#[utoipa::path(post, path = "/v1/media/{media_id}/download", params(MediaPath), request_body = DownloadQuery, responses((status = 200, body = SignedRequestJson)), tag = "media")]
+#[utoipa::path(post, path = "/v1/media/{media_id}/download", params(MediaPath), request_body = DownloadBody, responses((status = 200, body = SignedRequestJson)), tag = "media")]
 pub(super) async fn sign_download(
     State(s): State<ApiState>,
     headers: HeaderMap,
     PathArg(MediaPath { media_id }): PathArg<MediaPath>,
-    Body(b): Body<DownloadQuery>,
+    Body(b): Body<DownloadBody>,
 ) -> ApiResult<SignedRequestJson> {
+    let b = DownloadQuery::from(b);
     let signed = media(&s)?
         .sign_download(&actor(&headers)?, &media_id, &b.variant, &b.at())
         .await?;

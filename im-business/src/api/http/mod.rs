@@ -54,8 +54,8 @@ use groups::{
     transfer_ownership, update_group,
 };
 pub use media::{
-    CreateUploadBody, DownloadQuery, HeaderJson, Kind as MediaKindJson, MediaJson, QuotaJson,
-    SignedRequestJson, UploadJson,
+    CreateUploadBody, DownloadBody, DownloadQuery, HeaderJson, Kind as MediaKindJson, MediaJson,
+    QuotaJson, SignedRequestJson, UploadJson,
 };
 use media::{
     abort_upload, complete_upload, create_upload, get_media, media_quota, redirect_to_content,
