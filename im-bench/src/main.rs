@@ -89,6 +89,8 @@ enum Command {
     /// Throughput and latency of 1:1 messages across the core nodes of a cluster (NATS, Redis,
     /// PostgreSQL), against the same processes with one core node.
     Cluster(ClusterArgs),
+    /// Uploads (create, PUT, complete) per second, against raw PUTs to the same store.
+    Media(MediaArgs),
     /// The whole suite: one JSON, one table.
     All(AllArgs),
     /// (Internal) the bare baseline: accept TCP connections and hold them.
@@ -178,6 +180,19 @@ struct ConnectArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+struct MediaArgs {
+    /// Uploads in all (and as many raw PUTs).
+    #[arg(long, default_value_t = 200, value_parser = at_least_one)]
+    uploads: usize,
+    /// Bytes per upload.
+    #[arg(long, default_value_t = 1 << 20, value_parser = at_least_one)]
+    upload_bytes: usize,
+    /// Uploads in flight (one user each).
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+    uploaders: usize,
+}
+
+#[derive(Debug, Clone, Args)]
 struct ClusterLoadArgs {
     /// Core nodes of the cluster (the baseline has one).
     #[arg(long, default_value_t = 3, value_parser = at_least_one)]
@@ -242,6 +257,8 @@ struct AllArgs {
     connect: ConnectArgs,
     #[command(flatten)]
     cluster: ClusterLoadArgs,
+    #[command(flatten)]
+    media: MediaArgs,
 }
 
 impl AllArgs {
@@ -262,6 +279,9 @@ impl AllArgs {
         self.cluster.cluster_pairs = 4;
         self.cluster.cluster_messages = 200;
         self.cluster.cluster_rate = 200;
+        self.media.uploads = 8;
+        self.media.upload_bytes = 64 << 10;
+        self.media.uploaders = 2;
     }
 }
 
@@ -400,6 +420,9 @@ async fn run(cli: Cli) -> Result<Vec<Outcome>> {
         Command::Cluster(a) => {
             out.push(scenarios::cluster(&ctx, &a.load.load(a.window, a.seconds)).await?);
         }
+        Command::Media(a) => {
+            out.push(scenarios::media(&ctx, a.uploads, a.upload_bytes, a.uploaders).await?);
+        }
         Command::All(mut a) => {
             if a.smoke {
                 a.shrink();
@@ -451,6 +474,11 @@ async fn run(cli: Cli) -> Result<Vec<Outcome>> {
             );
             let load = a.cluster.load(a.persist.window, a.latency.seconds);
             keep("cluster", scenarios::cluster(&ctx, &load).await);
+            let m = &a.media;
+            keep(
+                "media",
+                scenarios::media(&ctx, m.uploads, m.upload_bytes, m.uploaders).await,
+            );
         }
         Command::HoldTcp { .. } => {}
     }

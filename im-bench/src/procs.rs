@@ -329,7 +329,8 @@ impl Api {
         Ok(self.issuer.issue(user, device, now_ms(), 86_400_000)?)
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<Value> {
+    /// POSTs `body` to `path` with the app secret; the answer's JSON, or an error with it.
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Result<Value> {
         let response = self
             .http
             .post(format!("{}{path}", self.url))
@@ -451,6 +452,11 @@ impl Server {
     /// The core's Prometheus metrics, as text (empty when unreachable).
     pub(crate) async fn metrics(&self) -> String {
         fetch_metrics(&self.api.http, self.ops).await
+    }
+
+    /// The business HTTP API.
+    pub(crate) fn api(&self) -> &Api {
+        &self.api
     }
 }
 

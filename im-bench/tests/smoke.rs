@@ -30,6 +30,8 @@ fn server_bin() -> PathBuf {
 const SMOKE_PERSIST_MESSAGES: u64 = 200;
 /// The cluster scenario's throughput messages of `--smoke`.
 const SMOKE_CLUSTER_MESSAGES: u64 = 200;
+/// Uploads in the smoke run's media scenario (`shrink` in main.rs).
+const SMOKE_MEDIA_UPLOADS: u64 = 8;
 
 /// Whether `program` is on PATH.
 fn on_path(program: &str) -> bool {
@@ -159,6 +161,40 @@ fn the_whole_suite_runs_at_smoke_sizes() {
         results["latency"][0]["sent"]
     );
     cluster(&results, nats);
+    media(&results);
+}
+
+/// The media scenario: every upload completed and every raw PUT taken, on the disk store and,
+/// where the test services run MinIO (always in CI), on S3.
+fn media(results: &Value) {
+    let mut stores = vec!["disk"];
+    if std::env::var_os("IM_TEST_S3_URL").is_some() {
+        stores.push("s3");
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "IM_TEST_S3_URL is missing and CI is set: run scripts/services start"
+        );
+        eprintln!("!!! IM_TEST_S3_URL is not set: the smoke run SKIPS media on S3 !!!");
+    }
+    for store in stores {
+        assert_eq!(
+            results["media"][store]["uploads"].as_u64(),
+            Some(SMOKE_MEDIA_UPLOADS),
+            "media.{store}: {:#}",
+            results["media"]
+        );
+        equal(
+            results,
+            &format!("media.{store}.uploads"),
+            &format!("media.{store}.raw_put_baseline.puts"),
+        );
+        positive(results, &format!("media.{store}.uploads_per_sec"));
+        positive(
+            results,
+            &format!("media.{store}.raw_put_baseline.puts_per_sec"),
+        );
+    }
 }
 
 /// The cluster scenario, where its services are (always in CI): on several nodes and on one,

@@ -13,6 +13,8 @@
 //!   nats-server.
 //! - `connect`: authenticated connects per second in a storm, against plain TCP connects.
 //! - `cluster`: 1:1 throughput and latency across core nodes, against one core node.
+//! - `media`: uploads (create, PUT, complete) per second, against the raw PUTs of the same
+//!   bytes to the same store.
 //!
 //! `pairs` holds the sender -> receiver pairs and the paced load that `latency` and
 //! `cluster` both run. This module holds what every scenario may use: the context and options
@@ -25,6 +27,7 @@ mod fanout;
 mod idle;
 mod latency;
 mod max_connections;
+mod media;
 mod pairs;
 mod persist;
 
@@ -42,7 +45,7 @@ use serde_json::Value;
 // The entry points the CLI calls, one per scenario.
 pub(crate) use self::{
     cluster::cluster, connect::connect, fanout::fanout, idle::idle, latency::latency,
-    max_connections::max_connections, persist::persist,
+    max_connections::max_connections, media::media, persist::persist,
 };
 use crate::{
     client::{self, Measure, Ws},
