@@ -97,6 +97,8 @@ struct Run<'a> {
     /// Scenario session name -> user (scenario name).
     sessions: HashMap<String, String>,
     groups: HashSet<String>,
+    /// Scenario media name -> the server's media id.
+    media: HashMap<String, String>,
 }
 
 impl Run<'_> {
@@ -115,6 +117,14 @@ impl Run<'_> {
             return format!("d:{}", pair.join(":"));
         }
         name.to_owned()
+    }
+
+    /// The server's id of the media a scenario's `upload` step named.
+    fn media_id(&self, name: &str) -> Result<String, String> {
+        self.media
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no media {name:?} was uploaded before"))
     }
 
     /// An expectation with its names mapped to the server's.
@@ -187,6 +197,10 @@ impl Run<'_> {
                 let to = self.conversation(args["to"].as_str().unwrap_or_default());
                 let mut command =
                     json!({"cmd": "send", "session": session, "conversation": to, "body": args});
+                if let Some(name) = args["media"].as_str() {
+                    command["body"]["kind"] = json!("media");
+                    command["body"]["media_id"] = json!(self.media_id(name)?);
+                }
                 if let Some(id) = args["id"].as_str() {
                     command["client_msg_id"] = json!(id);
                 }
@@ -395,6 +409,33 @@ impl Run<'_> {
                     .await?;
                 expect_answer(&answer, expect)
             }
+            "upload" => {
+                let session = self.session(args, "as")?;
+                let name = args["name"].as_str().ok_or("upload needs \"name\"")?;
+                let answer = self
+                    .command(json!({
+                        "cmd": "upload", "session": session, "kind": args["kind"],
+                        "mime_type": args["mime_type"], "data_hex": args["data_hex"],
+                        "file_name": args["file_name"],
+                    }))
+                    .await?;
+                if let Some(id) = answer["media_id"].as_str() {
+                    self.media.insert(name.to_owned(), id.to_owned());
+                }
+                expect_answer(&answer, expect)
+            }
+            "download" => {
+                let session = self.session(args, "as")?;
+                let media = self.media_id(args["media"].as_str().unwrap_or_default())?;
+                let to = args["to"].as_str().map(|c| self.conversation(c));
+                let answer = self
+                    .command(json!({
+                        "cmd": "download", "session": session, "media_id": media,
+                        "conversation": to.unwrap_or_default(), "seq": args["seq"],
+                    }))
+                    .await?;
+                expect_answer(&answer, expect)
+            }
             "admin" => self.admin_step(args).await,
             "cut" => {
                 self.proxy.cut();
@@ -540,6 +581,7 @@ pub async fn run(
         suffix: suffix.to_owned(),
         sessions: HashMap::new(),
         groups: HashSet::new(),
+        media: HashMap::new(),
     };
     for user in &scenario.users {
         admin.user(&run.user(user)).await?;

@@ -157,7 +157,7 @@ struct ErrorBody {
 }
 
 /// The answer `what` in `body`. Serde's message names a required field that is missing.
-fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
+pub(crate) fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| {
         Error::new(
             ErrorCode::Internal,
@@ -169,7 +169,7 @@ fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
 /// The error of an answer with a status other than 2xx: the server's code and message, or,
 /// when the body is not the server's error body (a proxy's page, say), INTERNAL with the
 /// status.
-fn refusal(status: StatusCode, body: &[u8]) -> Error {
+pub(crate) fn refusal(status: StatusCode, body: &[u8]) -> Error {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(refused) => Error {
             code: refused.code,
@@ -184,17 +184,17 @@ fn refusal(status: StatusCode, body: &[u8]) -> Error {
 }
 
 /// The business API as the user.
-pub(crate) struct GroupsApi {
+pub(crate) struct BusinessApi {
     base: String,
     http: reqwest::Client,
     token: Arc<dyn TokenProvider>,
 }
 
-fn unavailable(error: impl std::fmt::Display) -> Error {
+pub(crate) fn unavailable(error: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::Unavailable, error.to_string())
 }
 
-impl GroupsApi {
+impl BusinessApi {
     pub(crate) fn new(base: &str, token: Arc<dyn TokenProvider>) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
@@ -203,8 +203,18 @@ impl GroupsApi {
         }
     }
 
+    /// The client for requests to signed URLs (no token: the URL is the authority).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// The body of the answer to a request, once its status says it succeeded.
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Vec<u8>> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Vec<u8>> {
         let token = self.token.token(false).await?;
         let mut request = self
             .http

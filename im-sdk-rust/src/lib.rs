@@ -21,7 +21,9 @@
 //! - [`ClientBuilder`] / [`Client`]: connection with version negotiation, automatic reconnect
 //!   with jittered backoff, heartbeats, sends that resolve on the server's ack and survive
 //!   reconnects (the outbox), history, read state, typing, presence; groups and membership
-//!   through the business API with the user's own token ([`ClientBuilder::business_api`]).
+//!   through the business API with the user's own token ([`ClientBuilder::business_api`]);
+//!   media: [`Client::upload`] straight to the object store, [`Client::send_media`],
+//!   [`Client::download`].
 //! - [`Event`]: one stream, entries of a conversation in seq order and each once (repeats
 //!   dropped, gaps filled by pulling, a sync after every connect), receipts, typing,
 //!   presence, connection state.
@@ -34,6 +36,7 @@
 mod client;
 mod error;
 mod groups;
+mod media;
 pub mod store;
 mod types;
 
@@ -42,6 +45,7 @@ pub use client::{
 };
 pub use error::{Error, Result};
 pub use groups::{Added, Group, Invitation, Member};
+pub use media::{Media, NewUpload, UploadProgress};
 
 /// The canonical id of the 1:1 conversation of two users (`d:<a>:<b>`, ids in byte order).
 pub fn direct_conversation_id(a: &str, b: &str) -> Result<String> {

@@ -333,6 +333,128 @@ async fn groups_are_managed_through_the_business_api_and_their_messages_flow() {
     server.stop().await;
 }
 
+/// The head of a PNG (enough for the server to sniff it as one).
+const PNG: &[u8] =
+    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_is_uploaded_sent_and_downloaded_by_the_peer_only() {
+    use im_proto::v1::MediaKind;
+    use im_sdk_rust::{ContentKind, NewUpload, UploadProgress};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.users(&["alice", "bob", "carol"]).await;
+    let with_api = |user: &str| {
+        im_sdk_rust::ClientBuilder::new(
+            format!("ws://{}/ws", server.addr),
+            "phone",
+            Arc::new(im_sdk_rust::StaticToken(token(user, "phone"))),
+        )
+        .business_api(server.api_url())
+        .build()
+        .unwrap()
+    };
+    let (alice, bob, carol) = (with_api("alice"), with_api("bob"), with_api("carol"));
+    let mut bob_events = bob.events().unwrap();
+    bob.wait_connected().await.unwrap();
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress = seen.clone();
+    let upload = NewUpload::new(MediaKind::Image, "image/png", PNG.to_vec())
+        .file_name("dot.png")
+        .on_progress(move |p| progress.lock().unwrap().push(p));
+    let resume_id = upload.id().to_owned();
+    let media = alice.upload(upload).await.unwrap();
+    assert!(media.is_ready(), "{media:?}");
+    assert_eq!(
+        (media.mime_type.as_str(), media.size_bytes),
+        ("image/png", PNG.len() as u64)
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            UploadProgress::Created {
+                media_id: media.media_id.clone()
+            },
+            UploadProgress::Sent {
+                bytes: PNG.len() as u64
+            },
+            UploadProgress::Completed,
+        ]
+    );
+    // Uploading again with the same id (an app that restarted mid-way) is the same media.
+    let again = alice
+        .upload(
+            NewUpload::new(MediaKind::Image, "image/png", PNG.to_vec())
+                .client_upload_id(&resume_id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.media_id, media.media_id);
+
+    let sent = alice.send_media(CHAT, &media, "a dot").await.unwrap();
+    let events = collect_until(&mut bob_events, |e| {
+        e.iter()
+            .any(|e| matches!(e, Event::Message(m) if m.seq == sent.seq))
+    })
+    .await;
+    let reference = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Message(m) => match &m.body {
+                Body::Content(Content {
+                    kind: ContentKind::Media(r),
+                    ..
+                }) => Some(r.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("bob received the media message");
+    assert_eq!(
+        (reference.media_id.as_str(), reference.caption.as_str()),
+        (media.media_id.as_str(), "a dot")
+    );
+    assert_eq!(
+        bob.download(&reference.media_id, CHAT, sent.seq)
+            .await
+            .unwrap(),
+        PNG,
+        "the peer reads it through the message"
+    );
+    assert_eq!(
+        alice.download(&media.media_id, "", 0).await.unwrap(),
+        PNG,
+        "the uploader, as such"
+    );
+    let refused = carol
+        .download(&reference.media_id, CHAT, sent.seq)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.error_code(),
+        Some(ErrorCode::MediaNotFound),
+        "{refused}"
+    );
+
+    // Bytes that are not what was declared are refused with their code.
+    let rejected = alice
+        .upload(NewUpload::new(
+            MediaKind::Image,
+            "image/png",
+            b"plain text, not a picture".to_vec(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rejected.error_code(),
+        Some(ErrorCode::MediaRejected),
+        "{rejected}"
+    );
+    server.stop().await;
+}
+
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_made_before_an_app_restart_are_delivered_once_after_it() {

@@ -9,8 +9,9 @@ use std::{
 };
 
 use im_sdk_rust::{
-    Body, Client, ClientBuilder, ConnectionState, Content, Event, StaticToken,
-    proto::v1::PresenceStatus,
+    Body, Client, ClientBuilder, ConnectionState, Content, ContentKind, Event, NewUpload,
+    StaticToken,
+    proto::v1::{MediaKind, MediaRef, PresenceStatus},
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -38,12 +39,25 @@ fn notice_name(kind: im_proto::v1::NoticeKind) -> String {
         .to_ascii_lowercase()
 }
 
+/// A message's media reference as the driver protocol shows it.
+fn media_json(reference: &MediaRef) -> Value {
+    json!({
+        "media_id": reference.media_id, "mime_type": reference.mime_type,
+        "size_bytes": reference.size_bytes, "file_name": reference.file_name,
+        "caption": reference.caption,
+    })
+}
+
 fn event_json(session: &str, event: &Event) -> Value {
     let mut v = match event {
         Event::Message(m) => json!({
             "type": "message", "conversation": m.conversation_id, "seq": m.seq,
             "from": m.sender_user_id, "from_device": m.sender_device_id,
             "client_msg_id": m.client_msg_id, "text": m.body_text(),
+            "media": match &m.body {
+                Body::Content(Content { kind: ContentKind::Media(r), .. }) => media_json(r),
+                _ => Value::Null,
+            },
         }),
         Event::Change(m) => {
             let (kind, target, key, remove) = match &m.body {
@@ -181,6 +195,16 @@ async fn handle(sessions: Sessions, command: Value) -> Value {
                 }
                 Ok(json!({}))
             }
+            "send" if command["body"]["kind"] == "media" => {
+                let client = need()?;
+                let body = &command["body"];
+                let media = client.media(&text(body, "media_id")).await.map_err(|e| error_json(&e))?;
+                let sent = client
+                    .send_media(&text(&command, "conversation"), &media, &text(body, "caption"))
+                    .await
+                    .map_err(|e| error_json(&e))?;
+                Ok(json!({"seq": sent.seq, "duplicate": sent.duplicate, "client_msg_id": sent.client_msg_id}))
+            }
             "send" => {
                 let client = need()?;
                 let body = body_of(&command["body"]);
@@ -283,6 +307,36 @@ async fn handle(sessions: Sessions, command: Value) -> Value {
                     .await
                     .map_err(|e| error_json(&e))?;
                 Ok(json!({"group_id": group.group_id}))
+            }
+            "upload" => {
+                let client = need()?;
+                let kind = match command["kind"].as_str().unwrap_or_default() {
+                    "image" => MediaKind::Image,
+                    "video" => MediaKind::Video,
+                    "audio" => MediaKind::Audio,
+                    _ => MediaKind::File,
+                };
+                let bytes = hex::decode(text(&command, "data_hex"))
+                    .map_err(|e| json!({"code": 0, "name": "MALFORMED_COMMAND", "message": e.to_string()}))?;
+                let upload = NewUpload::new(kind, text(&command, "mime_type"), bytes)
+                    .file_name(text(&command, "file_name"));
+                let media = client.upload(upload).await.map_err(|e| error_json(&e))?;
+                Ok(json!({
+                    "media_id": media.media_id, "state": media.state,
+                    "mime_type": media.mime_type, "size_bytes": media.size_bytes,
+                }))
+            }
+            "download" => {
+                let client = need()?;
+                let bytes = client
+                    .download(
+                        &text(&command, "media_id"),
+                        &text(&command, "conversation"),
+                        command["seq"].as_u64().unwrap_or(0),
+                    )
+                    .await
+                    .map_err(|e| error_json(&e))?;
+                Ok(json!({"data_hex": hex::encode(bytes)}))
             }
             "leave_group" => {
                 let client = need()?;

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use super::{Client, connection::Connection};
 use crate::{
     error::{Error, Result},
-    groups::GroupsApi,
+    groups::BusinessApi,
     store::{LocalStore, MemoryStore},
 };
 
@@ -120,7 +120,7 @@ impl ClientBuilder {
         self
     }
 
-    /// The business service's HTTP API (`http://host:port`), for groups and membership.
+    /// The business service's HTTP API (`http://host:port`), for groups, membership and media.
     pub fn business_api(mut self, url: impl Into<String>) -> Self {
         self.business_api = Some(url.into());
         self
@@ -173,12 +173,12 @@ impl ClientBuilder {
             self.store.clone(),
             self.config,
         );
-        let groups = self
+        let business = self
             .business_api
-            .map(|url| Arc::new(GroupsApi::new(&url, self.token.clone())));
+            .map(|url| Arc::new(BusinessApi::new(&url, self.token.clone())));
         let task = runtime.spawn(connection.run());
         Ok(Client {
-            groups,
+            business,
             runtime,
             commands: handles.commands,
             events: Mutex::new(Some(handles.events)),

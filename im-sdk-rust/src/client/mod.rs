@@ -47,9 +47,10 @@ use connection::Command;
 
 use crate::{
     error::{Error, Result},
-    groups::{Added, Group, GroupsApi, Invitation, Member},
+    groups::{Added, BusinessApi, Group, Invitation, Member},
+    media::{Media, NewUpload},
     store::{LocalStore, Outgoing},
-    types::{Body, ConnectionState, Conversation, Event, Message},
+    types::{Body, ConnectionState, Content, ContentKind, Conversation, Event, Message},
 };
 
 /// The acknowledgement of a send: the entry is durable and has its place.
@@ -96,7 +97,7 @@ pub struct ReadState {
 /// An app's handle on the IM service. Cheap to share behind an `Arc`; every method may be
 /// called from any task or thread.
 pub struct Client {
-    groups: Option<Arc<GroupsApi>>,
+    business: Option<Arc<BusinessApi>>,
     runtime: Handle,
     commands: mpsc::Sender<Command>,
     events: Mutex<Option<mpsc::Receiver<Event>>>,
@@ -315,8 +316,8 @@ impl Client {
         .map(drop)
     }
 
-    fn groups(&self) -> Result<Arc<GroupsApi>> {
-        self.groups.clone().ok_or_else(|| {
+    fn business(&self) -> Result<Arc<BusinessApi>> {
+        self.business.clone().ok_or_else(|| {
             Error::new(
                 ErrorCode::InvalidArgument,
                 "no business API: set ClientBuilder::business_api",
@@ -337,27 +338,27 @@ impl Client {
 
     /// Creates a group the user owns, with `members` besides the user.
     pub async fn create_group(&self, name: &str, members: &[String]) -> Result<Group> {
-        let (api, name, members) = (self.groups()?, name.to_owned(), members.to_vec());
+        let (api, name, members) = (self.business()?, name.to_owned(), members.to_vec());
         self.on_runtime(async move { api.create(&name, &members).await })
             .await
     }
 
     /// A group the user is a member of.
     pub async fn group(&self, group_id: &str) -> Result<Group> {
-        let (api, id) = (self.groups()?, group_id.to_owned());
+        let (api, id) = (self.business()?, group_id.to_owned());
         self.on_runtime(async move { api.get(&id).await }).await
     }
 
     /// Every member of a group the user is in.
     pub async fn members(&self, group_id: &str) -> Result<Vec<Member>> {
-        let (api, id) = (self.groups()?, group_id.to_owned());
+        let (api, id) = (self.business()?, group_id.to_owned());
         self.on_runtime(async move { api.members(&id).await }).await
     }
 
     /// Adds members (as the user's role in the group allows): those who let the user add them
     /// join, the others are invited (the server's `group_adds` policy).
     pub async fn add_members(&self, group_id: &str, user_ids: &[String]) -> Result<Added> {
-        let (api, id, users) = (self.groups()?, group_id.to_owned(), user_ids.to_vec());
+        let (api, id, users) = (self.business()?, group_id.to_owned(), user_ids.to_vec());
         self.on_runtime(async move { api.add(&id, &users).await })
             .await
     }
@@ -365,7 +366,7 @@ impl Client {
     /// The user's pending invitations to groups, oldest first.
     pub async fn invitations(&self) -> Result<Vec<Invitation>> {
         let me = self.wait_connected().await?;
-        let api = self.groups()?;
+        let api = self.business()?;
         self.on_runtime(async move { api.invitations(&me).await })
             .await
     }
@@ -373,7 +374,7 @@ impl Client {
     /// Accepts an invitation: the user joins the group.
     pub async fn accept_invitation(&self, group_id: &str) -> Result<Group> {
         let me = self.wait_connected().await?;
-        let (api, id) = (self.groups()?, group_id.to_owned());
+        let (api, id) = (self.business()?, group_id.to_owned());
         self.on_runtime(async move { api.accept(&id, &me).await })
             .await
     }
@@ -381,14 +382,14 @@ impl Client {
     /// Declines an invitation.
     pub async fn decline_invitation(&self, group_id: &str) -> Result<()> {
         let me = self.wait_connected().await?;
-        let (api, id) = (self.groups()?, group_id.to_owned());
+        let (api, id) = (self.business()?, group_id.to_owned());
         self.on_runtime(async move { api.decline(&id, &me).await })
             .await
     }
 
     /// Removes members (as the user's role in the group allows).
     pub async fn remove_members(&self, group_id: &str, user_ids: &[String]) -> Result<()> {
-        let (api, id, users) = (self.groups()?, group_id.to_owned(), user_ids.to_vec());
+        let (api, id, users) = (self.business()?, group_id.to_owned(), user_ids.to_vec());
         self.on_runtime(async move { api.remove(&id, &users).await })
             .await
     }
@@ -396,8 +397,88 @@ impl Client {
     /// Leaves a group.
     pub async fn leave_group(&self, group_id: &str) -> Result<()> {
         let me = self.wait_connected().await?;
-        let (api, id) = (self.groups()?, group_id.to_owned());
+        let (api, id) = (self.business()?, group_id.to_owned());
         self.on_runtime(async move { api.leave(&id, &me).await })
+            .await
+    }
+
+    /// Uploads media: the upload is created on the business API, its bytes go straight to the
+    /// object store, and it resolves once the server has checked and kept them (a type the
+    /// bytes contradict is MEDIA_REJECTED, a full quota QUOTA_EXCEEDED). Dropping the future
+    /// cancels the upload; uploading again with the same [`NewUpload::client_upload_id`]
+    /// resumes it (after an app restart too), and the server keeps one media for it.
+    pub async fn upload(&self, upload: NewUpload) -> Result<Media> {
+        let me = self.wait_connected().await?;
+        let api = self.business()?;
+        let mut task = AbortOnDrop(
+            self.runtime
+                .spawn(async move { api.upload(&me, &upload).await }),
+        );
+        (&mut task.0)
+            .await
+            .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
+    }
+
+    /// Gives up an upload not completed: its reservation is released and its bytes deleted.
+    pub async fn abort_upload(&self, media_id: &str) -> Result<()> {
+        let (api, id) = (self.business()?, media_id.to_owned());
+        self.on_runtime(async move { api.abort_upload(&id).await })
+            .await
+    }
+
+    /// The user's own media as the server has it now.
+    pub async fn media(&self, media_id: &str) -> Result<Media> {
+        let (api, id) = (self.business()?, media_id.to_owned());
+        self.on_runtime(async move { api.media(&id).await }).await
+    }
+
+    /// Sends uploaded media (ready) to a conversation, with a caption.
+    pub async fn send_media(
+        &self,
+        conversation_id: &str,
+        media: &Media,
+        caption: &str,
+    ) -> Result<Sent> {
+        let mut reference = media.to_ref();
+        reference.caption = caption.to_owned();
+        let content = Content {
+            kind: ContentKind::Media(reference),
+            ..Content::text("")
+        };
+        self.send(conversation_id, Body::Content(content)).await
+    }
+
+    /// A short-lived URL of media, for players and image views. Media of others is named
+    /// with the message that shows it (`conversation_id`, `seq`), which the user must be able
+    /// to read now; the user's own media with `""` and 0.
+    pub async fn download_url(
+        &self,
+        media_id: &str,
+        conversation_id: &str,
+        seq: u64,
+    ) -> Result<String> {
+        let (api, id, conversation) = (
+            self.business()?,
+            media_id.to_owned(),
+            conversation_id.to_owned(),
+        );
+        self.on_runtime(async move { api.download_url(&id, &conversation, seq).await })
+            .await
+    }
+
+    /// The bytes of media, authorized as [`Self::download_url`] says.
+    pub async fn download(
+        &self,
+        media_id: &str,
+        conversation_id: &str,
+        seq: u64,
+    ) -> Result<Vec<u8>> {
+        let (api, id, conversation) = (
+            self.business()?,
+            media_id.to_owned(),
+            conversation_id.to_owned(),
+        );
+        self.on_runtime(async move { api.download(&id, &conversation, seq).await })
             .await
     }
 
@@ -444,4 +525,13 @@ fn with_as_of(mut message: Message, as_of: u64) -> Message {
         state.as_of_seq = as_of;
     }
     message
+}
+
+/// A task that stops when its handle is dropped: the caller's cancellation reaches it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
