@@ -393,6 +393,35 @@ async fn media_is_uploaded_sent_and_downloaded_by_the_peer_only() {
         .unwrap();
     assert_eq!(again.media_id, media.media_id);
 
+    // An upload cancelled once created (the app dropped the future) resumes with its id.
+    let (created_tx, created) = tokio::sync::oneshot::channel();
+    let created_tx = std::sync::Mutex::new(Some(created_tx));
+    let cancelled =
+        NewUpload::new(MediaKind::Image, "image/png", PNG.to_vec()).on_progress(move |p| {
+            if let UploadProgress::Created { media_id } = p
+                && let Some(tx) = created_tx.lock().unwrap().take()
+            {
+                let _ = tx.send(media_id);
+            }
+        });
+    let cancelled_id = cancelled.id().to_owned();
+    let first_id = tokio::select! {
+        biased;
+        id = created => id.unwrap(),
+        done = alice.upload(cancelled) => panic!("not cancelled in time: {done:?}"),
+    };
+    let resumed = alice
+        .upload(
+            NewUpload::new(MediaKind::Image, "image/png", PNG.to_vec())
+                .client_upload_id(&cancelled_id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (resumed.media_id.as_str(), resumed.is_ready()),
+        (first_id.as_str(), true)
+    );
+
     let sent = alice.send_media(CHAT, &media, "a dot").await.unwrap();
     let events = collect_until(&mut bob_events, |e| {
         e.iter()
