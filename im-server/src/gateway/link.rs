@@ -128,7 +128,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
                 self.close_with_error(0, error).await?;
                 return Ok(Read::Closed);
             }
-            Ok(WsMessage::Close(_)) => return Ok(Read::Closed),
+            Ok(WsMessage::Close(_)) => {
+                // The library queued the answering close (RFC 6455, 5.5.1): write it before
+                // the connection is dropped, within the write timeout.
+                let _ = self.flush().await;
+                return Ok(Read::Closed);
+            }
             Ok(_) => return Ok(Read::Ignored),
             Err(tungstenite::Error::Capacity(_)) => {
                 let limit = codec.max_frame_bytes();

@@ -285,6 +285,27 @@ async fn a_body_sent_in_copies_is_stored_as_protobuf_merges_it() {
 }
 
 #[tokio::test]
+async fn a_close_from_the_client_is_answered_with_a_close() {
+    let w = world().await;
+    w.users(&["amy"]).await;
+    let bye = || {
+        WsMessage::Close(Some(CloseFrame {
+            code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+    };
+    // After the Welcome, and before the Hello.
+    let mut amy = w.connect("amy", "d").await;
+    amy.ws.send(bye()).await.unwrap();
+    let (_, close) = amy.closed().await;
+    assert_eq!(close_code(&close), 1000, "answered with the client's code");
+    let (mut ws, _) = open(w.addr, &["im.v1"]).await.unwrap();
+    ws.send(bye()).await.unwrap();
+    let (_, close) = drain(&mut ws).await;
+    assert_eq!(close_code(&close), 1000, "before the Hello too");
+}
+
+#[tokio::test]
 async fn malformed_and_text_frames_close_the_connection() {
     let w = world().await;
     w.users(&["amy"]).await;
