@@ -9,8 +9,10 @@
 //!
 //! A batch written to a bus connection that then breaks may never reach the server, and the
 //! recipients on healthy nodes would not know it. So the router keeps the entries it published
-//! in the last [`Replay::window`] and publishes them again when the connection comes back;
-//! receivers' clients drop what they already have by seq. Other frames (typing, read state)
+//! in the last [`Replay::window`] and publishes them again when the connection comes back,
+//! marked `replayed`; receiving nodes queue a replayed frame only where a session's queue has
+//! room (most of it arrived the first time: a burst of it must not end busy sessions as slow
+//! consumers), and clients drop what they already have by seq and pull what is still missing. Other frames (typing, read state)
 //! are not kept: replayed late, they would move a client's view backwards.
 
 use std::{
@@ -264,6 +266,7 @@ impl Router {
         DeliveryBatch {
             source_node_id: self.node_id.clone(),
             deliveries: Vec::new(),
+            replayed: false,
         }
     }
 
@@ -327,7 +330,14 @@ impl Router {
             std::mem::take(&mut kept.batches)
         };
         let count = batches.len();
-        for published in batches {
+        for mut published in batches {
+            // Marked, so receivers queue it only where there is room.
+            if let Ok(mut batch) = DeliveryBatch::decode(published.payload.clone())
+                && !batch.replayed
+            {
+                batch.replayed = true;
+                published.payload = Bytes::from(batch.encode_to_vec());
+            }
             // Kept again, until the window of its first publish ends: a link that breaks
             // during the replay gets it once more, a link that keeps breaking not forever.
             metrics::counter!("im_deliveries_replayed_total").increment(published.deliveries);
@@ -366,6 +376,7 @@ impl Router {
             // This node's own broadcast: delivered locally already.
             return;
         }
+        let replayed = batch.replayed;
         for delivery in batch.deliveries {
             let entry = (!delivery.conversation_id.is_empty())
                 .then(|| (Arc::from(delivery.conversation_id.as_str()), delivery.seq));
@@ -375,12 +386,12 @@ impl Router {
             };
             let exclude =
                 (!delivery.exclude_session_id.is_empty()).then_some(&*delivery.exclude_session_id);
-            self.sessions.deliver(
-                delivery.user_ids.iter().map(String::as_str),
-                outbound,
-                exclude,
-                None,
-            );
+            let users = delivery.user_ids.iter().map(String::as_str);
+            if replayed {
+                self.sessions.deliver_if_room(users, outbound, exclude);
+            } else {
+                self.sessions.deliver(users, outbound, exclude, None);
+            }
         }
     }
 }
@@ -469,12 +480,15 @@ mod tests {
         // Entries only, in their order: a typing frame replayed late would be wrong.
         assert_eq!(router.replay().await, 2);
         let mut published = Vec::new();
+        let mut replayed = Vec::new();
         for _ in 0..6 {
             let message = there.next().await.unwrap();
             let batch = DeliveryBatch::decode(message.payload).unwrap();
             let delivery = &batch.deliveries[0];
             published.push((delivery.user_ids[0].clone(), delivery.seq));
+            replayed.push(batch.replayed);
         }
+        assert_eq!(replayed, [false, false, false, false, true, true]);
         let expected = [
             ("ann", 1),
             ("ann", 0),
@@ -484,8 +498,47 @@ mod tests {
             ("bob", 2),
         ];
         assert_eq!(published, expected.map(|(u, s)| (u.to_owned(), s)));
+        // The replayed batches say so (the first publishes do not): receivers queue them only
+        // where there is room.
         // Kept again: a connection that breaks during the replay gets it once more.
         assert_eq!(router.replay().await, 2);
+    }
+
+    #[test]
+    fn a_replayed_burst_fills_a_queue_without_ending_its_session_and_a_fresh_one_ends_it() {
+        use im_common::auth::Standing;
+        use im_proto::{
+            DeviceId, UserId,
+            v1::{ErrorCode, Platform},
+        };
+
+        let router = router(Arc::new(LocalBus::new(4)), Replay::default());
+        let (ann, mut inbox) = crate::sessions::SessionHandle::new(
+            UserId::new("ann").unwrap(),
+            &DeviceId::new("phone").unwrap(),
+            Platform::Web,
+            Standing::IssuedAt(0),
+            4,
+        );
+        router.sessions.register(ann.clone()).unwrap();
+        let burst = |replayed| DeliveryBatch {
+            source_node_id: "there".into(),
+            deliveries: (1..=10).map(|seq| entry("ann", seq)).collect(),
+            replayed,
+        };
+        router.receive(burst(true));
+        assert_eq!(ann.ending().reason.get(), None, "a replay costs no session");
+        let mut queued = Vec::new();
+        while let Ok(outbound) = inbox.try_recv() {
+            queued.push(outbound.entry.as_ref().unwrap().1);
+        }
+        assert_eq!(queued, [1, 2, 3, 4], "what fit, in order");
+        router.receive(burst(false));
+        assert_eq!(
+            ann.ending().reason.get(),
+            Some(&ErrorCode::SlowConsumer),
+            "fresh deliveries are never dropped quietly"
+        );
     }
 
     #[tokio::test]

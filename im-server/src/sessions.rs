@@ -102,6 +102,19 @@ impl SessionHandle {
         &self.ending
     }
 
+    /// Queues a frame if the queue has room; a full queue drops it and the connection lives
+    /// on. For frames the client most likely has already (a replay).
+    pub fn offer(&self, outbound: Arc<Outbound>) -> bool {
+        match self.outbox.try_send(outbound) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("im_replay_dropped_total").increment(1);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
     /// Queues a frame; a full queue ends the connection as a slow consumer. The frames
     /// offered until the connection is gone are dropped without a word: the session is logged
     /// and counted once.
@@ -257,9 +270,39 @@ impl Sessions {
         users: impl IntoIterator<Item = &'a str>,
         frame: Outbound,
         exclude: Option<&str>,
-        mut offline: Option<&mut Vec<String>>,
+        offline: Option<&mut Vec<String>>,
     ) {
         let frame = Arc::new(frame);
+        let targets = self.targets(users, exclude, offline);
+        metrics::counter!("im_frames_queued_total").increment(targets.len() as u64);
+        for session in targets {
+            session.send(frame.clone());
+        }
+    }
+
+    /// Queues `frame` as [`Self::deliver`] does, but only where a session's queue has room
+    /// ([`SessionHandle::offer`]): for a replay, which must not cost a session.
+    pub fn deliver_if_room<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a str>,
+        frame: Outbound,
+        exclude: Option<&str>,
+    ) {
+        let frame = Arc::new(frame);
+        let targets = self.targets(users, exclude, None);
+        metrics::counter!("im_frames_queued_total").increment(targets.len() as u64);
+        for session in targets {
+            session.offer(frame.clone());
+        }
+    }
+
+    /// The sessions of `users` but `exclude`; users with none here go to `offline`.
+    fn targets<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a str>,
+        exclude: Option<&str>,
+        mut offline: Option<&mut Vec<String>>,
+    ) -> Vec<SessionHandle> {
         let targets: Vec<SessionHandle>;
         {
             let inner = self.lock();
@@ -281,10 +324,7 @@ impl Sessions {
             }
             targets = found;
         }
-        metrics::counter!("im_frames_queued_total").increment(targets.len() as u64);
-        for session in targets {
-            session.send(frame.clone());
-        }
+        targets
     }
 
     /// Ends every session of `user_id` (on `device_id` only, when given) whose token a

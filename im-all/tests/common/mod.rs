@@ -61,6 +61,8 @@ pub struct Cluster {
     redis: Sidecar,
     business: Proc,
     business_env: Vec<(&'static str, String)>,
+    /// Settings of every core node on top of the shared ones.
+    core_env: Vec<(&'static str, String)>,
     pub api: String,
     pub nodes: Vec<Option<Node>>,
     pub admin: Admin,
@@ -78,6 +80,22 @@ impl Cluster {
         nodes: usize,
         business_env: Vec<(&'static str, String)>,
     ) -> Option<Cluster> {
+        Self::start_with_envs(nodes, business_env, Vec::new()).await
+    }
+
+    /// A cluster whose core nodes have `core_env` on top of the shared settings.
+    pub async fn start_with_core(
+        nodes: usize,
+        core_env: Vec<(&'static str, String)>,
+    ) -> Option<Cluster> {
+        Self::start_with_envs(nodes, Vec::new(), core_env).await
+    }
+
+    async fn start_with_envs(
+        nodes: usize,
+        business_env: Vec<(&'static str, String)>,
+        core_env: Vec<(&'static str, String)>,
+    ) -> Option<Cluster> {
         let database = services()?;
         let dir = tempfile::tempdir().unwrap();
         let nats = Sidecar::nats(true).unwrap();
@@ -91,6 +109,7 @@ impl Cluster {
             redis,
             business,
             business_env,
+            core_env,
             api,
             nodes: Vec::new(),
             admin,
@@ -139,8 +158,8 @@ impl Cluster {
         (status, std::fs::read_to_string(self.log(&name)).unwrap())
     }
 
-    fn node_env(&self, id: &str, nats_port: u16) -> [(&'static str, String); 4] {
-        [
+    fn node_env(&self, id: &str, nats_port: u16) -> Vec<(&'static str, String)> {
+        let mut env = vec![
             ("IM_CLUSTER__NODE_ID", id.to_owned()),
             ("IM_CORE__DATABASE", self.database.clone()),
             ("IM_CLUSTER__REDIS_URL", self.redis.url.clone()),
@@ -148,7 +167,9 @@ impl Cluster {
                 "IM_CLUSTER__NATS_URL",
                 format!("nats://127.0.0.1:{nats_port}"),
             ),
-        ]
+        ];
+        env.extend(self.core_env.iter().cloned());
+        env
     }
 
     fn start_node_on(&self, id: &str, nats_port: u16) -> Node {
