@@ -29,6 +29,7 @@ pub mod events;
 pub mod gateway;
 pub mod intake;
 pub mod messaging;
+pub mod outage;
 pub mod presence;
 pub mod push;
 pub mod rate;

@@ -31,6 +31,7 @@ use prost::Message;
 use tokio::time::Instant;
 
 use crate::{
+    outage::Outage,
     presence::PresenceStore,
     sessions::{Outbound, Sessions},
 };
@@ -118,6 +119,9 @@ pub struct Router {
     bus: Arc<dyn Bus>,
     replay: Replay,
     kept: Mutex<Kept>,
+    /// Route lookups and publishes while Redis or the bus is down are logged once each.
+    routes_outage: Outage,
+    bus_outage: Outage,
 }
 
 impl std::fmt::Debug for Router {
@@ -144,6 +148,8 @@ impl Router {
             bus,
             replay,
             kept: Mutex::default(),
+            routes_outage: Outage::new("routes"),
+            bus_outage: Outage::new("bus"),
         }
     }
 
@@ -192,9 +198,13 @@ impl Router {
         .await
         .unwrap_or_else(|_| Err("timed out".into()));
         let routes = match looked_up {
-            Ok(routes) => routes,
+            Ok(routes) => {
+                self.routes_outage.succeeded();
+                routes
+            }
             Err(error) => {
-                tracing::warn!(%error, "routes unreadable: delivering to every node");
+                self.routes_outage
+                    .failed("route lookup, delivering to every node", &error);
                 metrics::counter!("im_deliveries_broadcast_total").increment(items.len() as u64);
                 let deliveries: Vec<Delivery> = items
                     .iter()
@@ -298,10 +308,13 @@ impl Router {
             .await
             .unwrap_or_else(|_| Err(BusError::unavailable("timed out")));
         match published {
-            Ok(()) => metrics::counter!("im_deliveries_forwarded_total").increment(count),
+            Ok(()) => {
+                self.bus_outage.succeeded();
+                metrics::counter!("im_deliveries_forwarded_total").increment(count);
+            }
             Err(error) => {
                 // The recipients see the entries at their next gap or sync.
-                tracing::warn!(%error, subject, count, "deliveries not forwarded");
+                self.bus_outage.failed("deliveries not forwarded", &error);
                 metrics::counter!("im_deliveries_unforwarded_total").increment(count);
             }
         }
@@ -315,7 +328,8 @@ impl Router {
             .unwrap_or_else(|_| Err(BusError::unavailable("timed out")));
         if let Err(error) = flushed {
             // Kept for replay: published again when the connection is back.
-            tracing::warn!(%error, "deliveries not flushed to the bus");
+            self.bus_outage
+                .failed("deliveries not flushed to the bus", &error);
         }
     }
 

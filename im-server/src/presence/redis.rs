@@ -9,14 +9,14 @@
 //! one user at the same moment may both report (or both miss) a change, which the next change
 //! corrects: presence is a hint, never a guarantee.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
 use deadpool_redis::{Pool, redis::AsyncCommands};
 use im_proto::v1::{Platform, Presence, PresenceStatus};
 
 use super::PresenceStore;
-use crate::sessions::LiveSession;
+use crate::{outage::Outage, sessions::LiveSession};
 
 /// Presence records in Redis.
 #[derive(Clone)]
@@ -24,6 +24,8 @@ pub struct RedisPresence {
     pool: Pool,
     lease_ms: i64,
     node_id: String,
+    /// Presence changes and reads while Redis is down are logged once, not per call.
+    outage: Arc<Outage>,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -93,6 +95,7 @@ impl RedisPresence {
             pool,
             lease_ms,
             node_id: node_id.to_owned(),
+            outage: Arc::new(Outage::new("redis")),
         }
     }
 
@@ -192,10 +195,16 @@ impl RedisPresence {
             Ok((before != after).then_some(after))
         }
         .await;
-        outcome.unwrap_or_else(|error| {
-            tracing::warn!(%error, user, "presence not updated in Redis");
-            None
-        })
+        match outcome {
+            Ok(changed) => {
+                self.outage.succeeded();
+                changed
+            }
+            Err(error) => {
+                self.outage.failed("presence update", &error);
+                None
+            }
+        }
     }
 
     async fn put_session(
@@ -277,14 +286,20 @@ impl PresenceStore for RedisPresence {
         let now = im_common::now_ms();
         let mut out = Vec::with_capacity(user_ids.len());
         for user in user_ids {
-            out.push(self.view(user, now).await.unwrap_or_else(|error| {
-                tracing::warn!(%error, user, "presence not read from Redis");
-                Presence {
-                    user_id: user.clone(),
-                    status: PresenceStatus::Offline as i32,
-                    ..Default::default()
+            out.push(match self.view(user, now).await {
+                Ok(presence) => {
+                    self.outage.succeeded();
+                    presence
                 }
-            }));
+                Err(error) => {
+                    self.outage.failed("presence read", &error);
+                    Presence {
+                        user_id: user.clone(),
+                        status: PresenceStatus::Offline as i32,
+                        ..Default::default()
+                    }
+                }
+            });
         }
         out
     }
@@ -354,6 +369,23 @@ impl PresenceStore for RedisPresence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_redis_that_is_down_is_logged_once_however_many_calls_fail() {
+        // Nothing listens on port 1.
+        let presence = RedisPresence::connect("redis://127.0.0.1:1", 30_000, "here").unwrap();
+        let lines = im_testkit::logs::Captured::default();
+        let _logging = tracing::subscriber::set_default(lines.subscriber("warn"));
+        let users: Vec<String> = (0..50).map(|n| format!("u{n}")).collect();
+        for _ in 0..4 {
+            let seen = presence.get(&users).await;
+            assert!(seen.iter().all(|p| p.status() == PresenceStatus::Offline));
+            presence.set_status("u1", PresenceStatus::Away, "", 0).await;
+        }
+        let log = lines.text();
+        assert_eq!(log.matches("dependency failing").count(), 1, "{log}");
+        assert!(presence.outage.is_failing());
+    }
 
     fn redis_url() -> Option<String> {
         im_testkit::service_url("IM_TEST_REDIS_URL", "the Redis presence tests")
