@@ -168,16 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(None) | Err(_) => break,
             }
         }
-        let after = millis(self.limits.reconnect_after);
-        let wait = match reason {
-            ErrorCode::SessionReplaced | ErrorCode::TokenRevoked | ErrorCode::UserDisabled => 0,
-            // Every session of the node is told at once: spread them over four times the wait
-            // so they do not all come back in the same instant.
-            ErrorCode::Unavailable => {
-                after + (uuid::Uuid::new_v4().as_u128() % u128::from(3 * after + 1)) as u64
-            }
-            _ => after,
-        };
+        let wait = go_away_wait(reason, millis(self.limits.reconnect_after));
         self.link.go_away(reason, wait).await
     }
 
@@ -281,5 +272,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Some(error)
             }
         }
+    }
+}
+
+/// The `reconnect_after_ms` of a GoAway (docs/PROTOCOL.md, "GoAway"): `after` (the
+/// `reconnect_after` setting), 0 for a session that must not come back as it was, and for
+/// UNAVAILABLE a uniform pick in `after ..= 4 * after`: every session of the node is told at
+/// once, and spread over four times the wait they do not all come back in the same instant.
+fn go_away_wait(reason: ErrorCode, after: u64) -> u64 {
+    match reason {
+        ErrorCode::SessionReplaced | ErrorCode::TokenRevoked | ErrorCode::UserDisabled => 0,
+        ErrorCode::Unavailable => {
+            after + (uuid::Uuid::new_v4().as_u128() % u128::from(3 * after + 1)) as u64
+        }
+        _ => after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_go_away_waits_as_the_protocol_document_says() {
+        assert_eq!(go_away_wait(ErrorCode::ShuttingDown, 1000), 1000);
+        assert_eq!(go_away_wait(ErrorCode::SlowConsumer, 1000), 1000);
+        for no_return in [
+            ErrorCode::SessionReplaced,
+            ErrorCode::TokenRevoked,
+            ErrorCode::UserDisabled,
+        ] {
+            assert_eq!(go_away_wait(no_return, 1000), 0);
+        }
+        let waits: Vec<u64> = (0..2000)
+            .map(|_| go_away_wait(ErrorCode::Unavailable, 1000))
+            .collect();
+        assert!(waits.iter().all(|w| (1000..=4000).contains(w)), "{waits:?}");
+        // Spread over the range, not bunched at one end.
+        assert!(waits.iter().any(|w| *w < 1500) && waits.iter().any(|w| *w > 3500));
+        assert_eq!(go_away_wait(ErrorCode::Unavailable, 0), 0);
     }
 }
