@@ -216,6 +216,23 @@ async fn three_nodes_deliver_share_presence_and_enforce_bans() {
 }
 
 /// A webhook that refuses its first push, then records every push it accepts.
+/// docs/DEPLOYMENT.md: "a core node waits up to `business_wait` for the token revocations on
+/// record ... and exits with an error if no business node answered by then".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_node_without_a_business_node_exits_once_its_wait_is_over() {
+    let wait = [("IM_CORE__BUSINESS_WAIT", "1s".to_owned())];
+    let Some(mut cluster) = Cluster::start_with_core(0, wait.to_vec()).await else {
+        return;
+    };
+    cluster.kill_business();
+    let (status, log) = cluster.start_node_refused("core-0");
+    assert!(!status.success(), "it exited with {status}");
+    assert!(
+        log.contains("waiting for the business service's revocations"),
+        "it said what it waited for: {log}"
+    );
+}
+
 async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>, Arc<AtomicU32>) {
     let accepted: Arc<Mutex<Vec<Value>>> = Arc::default();
     let calls = Arc::new(AtomicU32::new(0));
