@@ -258,16 +258,25 @@ impl ObjectStore for FsObjectStore {
     async fn copy(&self, from: &str, to: &str) -> ObjectResult<()> {
         let (source, path) = (self.path_of(from)?, self.path_of(to)?);
         let temp = self.temp_path();
-        // A PUT replaces the source by a rename, so the copy reads one whole version.
-        match tokio::fs::copy(&source, &temp).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let not_found = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ObjectError::NotFound(from.into())
+            } else {
+                backend(e)
+            }
+        };
+        // Every write makes a new file and renames it into place, so a file is never changed
+        // once it has a key: a second name for it is a copy that costs no bytes, and a later
+        // PUT to the source replaces the source's name, not this one's data.
+        if let Err(e) = tokio::fs::hard_link(&source, &temp).await {
+            if e.kind() == std::io::ErrorKind::NotFound {
                 return Err(ObjectError::NotFound(from.into()));
             }
-            Err(e) => return Err(backend(e)),
+            // A file system without links: copy the bytes, then make them durable.
+            tokio::fs::copy(&source, &temp).await.map_err(not_found)?;
+            let file = tokio::fs::File::open(&temp).await.map_err(backend)?;
+            file.sync_all().await.map_err(backend)?;
         }
-        let file = tokio::fs::File::open(&temp).await.map_err(backend)?;
-        file.sync_all().await.map_err(backend)?;
         self.publish(&temp, &path).await
     }
 
