@@ -459,30 +459,19 @@ impl Media {
             }
         }
         let staging = staging_key(media_id);
-        if self
-            .objects
-            .size_of(&staging)
-            .await
-            .map_err(internal)?
-            .is_none()
-        {
+        // A snapshot no signed URL can write to: what is checked is what is kept.
+        let snapshot = format!("verify/{media_id}/{}", uuid::Uuid::new_v4().simple());
+        if let Err(error) = self.objects.copy(&staging, &snapshot).await {
             // A concurrent complete or abort may have settled it and removed the staging.
             if self.owned(actor, media_id).await?.state() != MediaState::Pending {
                 return Box::pin(self.complete_upload(actor, media_id)).await;
             }
-            return Err(BusinessError::Conflict(
-                "nothing was uploaded yet: PUT the bytes to the signed URL first".into(),
-            ));
-        }
-        // A snapshot no signed URL can write to: what is checked is what is kept.
-        let snapshot = format!("verify/{media_id}/{}", uuid::Uuid::new_v4().simple());
-        if let Err(error) = self.objects.copy(&staging, &snapshot).await {
-            // A concurrent complete (or abort) may have settled it and removed the staging.
-            let now = self.owned(actor, media_id).await?;
-            if now.state() != MediaState::Pending {
-                return Box::pin(self.complete_upload(actor, media_id)).await;
-            }
-            return Err(internal(error));
+            return Err(match error {
+                objects::ObjectError::NotFound(_) => BusinessError::Conflict(
+                    "nothing was uploaded yet: PUT the bytes to the signed URL first".into(),
+                ),
+                other => internal(other),
+            });
         }
         let outcome = self.verify(&media, &snapshot).await;
         let settled = match outcome {

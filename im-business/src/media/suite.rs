@@ -49,7 +49,7 @@ macro_rules! object_store_suite {
             use super::*;
             use $crate::media::{
                 PutPolicy, Serving,
-                objects::ObjectStore,
+                objects::{ObjectError, ObjectStore},
                 suite::{get, send},
             };
 
@@ -287,7 +287,10 @@ macro_rules! object_store_suite {
                     .expect("deleting what is gone succeeds");
                 assert_eq!(store.size_of("staging/a").await.unwrap(), None);
                 assert!(
-                    store.copy("staging/a", "objects/bb/b").await.is_err(),
+                    matches!(
+                        store.copy("staging/a", "objects/bb/b").await,
+                        Err(ObjectError::NotFound(_))
+                    ),
                     "copy of nothing"
                 );
                 assert!(store.list("staging/").await.unwrap().is_empty());
