@@ -216,6 +216,18 @@ async fn a_newer_session_of_the_same_device_stops_the_older_client() {
     server.stop().await;
 }
 
+/// A client of `user` on the device "phone" that also reaches the business API.
+fn with_api(server: &Server, user: &str) -> im_sdk_rust::Client {
+    im_sdk_rust::ClientBuilder::new(
+        format!("ws://{}/ws", server.addr),
+        "phone",
+        Arc::new(im_sdk_rust::StaticToken(token(user, "phone"))),
+    )
+    .business_api(server.api_url())
+    .build()
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_managed_through_the_business_api_and_their_messages_flow() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,16 +235,7 @@ async fn groups_are_managed_through_the_business_api_and_their_messages_flow() {
     server.users(&["alice", "bob", "carol"]).await;
     // Bob has alice as a contact, so she adds him at once; carol does not: she is invited.
     server.contact("bob", "alice").await;
-    let with_api = |user: &str| {
-        im_sdk_rust::ClientBuilder::new(
-            format!("ws://{}/ws", server.addr),
-            "phone",
-            Arc::new(im_sdk_rust::StaticToken(token(user, "phone"))),
-        )
-        .business_api(server.api_url())
-        .build()
-        .unwrap()
-    };
+    let with_api = |user: &str| with_api(&server, user);
     let alice = with_api("alice");
     let bob = with_api("bob");
     let carol = with_api("carol");
@@ -345,16 +348,7 @@ async fn media_is_uploaded_sent_and_downloaded_by_the_peer_only() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path()).await;
     server.users(&["alice", "bob", "carol"]).await;
-    let with_api = |user: &str| {
-        im_sdk_rust::ClientBuilder::new(
-            format!("ws://{}/ws", server.addr),
-            "phone",
-            Arc::new(im_sdk_rust::StaticToken(token(user, "phone"))),
-        )
-        .business_api(server.api_url())
-        .build()
-        .unwrap()
-    };
+    let with_api = |user: &str| with_api(&server, user);
     let (alice, bob, carol) = (with_api("alice"), with_api("bob"), with_api("carol"));
     let mut bob_events = bob.events().unwrap();
     bob.wait_connected().await.unwrap();
