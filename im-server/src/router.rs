@@ -12,8 +12,9 @@
 //! in the last [`Replay::window`] and publishes them again when the connection comes back,
 //! marked `replayed`; receiving nodes queue a replayed frame only where a session's queue has
 //! room (most of it arrived the first time: a burst of it must not end busy sessions as slow
-//! consumers), and clients drop what they already have by seq and pull what is still missing. Other frames (typing, read state)
-//! are not kept: replayed late, they would move a client's view backwards.
+//! consumers), and clients drop what they already have by seq and pull what is still
+//! missing. Other frames (typing, read state) are not kept: replayed late, they would move a
+//! client's view backwards.
 
 use std::{
     collections::{HashMap, VecDeque},

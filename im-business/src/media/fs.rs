@@ -270,7 +270,7 @@ impl ObjectStore for FsObjectStore {
         // PUT to the source replaces the source's name, not this one's data.
         if let Err(e) = tokio::fs::hard_link(&source, &temp).await {
             if e.kind() == std::io::ErrorKind::NotFound {
-                return Err(ObjectError::NotFound(from.into()));
+                return Err(not_found(e));
             }
             // A file system without links: copy the bytes, then make them durable.
             tokio::fs::copy(&source, &temp).await.map_err(not_found)?;
