@@ -52,7 +52,15 @@ pub(super) fn timed_out() -> tungstenite::Error {
 impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// Writes a frame now.
     pub(super) async fn send(&mut self, frame: Bytes) -> Result<(), tungstenite::Error> {
-        tokio::time::timeout(self.write_timeout, self.ws.send(WsMessage::Binary(frame)))
+        self.send_message(WsMessage::Binary(frame)).await
+    }
+
+    /// Writes a WebSocket message now.
+    pub(super) async fn send_message(
+        &mut self,
+        message: WsMessage,
+    ) -> Result<(), tungstenite::Error> {
+        tokio::time::timeout(self.write_timeout, self.ws.send(message))
             .await
             .map_err(|_| timed_out())?
     }
@@ -69,6 +77,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         tokio::time::timeout(self.write_timeout, self.ws.flush())
             .await
             .map_err(|_| timed_out())?
+    }
+
+    /// After the peer's close: the library queued the answering close (RFC 6455, 5.5.1);
+    /// write it before the connection is dropped, within the write timeout.
+    pub(super) async fn answer_close(&mut self) {
+        let _ = self.flush().await;
     }
 
     /// Sends `error`, then closes with the matching close code and the error's name.
@@ -129,9 +143,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
                 return Ok(Read::Closed);
             }
             Ok(WsMessage::Close(_)) => {
-                // The library queued the answering close (RFC 6455, 5.5.1): write it before
-                // the connection is dropped, within the write timeout.
-                let _ = self.flush().await;
+                self.answer_close().await;
                 return Ok(Read::Closed);
             }
             Ok(_) => return Ok(Read::Ignored),

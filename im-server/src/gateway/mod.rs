@@ -2,6 +2,7 @@
 //! ([`upgrade`]), the Hello ([`handshake`]), and one task per connection ([`connection`]) that
 //! reads requests and answers them ([`dispatch`]), writes pushes, keeps the heartbeat,
 //! enforces the limits and resends unacknowledged pushes, over one WebSocket ([`link`]).
+//! [`echo`] serves the same WebSocket layer to compliance suites.
 //!
 //! Memory per idle connection is kept small on purpose: tungstenite's read buffer is 1 KiB by
 //! default (its own default is 128 KiB) and its writes are not buffered, the outbound queue
@@ -11,11 +12,13 @@
 mod admission;
 mod connection;
 mod dispatch;
+mod echo;
 mod handshake;
 mod limits;
 mod link;
 mod upgrade;
 
+pub use echo::echo;
 pub use limits::Limits;
 
 use std::{sync::Arc, time::Duration};
