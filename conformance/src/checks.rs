@@ -131,6 +131,7 @@ fn hello(token: &str, device: &str) -> client_frame::Body {
         platform: 0,
         client_version: "im-conformance/0".into(),
         max_frame_bytes: 0,
+        features: Vec::new(),
     })
 }
 

@@ -110,6 +110,54 @@ async fn an_injected_sequence_gap_is_filled_by_pulling() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_push_recovers_a_lost_push_on_the_same_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    // The server's own resend of the unacknowledged push is far off: only the sync brings it.
+    let server = Server::start_with(dir.path(), |s| {
+        s.gateway.resend_after = Duration::from_secs(600);
+    })
+    .await;
+    server.users(&["alice", "bob"]).await;
+    let proxy = Proxy::start(server.addr).await;
+    // The push of the last message never reaches bob, and nothing after it shows a gap.
+    proxy.drop_frames(Arc::new(
+        |frame| matches!(&frame.body, Some(server_frame::Body::Message(m)) if m.seq == 2),
+    ));
+    let alice = client(server.addr, "alice", "phone");
+    let bob = client(proxy.addr, "bob", "phone");
+    let mut bob_events = bob.events().unwrap();
+    bob.wait_connected().await.unwrap();
+    for n in 1..=2 {
+        alice.send_text(CHAT, &format!("#{n}")).await.unwrap();
+    }
+    collect_until(&mut bob_events, |e| messages_in(e, CHAT).len() == 1).await;
+    proxy.pass_frames();
+    // What a node sends when its bus link came back: pushes may have been lost, sync.
+    proxy.inject(&im_proto::v1::ServerFrame {
+        request_id: 0,
+        body: Some(server_frame::Body::Resync(im_proto::v1::Resync {
+            sync_after_ms: 50,
+        })),
+    });
+    let seen = collect_until(&mut bob_events, |e| !messages_in(e, CHAT).is_empty()).await;
+    assert_eq!(
+        messages_in(&seen, CHAT)
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>(),
+        [2],
+        "the lost push is shown after the sync"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::Connection(ConnectionState::Reconnecting { .. }))),
+        "on the same connection: {seen:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_device_sees_the_same_history_and_read_state() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path()).await;

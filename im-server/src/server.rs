@@ -9,11 +9,11 @@ use im_common::{
     auth::TokenVerifier,
     bus::{Bus, BusError, LinkState, PUSH_KEPT, PUSH_STREAM},
     process::StartError,
-    settings::{ClusterSettings, Database, Reload, live, without_password},
+    settings::{ClusterSettings, Database, Live, Reload, live, without_password},
 };
 use im_proto::{
     bus::{self, BusReply},
-    v1::{self, ErrorCode},
+    v1::{self, Resync, server_frame},
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -283,6 +283,7 @@ pub async fn start_with(
         bus.link(),
         router.clone(),
         sessions.clone(),
+        gateway_limits.clone(),
     )));
     if parts.presence.shared() {
         background.push(tokio::spawn(renew_leases(
@@ -430,13 +431,16 @@ pub async fn start_with(
 
 /// While the bus was away, frames other nodes sent to this node's sessions may have been
 /// dropped, and so may the batches this node wrote to the broken connection. When it is back,
-/// the router publishes its recent batches again, and every session is asked to reconnect
-/// (GoAway UNAVAILABLE, after `reconnect_after`): a reconnecting client syncs, so nothing it
-/// missed stays missing.
+/// the router publishes its recent batches again, and every session is told to sync: by a
+/// Resync push on its connection where the client handles one, else by GoAway UNAVAILABLE
+/// (the client reconnects and syncs). Each waits its own pick in `reconnect_after ..= 4 *
+/// reconnect_after`, so a node's clients do not all sync at once; nothing a client missed
+/// stays missing.
 async fn resync_after_bus_loss(
     mut link: tokio::sync::watch::Receiver<LinkState>,
     router: Arc<Router>,
     sessions: Arc<Sessions>,
+    limits: Live<gateway::Limits>,
 ) {
     let mut seen = link.borrow_and_update().reconnections;
     while link.changed().await.is_ok() {
@@ -450,13 +454,19 @@ async fn resync_after_bus_loss(
             batches = replayed,
             "the bus came back: recent deliveries published again"
         );
-        let count = sessions.count();
+        let after = u64::try_from(limits.get().reconnect_after.as_millis()).unwrap_or(u64::MAX);
+        let (resynced, reconnecting) = sessions.resync_all(|| {
+            let resync = Resync {
+                sync_after_ms: gateway::spread(after),
+            };
+            crate::wire::frame(0, server_frame::Body::Resync(resync))
+        });
         tracing::warn!(
-            sessions = count,
-            "the bus came back: sessions reconnect to resync"
+            resynced,
+            reconnecting,
+            "the bus came back: sessions sync again"
         );
         metrics::counter!("im_resyncs_after_bus_loss_total").increment(1);
-        sessions.end_all(ErrorCode::Unavailable);
     }
 }
 

@@ -50,6 +50,8 @@ pub struct SessionHandle {
     /// When the session was opened: of two sessions of one device on different nodes, the
     /// later one stays.
     pub connected_at_ms: i64,
+    /// The client handles the Resync push (its Hello listed CLIENT_FEATURE_RESYNC).
+    pub resync: bool,
     /// Frames are shared: one allocation per frame, however many sessions it goes to.
     outbox: mpsc::Sender<Arc<Outbound>>,
     ending: Arc<Ending>,
@@ -91,6 +93,7 @@ impl SessionHandle {
             platform,
             token,
             connected_at_ms: im_common::now_ms(),
+            resync: false,
             outbox,
             ending: Arc::default(),
         };
@@ -372,6 +375,31 @@ impl Sessions {
         ended
     }
 
+    /// Pushes to every session may have been lost: a session whose client handles it gets
+    /// `resync()` (a Resync push, built per session: each waits its own time), the others, and
+    /// one whose queue is full, end with UNAVAILABLE (a GoAway: the client reconnects and
+    /// syncs). How many of each.
+    pub fn resync_all(&self, resync: impl Fn() -> Bytes) -> (usize, usize) {
+        let (mut pushed, mut ended) = (0, 0);
+        for session in self.lock().by_session.values() {
+            let queued = session.resync
+                && session
+                    .outbox
+                    .try_send(Arc::new(Outbound {
+                        frame: resync(),
+                        entry: None,
+                    }))
+                    .is_ok();
+            if queued {
+                pushed += 1;
+            } else {
+                session.ending.end(ErrorCode::Unavailable);
+                ended += 1;
+            }
+        }
+        (pushed, ended)
+    }
+
     /// Ends every session with `reason` (shutdown).
     pub fn end_all(&self, reason: ErrorCode) {
         for session in self.lock().by_session.values() {
@@ -547,6 +575,31 @@ mod tests {
         let mut offline = Vec::new();
         sessions.deliver(["amy", "bob"], frame(9), None, Some(&mut offline));
         assert_eq!(offline, ["bob"]);
+    }
+
+    #[test]
+    fn a_resync_reaches_the_clients_that_handle_it_and_ends_the_others() {
+        let sessions = Sessions::new(4);
+        let (mut amy, mut amy_inbox) = session("amy", "phone", 2);
+        amy.resync = true;
+        let (mut bob, mut bob_inbox) = session("bob", "phone", 1);
+        bob.resync = true;
+        let (cy, _cy_inbox) = session("cy", "phone", 2);
+        for handle in [&amy, &bob, &cy] {
+            sessions.register(handle.clone()).unwrap();
+        }
+        // Bob's queue is full: his client would not see the push in time.
+        sessions.deliver(["bob"], frame(1), None, None);
+        let (pushed, ended) = sessions.resync_all(|| Bytes::from_static(b"R"));
+        assert_eq!((pushed, ended), (1, 2));
+        assert_eq!(&amy_inbox.try_recv().unwrap().frame[..], b"R");
+        assert!(
+            amy.ending().reason.get().is_none(),
+            "amy's session lives on"
+        );
+        assert_eq!(bob.ending().reason.get(), Some(&ErrorCode::Unavailable));
+        assert_eq!(bob_inbox.try_recv().unwrap().frame[0], 1);
+        assert_eq!(cy.ending().reason.get(), Some(&ErrorCode::Unavailable));
     }
 
     #[test]

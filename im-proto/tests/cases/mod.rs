@@ -110,6 +110,7 @@ pub(crate) fn client_cases() -> Vec<Case<ClientFrame>> {
                 platform: v1::Platform::Android.into(),
                 client_version: "im-sdk-rust/0.1.0".into(),
                 max_frame_bytes: 1_048_576,
+                features: Vec::new(),
             }),
         ),
         client_case(
@@ -121,6 +122,19 @@ pub(crate) fn client_cases() -> Vec<Case<ClientFrame>> {
                 token: "tok".into(),
                 device_id: "web-7".into(),
                 platform: v1::Platform::Web.into(),
+                ..Default::default()
+            }),
+        ),
+        client_case(
+            "hello_features",
+            "A client that handles the Resync push says so.",
+            1,
+            C::Hello(v1::Hello {
+                protocol_versions: vec![1],
+                token: "tok".into(),
+                device_id: "web-7".into(),
+                platform: v1::Platform::Web.into(),
+                features: vec![v1::ClientFeature::Resync.into()],
                 ..Default::default()
             }),
         ),
@@ -694,6 +708,14 @@ pub(crate) fn server_cases() -> Vec<Case<ServerFrame>> {
             }),
         ),
         server_case(
+            "resync",
+            "Pushes may have been lost: sync on this connection in 1.5 s.",
+            0,
+            S::Resync(v1::Resync {
+                sync_after_ms: 1_500,
+            }),
+        ),
+        server_case(
             "conversation_removed",
             "The user was removed from a group; the conversation stays readable.",
             0,
@@ -716,7 +738,12 @@ pub(crate) fn malformed_cases() -> Vec<Malformed> {
     const SERVER: &str = "im.v1.ServerFrame";
     const LIMIT: usize = 1_048_576;
     let frame = |case: Case<ClientFrame>| case.frame.encode_to_vec();
-    let send = frame(client_cases().remove(3));
+    let send = frame(
+        client_cases()
+            .into_iter()
+            .find(|case| case.name == "send_text")
+            .expect("the send_text case"),
+    );
     let hello = |versions: Vec<u32>| {
         ClientFrame {
             request_id: 1,

@@ -25,7 +25,7 @@ use std::{
 
 use im_proto::{
     ErrorCode,
-    v1::{Hello, Ping, Platform, Welcome, client_frame, server_frame},
+    v1::{ClientFeature, Hello, Ping, Platform, Welcome, client_frame, server_frame},
     version::SUPPORTED_VERSIONS,
 };
 use tokio::{
@@ -121,6 +121,8 @@ pub(super) struct Connection {
     pub(super) read: HashMap<String, u64>,
     /// Conversations whose progress the server has not been told.
     pub(super) unacked: HashSet<String>,
+    /// When the server's Resync push asked for a sync on this connection.
+    pub(super) resync_due: Option<Instant>,
     /// Sends not yet acknowledged.
     pub(super) sends: Sends,
     /// Events the app's stream could not take yet, oldest first.
@@ -168,6 +170,7 @@ impl Connection {
             timeline: Timeline::default(),
             read: HashMap::new(),
             unacked: HashSet::new(),
+            resync_due: None,
             sends: Sends::default(),
             backlog: VecDeque::new(),
             requests: Requests::default(),
@@ -307,6 +310,7 @@ impl Connection {
             platform: self.platform as i32,
             client_version: concat!("im-sdk-rust/", env!("CARGO_PKG_VERSION")).into(),
             max_frame_bytes: self.config.max_frame_bytes,
+            features: vec![ClientFeature::Resync.into()],
         };
         Link::open(&endpoint, hello).await
     }
@@ -357,6 +361,8 @@ impl Connection {
         self.requests.connection_lost();
         self.sends.connection_lost();
         self.timeline.connection_lost();
+        // The next connection syncs anyway.
+        self.resync_due = None;
         link.close().await;
         ended
     }
@@ -441,6 +447,12 @@ impl Connection {
                 _ = housekeeping.tick() => {
                     self.requests.expire(Instant::now());
                     self.drain_backlog();
+                    if self.resync_due.is_some_and(|due| due <= Instant::now()) {
+                        self.resync_due = None;
+                        if let Err(e) = self.sync(link).await {
+                            return lost(&e);
+                        }
+                    }
                     let result = match ack_due {
                         Some(due) if due <= Instant::now() => {
                             ack_due = None;

@@ -26,6 +26,7 @@ use im_proto::{
     },
 };
 use prost::Message as _;
+use tokio::time::Instant;
 
 use super::{
     calls::Request,
@@ -170,6 +171,11 @@ impl Connection {
             }
             server_frame::Body::Presence(presence) => self.emit(Event::Presence(presence)),
             server_frame::Body::Conversation(state) => self.on_conversation(link, &state).await?,
+            // Pushes may have been lost: sync on this connection, once the server's wait is
+            // over (the run loop sends it).
+            server_frame::Body::Resync(resync) => {
+                self.resync_due = Some(Instant::now() + delay_ms(resync.sync_after_ms));
+            }
             server_frame::Body::GoAway(go_away) => {
                 let error = Error {
                     code: go_away.code,

@@ -282,9 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 fn go_away_wait(reason: ErrorCode, after: u64) -> u64 {
     match reason {
         ErrorCode::SessionReplaced | ErrorCode::TokenRevoked | ErrorCode::UserDisabled => 0,
-        ErrorCode::Unavailable => {
-            after + (uuid::Uuid::new_v4().as_u128() % u128::from(3 * after + 1)) as u64
-        }
+        ErrorCode::Unavailable => super::spread(after),
         _ => after,
     }
 }

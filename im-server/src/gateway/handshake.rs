@@ -9,7 +9,9 @@ use futures::StreamExt;
 use im_common::now_ms;
 use im_proto::{
     DeviceId, FrameCodec, UserId,
-    v1::{Error, ErrorCode, Hello, RouteChanged, Welcome, client_frame, server_frame},
+    v1::{
+        ClientFeature, Error, ErrorCode, Hello, RouteChanged, Welcome, client_frame, server_frame,
+    },
     version::SUPPORTED_VERSIONS,
 };
 use tokio::{
@@ -235,13 +237,15 @@ impl Gateway {
                 format!("the token's user id: {e}"),
             )
         })?;
-        Ok(SessionHandle::new(
+        let (mut session, outbox) = SessionHandle::new(
             user,
             &device,
             hello.platform(),
             token.standing,
             limits.outbound_queue,
-        ))
+        );
+        session.resync = hello.features().any(|f| f == ClientFeature::Resync);
+        Ok((session, outbox))
     }
 
     /// Tells the other nodes, which end an older session of the same device. Published aside,

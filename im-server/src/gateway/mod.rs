@@ -64,6 +64,13 @@ pub fn close_code(code: ErrorCode) -> u16 {
     }
 }
 
+/// A uniform pick in `after ..= 4 * after` milliseconds: the wait of what a node tells all
+/// its sessions at once (a GoAway UNAVAILABLE, a Resync), so that they do not all come back
+/// in the same instant (docs/PROTOCOL.md, "GoAway").
+pub fn spread(after: u64) -> u64 {
+    after + (uuid::Uuid::new_v4().as_u128() % u128::from(3 * after + 1)) as u64
+}
+
 /// The settings a gateway reads: its own limits, and what it announces of the others'.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -120,6 +120,8 @@ pub fn hello(token: &str, device: &str) -> Hello {
         platform: Platform::Desktop as i32,
         client_version: "test/0".into(),
         max_frame_bytes: 0,
+        // No Resync: a bus loss ends this client's session with a GoAway.
+        features: Vec::new(),
     }
 }
 

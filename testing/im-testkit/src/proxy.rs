@@ -1,6 +1,7 @@
 //! A WebSocket proxy between clients and a gateway: it can drop every connection at once,
 //! without a close frame (as a network that fails does), drop chosen server frames (a push lost
-//! on the way, to make a client see a gap), and send new connections to another gateway.
+//! on the way, to make a client see a gap), send frames of its own to every client (a push the
+//! server could send), and send new connections to another gateway.
 
 use std::{
     net::SocketAddr,
@@ -10,7 +11,10 @@ use std::{
 use futures::{SinkExt, StreamExt};
 use im_proto::v1::ServerFrame;
 use prost::Message as _;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{broadcast, watch},
+};
 use tokio_tungstenite::tungstenite::{
     Message as WsMessage,
     client::IntoClientRequest,
@@ -35,6 +39,7 @@ pub struct Proxy {
     upstream: Arc<Mutex<String>>,
     cuts: watch::Sender<u64>,
     drop_frame: Arc<Mutex<Option<Filter>>>,
+    inject: broadcast::Sender<bytes::Bytes>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -51,12 +56,15 @@ impl Proxy {
         let upstream = Arc::new(Mutex::new(upstream.to_owned()));
         let (cuts, _) = watch::channel(0u64);
         let drop_frame: Arc<Mutex<Option<Filter>>> = Arc::default();
+        let (inject, _) = broadcast::channel(16);
         let (to, generation, filter) = (upstream.clone(), cuts.clone(), drop_frame.clone());
+        let injected = inject.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let target = lock(&to).clone();
                 let cut = generation.subscribe();
-                tokio::spawn(relay(stream, target, cut, filter.clone()));
+                let frames = injected.subscribe();
+                tokio::spawn(relay(stream, target, cut, filter.clone(), frames));
             }
         });
         Ok(Self {
@@ -65,6 +73,7 @@ impl Proxy {
             upstream,
             cuts,
             drop_frame,
+            inject,
         })
     }
 
@@ -81,6 +90,11 @@ impl Proxy {
     /// From now on, server frames for which `filter` is true are dropped.
     pub fn drop_frames(&self, filter: Filter) {
         *lock(&self.drop_frame) = Some(filter);
+    }
+
+    /// Sends `frame` to every client connected now, as if the server had.
+    pub fn inject(&self, frame: &ServerFrame) {
+        let _ = self.inject.send(frame.encode_to_vec().into());
     }
 
     /// Server frames pass again.
@@ -120,6 +134,7 @@ async fn relay(
     upstream: String,
     mut cut: watch::Receiver<u64>,
     filter: Arc<Mutex<Option<Filter>>>,
+    mut injected: broadcast::Receiver<bytes::Bytes>,
 ) {
     let mut offered = None;
     #[allow(clippy::result_large_err)] // tungstenite's callback contract
@@ -151,6 +166,12 @@ async fn relay(
     loop {
         tokio::select! {
             _ = cut.changed() => return,
+            frame = injected.recv() => {
+                let Ok(frame) = frame else { return };
+                if client_tx.send(WsMessage::Binary(frame)).await.is_err() {
+                    return;
+                }
+            }
             message = client_rx.next() => {
                 let Some(Ok(message)) = message else { return };
                 if server_tx.send(message).await.is_err() {
