@@ -45,7 +45,7 @@ pub use client::{
 };
 pub use error::{Error, Result};
 pub use groups::{Added, Group, Invitation, Member};
-pub use media::{Media, NewUpload, UploadProgress};
+pub use media::{Media, MediaVariant, NewUpload, UploadProgress};
 
 /// The canonical id of the 1:1 conversation of two users (`d:<a>:<b>`, ids in byte order).
 pub fn direct_conversation_id(a: &str, b: &str) -> Result<String> {

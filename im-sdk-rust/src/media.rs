@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use base64::Engine as _;
 use im_proto::{ErrorCode, v1};
 use reqwest::Method;
 use serde::Deserialize;
@@ -32,12 +33,42 @@ pub struct Media {
     pub size_bytes: u64,
     /// The name shown to downloaders.
     pub file_name: String,
+    /// Width as shown, once processed (0: unknown).
+    pub width: u32,
+    /// Height as shown, once processed (0: unknown).
+    pub height: u32,
+    /// Whether the image has more than one frame.
+    pub animated: bool,
+    /// A ThumbHash of an image: a placeholder to show before a thumbnail loads (empty: none).
+    pub thumbhash: Vec<u8>,
+    /// The renditions the server made, smallest first ([`crate::Client::download_variant`]).
+    pub variants: Vec<MediaVariant>,
+}
+
+/// A rendition the server made of media (a thumbnail).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MediaVariant {
+    /// `thumb_96`, `thumb_320` or `thumb_1024`: the longest side in pixels.
+    pub name: String,
+    /// Its type.
+    pub mime_type: String,
+    /// Its width.
+    pub width: u32,
+    /// Its height.
+    pub height: u32,
+    /// Its size.
+    pub size_bytes: u64,
 }
 
 impl Media {
-    /// Whether it can be sent and downloaded.
+    /// Whether it is processed and can be downloaded.
     pub fn is_ready(&self) -> bool {
         self.state == "ready"
+    }
+
+    /// Whether its upload was completed (ready, or still being processed): it can be sent.
+    pub fn is_completed(&self) -> bool {
+        self.is_ready() || self.state == "processing"
     }
 
     /// The reference a message carries ([`crate::ContentKind::Media`]).
@@ -48,6 +79,8 @@ impl Media {
             mime_type: self.mime_type.clone(),
             size_bytes: self.size_bytes,
             file_name: self.file_name.clone(),
+            width: self.width,
+            height: self.height,
             ..v1::MediaRef::default()
         }
     }
@@ -145,6 +178,17 @@ struct MediaJson {
     mime_type: String,
     size_bytes: u64,
     file_name: String,
+    #[serde(default)]
+    width: u32,
+    #[serde(default)]
+    height: u32,
+    #[serde(default)]
+    animated: bool,
+    /// Base64.
+    #[serde(default)]
+    thumbhash: String,
+    #[serde(default)]
+    variants: Vec<MediaVariant>,
 }
 
 impl From<MediaJson> for Media {
@@ -162,6 +206,13 @@ impl From<MediaJson> for Media {
             mime_type: m.mime_type,
             size_bytes: m.size_bytes,
             file_name: m.file_name,
+            width: m.width,
+            height: m.height,
+            animated: m.animated,
+            thumbhash: base64::engine::general_purpose::STANDARD
+                .decode(m.thumbhash)
+                .unwrap_or_default(),
+            variants: m.variants,
         }
     }
 }
@@ -218,7 +269,7 @@ impl BusinessApi {
         });
         if media.state != "pending" {
             // Completed before (a resumed upload): nothing to send again.
-            return if media.is_ready() {
+            return if media.is_completed() {
                 upload.report(UploadProgress::Completed);
                 Ok(media)
             } else {
@@ -283,10 +334,11 @@ impl BusinessApi {
     pub(crate) async fn download_url(
         &self,
         media_id: &str,
+        variant: &str,
         conversation_id: &str,
         seq: u64,
     ) -> Result<String> {
-        let body = json!({ "conversation_id": conversation_id, "seq": seq });
+        let body = json!({ "variant": variant, "conversation_id": conversation_id, "seq": seq });
         let path = format!("/v1/media/{media_id}/download");
         let answer = self.call(Method::POST, &path, Some(body)).await?;
         Ok(parse::<SignedRequest>("a signed download", &answer)?.url)
@@ -295,10 +347,13 @@ impl BusinessApi {
     pub(crate) async fn download(
         &self,
         media_id: &str,
+        variant: &str,
         conversation_id: &str,
         seq: u64,
     ) -> Result<Vec<u8>> {
-        let url = self.download_url(media_id, conversation_id, seq).await?;
+        let url = self
+            .download_url(media_id, variant, conversation_id, seq)
+            .await?;
         let response = self.http().get(&url).send().await.map_err(unavailable)?;
         let status = response.status();
         let body = response.bytes().await.map_err(unavailable)?;

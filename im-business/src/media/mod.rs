@@ -21,8 +21,10 @@
 //! - [`sniff`]: what the bytes are, and how they may be served; `reading`: what users may read
 //!   (their media and quotas, downloads through a message, the core's attach check).
 
+pub mod facts;
 pub mod fs;
 pub mod objects;
+mod processing;
 mod reading;
 #[cfg(feature = "s3")]
 pub mod s3;
@@ -42,6 +44,7 @@ use crate::{
     store::{BusinessStore, MediaChange, MediaRecord, UploadLimits},
 };
 pub use objects::{ObjectStore, PutPolicy, Serving, SignedRequest};
+pub use processing::variant_key;
 
 /// Limits and lifetimes of media: section `[business.media]` of the config file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -86,6 +89,21 @@ pub struct MediaConfig {
     /// How long a download waits for the core to show the message that references the media.
     #[serde(with = "humantime_serde")]
     pub reference_timeout: Duration,
+    /// The widest or tallest image processing decodes; larger ones get no variants.
+    pub max_image_dimension: u32,
+    /// The most pixels of an image processing decodes.
+    pub max_image_pixels: u64,
+    /// The most memory decoding one image may take, in bytes.
+    pub max_decode_bytes: u64,
+    /// Images decoded at once on each node.
+    pub processing_concurrency: u32,
+    /// How long complete waits for processing (thumbnails, facts) before it answers the media
+    /// as PROCESSING; processing goes on either way.
+    #[serde(with = "humantime_serde")]
+    pub processing_wait: Duration,
+    /// Media in processing this long is taken up again by the sweep (its node stopped).
+    #[serde(with = "humantime_serde")]
+    pub processing_stall: Duration,
 }
 
 impl Default for MediaConfig {
@@ -108,6 +126,12 @@ impl Default for MediaConfig {
             create_burst: 10,
             expiry_sweep_interval: Duration::from_secs(60),
             reference_timeout: Duration::from_secs(5),
+            max_image_dimension: 16_384,
+            max_image_pixels: 50_000_000,
+            max_decode_bytes: 512 * MIB,
+            processing_concurrency: 2,
+            processing_wait: Duration::from_secs(10),
+            processing_stall: Duration::from_secs(120),
         }
     }
 }
@@ -207,6 +231,7 @@ pub struct Media {
     bus: Arc<dyn Bus>,
     config: MediaConfig,
     creates: DefaultKeyedRateLimiter<String>,
+    processor: processing::Processor,
 }
 
 impl std::fmt::Debug for Media {
@@ -260,12 +285,15 @@ impl Media {
         let rate = NonZeroU32::new(config.creates_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.create_burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let creates = DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst));
+        let processor =
+            processing::Processor::new(store.clone(), objects.clone(), bus.clone(), &config);
         Self {
             store,
             objects,
             bus,
             config,
             creates,
+            processor,
         }
     }
 
@@ -403,6 +431,7 @@ impl Media {
             created_at_ms: now,
             expires_at_ms: now.saturating_add(ms(self.config.pending_ttl)),
             updated_at_ms: now,
+            facts: String::new(),
         };
         let limits = UploadLimits {
             stored_bytes: self.config.stored_bytes_per_user,
@@ -494,7 +523,7 @@ impl Media {
                     sha256_hex: Some(sha256_hex),
                     ..MediaChange::default()
                 };
-                self.settle(media_id, MediaState::Ready, &change).await
+                self.settle(media_id, MediaState::Processing, &change).await
             }
             Err(Rejection::Refused(why)) => {
                 let change = MediaChange {
@@ -530,8 +559,25 @@ impl Media {
                     tracing::info!(media_id, mime = %media.mime_type, size = media.size_bytes, "upload completed");
                     self.announce(&media, MediaStage::Uploaded, "").await;
                 }
-                Ok(media)
+                Ok(self.processed_within_wait(media).await)
             }
+        }
+    }
+
+    /// Processes the media (on a task of its own, which goes on past the wait) and answers it
+    /// as it is once processing ends or `processing_wait` is over, whichever comes first.
+    async fn processed_within_wait(&self, media: MediaRecord) -> MediaRecord {
+        if media.state() != MediaState::Processing {
+            return media;
+        }
+        let processing = tokio::spawn(self.processor.clone().process(media.media_id.clone()));
+        match tokio::time::timeout(self.config.processing_wait, processing).await {
+            Ok(Ok(Ok(processed))) => processed,
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(%error, media_id = %media.media_id, "processing failed; the sweep retries");
+                media
+            }
+            Ok(Err(_)) | Err(_) => media,
         }
     }
 
@@ -670,6 +716,15 @@ impl Media {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
+            let stall = i64::try_from(self.config.processing_stall.as_millis()).unwrap_or(i64::MAX);
+            let stalled_since = now_ms().saturating_sub(stall);
+            match self.processor.resume(stalled_since, EXPIRY_BATCH).await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "stalled processing resumed"),
+                Err(error) => {
+                    tracing::warn!(%error, "resuming processing failed; next sweep retries")
+                }
+            }
             loop {
                 match self.expire_uploads(now_ms(), EXPIRY_BATCH).await {
                     Ok(count) if count > 0 => {
@@ -688,9 +743,15 @@ impl Media {
         }
     }
 
-    /// Announces a stage of the media on its subject (`im.upload` for signed and uploaded,
-    /// `im.media` for deleted).
     async fn announce(&self, media: &MediaRecord, stage: MediaStage, detail: &str) {
+        announce(&*self.bus, media, stage, detail).await;
+    }
+}
+
+/// Announces a stage of the media on its subject (`im.upload` for signed and uploaded,
+/// `im.process` for processed, `im.media` for deleted).
+async fn announce(bus: &dyn Bus, media: &MediaRecord, stage: MediaStage, detail: &str) {
+    {
         let event = v1::MediaEvent {
             media_id: media.media_id.clone(),
             stage: stage as i32,
@@ -703,9 +764,13 @@ impl Media {
         let published = match stage {
             MediaStage::UploadSigned | MediaStage::Uploaded => {
                 let upload = v1::UploadEvent { media: Some(event) };
-                self.bus.emit(&upload).await
+                bus.emit(&upload).await
             }
-            _ => self.bus.emit(&event).await,
+            MediaStage::Processed => {
+                let processed = v1::ProcessEvent { media: Some(event) };
+                bus.emit(&processed).await
+            }
+            _ => bus.emit(&event).await,
         };
         if let Err(error) = published {
             tracing::warn!(%error, media_id = %media.media_id, "media event not published");

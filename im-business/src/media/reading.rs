@@ -4,7 +4,10 @@
 use im_common::now_ms;
 use im_proto::v1::{self, ErrorCode, MediaState, PermissionDecision};
 
-use super::{MessageAt, ORIGINAL, PROCESSING_RETRY_MS, Serving, SignedRequest, object_key, sniff};
+use super::{
+    MessageAt, ORIGINAL, PROCESSING_RETRY_MS, Serving, SignedRequest, facts::MediaFacts,
+    object_key, sniff, variant_key,
+};
 use crate::{Actor, BusinessError, store::MediaRecord};
 
 impl super::Media {
@@ -18,7 +21,8 @@ impl super::Media {
     }
 
     /// May `user_id` reference `media_ids` in a message (the core asks before it stores one)?
-    /// Each must exist, be the user's and be ready. Never cached.
+    /// Each must exist, be the user's and be completed (ready, or still processing). Never
+    /// cached.
     pub async fn check_attach(&self, user_id: &str, media_ids: &[String]) -> PermissionDecision {
         let deny = |code: ErrorCode, reason: String| PermissionDecision {
             allowed: false,
@@ -39,14 +43,15 @@ impl super::Media {
                 );
             };
             match media.state() {
-                MediaState::Ready => {}
+                // Processing media may be sent: its downloads wait until it is ready.
+                MediaState::Ready | MediaState::Processing => {}
                 MediaState::Quarantined => {
                     return deny(
                         ErrorCode::MediaQuarantined,
                         format!("media {media_id} is held"),
                     );
                 }
-                MediaState::Pending | MediaState::Processing => {
+                MediaState::Pending => {
                     return deny(
                         ErrorCode::Conflict,
                         format!("media {media_id} is not completed yet"),
@@ -147,27 +152,36 @@ impl super::Media {
             }
             _ => return Err(BusinessError::MediaNotFound(media_id.to_owned())),
         }
-        if !variant.is_empty() && variant != ORIGINAL {
-            return Err(BusinessError::MediaNotFound(format!(
-                "{media_id} (variant {variant})"
-            )));
-        }
-        let serving = Serving {
-            content_type: media.mime_type.clone(),
-            attachment: (!sniff::inline(&media.mime_type)).then(|| {
-                if media.file_name.is_empty() {
-                    "download".to_owned()
-                } else {
-                    media.file_name.clone()
-                }
-            }),
+        let (key, serving) = if variant.is_empty() || variant == ORIGINAL {
+            let serving = Serving {
+                content_type: media.mime_type.clone(),
+                attachment: (!sniff::inline(&media.mime_type)).then(|| {
+                    if media.file_name.is_empty() {
+                        "download".to_owned()
+                    } else {
+                        media.file_name.clone()
+                    }
+                }),
+            };
+            (object_key(&media.sha256_hex), serving)
+        } else {
+            // Variants are images the server encoded itself: served inline as their type.
+            let facts = MediaFacts::parse(&media.facts);
+            let Some(found) = facts.variants.iter().find(|v| v.name == variant) else {
+                return Err(BusinessError::MediaNotFound(format!(
+                    "{media_id} (variant {variant})"
+                )));
+            };
+            let serving = Serving {
+                content_type: found.mime_type.clone(),
+                attachment: None,
+            };
+            (variant_key(&media.sha256_hex, &found.name), serving)
         };
         let ttl = i64::try_from(self.config.download_url_ttl.as_millis()).unwrap_or(i64::MAX);
-        Ok(self.objects.sign_get(
-            &object_key(&media.sha256_hex),
-            &serving,
-            now_ms().saturating_add(ttl),
-        ))
+        Ok(self
+            .objects
+            .sign_get(&key, &serving, now_ms().saturating_add(ttl)))
     }
 
     /// What `user_id` has used of its quotas.

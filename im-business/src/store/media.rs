@@ -38,6 +38,8 @@ pub struct MediaRecord {
     pub expires_at_ms: i64,
     /// When its state last changed.
     pub updated_at_ms: i64,
+    /// What processing learned (`media::facts::MediaFacts` as JSON; empty before).
+    pub facts: String,
 }
 
 impl MediaRecord {
@@ -57,6 +59,8 @@ pub struct MediaChange {
     pub sha256_hex: Option<String>,
     /// Why it was rejected or quarantined.
     pub detail: Option<String>,
+    /// What processing learned.
+    pub facts: Option<String>,
 }
 
 /// The limits a new upload is checked against, in the same transaction as it is recorded.
@@ -136,6 +140,10 @@ pub trait MediaCatalog: Send + Sync + 'static {
     async fn media_usage(&self, user_id: &str, window_start_ms: i64) -> StoreResult<MediaUsage>;
     /// Up to `limit` pending uploads that expired at or before `now_ms`, oldest first.
     async fn expired_uploads(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<MediaRecord>>;
+    /// Up to `limit` media in processing since `before_ms` or earlier, oldest first: what a
+    /// node that stopped mid-way left (processing is idempotent, so any node resumes it).
+    async fn stalled_processing(&self, before_ms: i64, limit: u32)
+    -> StoreResult<Vec<MediaRecord>>;
     /// How many media other than `except_media_id` hold the bytes of `sha256_hex` (any state
     /// that keeps them: processing, ready or quarantined).
     async fn holders_of(&self, sha256_hex: &str, except_media_id: &str) -> StoreResult<u64>;
@@ -371,6 +379,22 @@ macro_rules! media_catalog {
                         .filter(media::state.eq(MediaState::Pending as i32))
                         .filter(media::expires_at_ms.le(now_ms))
                         .order(media::expires_at_ms.asc())
+                        .limit(i64::from(limit))
+                        .select(MediaRecord::as_select())
+                        .load(&mut conn)
+                        .await?)
+                }
+
+                async fn stalled_processing(
+                    &self,
+                    before_ms: i64,
+                    limit: u32,
+                ) -> StoreResult<Vec<MediaRecord>> {
+                    let mut conn = self.db.conn().await?;
+                    Ok(media::table
+                        .filter(media::state.eq(MediaState::Processing as i32))
+                        .filter(media::updated_at_ms.le(before_ms))
+                        .order(media::updated_at_ms.asc())
                         .limit(i64::from(limit))
                         .select(MediaRecord::as_select())
                         .load(&mut conn)

@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS media (
     mime_type VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, size_bytes BIGINT NOT NULL,
     sha256_hex CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, file_name TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     detail TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, created_at_ms BIGINT NOT NULL, expires_at_ms BIGINT NOT NULL,
-    updated_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL, facts VARCHAR(8192) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
     UNIQUE KEY media_by_client_id (owner_user_id, client_upload_id),
     KEY media_by_owner (owner_user_id, created_at_ms), KEY media_by_sha256 (sha256_hex),
     KEY media_by_expiry (state, expires_at_ms)) ENGINE = InnoDB;
@@ -73,6 +73,13 @@ CREATE TABLE IF NOT EXISTS media_usage (
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("groups", "history_visibility", "INTEGER NOT NULL DEFAULT 2"),
     ("members", "visible_from_seq", "BIGINT NOT NULL DEFAULT 1"),
+    // JSON of ASCII only (names, types, base64); VARCHAR, since a TEXT column takes no default
+    // on MySQL.
+    (
+        "media",
+        "facts",
+        "VARCHAR(8192) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT ''",
+    ),
 ];
 
 /// The statements that add `ADDED_COLUMNS` where missing, as one batch.
@@ -80,6 +87,8 @@ fn add_missing_columns() -> String {
     ADDED_COLUMNS
         .iter()
         .map(|(table, column, definition)| {
+            // The statement is a string literal here: its own quotes doubled.
+            let definition = definition.replace('\'', "''");
             format!(
                 "SET @add = IF((SELECT COUNT(*) FROM information_schema.columns \
                  WHERE table_schema = DATABASE() AND table_name = '{table}' \

@@ -60,13 +60,14 @@ CREATE TABLE IF NOT EXISTS media (
     kind INTEGER NOT NULL, state INTEGER NOT NULL, mime_type TEXT NOT NULL,
     size_bytes BIGINT NOT NULL, sha256_hex TEXT NOT NULL, file_name TEXT NOT NULL,
     detail TEXT NOT NULL, created_at_ms BIGINT NOT NULL, expires_at_ms BIGINT NOT NULL,
-    updated_at_ms BIGINT NOT NULL);
+    updated_at_ms BIGINT NOT NULL, facts TEXT NOT NULL DEFAULT '');
 CREATE UNIQUE INDEX IF NOT EXISTS media_by_client_id ON media (owner_user_id, client_upload_id);
 CREATE INDEX IF NOT EXISTS media_by_owner ON media (owner_user_id, created_at_ms);
 CREATE INDEX IF NOT EXISTS media_by_sha256 ON media (sha256_hex);
 CREATE INDEX IF NOT EXISTS media_by_expiry ON media (state, expires_at_ms);
 CREATE TABLE IF NOT EXISTS media_usage (
     user_id TEXT PRIMARY KEY, stored_bytes BIGINT NOT NULL, pending_uploads BIGINT NOT NULL);
+ALTER TABLE media ADD COLUMN IF NOT EXISTS facts TEXT NOT NULL DEFAULT '';
 ";
 
 /// Rows per statement, well under PostgreSQL's bound-parameter limit.

@@ -101,6 +101,7 @@ diesel::table! {
         created_at_ms -> BigInt,
         expires_at_ms -> BigInt,
         updated_at_ms -> BigInt,
+        facts -> Text,
     }
 }
 

@@ -39,6 +39,7 @@ macro_rules! business_store_suite {
             concurrent_uploads_never_pass_a_quota,
             media_moves_from_pending_once_and_usage_follows,
             an_upload_created_again_is_the_same_upload,
+            processing_keeps_its_facts_and_stalls_are_found,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -707,6 +708,7 @@ fn upload(media_id: &str, owner: &str, size: i64, created_at_ms: i64) -> MediaRe
         created_at_ms,
         expires_at_ms: created_at_ms + 1_000,
         updated_at_ms: created_at_ms,
+        facts: String::new(),
     }
 }
 
@@ -937,4 +939,68 @@ pub async fn an_upload_created_again_is_the_same_upload(store: &dyn BusinessStor
     ids.sort_unstable();
     assert_eq!(ids, ["bobs", "first"], "pending and past their expiry");
     assert!(store.expired_uploads(T + 999, 10).await.unwrap().is_empty());
+}
+
+/// Media moved to processing and on to ready keeps the facts it was given; media left in
+/// processing is found once it has been there long enough.
+pub async fn processing_keeps_its_facts_and_stalls_are_found(store: &dyn BusinessStore) {
+    store.upsert_user(&user("amy")).await.unwrap();
+    for id in ["slow", "done", "fresh"] {
+        store
+            .create_upload(&upload(id, "amy", 10, T), &ROOMY)
+            .await
+            .unwrap();
+    }
+    let processing = |at| async move {
+        let change = MediaChange::default();
+        for id in ["slow", "done", "fresh"] {
+            let moved_at = if id == "fresh" { at + 500 } else { at };
+            store
+                .transition_media(
+                    id,
+                    &[MediaState::Pending],
+                    MediaState::Processing,
+                    &change,
+                    moved_at,
+                )
+                .await
+                .unwrap();
+        }
+    };
+    processing(T + 10).await;
+    let facts = MediaChange {
+        facts: Some(r#"{"width":4,"height":3}"#.into()),
+        ..MediaChange::default()
+    };
+    let (moved, done) = store
+        .transition_media(
+            "done",
+            &[MediaState::Processing],
+            MediaState::Ready,
+            &facts,
+            T + 20,
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    assert_eq!(done.facts, r#"{"width":4,"height":3}"#);
+    assert_eq!(
+        store.get_media("done").await.unwrap().unwrap().facts,
+        done.facts
+    );
+    assert_eq!(
+        store.get_media("slow").await.unwrap().unwrap().facts,
+        "",
+        "none yet"
+    );
+    let stalled = store.stalled_processing(T + 10, 10).await.unwrap();
+    let ids: Vec<&str> = stalled.iter().map(|m| m.media_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["slow"],
+        "in processing since then or earlier; not ready ones"
+    );
+    let stalled = store.stalled_processing(T + 510, 1).await.unwrap();
+    assert_eq!(stalled.len(), 1, "bounded by the limit, oldest first");
+    assert_eq!(stalled[0].media_id, "slow");
 }

@@ -690,3 +690,159 @@ async fn uploads_not_completed_in_time_expire_and_release_their_reservation() {
         (StatusCode::NOT_FOUND, Some("MEDIA_NOT_FOUND"))
     );
 }
+
+/// A `width` x `height` PNG of a gradient (no transparency).
+fn picture(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 200])
+    });
+    let mut bytes = Vec::new();
+    image
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    bytes
+}
+
+impl Server {
+    /// Creates, PUTs and completes an upload of `bytes`; the completed media.
+    async fn uploaded(&self, user: &str, mime: &str, bytes: &[u8]) -> Value {
+        let (status, upload) = self.create(user, "image", mime, bytes.len()).await;
+        assert_eq!(status, StatusCode::OK, "{upload}");
+        assert_eq!(self.put(&upload, bytes).await, StatusCode::OK);
+        let id = upload["media_id"].as_str().unwrap();
+        let (status, media) = self.complete(user, id).await;
+        assert_eq!(status, StatusCode::OK, "{media}");
+        media
+    }
+
+    /// Signs a download of `variant` for `user`: the status and the answer.
+    async fn sign(&self, user: &str, id: &str, variant: &str) -> (StatusCode, Value) {
+        let path = format!("/v1/media/{id}/download");
+        self.call(Method::POST, &path, user, json!({"variant": variant}))
+            .await
+    }
+}
+
+#[tokio::test]
+async fn an_image_is_processed_into_thumbnails_its_readers_download() {
+    for backend in BACKENDS {
+        let Some(s) = serve_on(*backend, MediaConfig::default()).await else {
+            continue;
+        };
+        an_image_is_processed_into_thumbnails_its_readers_download_on(&s).await;
+    }
+}
+
+async fn an_image_is_processed_into_thumbnails_its_readers_download_on(s: &Server) {
+    let media = s.uploaded("amy", "image/png", &picture(640, 480)).await;
+    assert_eq!(
+        media["state"], "ready",
+        "complete waited for processing: {media}"
+    );
+    assert_eq!(
+        (media["width"].as_u64(), media["height"].as_u64()),
+        (Some(640), Some(480))
+    );
+    assert_eq!(media["animated"], false);
+    assert!(!media["thumbhash"].as_str().unwrap().is_empty());
+    let names: Vec<&str> = media["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["thumb_96", "thumb_320"],
+        "none larger than the image"
+    );
+    let id = media["media_id"].as_str().unwrap();
+
+    let (status, signed) = s.sign("amy", id, "thumb_320").await;
+    assert_eq!(status, StatusCode::OK, "{signed}");
+    let response = s
+        .http
+        .get(signed["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "image/jpeg");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    let thumb = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (320, 240));
+    assert_eq!(
+        media["variants"][1]["size_bytes"].as_u64(),
+        Some(
+            s.objects
+                .size_of(&im_business::media::variant_key(
+                    media["sha256_hex"].as_str().unwrap(),
+                    "thumb_320"
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+        "the size the media says is the size kept"
+    );
+
+    // A variant the media has not, and another user with no message showing it: nothing.
+    let (status, refused) = s.sign("amy", id, "thumb_1024").await;
+    assert_eq!(
+        (status, &refused["name"]),
+        (StatusCode::NOT_FOUND, &json!("MEDIA_NOT_FOUND"))
+    );
+    let (status, refused) = s.sign("bob", id, "thumb_96").await;
+    assert_eq!(
+        (status, &refused["name"]),
+        (StatusCode::NOT_FOUND, &json!("MEDIA_NOT_FOUND"))
+    );
+
+    // Bytes that are no image this server decodes are kept without variants, saying why.
+    let media = s.uploaded("amy", "image/png", PNG).await;
+    assert_eq!(media["state"], "ready");
+    assert_eq!(media["variants"], json!([]));
+    assert!(
+        media["no_variants"]
+            .as_str()
+            .unwrap()
+            .contains("not decoded"),
+        "{media}"
+    );
+}
+
+#[tokio::test]
+async fn complete_answers_processing_media_after_its_wait_and_processing_goes_on() {
+    let s = serve_with(MediaConfig {
+        processing_wait: std::time::Duration::ZERO,
+        ..MediaConfig::default()
+    })
+    .await;
+    let media = s.uploaded("amy", "image/png", &picture(1200, 900)).await;
+    assert_eq!(media["state"], "processing", "{media}");
+    let id = media["media_id"].as_str().unwrap().to_owned();
+    // Not served before it is ready: a retry hint instead.
+    let (status, busy) = s.sign("amy", &id, "").await;
+    if status != StatusCode::OK {
+        assert_eq!(busy["name"], "UNAVAILABLE", "{busy}");
+    }
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            let media = s.media.get_media(&Actor::App, &id).await.unwrap();
+            if media.state() == im_proto::v1::MediaState::Ready {
+                return media;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("processing ends by itself");
+    let facts = im_business::media::facts::MediaFacts::parse(&ready.facts);
+    assert_eq!(
+        (facts.width, facts.height, facts.variants.len()),
+        (1200, 900, 3)
+    );
+}

@@ -432,7 +432,8 @@ impl Client {
         self.on_runtime(async move { api.media(&id).await }).await
     }
 
-    /// Sends uploaded media (ready) to a conversation, with a caption.
+    /// Sends uploaded media (completed: ready, or still being processed) to a conversation,
+    /// with a caption; its dimensions go in the message.
     pub async fn send_media(
         &self,
         conversation_id: &str,
@@ -462,7 +463,7 @@ impl Client {
             media_id.to_owned(),
             conversation_id.to_owned(),
         );
-        self.on_runtime(async move { api.download_url(&id, &conversation, seq).await })
+        self.on_runtime(async move { api.download_url(&id, "", &conversation, seq).await })
             .await
     }
 
@@ -478,7 +479,26 @@ impl Client {
             media_id.to_owned(),
             conversation_id.to_owned(),
         );
-        self.on_runtime(async move { api.download(&id, &conversation, seq).await })
+        self.on_runtime(async move { api.download(&id, "", &conversation, seq).await })
+            .await
+    }
+
+    /// The bytes of a rendition the server made of media (a name of [`Media::variants`],
+    /// such as `thumb_320`), authorized as [`Self::download_url`] says.
+    pub async fn download_variant(
+        &self,
+        media_id: &str,
+        variant: &str,
+        conversation_id: &str,
+        seq: u64,
+    ) -> Result<Vec<u8>> {
+        let (api, id, variant, conversation) = (
+            self.business()?,
+            media_id.to_owned(),
+            variant.to_owned(),
+            conversation_id.to_owned(),
+        );
+        self.on_runtime(async move { api.download(&id, &variant, &conversation, seq).await })
             .await
     }
 

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::{MAX_REQUEST_BYTES, status};
 use crate::{
     Actor,
-    media::{Media, MessageAt, NewUpload, SignedRequest, Upload},
+    media::{Media, MessageAt, NewUpload, SignedRequest, Upload, facts::MediaFacts},
     store::MediaRecord,
 };
 
@@ -37,7 +37,23 @@ fn on_behalf_of(user_id: &str) -> Actor {
 }
 
 fn media_object(m: MediaRecord) -> v1::MediaObject {
+    let facts = MediaFacts::parse(&m.facts);
     v1::MediaObject {
+        width: facts.width,
+        height: facts.height,
+        animated: facts.animated,
+        thumbhash: facts.thumbhash,
+        variants: facts
+            .variants
+            .into_iter()
+            .map(|v| v1::MediaVariant {
+                name: v.name,
+                mime_type: v.mime_type,
+                width: v.width,
+                height: v.height,
+                size_bytes: v.size_bytes,
+            })
+            .collect(),
         state: m.state,
         kind: m.kind,
         size_bytes: u64::try_from(m.size_bytes).unwrap_or(0),

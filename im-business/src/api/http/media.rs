@@ -17,7 +17,10 @@ use super::{
     error::ApiResult, shapes::integer,
 };
 use crate::{
-    media::{Media, MessageAt, NewUpload, SignedRequest, Upload},
+    media::{
+        Media, MessageAt, NewUpload, SignedRequest, Upload,
+        facts::{MediaFacts, Variant},
+    },
     store::MediaRecord,
 };
 use im_proto::v1::ErrorCode;
@@ -172,6 +175,41 @@ pub struct MediaJson {
     pub(super) created_at_ms: i64,
     /// Why it was rejected or quarantined.
     pub(super) detail: String,
+    /// Width as shown (EXIF orientation applied), once processed; 0 when unknown.
+    pub(super) width: u32,
+    /// Height as shown, once processed; 0 when unknown.
+    pub(super) height: u32,
+    /// Whether the image has more than one frame.
+    pub(super) animated: bool,
+    /// A ThumbHash placeholder of an image, base64 (empty when none).
+    pub(super) thumbhash: String,
+    /// The renditions made by the server, for `download` with `variant`.
+    pub(super) variants: Vec<VariantJson>,
+    /// Why there are no variants, once processed without them.
+    pub(super) no_variants: String,
+}
+
+/// A rendition the server made of media (a thumbnail).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VariantJson {
+    /// `thumb_96`, `thumb_320` or `thumb_1024` (the longest side, in pixels).
+    pub(super) name: String,
+    pub(super) mime_type: String,
+    pub(super) width: u32,
+    pub(super) height: u32,
+    pub(super) size_bytes: u64,
+}
+
+impl From<Variant> for VariantJson {
+    fn from(v: Variant) -> Self {
+        Self {
+            name: v.name,
+            mime_type: v.mime_type,
+            width: v.width,
+            height: v.height,
+            size_bytes: v.size_bytes,
+        }
+    }
 }
 
 /// The lowercase name of a media state (`ready`).
@@ -184,7 +222,15 @@ pub(super) fn state_name(state: MediaState) -> String {
 
 impl From<MediaRecord> for MediaJson {
     fn from(m: MediaRecord) -> Self {
+        use base64::Engine as _;
+        let facts = MediaFacts::parse(&m.facts);
         Self {
+            width: facts.width,
+            height: facts.height,
+            animated: facts.animated,
+            thumbhash: base64::engine::general_purpose::STANDARD.encode(&facts.thumbhash),
+            variants: facts.variants.into_iter().map(Into::into).collect(),
+            no_variants: facts.no_variants,
             state: state_name(m.state()),
             kind: Kind::of(m.kind),
             media_id: m.media_id,

@@ -55,7 +55,7 @@ use groups::{
 };
 pub use media::{
     CreateUploadBody, DownloadBody, DownloadQuery, HeaderJson, Kind as MediaKindJson, MediaJson,
-    QuotaJson, SignedRequestJson, UploadJson,
+    QuotaJson, SignedRequestJson, UploadJson, VariantJson,
 };
 use media::{
     abort_upload, complete_upload, create_upload, get_media, media_quota, redirect_to_content,
