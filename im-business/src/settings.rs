@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     BusinessConfig, GroupAdds, PresenceAudience,
-    media::{MediaConfig, S3Config},
+    media::{MediaConfig, S3Config, ScanConfig},
 };
 
 /// Everything the business service needs to run.
@@ -156,6 +156,16 @@ impl BusinessSettings {
                 "business.media: upload_url_ttl, download_url_ttl and upload_window above zero, pending_ttl at least upload_url_ttl",
             ));
         }
+        let scan = &media.scan;
+        if scan.timeout.is_zero()
+            || !(scan.webhook_url.is_empty()
+                || scan.webhook_url.starts_with("http://")
+                || scan.webhook_url.starts_with("https://"))
+        {
+            return Err(SettingsError::new(
+                "business.media.scan: timeout above zero, webhook_url empty or an http(s) URL",
+            ));
+        }
         if let Some(s3) = &self.media_s3 {
             if !cfg!(feature = "s3") {
                 return Err(SettingsError::new(
@@ -208,6 +218,13 @@ impl BusinessSettings {
             app_secret: self.app_secret.hidden(),
             push_webhook_secret: self.push_webhook_secret.hidden(),
             database: without_password(&self.database),
+            media: MediaConfig {
+                scan: ScanConfig {
+                    webhook_secret: self.media.scan.webhook_secret.hidden(),
+                    ..self.media.scan.clone()
+                },
+                ..self.media.clone()
+            },
             media_s3: self.media_s3.as_ref().map(|s3| S3Config {
                 secret_key: s3.secret_key.hidden(),
                 ..s3.clone()

@@ -64,7 +64,9 @@ pub fn routes(
     media: Option<Arc<crate::media::Media>>,
     secret: &[u8],
 ) -> Routes {
-    let api = GrpcApi { business };
+    let api = GrpcApi {
+        business: business.clone(),
+    };
     let guard = AppSecret(secret.into());
     let users = UserServiceServer::new(api.clone()).max_decoding_message_size(MAX_REQUEST_BYTES);
     let groups = GroupServiceServer::new(api.clone()).max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -73,7 +75,10 @@ pub fn routes(
         .add_service(InterceptedService::new(groups, guard.clone()))
         .add_service(InterceptedService::new(moderation, guard.clone()));
     match media {
-        Some(media) => routes.add_service(InterceptedService::new(media::server(media), guard)),
+        Some(media) => routes.add_service(InterceptedService::new(
+            media::server(business, media),
+            guard,
+        )),
         None => routes,
     }
 }

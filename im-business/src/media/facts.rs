@@ -73,6 +73,8 @@ pub struct MediaFacts {
     pub variants: Vec<Variant>,
     /// Why there are no variants, when there are none.
     pub no_variants: String,
+    /// What the content scanners said, in the order they were asked.
+    pub scans: Vec<super::scan::ScanRecord>,
 }
 
 impl MediaFacts {
@@ -185,8 +187,7 @@ pub fn analyze_image(
         height: image.height(),
         animated: animated(bytes, format),
         thumbhash: thumbhash_of(&image),
-        variants: Vec::new(),
-        no_variants: String::new(),
+        ..MediaFacts::default()
     };
     let renditions = thumbnails(&image)?;
     let mut facts = facts;

@@ -28,6 +28,7 @@ mod processing;
 mod reading;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod scan;
 pub mod sniff;
 #[cfg(any(test, feature = "testing"))]
 pub mod suite;
@@ -44,7 +45,8 @@ use crate::{
     store::{BusinessStore, MediaChange, MediaRecord, UploadLimits},
 };
 pub use objects::{ObjectStore, PutPolicy, Serving, SignedRequest};
-pub use processing::variant_key;
+pub use processing::{quarantine_key, variant_key};
+pub use scan::{ScanConfig, WhenUnavailable};
 
 /// Limits and lifetimes of media: section `[business.media]` of the config file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -101,9 +103,12 @@ pub struct MediaConfig {
     /// as PROCESSING; processing goes on either way.
     #[serde(with = "humantime_serde")]
     pub processing_wait: Duration,
-    /// Media in processing this long is taken up again by the sweep (its node stopped).
+    /// Media in processing this long is taken up again by the sweep (its node stopped, or
+    /// its scan was held).
     #[serde(with = "humantime_serde")]
     pub processing_stall: Duration,
+    /// Content scanning (`[business.media.scan]`).
+    pub scan: ScanConfig,
 }
 
 impl Default for MediaConfig {
@@ -132,6 +137,7 @@ impl Default for MediaConfig {
             processing_concurrency: 2,
             processing_wait: Duration::from_secs(10),
             processing_stall: Duration::from_secs(120),
+            scan: ScanConfig::default(),
         }
     }
 }
@@ -285,8 +291,14 @@ impl Media {
         let rate = NonZeroU32::new(config.creates_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.create_burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let creates = DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst));
-        let processor =
-            processing::Processor::new(store.clone(), objects.clone(), bus.clone(), &config);
+        let scanners = scan::Scanners::new(&config.scan);
+        let processor = processing::Processor::new(
+            store.clone(),
+            objects.clone(),
+            bus.clone(),
+            &config,
+            scanners,
+        );
         Self {
             store,
             objects,
@@ -507,7 +519,22 @@ impl Media {
         let outcome = self.verify(&media, &snapshot).await;
         let settled = match outcome {
             Ok((sha256_hex, mime)) => {
-                let kept = object_key(&sha256_hex);
+                let blocked = match self.store.hash_verdict(&sha256_hex).await {
+                    Ok(verdict) => verdict.filter(|v| v.blocked()),
+                    Err(error) => {
+                        let _ = self.objects.delete(&snapshot).await;
+                        return Err(error.into());
+                    }
+                };
+                // Bytes blocked already are quarantined at once, wherever they come from.
+                let (kept, to, detail) = match blocked {
+                    Some(verdict) => (
+                        quarantine_key(&sha256_hex),
+                        MediaState::Quarantined,
+                        Some(verdict.reason),
+                    ),
+                    None => (object_key(&sha256_hex), MediaState::Processing, None),
+                };
                 let copied = match self.objects.size_of(&kept).await {
                     // The same bytes are kept already (another upload of them).
                     Ok(Some(_)) => Ok(()),
@@ -521,9 +548,10 @@ impl Media {
                 let change = MediaChange {
                     mime_type: Some(mime),
                     sha256_hex: Some(sha256_hex),
+                    detail,
                     ..MediaChange::default()
                 };
-                self.settle(media_id, MediaState::Processing, &change).await
+                self.settle(media_id, to, &change).await
             }
             Err(Rejection::Refused(why)) => {
                 let change = MediaChange {
@@ -558,6 +586,11 @@ impl Media {
                 if moved {
                     tracing::info!(media_id, mime = %media.mime_type, size = media.size_bytes, "upload completed");
                     self.announce(&media, MediaStage::Uploaded, "").await;
+                    if media.state() == MediaState::Quarantined {
+                        tracing::warn!(media_id, sha256_hex = %media.sha256_hex, "blocked bytes quarantined at complete");
+                        self.announce(&media, MediaStage::Quarantined, &media.detail)
+                            .await;
+                    }
                 }
                 Ok(self.processed_within_wait(media).await)
             }
@@ -642,6 +675,80 @@ impl Media {
         let mime = sniff::settle(kind, &media.mime_type, sniff::sniff(&head))
             .map_err(Rejection::Refused)?;
         Ok((digest, mime))
+    }
+
+    /// Quarantines the media's bytes (an operator's decision, the app only): every media
+    /// holding them is served to no one, and the same bytes uploaded again are quarantined at
+    /// complete. An operator's quarantine overrides an earlier release. Answers the media as
+    /// it now is.
+    pub async fn quarantine_media(
+        &self,
+        actor: &Actor,
+        media_id: &str,
+        reason: &str,
+    ) -> Result<MediaRecord, BusinessError> {
+        let media = self.moderated(actor, media_id, reason).await?;
+        self.processor
+            .quarantine_hash(&media.sha256_hex, reason, "operator")
+            .await?;
+        self.moderated(actor, media_id, reason).await
+    }
+
+    /// Releases the media's bytes (an operator's decision, the app only): they are allowed
+    /// from now on (never scanned or quarantined automatically again: this also protects
+    /// media that was never held), and every media quarantined with them is processed and
+    /// served again. Answers the media as it is once processed, or after `processing_wait`.
+    pub async fn release_media(
+        &self,
+        actor: &Actor,
+        media_id: &str,
+        reason: &str,
+    ) -> Result<MediaRecord, BusinessError> {
+        let media = self.moderated(actor, media_id, reason).await?;
+        let processor = self.processor.clone();
+        let (sha256_hex, reason) = (media.sha256_hex.clone(), reason.to_owned());
+        let releasing = tokio::spawn(async move {
+            processor
+                .release_hash(&sha256_hex, &reason, "operator")
+                .await
+        });
+        match tokio::time::timeout(self.config.processing_wait, releasing).await {
+            Ok(Ok(done)) => {
+                done?;
+            }
+            Ok(Err(error)) => return Err(internal(error)),
+            // Goes on; the media answers as processing meanwhile.
+            Err(_) => {}
+        }
+        self.store
+            .get_media(media_id)
+            .await?
+            .ok_or_else(|| BusinessError::MediaNotFound(media_id.to_owned()))
+    }
+
+    /// Completed media an operator acts on, with a reason given.
+    async fn moderated(
+        &self,
+        actor: &Actor,
+        media_id: &str,
+        reason: &str,
+    ) -> Result<MediaRecord, BusinessError> {
+        if *actor != Actor::App {
+            return Err(BusinessError::Forbidden(
+                "only the app (an operator) quarantines or releases media".into(),
+            ));
+        }
+        if reason.trim().is_empty() || reason.len() > 1024 {
+            return Err(invalid("a reason of 1 to 1024 bytes is required"));
+        }
+        let media = self.owned(actor, media_id).await?;
+        match media.state() {
+            MediaState::Processing | MediaState::Ready | MediaState::Quarantined => Ok(media),
+            state => Err(BusinessError::Conflict(format!(
+                "the media is {}: only completed media is moderated",
+                state.as_str_name()
+            ))),
+        }
     }
 
     /// Gives up a pending upload: its reservation is released and its staged bytes deleted.
@@ -749,7 +856,7 @@ impl Media {
 }
 
 /// Announces a stage of the media on its subject (`im.upload` for signed and uploaded,
-/// `im.process` for processed, `im.media` for deleted).
+/// `im.process` for processed, `im.scan` for clean and quarantined, `im.media` for deleted).
 async fn announce(bus: &dyn Bus, media: &MediaRecord, stage: MediaStage, detail: &str) {
     {
         let event = v1::MediaEvent {
@@ -769,6 +876,10 @@ async fn announce(bus: &dyn Bus, media: &MediaRecord, stage: MediaStage, detail:
             MediaStage::Processed => {
                 let processed = v1::ProcessEvent { media: Some(event) };
                 bus.emit(&processed).await
+            }
+            MediaStage::ScanClean | MediaStage::Quarantined => {
+                let scanned = v1::ScanEvent { media: Some(event) };
+                bus.emit(&scanned).await
             }
             _ => bus.emit(&event).await,
         };

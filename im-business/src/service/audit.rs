@@ -38,7 +38,7 @@ impl Business {
     }
 
     /// [`Self::audited`], with details of what the action touched (users, roles, times).
-    pub(super) async fn audited_with<T>(
+    pub(crate) async fn audited_with<T>(
         &self,
         actor: &Actor,
         action: &str,

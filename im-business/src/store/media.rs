@@ -87,6 +87,44 @@ pub struct MediaUsage {
     pub pending_uploads: u32,
 }
 
+/// An operator's or a scanner's verdict on bytes, by their digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum HashVerdict {
+    /// Quarantined wherever they are uploaded.
+    Blocked = 1,
+    /// Released by an operator: never scanned or quarantined automatically again.
+    Allowed = 2,
+}
+
+/// The verdict kept on one digest.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = schema::media_hashes)]
+pub struct HashRecord {
+    /// The digest of the bytes.
+    pub sha256_hex: String,
+    /// [`HashVerdict`].
+    pub verdict: i32,
+    /// Why (a scanner's finding, an operator's reason).
+    pub reason: String,
+    /// Who decided: `clamd`, `webhook`, or the operator.
+    pub actor: String,
+    /// When.
+    pub updated_at_ms: i64,
+}
+
+impl HashRecord {
+    /// Whether the bytes are blocked.
+    pub fn blocked(&self) -> bool {
+        self.verdict == HashVerdict::Blocked as i32
+    }
+
+    /// Whether the bytes are allowed.
+    pub fn allowed(&self) -> bool {
+        self.verdict == HashVerdict::Allowed as i32
+    }
+}
+
 /// Whether media in `state` holds its bytes in the owner's stored quota.
 pub(crate) fn holds_quota(state: i32) -> bool {
     [
@@ -147,6 +185,17 @@ pub trait MediaCatalog: Send + Sync + 'static {
     /// How many media other than `except_media_id` hold the bytes of `sha256_hex` (any state
     /// that keeps them: processing, ready or quarantined).
     async fn holders_of(&self, sha256_hex: &str, except_media_id: &str) -> StoreResult<u64>;
+    /// The verdict kept on the bytes of `sha256_hex`, if any.
+    async fn hash_verdict(&self, sha256_hex: &str) -> StoreResult<Option<HashRecord>>;
+    /// Keeps `record` as the verdict on its digest, in place of any before.
+    async fn set_hash_verdict(&self, record: &HashRecord) -> StoreResult<()>;
+    /// Up to `limit` media holding the bytes of `sha256_hex` in one of `states`, oldest first.
+    async fn media_of_hash(
+        &self,
+        sha256_hex: &str,
+        states: &[MediaState],
+        limit: u32,
+    ) -> StoreResult<Vec<MediaRecord>>;
 }
 
 /// Implements [`MediaCatalog`] for `store` with queries that read the same on every database,
@@ -167,10 +216,10 @@ macro_rules! media_catalog {
 
             use super::{$store, Conn};
             use $crate::store::{
-                MediaCatalog, MediaChange, MediaRecord, MediaUsage, Missing, StoreError,
-                StoreResult, UploadLimits,
+                HashRecord, MediaCatalog, MediaChange, MediaRecord, MediaUsage, Missing,
+                StoreError, StoreResult, UploadLimits,
                 media::{counts_in_window, usage_delta},
-                schema::{media, media_usage},
+                schema::{media, media_hashes, media_usage},
             };
 
             /// Creates the owner's usage row at zero if it is missing. Run before the
@@ -420,6 +469,51 @@ macro_rules! media_catalog {
                         .get_result(&mut conn)
                         .await?;
                     Ok(u64::try_from(count).unwrap_or(0))
+                }
+
+                async fn hash_verdict(&self, sha256_hex: &str) -> StoreResult<Option<HashRecord>> {
+                    let mut conn = self.db.conn().await?;
+                    Ok(media_hashes::table
+                        .find(sha256_hex)
+                        .select(HashRecord::as_select())
+                        .first(&mut conn)
+                        .await
+                        .optional()?)
+                }
+
+                async fn set_hash_verdict(&self, record: &HashRecord) -> StoreResult<()> {
+                    // Delete and insert in one transaction: an upsert that reads the same on
+                    // every database.
+                    let (_turn, mut conn) = self.db.writer().await?;
+                    conn.transaction(async |conn| {
+                        diesel::delete(media_hashes::table.find(&record.sha256_hex))
+                            .execute(conn)
+                            .await?;
+                        diesel::insert_into(media_hashes::table)
+                            .values(record)
+                            .execute(conn)
+                            .await?;
+                        Ok(())
+                    })
+                    .await
+                }
+
+                async fn media_of_hash(
+                    &self,
+                    sha256_hex: &str,
+                    states: &[MediaState],
+                    limit: u32,
+                ) -> StoreResult<Vec<MediaRecord>> {
+                    let mut conn = self.db.conn().await?;
+                    let states: Vec<i32> = states.iter().map(|s| *s as i32).collect();
+                    Ok(media::table
+                        .filter(media::sha256_hex.eq(sha256_hex))
+                        .filter(media::state.eq_any(states))
+                        .order((media::created_at_ms.asc(), media::media_id.asc()))
+                        .limit(i64::from(limit))
+                        .select(MediaRecord::as_select())
+                        .load(&mut conn)
+                        .await?)
                 }
             }
         }

@@ -21,7 +21,9 @@ use diesel::prelude::*;
 use im_common::auth::CutOffs;
 
 pub(crate) use media::media_catalog;
-pub use media::{MediaCatalog, MediaChange, MediaRecord, MediaUsage, UploadLimits};
+pub use media::{
+    HashRecord, HashVerdict, MediaCatalog, MediaChange, MediaRecord, MediaUsage, UploadLimits,
+};
 pub use sqlite::SqliteBusinessStore;
 
 /// A user, as the app imported it.

@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS media (
 CREATE TABLE IF NOT EXISTS media_usage (
     user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY, stored_bytes BIGINT NOT NULL,
     pending_uploads BIGINT NOT NULL) ENGINE = InnoDB;
+CREATE TABLE IF NOT EXISTS media_hashes (
+    sha256_hex VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY, verdict INTEGER NOT NULL,
+    reason TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    actor VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    updated_at_ms BIGINT NOT NULL) ENGINE = InnoDB;
 ";
 
 /// Columns added after their tables: (table, column, definition). MySQL has no

@@ -106,6 +106,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    media_hashes (sha256_hex) {
+        sha256_hex -> Text,
+        verdict -> Integer,
+        reason -> Text,
+        actor -> Text,
+        updated_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     media_usage (user_id) {
         user_id -> Text,
         stored_bytes -> BigInt,

@@ -9,8 +9,8 @@ use im_proto::v1::{
 };
 
 use super::{
-    BusinessStore, GroupChanges, GroupRecord, InvitationRecord, JOINING, MediaChange, MediaRecord,
-    MemberRecord, Revocation, StoreError, UploadLimits, UserRecord,
+    BusinessStore, GroupChanges, GroupRecord, HashRecord, HashVerdict, InvitationRecord, JOINING,
+    MediaChange, MediaRecord, MemberRecord, Revocation, StoreError, UploadLimits, UserRecord,
 };
 
 /// Runs every suite function, each as a test of its own, against a fresh store made by `$make`:
@@ -40,6 +40,7 @@ macro_rules! business_store_suite {
             media_moves_from_pending_once_and_usage_follows,
             an_upload_created_again_is_the_same_upload,
             processing_keeps_its_facts_and_stalls_are_found,
+            hash_verdicts_replace_each_other_and_holders_are_found,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -1003,4 +1004,74 @@ pub async fn processing_keeps_its_facts_and_stalls_are_found(store: &dyn Busines
     let stalled = store.stalled_processing(T + 510, 1).await.unwrap();
     assert_eq!(stalled.len(), 1, "bounded by the limit, oldest first");
     assert_eq!(stalled[0].media_id, "slow");
+}
+
+/// A verdict on a digest replaces the one before; the media holding a digest are found by
+/// state, oldest first.
+pub async fn hash_verdicts_replace_each_other_and_holders_are_found(store: &dyn BusinessStore) {
+    let sha = "cd".repeat(32);
+    assert_eq!(store.hash_verdict(&sha).await.unwrap(), None);
+    let blocked = HashRecord {
+        sha256_hex: sha.clone(),
+        verdict: HashVerdict::Blocked as i32,
+        reason: "Eicar-Test-Signature \u{2014} found".into(),
+        actor: "clamd".into(),
+        updated_at_ms: T,
+    };
+    store.set_hash_verdict(&blocked).await.unwrap();
+    let kept = store.hash_verdict(&sha).await.unwrap().unwrap();
+    assert_eq!(kept, blocked);
+    assert!(kept.blocked() && !kept.allowed());
+    let allowed = HashRecord {
+        verdict: HashVerdict::Allowed as i32,
+        reason: "a false positive".into(),
+        actor: "operator:ops".into(),
+        updated_at_ms: T + 1,
+        ..blocked
+    };
+    store.set_hash_verdict(&allowed).await.unwrap();
+    assert_eq!(store.hash_verdict(&sha).await.unwrap(), Some(allowed));
+    assert_eq!(store.hash_verdict(&"ef".repeat(32)).await.unwrap(), None);
+
+    store.upsert_user(&user("amy")).await.unwrap();
+    let with_hash = MediaChange {
+        sha256_hex: Some(sha.clone()),
+        ..MediaChange::default()
+    };
+    for (id, at, to) in [
+        ("second", T + 2, MediaState::Quarantined),
+        ("first", T + 1, MediaState::Quarantined),
+        ("ready", T + 3, MediaState::Ready),
+    ] {
+        store
+            .create_upload(&upload(id, "amy", 10, at), &ROOMY)
+            .await
+            .unwrap();
+        store
+            .transition_media(id, &[MediaState::Pending], to, &with_hash, at)
+            .await
+            .unwrap();
+    }
+    store
+        .create_upload(&upload("pending", "amy", 10, T), &ROOMY)
+        .await
+        .unwrap();
+    let ids = |media: Vec<MediaRecord>| media.into_iter().map(|m| m.media_id).collect::<Vec<_>>();
+    let quarantined = store
+        .media_of_hash(&sha, &[MediaState::Quarantined], 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(quarantined), ["first", "second"]);
+    let holding = store
+        .media_of_hash(&sha, &[MediaState::Quarantined, MediaState::Ready], 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(holding), ["first", "second"], "bounded by the limit");
+    assert!(
+        store
+            .media_of_hash(&"ef".repeat(32), &[MediaState::Ready], 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -542,7 +542,7 @@ async fn the_document_declares_paging_in_the_query_the_actor_header_and_bearer_a
         assert_eq!(actor["required"], false);
         assert!(has_id_rules(&actor["schema"], true), "{}", actor["schema"]);
     }
-    assert_eq!(v1, 32);
+    assert_eq!(v1, 34);
     let scheme = &doc["components"]["securitySchemes"]["app_secret"];
     assert_eq!(
         (scheme["type"].as_str(), scheme["scheme"].as_str()),

@@ -14,3 +14,4 @@ mod http_matrix;
 mod large_group;
 mod media;
 mod rules;
+mod scanning;

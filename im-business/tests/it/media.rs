@@ -14,8 +14,8 @@ use im_business::{
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
-const APP_SECRET: &str = "app secret for the media tests";
-const PNG: &[u8] =
+pub(crate) const APP_SECRET: &str = "app secret for the media tests";
+pub(crate) const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 /// The 64-byte header of an x86-64 ELF executable.
@@ -29,7 +29,7 @@ fn elf() -> Vec<u8> {
 
 /// Where the media bytes live: the two backends the HTTP API runs on.
 #[derive(Debug, Clone, Copy)]
-enum Backend {
+pub(crate) enum Backend {
     /// The embedded mode's: files, their signed URLs served by the API's listener.
     Disk,
     /// A fresh bucket on the S3 server of `scripts/services` (MinIO).
@@ -37,18 +37,18 @@ enum Backend {
     S3,
 }
 
-const BACKENDS: &[Backend] = &[
+pub(crate) const BACKENDS: &[Backend] = &[
     Backend::Disk,
     #[cfg(feature = "s3")]
     Backend::S3,
 ];
 
-struct Server {
+pub(crate) struct Server {
     base: String,
     http: reqwest::Client,
     media: Arc<Media>,
     objects: Arc<dyn ObjectStore>,
-    _world: crate::common::World,
+    pub(crate) world: crate::common::World,
     _dir: tempfile::TempDir,
 }
 
@@ -64,7 +64,7 @@ async fn serve_with(config: MediaConfig) -> Server {
 
 /// The HTTP API with media on `backend`, or `None` where its server is not running (which
 /// fails in CI).
-async fn serve_on(backend: Backend, config: MediaConfig) -> Option<Server> {
+pub(crate) async fn serve_on(backend: Backend, config: MediaConfig) -> Option<Server> {
     let world = crate::common::world().await;
     for id in ["amy", "bob"] {
         world
@@ -106,7 +106,7 @@ async fn serve_on(backend: Backend, config: MediaConfig) -> Option<Server> {
             .unwrap(),
         media,
         objects,
-        _world: world,
+        world,
         _dir: dir,
     })
 }
@@ -132,7 +132,7 @@ async fn s3_bucket() -> Option<S3ObjectStore> {
 }
 
 impl Server {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -152,14 +152,20 @@ impl Server {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn create(&self, user: &str, kind: &str, mime: &str, size: usize) -> (StatusCode, Value) {
+    pub(crate) async fn create(
+        &self,
+        user: &str,
+        kind: &str,
+        mime: &str,
+        size: usize,
+    ) -> (StatusCode, Value) {
         let body = json!({"user_id": user, "kind": kind, "mime_type": mime, "size_bytes": size});
         self.call(Method::POST, "/v1/media/uploads", user, body)
             .await
     }
 
     /// Sends `bytes` with the upload's signed request; answers the store's status.
-    async fn put(&self, upload: &Value, bytes: &[u8]) -> StatusCode {
+    pub(crate) async fn put(&self, upload: &Value, bytes: &[u8]) -> StatusCode {
         let part = &upload["parts"][0];
         assert_eq!(part["method"], "PUT");
         let mut request = self.http.put(part["url"].as_str().unwrap());
@@ -169,13 +175,13 @@ impl Server {
         request.body(bytes.to_vec()).send().await.unwrap().status()
     }
 
-    async fn complete(&self, user: &str, id: &str) -> (StatusCode, Value) {
+    pub(crate) async fn complete(&self, user: &str, id: &str) -> (StatusCode, Value) {
         let path = format!("/v1/media/{id}/complete");
         self.call(Method::POST, &path, user, json!({})).await
     }
 
     /// Fetches the media through a freshly signed URL: status, headers, body.
-    async fn download(&self, user: &str, id: &str) -> (header::HeaderMap, Vec<u8>) {
+    pub(crate) async fn download(&self, user: &str, id: &str) -> (header::HeaderMap, Vec<u8>) {
         let (status, signed) = self
             .call(
                 Method::POST,
@@ -196,7 +202,7 @@ impl Server {
         (headers, response.bytes().await.unwrap().to_vec())
     }
 
-    async fn quota(&self, user: &str) -> Value {
+    pub(crate) async fn quota(&self, user: &str) -> Value {
         let (status, quota) = self
             .call(
                 Method::GET,
@@ -209,7 +215,7 @@ impl Server {
         quota
     }
 
-    async fn keys(&self, prefix: &str) -> Vec<String> {
+    pub(crate) async fn keys(&self, prefix: &str) -> Vec<String> {
         self.objects.list(prefix).await.unwrap()
     }
 }
@@ -461,7 +467,7 @@ async fn a_user_sees_and_manages_only_its_own_media() {
 }
 
 impl Server {
-    async fn create_for(&self, actor: &str, user: &str) -> (StatusCode, Value) {
+    pub(crate) async fn create_for(&self, actor: &str, user: &str) -> (StatusCode, Value) {
         let body =
             json!({"user_id": user, "kind": "image", "mime_type": "image/png", "size_bytes": 10});
         self.call(Method::POST, "/v1/media/uploads", actor, body)
@@ -708,7 +714,7 @@ fn picture(width: u32, height: u32) -> Vec<u8> {
 
 impl Server {
     /// Creates, PUTs and completes an upload of `bytes`; the completed media.
-    async fn uploaded(&self, user: &str, mime: &str, bytes: &[u8]) -> Value {
+    pub(crate) async fn uploaded(&self, user: &str, mime: &str, bytes: &[u8]) -> Value {
         let (status, upload) = self.create(user, "image", mime, bytes.len()).await;
         assert_eq!(status, StatusCode::OK, "{upload}");
         assert_eq!(self.put(&upload, bytes).await, StatusCode::OK);
@@ -719,7 +725,7 @@ impl Server {
     }
 
     /// Signs a download of `variant` for `user`: the status and the answer.
-    async fn sign(&self, user: &str, id: &str, variant: &str) -> (StatusCode, Value) {
+    pub(crate) async fn sign(&self, user: &str, id: &str, variant: &str) -> (StatusCode, Value) {
         let path = format!("/v1/media/{id}/download");
         self.call(Method::POST, &path, user, json!({"variant": variant}))
             .await

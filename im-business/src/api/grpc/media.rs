@@ -11,19 +11,22 @@ use tonic::{Request, Response, Status};
 
 use super::{MAX_REQUEST_BYTES, status};
 use crate::{
-    Actor,
+    Actor, Business,
     media::{Media, MessageAt, NewUpload, SignedRequest, Upload, facts::MediaFacts},
     store::MediaRecord,
 };
 
-/// The service over `media`, for [`super::routes`].
-pub(super) fn server(media: Arc<Media>) -> MediaServiceServer<MediaGrpc> {
-    MediaServiceServer::new(MediaGrpc { media }).max_decoding_message_size(MAX_REQUEST_BYTES)
+/// The service over `media`, for [`super::routes`]; operators' decisions are audited by
+/// `business`.
+pub(super) fn server(business: Arc<Business>, media: Arc<Media>) -> MediaServiceServer<MediaGrpc> {
+    MediaServiceServer::new(MediaGrpc { business, media })
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
 }
 
 /// `MediaService` over one [`Media`].
 #[derive(Clone)]
 pub(super) struct MediaGrpc {
+    business: Arc<Business>,
     media: Arc<Media>,
 }
 
@@ -208,5 +211,49 @@ impl MediaService for MediaGrpc {
             .next()
             .ok_or_else(|| status(ErrorCode::Internal, "an upload without a request"))?;
         Ok(Response::new(signed_url(&media_id, part)))
+    }
+
+    async fn quarantine_media(
+        &self,
+        request: Request<v1::ModerateMediaRequest>,
+    ) -> Result<Response<v1::MediaObject>, Status> {
+        let r = request.into_inner();
+        let detail = serde_json::json!({ "reason": r.reason });
+        let work = self
+            .media
+            .quarantine_media(&Actor::App, &r.media_id, &r.reason);
+        let held = self
+            .business
+            .audited_with(
+                &Actor::App,
+                "media.quarantine",
+                r.media_id.clone(),
+                detail,
+                work,
+            )
+            .await?;
+        Ok(Response::new(media_object(held)))
+    }
+
+    async fn release_media(
+        &self,
+        request: Request<v1::ModerateMediaRequest>,
+    ) -> Result<Response<v1::MediaObject>, Status> {
+        let r = request.into_inner();
+        let detail = serde_json::json!({ "reason": r.reason });
+        let work = self
+            .media
+            .release_media(&Actor::App, &r.media_id, &r.reason);
+        let released = self
+            .business
+            .audited_with(
+                &Actor::App,
+                "media.release",
+                r.media_id.clone(),
+                detail,
+                work,
+            )
+            .await?;
+        Ok(Response::new(media_object(released)))
     }
 }

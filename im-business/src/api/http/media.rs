@@ -365,6 +365,53 @@ pub(super) async fn complete_upload(
     Ok(Json(done.into()))
 }
 
+/// An operator's decision on media, and why.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ModerationBody {
+    /// Why (kept in the audit trail and on the media).
+    #[schema(min_length = 1, max_length = 1024)]
+    pub(super) reason: String,
+}
+
+/// Quarantine the media's bytes (the app only): every media holding them is served to no one,
+/// and the same bytes uploaded again are quarantined at completion. Audited.
+#[utoipa::path(post, path = "/v1/media/{media_id}/quarantine", params(MediaPath), request_body = ModerationBody, responses((status = 200, body = MediaJson)), tag = "media")]
+pub(super) async fn quarantine_media(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    PathArg(MediaPath { media_id }): PathArg<MediaPath>,
+    Body(b): Body<ModerationBody>,
+) -> ApiResult<MediaJson> {
+    let actor = actor(&headers)?;
+    let detail = serde_json::json!({ "reason": b.reason });
+    let work = media(&s)?.quarantine_media(&actor, &media_id, &b.reason);
+    let held = s
+        .business
+        .audited_with(&actor, "media.quarantine", media_id.clone(), detail, work)
+        .await?;
+    Ok(Json(held.into()))
+}
+
+/// Release the media's bytes (the app only): they are allowed from now on (not scanned or
+/// quarantined automatically again, which also protects media never held), and the media
+/// quarantined with them is processed and served again. Audited.
+#[utoipa::path(post, path = "/v1/media/{media_id}/release", params(MediaPath), request_body = ModerationBody, responses((status = 200, body = MediaJson)), tag = "media")]
+pub(super) async fn release_media(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    PathArg(MediaPath { media_id }): PathArg<MediaPath>,
+    Body(b): Body<ModerationBody>,
+) -> ApiResult<MediaJson> {
+    let actor = actor(&headers)?;
+    let detail = serde_json::json!({ "reason": b.reason });
+    let work = media(&s)?.release_media(&actor, &media_id, &b.reason);
+    let released = s
+        .business
+        .audited_with(&actor, "media.release", media_id.clone(), detail, work)
+        .await?;
+    Ok(Json(released.into()))
+}
+
 /// Give up an upload not completed: its reservation is released and its bytes deleted.
 #[utoipa::path(post, path = "/v1/media/{media_id}/abort", params(MediaPath), responses((status = 200, body = OkJson)), tag = "media")]
 pub(super) async fn abort_upload(

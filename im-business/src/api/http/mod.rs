@@ -55,11 +55,11 @@ use groups::{
 };
 pub use media::{
     CreateUploadBody, DownloadBody, DownloadQuery, HeaderJson, Kind as MediaKindJson, MediaJson,
-    QuotaJson, SignedRequestJson, UploadJson, VariantJson,
+    ModerationBody, QuotaJson, SignedRequestJson, UploadJson, VariantJson,
 };
 use media::{
-    abort_upload, complete_upload, create_upload, get_media, media_quota, redirect_to_content,
-    sign_download,
+    abort_upload, complete_upload, create_upload, get_media, media_quota, quarantine_media,
+    redirect_to_content, release_media, sign_download,
 };
 use moderation::{add_contact, block_user, list_blocked, remove_contact, unblock_user};
 use users::{deactivate_user, get_user, import_users, issue_token, revoke_tokens, upsert_user};
@@ -147,6 +147,7 @@ fn with_limits(doc: &mut serde_json::Value, config: &crate::BusinessConfig) {
         moderation::add_contact, moderation::remove_contact,
         media::create_upload, media::complete_upload, media::abort_upload, media::get_media,
         media::sign_download, media::redirect_to_content, media::media_quota,
+        media::quarantine_media, media::release_media,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecurityAddon, &CommonParts),
@@ -307,6 +308,8 @@ fn v1_routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
         ("/v1/media/{media_id}", get(get_media)),
         ("/v1/media/{media_id}/complete", post(complete_upload)),
         ("/v1/media/{media_id}/abort", post(abort_upload)),
+        ("/v1/media/{media_id}/quarantine", post(quarantine_media)),
+        ("/v1/media/{media_id}/release", post(release_media)),
         ("/v1/media/{media_id}/download", post(sign_download)),
         ("/v1/media/{media_id}/content", get(redirect_to_content)),
         ("/v1/users/{user_id}/media-quota", get(media_quota)),
