@@ -156,6 +156,11 @@ impl BusinessSettings {
                 "business.media: upload_url_ttl, download_url_ttl and upload_window above zero, pending_ttl at least upload_url_ttl",
             ));
         }
+        if media.part_bytes < 5 << 20 {
+            return Err(SettingsError::new(
+                "business.media: part_bytes at least 5 MiB (S3's smallest part)",
+            ));
+        }
         let scan = &media.scan;
         if scan.timeout.is_zero()
             || !(scan.webhook_url.is_empty()

@@ -94,10 +94,12 @@ pub enum UploadProgress {
         /// The server's id of the media.
         media_id: String,
     },
-    /// The object store took every byte.
+    /// The object store took a part of the bytes (all of them, for an upload in one PUT).
     Sent {
-        /// Bytes sent.
+        /// Bytes sent so far.
         bytes: u64,
+        /// Bytes in all.
+        total: u64,
     },
     /// The server checked the bytes and keeps them.
     Completed,
@@ -236,6 +238,9 @@ struct Header {
 struct UploadJson {
     media: MediaJson,
     parts: Vec<SignedRequest>,
+    /// For an upload in parts, the size of each part but the last.
+    #[serde(default)]
+    part_size_bytes: u64,
 }
 
 fn kind_name(kind: v1::MediaKind) -> &'static str {
@@ -279,12 +284,21 @@ impl BusinessApi {
                 ))
             };
         }
-        for part in &created.parts {
-            self.send_part(part, &upload.bytes).await?;
+        // Part n carries bytes [(n - 1) * part_size, n * part_size); one PUT carries them all.
+        let total = upload.bytes.len();
+        let part_size = match usize::try_from(created.part_size_bytes) {
+            Ok(size) if size > 0 && created.parts.len() > 1 => size,
+            _ => total,
+        };
+        for (n, part) in created.parts.iter().enumerate() {
+            let start = (n * part_size).min(total);
+            let end = (start + part_size).min(total);
+            self.send_part(part, &upload.bytes[start..end]).await?;
+            upload.report(UploadProgress::Sent {
+                bytes: end as u64,
+                total: total as u64,
+            });
         }
-        upload.report(UploadProgress::Sent {
-            bytes: upload.bytes.len() as u64,
-        });
         let path = format!("/v1/media/{}/complete", media.media_id);
         let done = self.call(Method::POST, &path, None).await?;
         let media = Media::from(parse::<MediaJson>("media", &done)?);

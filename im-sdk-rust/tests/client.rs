@@ -389,6 +389,43 @@ const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_is_uploaded_in_parts_with_progress_per_part() {
+    use im_proto::v1::MediaKind;
+    use im_sdk_rust::{NewUpload, UploadProgress};
+
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_business(dir.path(), |s| {
+        s.media.max_single_put_bytes = 5 * MIB;
+        s.media.part_bytes = 5 * MIB;
+    })
+    .await;
+    server.users(&["alice"]).await;
+    let alice = with_api(&server, "alice");
+    let bytes: Vec<u8> = (0..11 * MIB).map(|i| (i % 253) as u8).collect();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress = seen.clone();
+    let upload = NewUpload::new(MediaKind::File, "application/octet-stream", bytes.clone())
+        .on_progress(move |p| progress.lock().unwrap().push(p));
+    let media = alice.upload(upload).await.unwrap();
+    assert!(media.is_ready(), "{media:?}");
+    let sent: Vec<(u64, u64)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|p| match p {
+            UploadProgress::Sent { bytes, total } => Some((*bytes, *total)),
+            _ => None,
+        })
+        .collect();
+    let total = 11 * MIB;
+    assert_eq!(sent, [(5 * MIB, total), (10 * MIB, total), (total, total)]);
+    let fetched = alice.download(&media.media_id, "", 0).await.unwrap();
+    assert!(fetched == bytes, "the parts joined in order");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_is_uploaded_sent_and_downloaded_by_the_peer_only() {
     use im_proto::v1::MediaKind;
     use im_sdk_rust::{ContentKind, NewUpload, UploadProgress};
@@ -420,7 +457,8 @@ async fn media_is_uploaded_sent_and_downloaded_by_the_peer_only() {
                 media_id: media.media_id.clone()
             },
             UploadProgress::Sent {
-                bytes: PNG.len() as u64
+                bytes: PNG.len() as u64,
+                total: PNG.len() as u64,
             },
             UploadProgress::Completed,
         ]

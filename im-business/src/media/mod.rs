@@ -60,8 +60,11 @@ pub struct MediaConfig {
     pub max_video_bytes: u64,
     /// The largest file of any other kind.
     pub max_file_bytes: u64,
-    /// The largest body of one PUT: no upload is larger until multipart uploads come.
+    /// The largest upload sent in one PUT; larger ones are sent in parts.
     pub max_single_put_bytes: u64,
+    /// The size of each part of an upload sent in parts but the last (at least 5 MiB, S3's
+    /// smallest; larger when an object would take more than 10,000 parts).
+    pub part_bytes: u64,
     /// How long a signed upload URL is honoured.
     #[serde(with = "humantime_serde")]
     pub upload_url_ttl: Duration,
@@ -120,6 +123,7 @@ impl Default for MediaConfig {
             max_video_bytes: 2048 * MIB,
             max_file_bytes: 2048 * MIB,
             max_single_put_bytes: 64 * MIB,
+            part_bytes: 16 * MIB,
             upload_url_ttl: Duration::from_secs(15 * 60),
             pending_ttl: Duration::from_secs(24 * 3600),
             download_url_ttl: Duration::from_secs(5 * 60),
@@ -145,13 +149,18 @@ impl Default for MediaConfig {
 impl MediaConfig {
     /// The largest object of `kind` this server takes.
     pub fn max_bytes(&self, kind: MediaKind) -> u64 {
-        let of_kind = match kind {
+        match kind {
             MediaKind::Image => self.max_image_bytes,
             MediaKind::Audio => self.max_audio_bytes,
             MediaKind::Video => self.max_video_bytes,
             MediaKind::File | MediaKind::Unspecified => self.max_file_bytes,
-        };
-        of_kind.min(self.max_single_put_bytes)
+        }
+    }
+
+    /// The size of each part of an upload of `size` bytes sent in parts: `part_bytes`, or
+    /// more where `size` would take more parts than S3 allows.
+    pub fn part_size_for(&self, size: u64) -> u64 {
+        self.part_bytes.max(size.div_ceil(u64::from(MAX_PARTS)))
     }
 }
 
@@ -211,6 +220,14 @@ pub struct Upload {
     pub media: MediaRecord,
     /// The requests to make (none once the upload was completed).
     pub parts: Vec<SignedRequest>,
+}
+
+/// The most parts one upload takes (S3's limit).
+const MAX_PARTS: u16 = 10_000;
+
+/// How many parts of `part` bytes an object of `size` bytes takes (1 at least).
+fn part_count(size: u64, part: u64) -> u16 {
+    u16::try_from(size.div_ceil(part.max(1)).max(1)).unwrap_or(MAX_PARTS)
 }
 
 /// The variant of media to download.
@@ -429,6 +446,19 @@ impl Media {
         } else {
             new.client_upload_id.clone()
         };
+        let size = i64::try_from(new.size_bytes).unwrap_or(i64::MAX);
+        let staging = staging_key(&media_id);
+        let (multipart_id, part_bytes) = if new.size_bytes > self.config.max_single_put_bytes {
+            let id = self
+                .objects
+                .start_multipart(&staging, &mime)
+                .await
+                .map_err(internal)?;
+            let part = self.config.part_size_for(new.size_bytes);
+            (id, i64::try_from(part).unwrap_or(i64::MAX))
+        } else {
+            (String::new(), 0)
+        };
         let record = MediaRecord {
             media_id,
             owner_user_id: new.user_id.clone(),
@@ -436,7 +466,7 @@ impl Media {
             kind: kind as i32,
             state: MediaState::Pending as i32,
             mime_type: mime,
-            size_bytes: i64::try_from(new.size_bytes).unwrap_or(i64::MAX),
+            size_bytes: size,
             sha256_hex: sha256.map(hex::encode).unwrap_or_default(),
             file_name: new.file_name,
             detail: String::new(),
@@ -444,6 +474,8 @@ impl Media {
             expires_at_ms: now.saturating_add(ms(self.config.pending_ttl)),
             updated_at_ms: now,
             facts: String::new(),
+            multipart_id,
+            part_bytes,
         };
         let limits = UploadLimits {
             stored_bytes: self.config.stored_bytes_per_user,
@@ -451,8 +483,18 @@ impl Media {
             window_start_ms: now.saturating_sub(ms(self.config.upload_window)),
             pending_uploads: self.config.pending_uploads_per_user,
         };
-        let media = self.store.create_upload(&record, &limits).await?;
-        let fresh = media.media_id == record.media_id;
+        let created = self.store.create_upload(&record, &limits).await;
+        let fresh = created
+            .as_ref()
+            .is_ok_and(|media| media.media_id == record.media_id);
+        if !fresh && !record.multipart_id.is_empty() {
+            // Refused, or answered by an upload made before: the parts started are not used.
+            let _ = self
+                .objects
+                .abort_multipart(&staging, &record.multipart_id)
+                .await;
+        }
+        let media = created?;
         if !fresh && (media.size_bytes != record.size_bytes || media.kind != record.kind) {
             return Err(BusinessError::Conflict(format!(
                 "client_upload_id {} names another upload",
@@ -460,18 +502,10 @@ impl Media {
             )));
         }
         let parts = if media.state() == MediaState::Pending {
-            let policy = PutPolicy {
-                size_bytes: u64::try_from(media.size_bytes).unwrap_or(0),
-                content_type: media.mime_type.clone(),
-                sha256: parse_sha256(&media.sha256_hex)?,
-            };
             let expires = now
                 .saturating_add(ms(self.config.upload_url_ttl))
                 .min(media.expires_at_ms);
-            vec![
-                self.objects
-                    .sign_put(&staging_key(&media.media_id), &policy, expires),
-            ]
+            self.sign_parts(&media, expires)?
         } else {
             Vec::new()
         };
@@ -480,6 +514,60 @@ impl Media {
             self.announce(&media, MediaStage::UploadSigned, "").await;
         }
         Ok(Upload { media, parts })
+    }
+
+    /// The signed requests that send a pending upload's bytes: one PUT, or one per part.
+    fn sign_parts(
+        &self,
+        media: &MediaRecord,
+        expires_at_ms: i64,
+    ) -> Result<Vec<SignedRequest>, BusinessError> {
+        let staging = staging_key(&media.media_id);
+        let size = u64::try_from(media.size_bytes).unwrap_or(0);
+        if media.multipart_id.is_empty() {
+            let policy = PutPolicy {
+                size_bytes: size,
+                content_type: media.mime_type.clone(),
+                sha256: parse_sha256(&media.sha256_hex)?,
+            };
+            return Ok(vec![self.objects.sign_put(
+                &staging,
+                &policy,
+                expires_at_ms,
+            )]);
+        }
+        let part = u64::try_from(media.part_bytes).unwrap_or(0).max(1);
+        Ok((1..=part_count(size, part))
+            .map(|number| {
+                let start = u64::from(number - 1) * part;
+                let len = part.min(size - start);
+                self.objects
+                    .sign_part(&staging, &media.multipart_id, number, len, expires_at_ms)
+            })
+            .collect())
+    }
+
+    /// Joins the parts of an upload sent in parts into its staged object, unless that was
+    /// done already (a complete asked again after a failure).
+    async fn join_parts(&self, media: &MediaRecord) -> Result<(), BusinessError> {
+        let staging = staging_key(&media.media_id);
+        let size = u64::try_from(media.size_bytes).unwrap_or(0);
+        if self.objects.size_of(&staging).await.map_err(internal)? == Some(size) {
+            return Ok(());
+        }
+        let part = u64::try_from(media.part_bytes).unwrap_or(0).max(1);
+        let count = part_count(size, part);
+        match self
+            .objects
+            .finish_multipart(&staging, &media.multipart_id, count)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(objects::ObjectError::NotFound(missing)) => Err(BusinessError::Conflict(format!(
+                "not every part was uploaded yet ({missing} of {count} parts is missing): PUT each part first"
+            ))),
+            Err(other) => Err(internal(other)),
+        }
     }
 
     /// Completes an upload: the staged bytes are checked and kept under their digest. Asking
@@ -502,6 +590,15 @@ impl Media {
             }
         }
         let staging = staging_key(media_id);
+        if !media.multipart_id.is_empty()
+            && let Err(error) = self.join_parts(&media).await
+        {
+            // A concurrent complete or abort may have settled it and ended the upload.
+            if self.owned(actor, media_id).await?.state() != MediaState::Pending {
+                return Box::pin(self.complete_upload(actor, media_id)).await;
+            }
+            return Err(error);
+        }
         // A snapshot no signed URL can write to: what is checked is what is kept.
         let snapshot = format!("verify/{media_id}/{}", uuid::Uuid::new_v4().simple());
         if let Err(error) = self.objects.copy(&staging, &snapshot).await {
@@ -768,7 +865,7 @@ impl Media {
         match media.state() {
             MediaState::Aborted => {
                 if moved {
-                    let _ = self.objects.delete(&staging_key(media_id)).await;
+                    self.discard_staging(&media).await;
                     self.announce(&media, MediaStage::Deleted, "aborted").await;
                 }
                 Ok(())
@@ -801,7 +898,7 @@ impl Media {
                 )
                 .await?;
             if moved {
-                let _ = self.objects.delete(&staging_key(&media.media_id)).await;
+                self.discard_staging(&media).await;
                 self.announce(&media, MediaStage::Deleted, "expired").await;
                 count += 1;
             }
@@ -848,6 +945,20 @@ impl Media {
                 }
             }
         }
+    }
+
+    /// Deletes what an upload that was given up left: its staged object and its parts.
+    async fn discard_staging(&self, media: &MediaRecord) {
+        let staging = staging_key(&media.media_id);
+        if !media.multipart_id.is_empty()
+            && let Err(error) = self
+                .objects
+                .abort_multipart(&staging, &media.multipart_id)
+                .await
+        {
+            tracing::warn!(%error, media_id = %media.media_id, "parts of an upload given up not deleted");
+        }
+        let _ = self.objects.delete(&staging).await;
     }
 
     async fn announce(&self, media: &MediaRecord, stage: MediaStage, detail: &str) {

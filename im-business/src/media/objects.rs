@@ -4,7 +4,9 @@
 //! exact size and type), and the service only reads, copies and deletes server-side.
 //!
 //! Keys are the server's choice, never a client's name (`staging/<media id>` while uploading,
-//! `objects/<sha256[0:2]>/<sha256>` once verified, `variants/<sha256>/<name>`).
+//! `objects/<sha256[0:2]>/<sha256>` once verified, `variants/<sha256>/<name>`,
+//! `quarantine/<sha256>`). Objects too large for one PUT arrive in parts, each a signed PUT
+//! of an exact length, joined by the store when the upload completes.
 
 use async_trait::async_trait;
 
@@ -80,6 +82,27 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> ObjectResult<()>;
     /// The keys under `prefix`, in key order.
     async fn list(&self, prefix: &str) -> ObjectResult<Vec<String>>;
+
+    /// Starts an upload of `key` in parts (an object too large for one PUT); answers its id.
+    async fn start_multipart(&self, key: &str, content_type: &str) -> ObjectResult<String>;
+    /// A URL that lets its holder PUT part `number` (from 1) of the upload, of exactly
+    /// `size_bytes`, until `expires_at_ms`; the store refuses another length.
+    fn sign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u16,
+        size_bytes: u64,
+        expires_at_ms: i64,
+    ) -> SignedRequest;
+    /// The parts received so far: their numbers and sizes, in order.
+    async fn parts(&self, key: &str, upload_id: &str) -> ObjectResult<Vec<(u16, u64)>>;
+    /// Joins parts 1 to `count` into the object at `key` and ends the upload. A part missing
+    /// is [`ObjectError::NotFound`] naming it.
+    async fn finish_multipart(&self, key: &str, upload_id: &str, count: u16) -> ObjectResult<()>;
+    /// Ends the upload without an object, its parts deleted; ending one that is finished or
+    /// unknown succeeds.
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> ObjectResult<()>;
 }
 
 /// Whether `key` is one the service makes: ASCII letters, digits and `/._-`, no empty or dot

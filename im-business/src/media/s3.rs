@@ -11,7 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use reqwest::{Method, StatusCode};
-use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle, actions::ListObjectsV2};
+use rusty_s3::{
+    Bucket, Credentials, S3Action, UrlStyle,
+    actions::{CreateMultipartUpload, ListObjectsV2, ListParts, PartsContent},
+};
 
 use super::{
     S3Config,
@@ -308,6 +311,146 @@ impl ObjectStore for S3ObjectStore {
             match page.next_continuation_token {
                 Some(next) => token = Some(next),
                 None => return Ok(keys),
+            }
+        }
+    }
+
+    async fn start_multipart(&self, key: &str, content_type: &str) -> ObjectResult<String> {
+        Self::check(key)?;
+        let mut action = self
+            .bucket
+            .create_multipart_upload(Some(&self.credentials), key);
+        action
+            .headers_mut()
+            .insert("content-type", content_type.to_owned());
+        let answer = self
+            .http
+            .post(action.sign(CALL_TTL))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .send()
+            .await
+            .map_err(backend)?;
+        if !answer.status().is_success() {
+            return Err(Self::failure(key, answer).await);
+        }
+        let text = answer.text().await.map_err(backend)?;
+        let created = CreateMultipartUpload::parse_response(&text).map_err(backend)?;
+        Ok(created.upload_id().to_owned())
+    }
+
+    fn sign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u16,
+        size_bytes: u64,
+        expires_at_ms: i64,
+    ) -> SignedRequest {
+        let mut action = self
+            .bucket
+            .upload_part(Some(&self.credentials), key, number, upload_id);
+        // Signed, not listed: every HTTP client sends it from the body.
+        action
+            .headers_mut()
+            .insert("content-length", size_bytes.to_string());
+        let (at, ttl) = signing_window(expires_at_ms);
+        SignedRequest {
+            url: action.sign_with_time(ttl, &at).into(),
+            method: "PUT",
+            headers: Vec::new(),
+            expires_at_ms,
+        }
+    }
+
+    async fn parts(&self, key: &str, upload_id: &str) -> ObjectResult<Vec<(u16, u64)>> {
+        Ok(self
+            .listed_parts(key, upload_id)
+            .await?
+            .into_iter()
+            .map(|part| (part.number, part.size))
+            .collect())
+    }
+
+    async fn finish_multipart(&self, key: &str, upload_id: &str, count: u16) -> ObjectResult<()> {
+        let listed = self.listed_parts(key, upload_id).await?;
+        let mut etags = Vec::with_capacity(usize::from(count));
+        for number in 1..=count {
+            match listed.iter().find(|part| part.number == number) {
+                Some(part) => etags.push(part.etag.clone()),
+                None => return Err(ObjectError::NotFound(format!("{key} part {number}"))),
+            }
+        }
+        let action = self.bucket.complete_multipart_upload(
+            Some(&self.credentials),
+            key,
+            upload_id,
+            etags.iter().map(String::as_str),
+        );
+        let url = action.sign(CALL_TTL);
+        let answer = self
+            .http
+            .post(url)
+            .body(action.body())
+            .send()
+            .await
+            .map_err(backend)?;
+        if !answer.status().is_success() {
+            return Err(Self::failure(key, answer).await);
+        }
+        // S3 may answer 200 and report a failure in the body.
+        let body = answer.text().await.map_err(backend)?;
+        if body.contains("<Error>") {
+            return Err(backend(format!("joining the parts of {key}: {body}")));
+        }
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> ObjectResult<()> {
+        Self::check(key)?;
+        let url = self
+            .bucket
+            .abort_multipart_upload(Some(&self.credentials), key, upload_id)
+            .sign(CALL_TTL);
+        let answer = self.http.delete(url).send().await.map_err(backend)?;
+        if answer.status().is_success() || answer.status() == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(Self::failure(key, answer).await)
+        }
+    }
+}
+
+impl S3ObjectStore {
+    /// Every part of the upload the server has, a page of 1,000 at a time; none for an upload
+    /// it does not know (finished or aborted).
+    async fn listed_parts(&self, key: &str, upload_id: &str) -> ObjectResult<Vec<PartsContent>> {
+        Self::check(key)?;
+        let mut parts = Vec::new();
+        let mut marker = None;
+        loop {
+            let mut action = self
+                .bucket
+                .list_parts(Some(&self.credentials), key, upload_id);
+            if let Some(marker) = marker {
+                action.set_part_number_marker(marker);
+            }
+            let answer = self
+                .http
+                .get(action.sign(CALL_TTL))
+                .send()
+                .await
+                .map_err(backend)?;
+            match answer.status() {
+                StatusCode::NOT_FOUND => return Ok(parts),
+                s if s.is_success() => {}
+                _ => return Err(Self::failure(key, answer).await),
+            }
+            let text = answer.text().await.map_err(backend)?;
+            let page = ListParts::parse_response(&text).map_err(backend)?;
+            parts.extend(page.parts);
+            match page.next_part_number_marker {
+                Some(next) => marker = Some(next),
+                None => return Ok(parts),
             }
         }
     }

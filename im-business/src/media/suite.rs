@@ -295,6 +295,80 @@ macro_rules! object_store_suite {
                 );
                 assert!(store.list("staging/").await.unwrap().is_empty());
             }
+
+            #[tokio::test]
+            async fn parts_are_held_to_their_length_and_joined_in_order() {
+                let Some((store, _keep)) = $make.await else {
+                    return;
+                };
+                let store: &dyn ObjectStore = &*store;
+                // S3's smallest part but the last.
+                const FIVE_MIB: usize = 5 << 20;
+                let first: Vec<u8> = (0..FIVE_MIB).map(|i| (i % 251) as u8).collect();
+                let last = b"the end".to_vec();
+                let key = "staging/big";
+                let upload = store.start_multipart(key, "video/mp4").await.unwrap();
+                let sign = |n, size| store.sign_part(key, &upload, n, size as u64, later(60_000));
+
+                // Parts arrive in any order; each is held to the length it was signed for.
+                let answer = send(&sign(2, last.len()), last.clone(), None).await;
+                assert!(answer.status().is_success(), "{:?}", answer.text().await);
+                let mut longer = first.clone();
+                longer.push(0);
+                let refused = send(&sign(1, first.len()), longer, None).await;
+                assert!(refused.status().is_client_error(), "{}", refused.status());
+                assert_eq!(
+                    store.parts(key, &upload).await.unwrap(),
+                    [(2, last.len() as u64)]
+                );
+                assert!(
+                    matches!(
+                        store.finish_multipart(key, &upload, 2).await,
+                        Err(ObjectError::NotFound(_))
+                    ),
+                    "part 1 is missing"
+                );
+                let answer = send(&sign(1, first.len()), first.clone(), None).await;
+                assert!(answer.status().is_success(), "{:?}", answer.text().await);
+                assert_eq!(
+                    store.parts(key, &upload).await.unwrap(),
+                    [(1, first.len() as u64), (2, last.len() as u64)]
+                );
+                store.finish_multipart(key, &upload, 2).await.unwrap();
+                let whole = [first.as_slice(), last.as_slice()].concat();
+                assert_eq!(store.size_of(key).await.unwrap(), Some(whole.len() as u64));
+                assert_eq!(
+                    store.read_range(key, 0, whole.len() as u64).await.unwrap(),
+                    whole
+                );
+                store
+                    .abort_multipart(key, &upload)
+                    .await
+                    .expect("ending a finished upload succeeds");
+                assert_eq!(store.size_of(key).await.unwrap(), Some(whole.len() as u64));
+
+                // Aborted: its parts are gone, and nothing can be joined.
+                let gone = store
+                    .start_multipart("staging/gone", "video/mp4")
+                    .await
+                    .unwrap();
+                let part = store.sign_part("staging/gone", &gone, 1, 4, later(60_000));
+                assert!(
+                    send(&part, b"four".to_vec(), None)
+                        .await
+                        .status()
+                        .is_success()
+                );
+                store.abort_multipart("staging/gone", &gone).await.unwrap();
+                assert!(store.parts("staging/gone", &gone).await.unwrap().is_empty());
+                assert!(
+                    store
+                        .finish_multipart("staging/gone", &gone, 1)
+                        .await
+                        .is_err()
+                );
+                assert_eq!(store.size_of("staging/gone").await.unwrap(), None);
+            }
         }
     };
 }

@@ -40,6 +40,10 @@ pub struct MediaRecord {
     pub updated_at_ms: i64,
     /// What processing learned (`media::facts::MediaFacts` as JSON; empty before).
     pub facts: String,
+    /// The object store's id of an upload in parts (empty for a single PUT).
+    pub multipart_id: String,
+    /// The size of each part but the last (0 for a single PUT).
+    pub part_bytes: i64,
 }
 
 impl MediaRecord {

@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS media (
     sha256_hex CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, file_name TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     detail TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, created_at_ms BIGINT NOT NULL, expires_at_ms BIGINT NOT NULL,
     updated_at_ms BIGINT NOT NULL, facts VARCHAR(8192) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
+    multipart_id VARCHAR(1024) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
+    part_bytes BIGINT NOT NULL DEFAULT 0,
     UNIQUE KEY media_by_client_id (owner_user_id, client_upload_id),
     KEY media_by_owner (owner_user_id, created_at_ms), KEY media_by_sha256 (sha256_hex),
     KEY media_by_expiry (state, expires_at_ms)) ENGINE = InnoDB;
@@ -85,6 +87,12 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
         "facts",
         "VARCHAR(8192) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT ''",
     ),
+    (
+        "media",
+        "multipart_id",
+        "VARCHAR(1024) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT ''",
+    ),
+    ("media", "part_bytes", "BIGINT NOT NULL DEFAULT 0"),
 ];
 
 /// The statements that add `ADDED_COLUMNS` where missing, as one batch.

@@ -68,6 +68,8 @@ CREATE INDEX IF NOT EXISTS media_by_expiry ON media (state, expires_at_ms);
 CREATE TABLE IF NOT EXISTS media_usage (
     user_id TEXT PRIMARY KEY, stored_bytes BIGINT NOT NULL, pending_uploads BIGINT NOT NULL);
 ALTER TABLE media ADD COLUMN IF NOT EXISTS facts TEXT NOT NULL DEFAULT '';
+ALTER TABLE media ADD COLUMN IF NOT EXISTS multipart_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE media ADD COLUMN IF NOT EXISTS part_bytes BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS media_hashes (
     sha256_hex TEXT PRIMARY KEY, verdict INTEGER NOT NULL, reason TEXT NOT NULL,
     actor TEXT NOT NULL, updated_at_ms BIGINT NOT NULL);

@@ -102,6 +102,8 @@ diesel::table! {
         expires_at_ms -> BigInt,
         updated_at_ms -> BigInt,
         facts -> Text,
+        multipart_id -> Text,
+        part_bytes -> BigInt,
     }
 }
 

@@ -710,6 +710,8 @@ fn upload(media_id: &str, owner: &str, size: i64, created_at_ms: i64) -> MediaRe
         expires_at_ms: created_at_ms + 1_000,
         updated_at_ms: created_at_ms,
         facts: String::new(),
+        multipart_id: String::new(),
+        part_bytes: 0,
     }
 }
 

@@ -852,3 +852,102 @@ async fn complete_answers_processing_media_after_its_wait_and_processing_goes_on
         (1200, 900, 3)
     );
 }
+
+#[tokio::test]
+async fn a_large_upload_goes_in_parts_that_are_joined_at_completion() {
+    const MIB: u64 = 1 << 20;
+    let config = MediaConfig {
+        max_single_put_bytes: 5 * MIB,
+        part_bytes: 5 * MIB,
+        ..MediaConfig::default()
+    };
+    for backend in BACKENDS {
+        let Some(s) = serve_on(*backend, config.clone()).await else {
+            continue;
+        };
+        a_large_upload_goes_in_parts_on(&s).await;
+    }
+}
+
+async fn a_large_upload_goes_in_parts_on(s: &Server) {
+    let body: Vec<u8> = (0..11 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let create = json!({"user_id": "amy", "kind": "file", "mime_type": "application/octet-stream",
+        "size_bytes": body.len(), "client_upload_id": "big-1"});
+    let (status, upload) = s
+        .call(Method::POST, "/v1/media/uploads", "amy", create.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{upload}");
+    assert_eq!(upload["mode"], "multipart");
+    let part = upload["part_size_bytes"].as_u64().unwrap() as usize;
+    assert_eq!(part, 5 << 20);
+    let parts = upload["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 3, "5 + 5 + 1 MiB");
+    let id = upload["media_id"].as_str().unwrap().to_owned();
+    let chunk = |n: usize| &body[n * part..((n + 1) * part).min(body.len())];
+    let send = |signed: &Value, bytes: Vec<u8>| {
+        let mut request = s.http.put(signed["url"].as_str().unwrap());
+        for h in signed["headers"].as_array().unwrap() {
+            request = request.header(h["name"].as_str().unwrap(), h["value"].as_str().unwrap());
+        }
+        async move { request.body(bytes).send().await.unwrap().status() }
+    };
+
+    // The store holds each part to its length; completing with a part missing says so.
+    let mut short = chunk(2).to_vec();
+    short.pop();
+    assert!(send(&parts[2], short).await.is_client_error());
+    assert!(send(&parts[2], chunk(2).to_vec()).await.is_success());
+    assert!(send(&parts[0], chunk(0).to_vec()).await.is_success());
+    let (status, refused) = s.complete("amy", &id).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("part"),
+        "{refused}"
+    );
+
+    // Resumed (the same client upload id): the same upload, its remaining part signed again.
+    let (_, resumed) = s
+        .call(Method::POST, "/v1/media/uploads", "amy", create)
+        .await;
+    assert_eq!(resumed["media_id"], id.as_str());
+    assert!(
+        send(&resumed["parts"][1], chunk(1).to_vec())
+            .await
+            .is_success()
+    );
+    let (status, media) = s.complete("amy", &id).await;
+    assert_eq!(status, StatusCode::OK, "{media}");
+    assert_eq!(media["state"], "ready", "{media}");
+    assert_eq!(media["size_bytes"], body.len());
+    let (_, served) = s.download("amy", &id).await;
+    assert!(served == body, "the parts joined in order");
+    assert_eq!(s.quota("amy").await["stored_bytes"], body.len());
+    assert!(s.keys("parts/").await.is_empty(), "no part left behind");
+    let (status, again) = s.complete("amy", &id).await;
+    assert_eq!((status, &again["state"]), (StatusCode::OK, &json!("ready")));
+
+    // Given up: its parts go, and its reservation.
+    let (_, other) = s
+        .create("bob", "file", "application/octet-stream", 6 << 20)
+        .await;
+    assert_eq!(other["mode"], "multipart");
+    assert!(
+        send(&other["parts"][0], body[..5 << 20].to_vec())
+            .await
+            .is_success()
+    );
+    let other_id = other["media_id"].as_str().unwrap();
+    let (status, _) = s
+        .call(
+            Method::POST,
+            &format!("/v1/media/{other_id}/abort"),
+            "bob",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(s.keys("parts/").await.is_empty());
+    assert_eq!(s.quota("bob").await["stored_bytes"], 0);
+}

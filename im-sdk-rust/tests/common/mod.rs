@@ -55,6 +55,15 @@ impl Server {
         Server(system)
     }
 
+    /// Starts with business settings `tune` adjusts.
+    pub async fn start_with_business(
+        dir: &Path,
+        tune: impl FnOnce(&mut im_business::settings::BusinessSettings) + Send + 'static,
+    ) -> Server {
+        let system = Embedded::builder().dir(dir).business(tune).start().await;
+        Server(system)
+    }
+
     /// Stops gracefully: connections get SHUTTING_DOWN, sends in flight are answered.
     pub async fn stop(mut self) {
         self.0.stop().await;

@@ -87,8 +87,14 @@ fn signed_url(media_id: &str, r: SignedRequest) -> v1::SignedUrl {
 
 fn upload(u: Upload) -> v1::Upload {
     let media_id = u.media.media_id.clone();
+    let mode = if u.media.multipart_id.is_empty() {
+        v1::UploadMode::Single
+    } else {
+        v1::UploadMode::Multipart
+    };
     v1::Upload {
-        mode: v1::UploadMode::Single as i32,
+        mode: mode as i32,
+        part_size_bytes: u64::try_from(u.media.part_bytes).unwrap_or(0),
         parts: u
             .parts
             .into_iter()

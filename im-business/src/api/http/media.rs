@@ -136,9 +136,12 @@ impl From<SignedRequest> for SignedRequestJson {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UploadJson {
     pub(super) media_id: String,
-    /// `single`: one PUT of the whole body.
+    /// `single`: one PUT of the whole body; `multipart`: one PUT per part, part n (from 1)
+    /// carrying bytes `[(n - 1) * part_size_bytes, n * part_size_bytes)` of the body.
     pub(super) mode: String,
-    /// The requests to make, in order (none once completed).
+    /// For `multipart`: the size of every part but the last (0 for `single`).
+    pub(super) part_size_bytes: u64,
+    /// The requests to make, part 1 first (none once completed).
     pub(super) parts: Vec<SignedRequestJson>,
     /// Complete it by then, or it expires.
     pub(super) expires_at_ms: i64,
@@ -149,7 +152,13 @@ impl From<Upload> for UploadJson {
     fn from(u: Upload) -> Self {
         Self {
             media_id: u.media.media_id.clone(),
-            mode: "single".into(),
+            mode: if u.media.multipart_id.is_empty() {
+                "single"
+            } else {
+                "multipart"
+            }
+            .into(),
+            part_size_bytes: u64::try_from(u.media.part_bytes).unwrap_or(0),
             parts: u.parts.into_iter().map(Into::into).collect(),
             expires_at_ms: u.media.expires_at_ms,
             media: u.media.into(),
