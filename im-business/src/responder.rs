@@ -112,7 +112,11 @@ pub async fn serve_media_requests(
         CONCURRENT_REQUESTS,
         move |check: AttachCheck| {
             let media = media.clone();
-            async move { media.check_attach(&check.user_id, &check.media_ids).await }
+            async move {
+                media
+                    .check_attach(&check.user_id, &check.conversation_id, &check.media_ids)
+                    .await
+            }
         },
     )
     .await?;

@@ -12,7 +12,7 @@ use std::{
 
 use im_common::{
     auth::TokenIssuer,
-    bus::{Bus, PUSH_KEPT, PUSH_STREAM},
+    bus::{Bus, MEDIA_REFS_KEPT, MEDIA_REFS_STREAM, PUSH_KEPT, PUSH_STREAM},
     process::StartError,
     settings::{ClusterSettings, Database, SettingsError, without_password},
     tls::{TlsFiles, TlsListener},
@@ -25,7 +25,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::{
     Business,
     api::{grpc, http},
-    media::{Media, ObjectStore, fs::FsObjectStore},
+    media::{Media, ObjectStore, fs::FsObjectStore, references},
     responder::{serve_bus_requests, serve_media_requests},
     settings::BusinessSettings,
     store::{BusinessStore, SqliteBusinessStore},
@@ -110,6 +110,8 @@ pub async fn open_store(settings: &BusinessSettings) -> Result<Arc<dyn BusinessS
 
 /// How often notices not appended yet are asked again, and how old they must be by then.
 const NOTICE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a media reference taken from the outbox may take to record before it comes again.
+const REFERENCES_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Starts the service on `bus`; it drains and stops when `shutdown` is cancelled.
 pub async fn start(
@@ -212,6 +214,19 @@ pub async fn start(
         settings.media.clone(),
     ));
     let mut media_responders = serve_media_requests(media.clone(), bus.clone()).await?;
+    // The media committed entries reference, from the core's outbox.
+    let references = bus
+        .outbox(MEDIA_REFS_STREAM, im_proto::bus::MEDIA_REF, MEDIA_REFS_KEPT)
+        .await?
+        .take(references::CONSUMER, REFERENCES_ACK_WAIT)
+        .await?;
+    let (recorder, stop) = (media.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        tokio::select! {
+            () = references::run(references, recorder) => {}
+            () = stop.cancelled() => {}
+        }
+    });
     let (sweeper, stop) = (media.clone(), shutdown.clone());
     tasks.spawn(async move {
         sweeper.sweep_expired(stop).await;

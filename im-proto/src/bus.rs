@@ -146,6 +146,8 @@ subjects! {
     event PROCESS = "im.process": ProcessEvent;
     /// Media: content scans passed or quarantined.
     event SCAN = "im.scan": ScanEvent;
+    /// Media: the media a committed entry references, or references no more (an outbox).
+    event MEDIA_REF = "im.mediaref": MediaReferences;
     /// Admin: operators' commands to nodes.
     event ADMIN = "im.admin": AdminCommand;
     /// Admin: dynamic configuration changes.

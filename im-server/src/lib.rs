@@ -28,6 +28,7 @@ pub mod claim;
 pub mod events;
 pub mod gateway;
 pub mod intake;
+pub mod media_refs;
 pub mod messaging;
 pub mod outage;
 pub mod presence;

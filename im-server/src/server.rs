@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use im_common::{
     auth::TokenVerifier,
-    bus::{Bus, BusError, LinkState, PUSH_KEPT, PUSH_STREAM},
+    bus::{Bus, BusError, LinkState, MEDIA_REFS_KEPT, MEDIA_REFS_STREAM, PUSH_KEPT, PUSH_STREAM},
     process::StartError,
     settings::{ClusterSettings, Database, Live, Reload, live, without_password},
 };
@@ -23,7 +23,8 @@ use crate::{
     events::Subscriptions,
     gateway::{self, Gateway},
     intake::{Intake, NodeSessions},
-    messaging::{self, Messaging, MessagingTasks},
+    media_refs::MediaRefs,
+    messaging::{self, AfterCommit, Messaging, MessagingTasks},
     presence::{self, MemoryPresence, PresenceService, PresenceStore},
     push::{OutboxPush, PushHook},
     rate::{LocalSendRate, SendRate},
@@ -292,13 +293,20 @@ pub async fn start_with(
             settings.lease_renewal(),
         )));
     }
+    let media_refs = bus
+        .outbox(MEDIA_REFS_STREAM, bus::MEDIA_REF, MEDIA_REFS_KEPT)
+        .await?;
+    let after_commit = AfterCommit {
+        push: parts.push,
+        media_refs: Arc::new(MediaRefs::new(media_refs)),
+    };
     let (messaging, messaging_tasks) = Messaging::start(
         parts.store,
         permissions.clone(),
         directory.clone(),
         router,
         parts.send_rate,
-        parts.push,
+        after_commit,
         messaging_settings.clone(),
     );
     // Any one node appends a system notice the business service asks for.

@@ -39,6 +39,8 @@ pub(crate) mod fields {
     pub(crate) const BODY_EDIT: u32 = 2;
     /// `Edit.content`.
     pub(crate) const EDIT_CONTENT: u32 = 2;
+    /// `Content.media`.
+    pub(crate) const CONTENT_MEDIA: u32 = 2;
 }
 
 /// The `MessageBody` of a send as the client encoded it: every copy of the field, in wire

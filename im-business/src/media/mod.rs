@@ -26,6 +26,7 @@ pub mod fs;
 pub mod objects;
 mod processing;
 mod reading;
+pub mod references;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod scan;
@@ -112,6 +113,9 @@ pub struct MediaConfig {
     pub processing_stall: Duration,
     /// Content scanning (`[business.media.scan]`).
     pub scan: ScanConfig,
+    /// Ready media that no message has referenced for this long is deleted.
+    #[serde(with = "humantime_serde")]
+    pub unreferenced_grace: Duration,
 }
 
 impl Default for MediaConfig {
@@ -142,6 +146,7 @@ impl Default for MediaConfig {
             processing_wait: Duration::from_secs(10),
             processing_stall: Duration::from_secs(120),
             scan: ScanConfig::default(),
+            unreferenced_grace: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -927,6 +932,16 @@ impl Media {
                 Ok(count) => tracing::info!(count, "stalled processing resumed"),
                 Err(error) => {
                     tracing::warn!(%error, "resuming processing failed; next sweep retries")
+                }
+            }
+            match self
+                .collect_unreferenced(now_ms(), references::COLLECT_BATCH)
+                .await
+            {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "unreferenced media deleted"),
+                Err(error) => {
+                    tracing::warn!(%error, "deleting unreferenced media failed; next sweep retries")
                 }
             }
             loop {

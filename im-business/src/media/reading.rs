@@ -20,10 +20,16 @@ impl super::Media {
         self.owned(actor, media_id).await
     }
 
-    /// May `user_id` reference `media_ids` in a message (the core asks before it stores one)?
-    /// Each must exist, be the user's and be completed (ready, or still processing). Never
-    /// cached.
-    pub async fn check_attach(&self, user_id: &str, media_ids: &[String]) -> PermissionDecision {
+    /// May `user_id` reference `media_ids` in a message in `conversation_id` (the core asks
+    /// before it stores one)? Each must exist, be the user's and be completed (ready, or still
+    /// processing). An allowed send holds a reference to each, so that none is deleted as
+    /// unreferenced before its entry's reference arrives. Never cached.
+    pub async fn check_attach(
+        &self,
+        user_id: &str,
+        conversation_id: &str,
+        media_ids: &[String],
+    ) -> PermissionDecision {
         let deny = |code: ErrorCode, reason: String| PermissionDecision {
             allowed: false,
             code: code as i32,
@@ -65,9 +71,17 @@ impl super::Media {
                 }
             }
         }
-        PermissionDecision {
-            allowed: true,
-            ..Default::default()
+        match self
+            .store
+            .hold_references(media_ids, conversation_id, now_ms())
+            .await
+        {
+            Ok(true) => PermissionDecision {
+                allowed: true,
+                ..Default::default()
+            },
+            Ok(false) => deny(ErrorCode::MediaNotFound, "the media is gone or held".into()),
+            Err(error) => deny(ErrorCode::Unavailable, error.to_string()),
         }
     }
 

@@ -200,6 +200,36 @@ pub trait MediaCatalog: Send + Sync + 'static {
         states: &[MediaState],
         limit: u32,
     ) -> StoreResult<Vec<MediaRecord>>;
+    /// Records a reference of each media by a send allowed in `conversation_id` and not
+    /// committed yet (seq 0), if the media is still ready or processing: checked under its
+    /// row's lock, so that the collection of unreferenced media cannot delete it meanwhile.
+    /// Answers whether every one was.
+    async fn hold_references(
+        &self,
+        media_ids: &[String],
+        conversation_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Records that the committed entry `seq` of `conversation_id` references the media, in
+    /// place of the reference held for its send.
+    async fn add_references(
+        &self,
+        media_ids: &[String],
+        conversation_id: &str,
+        seq: u64,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// Drops the references of the entry `seq` of `conversation_id` (recalled or deleted).
+    async fn drop_references(&self, conversation_id: &str, seq: u64) -> StoreResult<()>;
+    /// The references of a media: (conversation, seq), seq 0 for one held for a send.
+    async fn references(&self, media_id: &str) -> StoreResult<Vec<(String, i64)>>;
+    /// Up to `limit` ready media that nothing references, unchanged since `before_ms`, oldest
+    /// first.
+    async fn unreferenced_media(&self, before_ms: i64, limit: u32)
+    -> StoreResult<Vec<MediaRecord>>;
+    /// Moves ready media that nothing references to DELETED, releasing its usage, under its
+    /// row's lock; answers whether it did (a reference held meanwhile keeps it).
+    async fn delete_if_unreferenced(&self, media_id: &str, now_ms: i64) -> StoreResult<bool>;
 }
 
 /// Implements [`MediaCatalog`] for `store` with queries that read the same on every database,
@@ -223,7 +253,7 @@ macro_rules! media_catalog {
                 HashRecord, MediaCatalog, MediaChange, MediaRecord, MediaUsage, Missing,
                 StoreError, StoreResult, UploadLimits,
                 media::{counts_in_window, usage_delta},
-                schema::{media, media_hashes, media_usage},
+                schema::{media, media_hashes, media_refs, media_usage},
             };
 
             /// Creates the owner's usage row at zero if it is missing. Run before the
@@ -518,6 +548,170 @@ macro_rules! media_catalog {
                         .select(MediaRecord::as_select())
                         .load(&mut conn)
                         .await?)
+                }
+
+                async fn hold_references(
+                    &self,
+                    media_ids: &[String],
+                    conversation_id: &str,
+                    now_ms: i64,
+                ) -> StoreResult<bool> {
+                    let (_turn, mut conn) = self.db.writer().await?;
+                    conn.transaction(async |conn| {
+                        for media_id in media_ids {
+                            let state: Option<i32> = media::table
+                                .find(media_id)
+                                .select(media::state)
+                                $(.$lock())?
+                                .first(conn)
+                                .await
+                                .optional()?;
+                            let attachable = [MediaState::Ready as i32, MediaState::Processing as i32];
+                            if !state.is_some_and(|s| attachable.contains(&s)) {
+                                return Ok(false);
+                            }
+                            insert_new!(
+                                $insert_new,
+                                media_refs::table,
+                                (
+                                    media_refs::media_id.eq(media_id),
+                                    media_refs::conversation_id.eq(conversation_id),
+                                    media_refs::seq.eq(0_i64),
+                                    media_refs::created_at_ms.eq(now_ms),
+                                )
+                            )
+                            .execute(conn)
+                            .await?;
+                        }
+                        Ok(true)
+                    })
+                    .await
+                }
+
+                async fn add_references(
+                    &self,
+                    media_ids: &[String],
+                    conversation_id: &str,
+                    seq: u64,
+                    now_ms: i64,
+                ) -> StoreResult<()> {
+                    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+                    let (_turn, mut conn) = self.db.writer().await?;
+                    conn.transaction(async |conn| {
+                        for media_id in media_ids {
+                            insert_new!(
+                                $insert_new,
+                                media_refs::table,
+                                (
+                                    media_refs::media_id.eq(media_id),
+                                    media_refs::conversation_id.eq(conversation_id),
+                                    media_refs::seq.eq(seq),
+                                    media_refs::created_at_ms.eq(now_ms),
+                                )
+                            )
+                            .execute(conn)
+                            .await?;
+                            diesel::delete(
+                                media_refs::table
+                                    .filter(media_refs::media_id.eq(media_id))
+                                    .filter(media_refs::conversation_id.eq(conversation_id))
+                                    .filter(media_refs::seq.eq(0_i64)),
+                            )
+                            .execute(conn)
+                            .await?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                }
+
+                async fn drop_references(&self, conversation_id: &str, seq: u64) -> StoreResult<()> {
+                    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+                    let (_turn, mut conn) = self.db.writer().await?;
+                    diesel::delete(
+                        media_refs::table
+                            .filter(media_refs::conversation_id.eq(conversation_id))
+                            .filter(media_refs::seq.eq(seq)),
+                    )
+                    .execute(&mut conn)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn references(&self, media_id: &str) -> StoreResult<Vec<(String, i64)>> {
+                    let mut conn = self.db.conn().await?;
+                    Ok(media_refs::table
+                        .filter(media_refs::media_id.eq(media_id))
+                        .order((media_refs::conversation_id.asc(), media_refs::seq.asc()))
+                        .select((media_refs::conversation_id, media_refs::seq))
+                        .load(&mut conn)
+                        .await?)
+                }
+
+                async fn unreferenced_media(
+                    &self,
+                    before_ms: i64,
+                    limit: u32,
+                ) -> StoreResult<Vec<MediaRecord>> {
+                    let mut conn = self.db.conn().await?;
+                    let referenced = media_refs::table
+                        .filter(media_refs::media_id.eq(media::media_id));
+                    Ok(media::table
+                        .filter(media::state.eq(MediaState::Ready as i32))
+                        .filter(media::updated_at_ms.le(before_ms))
+                        .filter(diesel::dsl::not(diesel::dsl::exists(referenced)))
+                        .order(media::updated_at_ms.asc())
+                        .limit(i64::from(limit))
+                        .select(MediaRecord::as_select())
+                        .load(&mut conn)
+                        .await?)
+                }
+
+                async fn delete_if_unreferenced(&self, media_id: &str, now_ms: i64) -> StoreResult<bool> {
+                    let (_turn, mut conn) = self.db.writer().await?;
+                    conn.transaction(async |conn| {
+                        let Some(found) = find(conn, media_id).await? else {
+                            return Ok(false);
+                        };
+                        // The owner's usage row first, then the media's, as every writer does.
+                        usage_row(conn, &found.owner_user_id).await?;
+                        let current: MediaRecord = media::table
+                            .find(media_id)
+                            .select(MediaRecord::as_select())
+                            $(.$lock())?
+                            .first(conn)
+                            .await?;
+                        let references: i64 = media_refs::table
+                            .filter(media_refs::media_id.eq(media_id))
+                            .count()
+                            .get_result(conn)
+                            .await?;
+                        if current.state != MediaState::Ready as i32 || references > 0 {
+                            return Ok(false);
+                        }
+                        diesel::update(media::table.find(media_id))
+                            .set((
+                                media::state.eq(MediaState::Deleted as i32),
+                                media::updated_at_ms.eq(now_ms),
+                            ))
+                            .execute(conn)
+                            .await?;
+                        let (stored_delta, pending_delta) = usage_delta(
+                            current.state,
+                            MediaState::Deleted as i32,
+                            current.size_bytes,
+                        );
+                        diesel::update(media_usage::table.find(&current.owner_user_id))
+                            .set((
+                                media_usage::stored_bytes.eq(media_usage::stored_bytes + stored_delta),
+                                media_usage::pending_uploads
+                                    .eq(media_usage::pending_uploads + pending_delta),
+                            ))
+                            .execute(conn)
+                            .await?;
+                        Ok(true)
+                    })
+                    .await
                 }
             }
         }

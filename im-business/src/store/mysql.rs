@@ -67,6 +67,16 @@ CREATE TABLE IF NOT EXISTS media (
 CREATE TABLE IF NOT EXISTS media_usage (
     user_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY, stored_bytes BIGINT NOT NULL,
     pending_uploads BIGINT NOT NULL) ENGINE = InnoDB;
+SET @new_refs = (SELECT COUNT(*) = 0 FROM information_schema.tables
+    WHERE table_schema = DATABASE() AND table_name = 'media_refs');
+CREATE TABLE IF NOT EXISTS media_refs (
+    media_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    conversation_id VARCHAR(200) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    seq BIGINT NOT NULL, created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (media_id, conversation_id, seq), KEY media_refs_by_entry (conversation_id, seq)
+    ) ENGINE = InnoDB;
+SET @fill_refs = IF(@new_refs, 'INSERT INTO media_refs SELECT media_id, '''', 0, updated_at_ms FROM media WHERE state IN (2, 3)', 'DO 0');
+PREPARE fill_refs FROM @fill_refs; EXECUTE fill_refs; DEALLOCATE PREPARE fill_refs;
 CREATE TABLE IF NOT EXISTS media_hashes (
     sha256_hex VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY, verdict INTEGER NOT NULL,
     reason TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,

@@ -70,6 +70,16 @@ CREATE TABLE IF NOT EXISTS media_usage (
 ALTER TABLE media ADD COLUMN IF NOT EXISTS facts TEXT NOT NULL DEFAULT '';
 ALTER TABLE media ADD COLUMN IF NOT EXISTS multipart_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE media ADD COLUMN IF NOT EXISTS part_bytes BIGINT NOT NULL DEFAULT 0;
+DO $$ BEGIN
+    IF to_regclass('media_refs') IS NULL THEN
+        CREATE TABLE media_refs (
+            media_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq BIGINT NOT NULL,
+            created_at_ms BIGINT NOT NULL, PRIMARY KEY (media_id, conversation_id, seq));
+        CREATE INDEX media_refs_by_entry ON media_refs (conversation_id, seq);
+        -- Media completed before references were counted is kept as referenced.
+        INSERT INTO media_refs SELECT media_id, '', 0, updated_at_ms FROM media WHERE state IN (2, 3);
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS media_hashes (
     sha256_hex TEXT PRIMARY KEY, verdict INTEGER NOT NULL, reason TEXT NOT NULL,
     actor TEXT NOT NULL, updated_at_ms BIGINT NOT NULL);

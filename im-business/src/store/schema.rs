@@ -118,6 +118,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    media_refs (media_id, conversation_id, seq) {
+        media_id -> Text,
+        conversation_id -> Text,
+        seq -> BigInt,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(media, media_refs);
+
+diesel::table! {
     media_usage (user_id) {
         user_id -> Text,
         stored_bytes -> BigInt,

@@ -41,6 +41,7 @@ macro_rules! business_store_suite {
             an_upload_created_again_is_the_same_upload,
             processing_keeps_its_facts_and_stalls_are_found,
             hash_verdicts_replace_each_other_and_holders_are_found,
+            references_keep_media_until_none_is_left,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -1075,5 +1076,121 @@ pub async fn hash_verdicts_replace_each_other_and_holders_are_found(store: &dyn 
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A send's held reference, then its entry's, keep ready media; once every entry that
+/// referenced it is withdrawn, the media is unreferenced and can be deleted (its usage
+/// released), but never while a reference is held.
+pub async fn references_keep_media_until_none_is_left(store: &dyn BusinessStore) {
+    store.upsert_user(&user("amy")).await.unwrap();
+    let ready = MediaChange {
+        sha256_hex: Some("ee".repeat(32)),
+        ..MediaChange::default()
+    };
+    for id in ["pic", "old", "new"] {
+        store
+            .create_upload(&upload(id, "amy", 100, T), &ROOMY)
+            .await
+            .unwrap();
+    }
+    store
+        .create_upload(&upload("pending", "amy", 100, T), &ROOMY)
+        .await
+        .unwrap();
+    for (id, at) in [("pic", T + 1), ("old", T + 2), ("new", T + 50)] {
+        store
+            .transition_media(id, &[MediaState::Pending], MediaState::Ready, &ready, at)
+            .await
+            .unwrap();
+    }
+    let ids = |ids: &[&str]| ids.iter().map(|&i| i.to_owned()).collect::<Vec<_>>();
+    let unreferenced = async |before| {
+        store
+            .unreferenced_media(before, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.media_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        unreferenced(T + 10).await,
+        ["pic", "old"],
+        "oldest first, within the age"
+    );
+
+    // Held for a send, then referenced by two entries.
+    assert!(
+        store
+            .hold_references(&ids(&["pic"]), "g:team", T + 3)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .hold_references(&ids(&["pic", "pending"]), "g:team", T + 3)
+            .await
+            .unwrap(),
+        "pending media cannot be referenced"
+    );
+    assert_eq!(unreferenced(T + 10).await, ["old"]);
+    assert!(
+        !store.delete_if_unreferenced("pic", T + 4).await.unwrap(),
+        "held"
+    );
+    store
+        .add_references(&ids(&["pic"]), "g:team", 7, T + 5)
+        .await
+        .unwrap();
+    store
+        .add_references(&ids(&["pic"]), "g:team", 7, T + 5)
+        .await
+        .unwrap();
+    store
+        .add_references(&ids(&["pic"]), "d:amy:bob", 2, T + 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.references("pic").await.unwrap(),
+        [("d:amy:bob".to_owned(), 2), ("g:team".to_owned(), 7)],
+        "the held reference gave way to the entry's, recorded once"
+    );
+    store.drop_references("g:team", 7).await.unwrap();
+    assert!(
+        !store.delete_if_unreferenced("pic", T + 6).await.unwrap(),
+        "still in d:amy:bob"
+    );
+    store.drop_references("d:amy:bob", 2).await.unwrap();
+    assert_eq!(unreferenced(T + 10).await, ["pic", "old"]);
+
+    let before = store.media_usage("amy", 0).await.unwrap().stored_bytes;
+    assert!(store.delete_if_unreferenced("pic", T + 7).await.unwrap());
+    assert!(
+        !store.delete_if_unreferenced("pic", T + 7).await.unwrap(),
+        "once"
+    );
+    assert_eq!(
+        store.get_media("pic").await.unwrap().unwrap().state(),
+        MediaState::Deleted
+    );
+    assert_eq!(
+        store.media_usage("amy", 0).await.unwrap().stored_bytes,
+        before - 100,
+        "its bytes no longer count"
+    );
+    assert!(
+        !store
+            .hold_references(&ids(&["pic"]), "g:team", T + 8)
+            .await
+            .unwrap(),
+        "deleted media cannot be referenced"
+    );
+    assert!(
+        !store
+            .delete_if_unreferenced("pending", T + 8)
+            .await
+            .unwrap(),
+        "only ready media"
     );
 }

@@ -30,7 +30,8 @@ use std::sync::Arc;
 pub use error::BusError;
 pub use local::LocalBus;
 pub use outbox::{
-    AUDIT_KEPT, AUDIT_STREAM, Outbox, OutboxItem, OutboxReader, PUSH_KEPT, PUSH_STREAM,
+    AUDIT_KEPT, AUDIT_STREAM, MEDIA_REFS_KEPT, MEDIA_REFS_STREAM, Outbox, OutboxItem, OutboxReader,
+    PUSH_KEPT, PUSH_STREAM,
 };
 pub use transport::{Bus, BusMessage, LinkState, Subscription};
 pub use typed::{Events, Incoming, Requests, Responder, encode, respond, serve};

@@ -17,6 +17,11 @@ use super::error::BusError;
 pub const PUSH_STREAM: &str = "IM_PUSH";
 /// A week.
 pub const PUSH_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The stream of media references (`im.mediaref`) from the core to the business service,
+/// and how long a reference waits for its consumer.
+pub const MEDIA_REFS_STREAM: &str = "IM_MEDIA_REFS";
+/// A week.
+pub const MEDIA_REFS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The stream of the audit trail (`im.audit`), and how long it is kept.
 pub const AUDIT_STREAM: &str = "IM_AUDIT";
 /// Ninety days.

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::commit::Committed;
 use crate::{
     business::Directory,
+    media_refs::{MediaRefs, references_of},
     push::PushHook,
     router::{Routed, Router},
     sessions::Outbound,
@@ -29,6 +30,7 @@ pub(super) struct FanOut {
     pub(super) directory: Arc<Directory>,
     pub(super) router: Arc<Router>,
     pub(super) push: Arc<dyn PushHook>,
+    pub(super) media_refs: Arc<MediaRefs>,
 }
 
 /// An entry's `Message` without its body (which goes in raw, as received).
@@ -101,8 +103,15 @@ pub(super) async fn fan_out(fanout: FanOut, mut committed: mpsc::Receiver<Commit
         } else {
             Vec::new()
         };
+        let references: Vec<_> = answers
+            .iter()
+            .filter_map(|(_, appended)| references_of(appended.entry()))
+            .collect();
         for (done, appended) in answers {
             let _ = done.send(Ok(appended));
+        }
+        if !references.is_empty() {
+            fanout.media_refs.record(references).await;
         }
         for (message, users) in previews {
             fanout.push.offline(&message, &users).await;

@@ -170,6 +170,14 @@ impl MessagingTasks {
     }
 }
 
+/// What is told about committed entries besides their recipients.
+pub struct AfterCommit {
+    /// Entries for users with no connected device.
+    pub push: Arc<dyn PushHook>,
+    /// The media entries reference, for the business service's counts.
+    pub media_refs: Arc<crate::media_refs::MediaRefs>,
+}
+
 impl Messaging {
     /// Starts the module: its committer and fan-out tasks.
     pub fn start(
@@ -178,7 +186,7 @@ impl Messaging {
         directory: Arc<Directory>,
         router: Arc<Router>,
         sends: Arc<dyn SendRate>,
-        push: Arc<dyn PushHook>,
+        after_commit: AfterCommit,
         settings: Live<Settings>,
     ) -> (Arc<Self>, MessagingTasks) {
         let fixed = settings.get();
@@ -194,7 +202,8 @@ impl Messaging {
             fanout::FanOut {
                 directory: directory.clone(),
                 router: router.clone(),
-                push,
+                push: after_commit.push,
+                media_refs: after_commit.media_refs,
             },
             to_fan_out,
         ));

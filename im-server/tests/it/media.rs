@@ -225,3 +225,85 @@ async fn a_download_is_signed_only_through_a_message_the_user_can_read() {
         .unwrap_err();
     assert_eq!(code(&refused), ErrorCode::MediaQuarantined);
 }
+
+/// Waits (a bounded while) until the media's references are `want`: they arrive through the
+/// outbox after the entry's commit.
+async fn references_become(w: &World, id: &str, want: &[(&str, i64)]) {
+    let want: Vec<(String, i64)> = want.iter().map(|(c, s)| ((*c).to_owned(), *s)).collect();
+    let store = w.business.store();
+    for _ in 0..200 {
+        if store.references(id).await.unwrap() == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!(
+        "references of {id}: {:?}, not {want:?}",
+        store.references(id).await.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn media_no_message_shows_is_deleted_after_its_grace_and_referenced_media_is_kept() {
+    let w = world().await;
+    w.users(&["amy", "bob"]).await;
+    w.contact("bob", "amy").await;
+    w.group("team", "amy", &["bob"]).await;
+    let mut amy = w.connect("amy", "phone").await;
+    let sent = uploaded(&w, "amy", true).await;
+    let unsent = uploaded(&w, "amy", true).await;
+    let ack = amy
+        .send_message("g:team", "a1", image(&sent))
+        .await
+        .unwrap();
+    references_become(&w, &sent, &[("g:team", ack.seq as i64)]).await;
+
+    // A day and more later: what no message shows goes, what one shows stays.
+    let later = now_ms() + 25 * 3600 * 1000;
+    assert_eq!(w.media.collect_unreferenced(later, 100).await.unwrap(), 1);
+    let store = w.business.store();
+    let state = |id: String| {
+        let store = store.clone();
+        async move { store.get_media(&id).await.unwrap().unwrap().state() }
+    };
+    assert_eq!(state(unsent.clone()).await, MediaState::Deleted);
+    assert_eq!(state(sent.clone()).await, MediaState::Ready);
+    assert_eq!(
+        download(&w, "amy", &unsent, ("", 0)).await,
+        Err("MEDIA_NOT_FOUND".to_owned())
+    );
+    assert_eq!(
+        download(&w, "bob", &sent, ("g:team", ack.seq)).await,
+        Ok(PNG.to_vec()),
+        "the bytes of deleted media stay while other media holds them"
+    );
+
+    // Recalled: the message shows it no more, and after its grace it goes too.
+    let recall = MessageBody {
+        kind: Some(message_body::Kind::Recall(Recall {
+            target_seq: ack.seq,
+        })),
+    };
+    amy.send_message("g:team", "a2", recall).await.unwrap();
+    references_become(&w, &sent, &[]).await;
+    assert_eq!(
+        w.media.collect_unreferenced(now_ms(), 100).await.unwrap(),
+        0,
+        "within its grace"
+    );
+    assert_eq!(w.media.collect_unreferenced(later, 100).await.unwrap(), 1);
+    assert_eq!(state(sent.clone()).await, MediaState::Deleted);
+    assert_eq!(
+        download(&w, "amy", &sent, ("", 0)).await,
+        Err("MEDIA_NOT_FOUND".to_owned())
+    );
+    let refused = amy
+        .send_message("g:team", "a3", image(&sent))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&refused),
+        ErrorCode::MediaNotFound,
+        "deleted media is sent no more"
+    );
+}

@@ -118,6 +118,7 @@ impl Builder {
             api: business.http_addr,
             grpc: business.grpc_addr,
             business: business.business.clone(),
+            media: business.media.clone(),
             bus,
             settings,
             dir,
@@ -141,6 +142,8 @@ pub struct Embedded {
     pub grpc: SocketAddr,
     /// The business service itself, for setting up what a test needs.
     pub business: Arc<Business>,
+    /// Its media.
+    pub media: Arc<im_business::media::Media>,
     /// The bus both services are on.
     pub bus: Arc<dyn Bus>,
     /// The settings it runs with.
