@@ -48,6 +48,12 @@ export function isRetryable(code: number, retryAfterMs: bigint | number = 0): bo
   return (code >= 9000 && code <= 9999) || retryAfterMs > 0;
 }
 
+/** The code of a NAME ("SESSION_REPLACED", as a close reason carries it), or undefined. */
+export function errorCodeFromName(name: string): ErrorCode | undefined {
+  const value = name ? ErrorCodeSchema.values.find((v) => v.name === PREFIX + name) : undefined;
+  return value && value.number !== ErrorCode.UNSPECIFIED ? value.number : undefined;
+}
+
 // The enum's value for a number off the wire, which may be one this build does not know.
 function enumValue(code: number): DescEnumValue | undefined {
   return (ErrorCodeSchema.value as Record<number, DescEnumValue | undefined>)[code];
