@@ -305,6 +305,17 @@ impl Router {
             kept.batches.push_back(published);
             kept.trim(self.replay, Instant::now());
         }
+        // While the link is down, a publish would wait in the bus client's buffer and arrive,
+        // once the link is back, as fresh deliveries beside the replay: a burst that could end
+        // busy sessions as slow consumers. Kept, the replay publishes it then, marked.
+        if keep && self.replay.max_bytes > 0 && !self.bus.link().borrow().connected {
+            self.bus_outage.failed(
+                "deliveries kept for the replay",
+                &BusError::unavailable("the bus link is down"),
+            );
+            metrics::counter!("im_deliveries_unforwarded_total").increment(count);
+            return;
+        }
         let published = tokio::time::timeout(REMOTE_TIMEOUT, self.bus.publish(&subject, payload))
             .await
             .unwrap_or_else(|_| Err(BusError::unavailable("timed out")));

@@ -7,7 +7,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use bytes::Bytes;
@@ -55,6 +58,9 @@ pub struct SessionHandle {
     /// Frames are shared: one allocation per frame, however many sessions it goes to.
     outbox: mpsc::Sender<Arc<Outbound>>,
     ending: Arc<Ending>,
+    /// Frames were dropped for a full queue of a client that handles Resync: it is told to
+    /// sync once its connection has written what was queued.
+    overflowed: Arc<AtomicBool>,
 }
 
 /// How a connection is told to end, and why.
@@ -96,6 +102,7 @@ impl SessionHandle {
             resync: false,
             outbox,
             ending: Arc::default(),
+            overflowed: Arc::default(),
         };
         (handle, inbox)
     }
@@ -118,12 +125,21 @@ impl SessionHandle {
         }
     }
 
-    /// Queues a frame; a full queue ends the connection as a slow consumer. The frames
-    /// offered until the connection is gone are dropped without a word: the session is logged
+    /// Queues a frame. A full queue drops it: a client that handles Resync is told to sync
+    /// once its connection has caught up (a burst costs it no reconnect, and the sync brings
+    /// what was dropped); any other client's connection ends as a slow consumer. The frames
+    /// sent until the connection is gone are dropped without a word: the session is logged
     /// and counted once.
     pub fn send(&self, outbound: Arc<Outbound>) -> bool {
         match self.outbox.try_send(outbound) {
             Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) if self.resync => {
+                if !self.overflowed.swap(true, Ordering::SeqCst) {
+                    tracing::info!(session = %self.session_id, user = %self.user_id, "outbound queue full: the client syncs");
+                    metrics::counter!("im_overflow_resyncs_total").increment(1);
+                }
+                false
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.ending.end(ErrorCode::SlowConsumer) {
                     tracing::info!(session = %self.session_id, user = %self.user_id, "slow consumer");
@@ -134,6 +150,12 @@ impl SessionHandle {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Whether frames were dropped since the last call, for a full queue of a client that
+    /// handles Resync (which must then be told to sync).
+    pub fn take_overflow(&self) -> bool {
+        self.overflowed.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -575,6 +597,37 @@ mod tests {
         let mut offline = Vec::new();
         sessions.deliver(["amy", "bob"], frame(9), None, Some(&mut offline));
         assert_eq!(offline, ["bob"]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_flags_a_client_that_handles_resync_and_ends_any_other() {
+        let user = UserId::new("amy").unwrap();
+        let device = DeviceId::new("phone").unwrap();
+        let frame = || {
+            Arc::new(Outbound {
+                frame: Bytes::from_static(b"f"),
+                entry: None,
+            })
+        };
+        let (mut syncing, _inbox) = SessionHandle::new(
+            user.clone(),
+            &device,
+            Platform::Web,
+            Standing::IssuedAt(0),
+            1,
+        );
+        syncing.resync = true;
+        assert!(syncing.send(frame()));
+        assert!(!syncing.send(frame()), "dropped");
+        assert!(!syncing.send(frame()));
+        assert_eq!(syncing.ending().reason.get(), None, "the connection lives");
+        assert!(syncing.take_overflow(), "and is told to sync");
+        assert!(!syncing.take_overflow(), "once");
+        let (other, _inbox) =
+            SessionHandle::new(user, &device, Platform::Web, Standing::IssuedAt(0), 1);
+        assert!(other.send(frame()));
+        assert!(!other.send(frame()));
+        assert_eq!(other.ending().reason.get(), Some(&ErrorCode::SlowConsumer));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use futures::{SinkExt, StreamExt, stream::FuturesOrdered};
 use governor::{DefaultDirectRateLimiter, RateLimiter, clock::Clock};
 use im_proto::{
     FrameCodec,
-    v1::{DeliveryAck, Error, ErrorCode},
+    v1::{DeliveryAck, Error, ErrorCode, Resync, server_frame},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -133,6 +133,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Some(outbound) = self.inbox.recv() => {
                     if !Box::pin(self.push_queued(outbound)).await? {
                         return Box::pin(self.finish(ErrorCode::SlowConsumer)).await;
+                    }
+                    // Frames were dropped for a full queue: the client syncs to get them.
+                    if self.session.take_overflow() {
+                        let resync = Resync { sync_after_ms: 0 };
+                        let frame = crate::wire::frame(0, server_frame::Body::Resync(resync));
+                        Box::pin(self.link.send(frame)).await?;
                     }
                 }
                 message = self.link.ws.next(), if self.inflight.len() < max_inflight => {
