@@ -38,3 +38,18 @@ export function reconnectDelay(
 ): number {
   return Math.max(backoffDelay(attempt, backoff, random), serverDelay(atLeastMs));
 }
+
+/** The first wait before a refused request goes again, when the server named none; it doubles per refusal. */
+export const FIRST_RETRY_MS = 200;
+/** The longest wait between retries of a refused request (and the wait after a refusal a retry cannot fix). */
+export const MAX_RETRY_MS = 30_000;
+
+/**
+ * The wait before a refused request (a send, a call, a sync page, a pull) goes again after its
+ * `refusals`-th refusal in a row (1 for the first): doubling from 200 ms up to 30 s, and never
+ * below the server's `retry_after_ms`.
+ */
+export function retryDelay(refusals: number, retryAfterMs: number | bigint): number {
+  const growing = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.min(Math.max(refusals - 1, 0), 30));
+  return Math.max(growing, serverDelay(retryAfterMs));
+}

@@ -15,6 +15,7 @@ import {
   HistoryRequestSchema,
   MarkReadSchema,
   MessageBodySchema,
+  PresenceStatus,
   PresenceStatusSchema,
   PresenceSubscribeSchema,
   PresenceUnsubscribeSchema,
@@ -107,7 +108,7 @@ export class Client {
       this.businessApi = new BusinessApi(
         options.businessApi,
         async (refresh) => (typeof token === "string" ? token : token(refresh)),
-        () => this.connect(),
+        () => this.connection.knownUserId(),
         fetch,
       );
     }
@@ -241,12 +242,14 @@ export class Client {
     expect(await this.connection.call({ case: "presenceUnsubscribe", value }), "ok");
   }
 
-  /** Sets the user's status ("online", "away", "busy") and its text. */
+  /** Sets the user's status ("online", "away", "busy"; another is INVALID_ARGUMENT) and its text. */
   async setPresence(status: string, statusText = ""): Promise<void> {
-    const value = create(SetPresenceSchema, {
-      status: enumValue(PresenceStatusSchema, status, "PRESENCE_STATUS_"),
-      statusText,
-    });
+    const code = enumValue(PresenceStatusSchema, status, "PRESENCE_STATUS_");
+    // Unknown names map to UNSPECIFIED, which the server would take as no status at all.
+    if (code === PresenceStatus.UNSPECIFIED) {
+      throw new ProtocolError(ErrorCode.INVALID_ARGUMENT, `unknown presence status: ${JSON.stringify(status)}`);
+    }
+    const value = create(SetPresenceSchema, { status: code, statusText });
     expect(await this.connection.call({ case: "setPresence", value }), "ok");
   }
 

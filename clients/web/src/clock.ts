@@ -46,8 +46,3 @@ export function every(clock: Clock, ms: number, f: () => void): CancelTimer {
     cancel();
   };
 }
-
-/** Waits `ms` on `clock`. */
-export function sleep(clock: Clock, ms: number): Promise<void> {
-  return new Promise((resolve) => clock.after(ms, resolve));
-}

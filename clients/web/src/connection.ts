@@ -5,7 +5,7 @@
 // sends (the outbox) and calls, on the wire when connected and queued when not.
 
 import { create } from "@bufbuild/protobuf";
-import { DEFAULT_BACKOFF, reconnectDelay, type Backoff } from "./backoff.js";
+import { DEFAULT_BACKOFF, reconnectDelay, serverDelay, type Backoff } from "./backoff.js";
 import { every, type CancelTimer, type Clock } from "./clock.js";
 import { Conversations } from "./conversations.js";
 import type { Emitter } from "./emitter.js";
@@ -17,7 +17,7 @@ import { Link, SUPPORTED_VERSIONS, type WebSocketConstructor } from "./link.js";
 import { MemoryOutbox, Sends, type Outgoing, type OutboxStore } from "./outbox.js";
 import { ProtocolError } from "./protocol-error.js";
 import { Requests, type Call, type ClientBody, type ServerBody } from "./requests.js";
-import { Session, type Ended, type Shared } from "./session.js";
+import { Session, endedBy, type Ended, type LastingState } from "./session.js";
 import { Timeline } from "./timeline.js";
 import { TypingLapse } from "./typing.js";
 import type { ConnectionState, Conversation, Sent } from "./types.js";
@@ -46,11 +46,14 @@ export interface ConnectionOptions {
 
 export const CLIENT_VERSION = "im-web/0.1.0";
 
+/** A session that lasted this long worked, caught up or not: the backoff starts over after it. */
+const STABLE_SESSION_MS = 60_000;
+
 /** How often retries and timeouts are looked at. */
 const HOUSEKEEPING_MS = 100;
 
 export class Connection {
-  private readonly shared: Shared & { readonly watched: Set<string> };
+  private readonly lasting: LastingState & { readonly watched: Set<string> };
   private current: ConnectionState = { state: "connecting" };
   private me = "";
   private session: Session | undefined;
@@ -59,15 +62,15 @@ export class Connection {
   private stopped: ProtocolError | undefined;
   /** Gives up the connection attempt under way (the client is closed meanwhile). */
   private cancelOpen: (() => void) | undefined;
-  /** Ends the wait before the next attempt early. */
-  private endPause: (() => void) | undefined;
+  /** Cuts the wait before the next attempt to what the server asked for (or ends it, once closing). */
+  private cutPause: (() => void) | undefined;
   private cancelHousekeeping: CancelTimer | undefined;
 
   constructor(
     private readonly options: ConnectionOptions,
     private readonly events: Emitter,
   ) {
-    this.shared = {
+    this.lasting = {
       timeline: new Timeline(),
       sends: new Sends(options.outbox ?? new MemoryOutbox()),
       requests: new Requests(),
@@ -106,11 +109,34 @@ export class Connection {
     });
   }
 
+  /**
+   * The authenticated user, known since the first Welcome and kept across reconnects. Before
+   * that it waits for a Welcome, without starting the client, up to the request timeout.
+   */
+  knownUserId(): Promise<string> {
+    if (this.me) return Promise.resolve(this.me);
+    if (this.stopped) return Promise.reject(this.stopped);
+    return new Promise((resolve, reject) => {
+      const settle = (f: () => void) => {
+        off();
+        cancel();
+        f();
+      };
+      const off = this.events.on((event) => {
+        if (event.type !== "connection") return;
+        if (event.state.state === "connected") settle(() => resolve(this.me));
+        else if (this.stopped) settle(() => reject(this.stopped));
+      });
+      const unknown = new ProtocolError(ErrorCode.UNAVAILABLE, "the user is not known: not connected before the request timeout");
+      const cancel = this.options.clock.after(this.options.requestTimeoutMs ?? 30_000, () => settle(() => reject(unknown)));
+    });
+  }
+
   async close(): Promise<void> {
     this.closing = true;
     this.session?.end({ kind: "closed" });
     this.cancelOpen?.();
-    this.endPause?.();
+    this.cutPause?.();
     if (this.running) await this.running;
     else this.stop(closedError());
   }
@@ -118,12 +144,13 @@ export class Connection {
   /**
    * Checks the connection now instead of trusting the socket: the server must answer a ping
    * within `timeoutMs`, or the connection is replaced at once. While the client waits to
-   * reconnect, it stops waiting. True when the server answered.
+   * reconnect, it skips the rest of its backoff, never the wait the server asked for. True when
+   * the server answered.
    */
   checkConnection(timeoutMs: number): Promise<boolean> {
     const session = this.session;
     if (session && !session.isOver) return session.probe(timeoutMs);
-    this.endPause?.();
+    this.cutPause?.();
     return Promise.resolve(false);
   }
 
@@ -131,7 +158,7 @@ export class Connection {
   send(outgoing: Outgoing): Promise<Sent> {
     if (this.stopped) return Promise.reject(this.stopped);
     return new Promise((resolve, reject) => {
-      void this.shared.sends.enqueue(outgoing, { resolve, reject }).then(() => this.session?.flushSends());
+      void this.lasting.sends.enqueue(outgoing, { resolve, reject }).then(() => this.session?.flushSends());
     });
   }
 
@@ -141,9 +168,10 @@ export class Connection {
     return new Promise((resolve, reject) => {
       const deadline = this.options.clock.now() + (this.options.requestTimeoutMs ?? 30_000);
       const call: Call = { body, resolve, reject, deadline };
+      this.needHousekeeping();
       const session = this.session;
       if (session && !session.isOver) session.sendCall(call);
-      else this.shared.requests.queue(call);
+      else this.lasting.requests.queue(call);
     });
   }
 
@@ -155,23 +183,22 @@ export class Connection {
   /** Users to subscribe to again on every connection (their presence belongs to a connection). */
   watch(userIds: string[], watching: boolean): void {
     for (const user of userIds) {
-      if (watching) this.shared.watched.add(user);
-      else this.shared.watched.delete(user);
+      if (watching) this.lasting.watched.add(user);
+      else this.lasting.watched.delete(user);
     }
   }
 
   conversations(): Conversation[] {
-    return this.shared.conversations.list();
+    return this.lasting.conversations.list();
   }
 
   private async run(): Promise<void> {
     try {
-      await this.shared.sends.restore();
+      await this.lasting.sends.restore();
     } catch (cause) {
       this.stop(new ProtocolError(ErrorCode.INTERNAL, `the outbox could not be loaded: ${String(cause)}`, { cause }));
       return;
     }
-    this.cancelHousekeeping = every(this.options.clock, HOUSEKEEPING_MS, () => this.housekeeping());
     let attempt = 0;
     let refresh = false;
     while (!this.closing) {
@@ -183,9 +210,12 @@ export class Connection {
           link.close();
           break;
         }
-        attempt = 0;
         refresh = false;
-        ended = await this.serve(link);
+        const served = await this.serve(link);
+        ended = served.ended;
+        // Backoff starts over only after a connection that worked: one the server ends right
+        // after its Welcome, again and again, must not bring the client back every few ms.
+        if (served.worked) attempt = 0;
       } catch (error) {
         ended = refusal(asProtocolError(error));
       }
@@ -199,15 +229,16 @@ export class Connection {
       const delay = reconnectDelay(attempt, atLeastMs, this.options.backoff ?? DEFAULT_BACKOFF);
       attempt += 1;
       this.setState({ state: "reconnecting", reason: ended.reason, retryInMs: delay });
-      await this.pause(delay);
+      await this.pause(delay, serverDelay(atLeastMs));
     }
     this.stop(closedError());
   }
 
   private async open(refresh: boolean): Promise<Link> {
+    const connectTimeoutMs = this.options.connectTimeoutMs ?? 10_000;
     const hello = create(HelloSchema, {
       protocolVersions: [...SUPPORTED_VERSIONS],
-      token: await this.token(refresh),
+      token: await this.token(refresh, connectTimeoutMs),
       deviceId: this.options.deviceId,
       platform: this.options.platform ?? Platform.WEB,
       clientVersion: CLIENT_VERSION,
@@ -218,7 +249,7 @@ export class Connection {
     try {
       return await Link.open(this.options.WebSocket, this.options.url, hello, {
         maxFrameBytes: this.options.maxFrameBytes ?? 0,
-        timeoutMs: this.options.connectTimeoutMs ?? 10_000,
+        timeoutMs: connectTimeoutMs,
         clock: this.options.clock,
         onCancel: (cancel) => (this.cancelOpen = cancel),
       });
@@ -227,30 +258,68 @@ export class Connection {
     }
   }
 
-  private async token(refresh: boolean): Promise<string> {
+  /**
+   * A token from the provider, within the connect timeout: a provider that never answers must
+   * not hold up the reconnects, nor `close()`.
+   */
+  private token(refresh: boolean, timeoutMs: number): Promise<string> {
     const token = this.options.token;
-    return typeof token === "string" ? token : token(refresh);
-  }
-
-  /** Waits `ms`, or less if the client is closed or asked to check its connection meanwhile. */
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        cancel();
-        this.endPause = undefined;
-        resolve();
+    if (typeof token === "string") return Promise.resolve(token);
+    return new Promise<string>((resolve, reject) => {
+      let settled = false;
+      const settle = (f: () => void) => {
+        if (settled) return;
+        settled = true;
+        cancelTimer();
+        this.cancelOpen = undefined;
+        f();
       };
-      const cancel = this.options.clock.after(ms, done);
-      this.endPause = done;
+      const cancelTimer = this.options.clock.after(timeoutMs, () =>
+        settle(() => reject(new ProtocolError(ErrorCode.TIMEOUT, "the token provider did not answer in time"))),
+      );
+      this.cancelOpen = () => settle(() => reject(closedError()));
+      Promise.resolve()
+        .then(() => token(refresh))
+        .then(
+          (value) => settle(() => resolve(value)),
+          (error: unknown) => settle(() => reject(error)),
+        );
     });
   }
 
-  /** One authenticated connection, until it ends. */
-  private serve(link: Link): Promise<Ended> {
-    const session = new Session(link, this.shared, {
+  /**
+   * Waits `ms`; less if the client is closed meanwhile, or asked to check its connection: then
+   * only until `serverWaitMs` from now, the server's wait, which nothing but closing cuts.
+   */
+  private pause(ms: number, serverWaitMs: number): Promise<void> {
+    const clock = this.options.clock;
+    const serverReadyAt = clock.now() + serverWaitMs;
+    return new Promise((resolve) => {
+      // Closed by a listener of the "reconnecting" state, before this wait began.
+      if (this.closing) return resolve();
+      const done = () => {
+        cancel();
+        this.cutPause = undefined;
+        resolve();
+      };
+      let cancel = clock.after(ms, done);
+      this.cutPause = () => {
+        const left = serverReadyAt - clock.now();
+        if (this.closing || left <= 0) return done();
+        cancel();
+        cancel = clock.after(left, done);
+      };
+    });
+  }
+
+  /** One authenticated connection, until it ends; it worked if it caught up or lasted. */
+  private async serve(link: Link): Promise<{ ended: Ended; worked: boolean }> {
+    const startedAt = this.options.clock.now();
+    const session = new Session(link, this.lasting, {
       deviceId: this.options.deviceId,
       clock: this.options.clock,
       ackDelayMs: this.options.ackDelayMs ?? 100,
+      onRetryLater: () => this.needHousekeeping(),
       requestTimeoutMs: this.options.requestTimeoutMs ?? 30_000,
       pongTimeoutMs: this.options.pongTimeoutMs ?? DEFAULT_PONG_TIMEOUT_MS,
     });
@@ -259,25 +328,41 @@ export class Connection {
     this.setState({ state: "connected", userId: session.userId, sessionId: link.welcome.sessionId });
     // The app may have closed the client on hearing it was connected: then the session is over already.
     session.start();
-    return session.ended.finally(() => {
-      if (this.session === session) this.session = undefined;
-    });
+    // Sends held back on the last connection wait out their refusal on this one.
+    if (this.lasting.sends.waiting) this.needHousekeeping();
+    const ended = await session.ended;
+    if (this.session === session) this.session = undefined;
+    return { ended, worked: session.synced || this.options.clock.now() - startedAt >= STABLE_SESSION_MS };
+  }
+
+  /** Looks at retries and timeouts from now on, until none is left (an idle client keeps no timer). */
+  private needHousekeeping(): void {
+    if (this.cancelHousekeeping || this.stopped) return;
+    this.cancelHousekeeping = every(this.options.clock, HOUSEKEEPING_MS, () => this.housekeeping());
   }
 
   /** Retries and timeouts, connected or not. */
   private housekeeping(): void {
-    this.shared.requests.expire(this.options.clock.now());
+    const { requests, sends } = this.lasting;
+    requests.expire(this.options.clock.now());
     const session = this.session;
-    if (session && !session.isOver) session.tick();
+    const connected = session !== undefined && !session.isOver;
+    if (connected) session.tick();
+    // A held-back send matters only while connected: a new connection looks at it again.
+    if (!requests.waiting && !(connected && sends.waiting)) {
+      this.cancelHousekeeping?.();
+      this.cancelHousekeeping = undefined;
+    }
   }
 
   private stop(error: ProtocolError): void {
     if (this.stopped) return;
     this.stopped = error;
     this.cancelHousekeeping?.();
-    this.shared.typing.clear();
-    this.shared.sends.stop(error);
-    this.shared.requests.stop(error);
+    this.cancelHousekeeping = undefined;
+    this.lasting.typing.clear();
+    this.lasting.sends.stop(error);
+    this.lasting.requests.stop(error);
     this.setState({ state: "stopped", reason: `${error.codeName}: ${error.message}` });
   }
 
@@ -297,11 +382,13 @@ function asProtocolError(error: unknown): ProtocolError {
     : new ProtocolError(ErrorCode.UNAVAILABLE, String(error), { cause: error });
 }
 
-/** What a failed connection attempt means: refresh the token, stop, or try again later. */
+/**
+ * What a failed connection attempt means: refresh the token, stop, or try again later. The
+ * rules are those for the server's word after the Welcome (`endedBy`): only the codes of
+ * `isFatal` stop the client; any other refusal is tried again, with growing backoff.
+ */
 function refusal(error: ProtocolError): Ended {
-  const reason = `${error.codeName}: ${error.message}`;
-  if (error.code === ErrorCode.TOKEN_EXPIRED) return { kind: "token_expired", reason };
-  // A refusal a retry cannot fix ends the client (a bad token, a version gap).
-  if (!error.retryable) return { kind: "fatal", error };
-  return { kind: "lost", reason, atLeastMs: error.retryAfterMs };
+  const ended = endedBy(error.code, error.message, error.retryAfterMs);
+  // The refusal itself, with what it carries (the server's versions, say).
+  return ended.kind === "fatal" ? { kind: "fatal", error } : ended;
 }

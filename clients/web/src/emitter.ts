@@ -7,6 +7,11 @@ export class Emitter {
   private readonly listeners = new Set<(event: ClientEvent) => void>();
   private ended = false;
 
+  /** How many listeners there are (iterators included). */
+  get listenerCount(): number {
+    return this.listeners.size;
+  }
+
   /** Calls `listener` with every event from now on; the returned function stops it. */
   on(listener: (event: ClientEvent) => void): () => void {
     this.listeners.add(listener);
@@ -28,34 +33,33 @@ export class Emitter {
   /** Every event from now on, until the client stops (the `stopped` state is the last one). */
   events(): AsyncIterableIterator<ClientEvent> {
     const queue: ClientEvent[] = [];
-    let waiting: ((result: IteratorResult<ClientEvent, undefined>) => void) | undefined;
+    /** Callers of next() waiting for an event, in the order they called. */
+    const waiting: ((result: IteratorResult<ClientEvent, undefined>) => void)[] = [];
     let ended = this.ended;
     const finish = () => {
       ended = true;
       off();
+      for (const w of waiting.splice(0)) w({ value: undefined, done: true });
     };
-    const off = this.on((event) => {
-      if (waiting) {
-        const w = waiting;
-        waiting = undefined;
-        w({ value: event, done: false });
-      } else {
-        queue.push(event);
-      }
-      if (event.type === "connection" && event.state.state === "stopped") finish();
-    });
+    // A client that stopped already has nothing more to say: no listener to leave behind.
+    const off = ended
+      ? () => undefined
+      : this.on((event) => {
+          const w = waiting.shift();
+          if (w) w({ value: event, done: false });
+          else queue.push(event);
+          if (event.type === "connection" && event.state.state === "stopped") finish();
+        });
     const iterator: AsyncIterableIterator<ClientEvent> = {
       next: () => {
         const event = queue.shift();
         if (event) return Promise.resolve({ value: event, done: false });
         if (ended) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((resolve) => (waiting = resolve));
+        return new Promise((resolve) => waiting.push(resolve));
       },
       return: () => {
-        finish();
         queue.length = 0;
-        waiting?.({ value: undefined, done: true });
-        waiting = undefined;
+        finish();
         return Promise.resolve({ value: undefined, done: true });
       },
       [Symbol.asyncIterator]: () => iterator,

@@ -18,9 +18,11 @@ export { CLIENT_VERSION, type TokenProvider } from "./connection.js";
 export { isFatal } from "./session.js";
 export { hostClock, type CancelTimer, type Clock } from "./clock.js";
 export { DEFAULT_PONG_TIMEOUT_MS, Heartbeat, heartbeatSettings, type HeartbeatSettings, type Verdict } from "./heartbeat.js";
-export { DEFAULT_BACKOFF, backoffDelay, reconnectDelay, serverDelay, type Backoff } from "./backoff.js";
+export { DEFAULT_BACKOFF, backoffDelay, reconnectDelay, retryDelay, serverDelay, type Backoff } from "./backoff.js";
 export { MemoryOutbox, Sends, type Outgoing, type OutboxStore, type SendWaiter } from "./outbox.js";
 export { Timeline, type TimelineAction } from "./timeline.js";
+export { Emitter } from "./emitter.js";
+export { MAX_PULLS_IN_FLIGHT, PullQueue } from "./pulls.js";
 export { Requests, type Call, type ClientBody, type Request, type ServerBody } from "./requests.js";
 export { SUBPROTOCOLS, type WebSocketConstructor, type WebSocketLike } from "./link.js";
 export {

@@ -1,12 +1,12 @@
 // The sends not yet acknowledged. A send is kept, in memory and in the outbox store, from the
 // moment the app makes it until the server acknowledges it or refuses it for good. Until then it
 // goes on the wire on every connection with the same client message id, so the server makes one
-// entry of it however often it arrives. A passing refusal (a rate limit) holds it back for the
-// delay the server asked for; any other refusal fails it.
+// entry of it however often it arrives. A passing refusal (a rate limit) holds it back, and the
+// sends after it, for the delay the server asked for or a growing one; any other refusal fails it.
 //
 // Nothing here touches the socket: the client writes what nextDue gives and hands back answers.
 
-import { serverDelay } from "./backoff.js";
+import { retryDelay } from "./backoff.js";
 import { ErrorCode } from "./gen/im/v1/errors_pb.js";
 import { ProtocolError } from "./protocol-error.js";
 import type { Sent } from "./types.js";
@@ -66,21 +66,25 @@ interface Pending {
   inFlight?: bigint;
   /** Not to be sent again before this (after a passing refusal). */
   notBefore?: number;
+  /** Passing refusals so far: the wait before the next try grows with them. */
+  refusals: number;
 }
-
-/** A refusal after which a send waits, when the server named no delay. */
-const MIN_RETRY_MS = 200;
 
 export class Sends {
   private readonly pending: Pending[] = [];
 
   constructor(private readonly store: OutboxStore) {}
 
-  /** Takes in the store's outbox (when the client starts): resent on the first connection. */
+  /**
+   * Takes in the store's outbox (when the client starts): resent on the first connection, ahead
+   * of the sends made meanwhile, since they were made before them.
+   */
   async restore(): Promise<void> {
+    const restored: Pending[] = [];
     for (const outgoing of await this.store.load()) {
-      if (!this.find(outgoing.clientMsgId)) this.pending.push({ outgoing, waiters: [], stored: true });
+      if (!this.find(outgoing.clientMsgId)) restored.push({ outgoing, waiters: [], stored: true, refusals: 0 });
     }
+    this.pending.unshift(...restored);
   }
 
   get size(): number {
@@ -94,7 +98,7 @@ export class Sends {
       known.waiters.push(waiter);
       return;
     }
-    const pending: Pending = { outgoing, waiters: [waiter], stored: false };
+    const pending: Pending = { outgoing, waiters: [waiter], stored: false, refusals: 0 };
     this.pending.push(pending);
     try {
       await this.store.put(outgoing);
@@ -107,16 +111,21 @@ export class Sends {
   }
 
   /**
-   * The oldest send neither on the wire nor waiting out a refusal at `now`. None goes past a
-   * send the store has not kept yet: the server orders entries as they arrive, and the app's
-   * order is the one to keep.
+   * The oldest send not on the wire, if it may go at `now`. None goes past a send the store has
+   * not kept yet, nor past one waiting out a refusal: the server orders entries as they arrive,
+   * and the app's order is the one to keep.
    */
   nextDue(now: number): Outgoing | undefined {
     for (const p of this.pending) {
-      if (!p.stored) return undefined;
-      if (p.inFlight === undefined && (p.notBefore ?? 0) <= now) return p.outgoing;
+      if (!p.stored || (p.notBefore ?? 0) > now) return undefined;
+      if (p.inFlight === undefined) return p.outgoing;
     }
     return undefined;
+  }
+
+  /** Whether a send waits out a refusal: something to come back to later. */
+  get waiting(): boolean {
+    return this.pending.some((p) => p.notBefore !== undefined);
   }
 
   /** The send went on the wire under `requestId`. */
@@ -146,7 +155,8 @@ export class Sends {
     if (!pending) return;
     if (error.retryable) {
       pending.inFlight = undefined;
-      pending.notBefore = now + Math.max(serverDelay(error.retryAfterMs), MIN_RETRY_MS);
+      pending.refusals += 1;
+      pending.notBefore = now + retryDelay(pending.refusals, error.retryAfterMs);
     } else {
       this.fail(clientMsgId, error);
     }

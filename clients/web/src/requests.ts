@@ -6,7 +6,7 @@
 //
 // Nothing here touches the socket, so the rules are tested on their own.
 
-import { serverDelay } from "./backoff.js";
+import { retryDelay } from "./backoff.js";
 import { ErrorCode } from "./gen/im/v1/errors_pb.js";
 import type { ClientFrame, ServerFrame } from "./gen/im/v1/frames_pb.js";
 import { ProtocolError } from "./protocol-error.js";
@@ -24,21 +24,22 @@ export interface Call {
   readonly deadline: number;
   /** After a passing refusal: not to be sent again before this. */
   notBefore?: number;
+  /** Passing refusals so far: the wait before the next try grows with them. */
+  refusals?: number;
+  /** Whether it went on the wire at least once: its deadline is then a TIMEOUT, not UNAVAILABLE. */
+  sent?: boolean;
 }
 
 /** What a request on the wire was, so that its answer finds its way. */
 export type Request =
   | { kind: "send"; clientMsgId: string }
   | { kind: "call"; call: Call }
-  | { kind: "sync" }
+  | { kind: "sync"; pageToken: string }
   | { kind: "pull"; conversationId: string }
   | { kind: "ping" };
 
 /** The request id of the Hello; a connection's other requests follow it. */
 export const HELLO_REQUEST_ID = 1n;
-
-/** A passing refusal after which a call waits, when the server named no delay. */
-const MIN_RETRY_MS = 100;
 
 export class Requests {
   /** Calls made while offline, or waiting out a passing refusal, oldest first. */
@@ -53,6 +54,7 @@ export class Requests {
 
   /** Puts a request on the wire under the connection's next id, which its frame must carry. */
   register(request: Request): bigint {
+    if (request.kind === "call") request.call.sent = true;
     this.lastId += 1n;
     this.onWire.set(this.lastId, request);
     return this.lastId;
@@ -63,6 +65,11 @@ export class Requests {
     const request = this.onWire.get(requestId);
     this.onWire.delete(requestId);
     return request;
+  }
+
+  /** Whether a call waits (queued, or on the wire): its deadline or retry is still to come. */
+  get waiting(): boolean {
+    return this.queued.length > 0 || [...this.onWire.values()].some((r) => r.kind === "call");
   }
 
   queue(call: Call): void {
@@ -83,8 +90,10 @@ export class Requests {
 
   /** The server refused a call: a passing refusal is retried if the caller still waits by then. */
   refused(call: Call, error: ProtocolError, now: number): void {
-    const retryAt = now + Math.max(serverDelay(error.retryAfterMs), MIN_RETRY_MS);
+    const refusals = (call.refusals ?? 0) + 1;
+    const retryAt = now + retryDelay(refusals, error.retryAfterMs);
     if (error.retryable && retryAt < call.deadline) {
+      call.refusals = refusals;
       call.notBefore = retryAt;
       this.queued.push(call);
     } else {
@@ -94,13 +103,18 @@ export class Requests {
 
   /**
    * Fails the calls whose deadline has passed: UNAVAILABLE for those never sent (the client was
-   * offline all along), TIMEOUT for those on the wire (a late answer then finds nothing).
+   * offline all along), TIMEOUT for those sent (on the wire, or queued again after a lost
+   * connection or a refusal; a late answer then finds nothing).
    */
   expire(now: number): void {
     const expired = this.queued.filter((c) => c.deadline <= now);
     this.queued = this.queued.filter((c) => c.deadline > now);
     for (const call of expired) {
-      call.reject(new ProtocolError(ErrorCode.UNAVAILABLE, "not connected before the request timeout"));
+      call.reject(
+        call.sent
+          ? new ProtocolError(ErrorCode.TIMEOUT, "no answer in time")
+          : new ProtocolError(ErrorCode.UNAVAILABLE, "not connected before the request timeout"),
+      );
     }
     for (const [id, request] of this.onWire) {
       if (request.kind === "call" && request.call.deadline <= now) {

@@ -2,11 +2,13 @@
 // pending sends, the calls made offline, the presence watched), keeps the connection's
 // liveness (heartbeat.ts), batches delivery acknowledgements, and turns what the server sends
 // into events: each conversation's entries once and in order, through the Timeline, pulling
-// what a gap or a sync says is missing. What outlives the connection (the timeline, the
-// outbox, the calls, the conversations) is the client's, shared by its sessions in turn.
+// what a gap or a sync says is missing (a few pulls at a time, pulls.ts). A refused sync page
+// or pull goes again on this connection after a wait: reconnecting would not help, and would
+// bring the client back at once. What outlives the connection (the timeline, the outbox, the
+// calls, the conversations: LastingState) is the client's, handed to its sessions in turn.
 
 import { create, fromBinary } from "@bufbuild/protobuf";
-import { serverDelay } from "./backoff.js";
+import { MAX_RETRY_MS, retryDelay, serverDelay } from "./backoff.js";
 import type { CancelTimer, Clock } from "./clock.js";
 import type { Conversations } from "./conversations.js";
 import type { Emitter } from "./emitter.js";
@@ -22,9 +24,11 @@ import {
   SendRequestSchema,
   SyncRequestSchema,
   type ConversationState,
+  type MessageBody,
   type SendAck,
 } from "./gen/im/v1/messaging_pb.js";
 import { Heartbeat, heartbeatSettings } from "./heartbeat.js";
+import { PullQueue } from "./pulls.js";
 import type { Link, LinkClosed } from "./link.js";
 import type { Sends } from "./outbox.js";
 import { ProtocolError } from "./protocol-error.js";
@@ -48,8 +52,8 @@ export type Ended =
   | { kind: "lost"; reason: string; atLeastMs: number }
   | { kind: "fatal"; error: ProtocolError };
 
-/** What outlives a connection. */
-export interface Shared {
+/** What outlives a connection: the client's, handed to each session in turn. */
+export interface LastingState {
   readonly timeline: Timeline;
   readonly sends: Sends;
   readonly requests: Requests;
@@ -70,6 +74,8 @@ export interface SessionSettings {
   readonly requestTimeoutMs: number;
   /** A ping not followed by any frame within this long ends the connection. */
   readonly pongTimeoutMs: number;
+  /** A send or a call waits out a refusal: the client must come back to it. */
+  readonly onRetryLater: () => void;
 }
 
 /**
@@ -109,12 +115,20 @@ export class Session {
   private cancelResync: CancelTimer | undefined;
   /** checkConnection callers, told whether the server answered. */
   private probes: ((alive: boolean) => void)[] = [];
+  /** Retries of refused sync pages, on this connection. */
+  private readonly retries = new Set<CancelTimer>();
+  private readonly pulls: PullQueue;
+  private cancelPullWake: CancelTimer | undefined;
+  /** Refusals in a row: of the sync, and of pulls. */
+  private syncRefusals = 0;
+  private pullRefusals = 0;
+  private syncDone = false;
   /** What the server's last Error about the connection said: the close that follows means it. */
-  private lastWord: { code: number; message: string; retryAfterMs: number } | undefined;
+  private connectionError: { code: number; message: string; retryAfterMs: number } | undefined;
 
   constructor(
     private readonly link: Link,
-    private readonly shared: Shared,
+    private readonly lasting: LastingState,
     private readonly settings: SessionSettings,
   ) {
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
@@ -123,8 +137,9 @@ export class Session {
       heartbeatSettings(welcome.heartbeatIntervalMs, welcome.idleTimeoutMs, settings.pongTimeoutMs),
       settings.clock.now(),
     );
-    shared.timeline.setUser(welcome.userId);
-    shared.requests.connected();
+    this.pulls = new PullQueue(pullsPerSecond(welcome.limits?.maxFramesPerSecond ?? 0));
+    lasting.timeline.setUser(welcome.userId);
+    lasting.requests.connected();
   }
 
   get userId(): string {
@@ -133,6 +148,11 @@ export class Session {
 
   get isOver(): boolean {
     return this.done;
+  }
+
+  /** Whether a sync ran to its last page on this connection: the client is caught up. */
+  get synced(): boolean {
+    return this.syncDone;
   }
 
   /** Catches up and serves the connection until it ends. */
@@ -146,7 +166,7 @@ export class Session {
       // The sync first, as after every Welcome; then what the last connection left unanswered.
       this.sync();
       this.flushSends();
-      for (const call of this.shared.requests.takeQueued()) this.sendCall(call);
+      for (const call of this.lasting.requests.takeQueued()) this.sendCall(call);
       this.watchAgain();
     });
     this.armLiveness();
@@ -156,10 +176,13 @@ export class Session {
   end(ended: Ended): void {
     if (this.done) return;
     this.done = true;
-    for (const cancel of [this.cancelLiveness, this.cancelAck, this.cancelResync]) cancel?.();
-    this.shared.requests.connectionLost();
-    this.shared.sends.connectionLost();
-    this.shared.timeline.connectionLost();
+    for (const cancel of [this.cancelLiveness, this.cancelAck, this.cancelResync, this.cancelPullWake, ...this.retries]) {
+      cancel?.();
+    }
+    this.retries.clear();
+    this.lasting.requests.connectionLost();
+    this.lasting.sends.connectionLost();
+    this.lasting.timeline.connectionLost();
     this.link.close();
     for (const probe of this.probes.splice(0)) probe(false);
     this.resolveEnded(ended);
@@ -181,15 +204,23 @@ export class Session {
   /** Puts every send that is not on the wire (nor waiting out a refusal) on it, oldest first. */
   flushSends(): void {
     this.guard(() => {
-      const { sends, requests } = this.shared;
+      const { sends, requests } = this.lasting;
       for (let next = sends.nextDue(this.now()); next; next = sends.nextDue(this.now())) {
+        let body: MessageBody;
+        try {
+          body = fromBinary(MessageBodySchema, next.body);
+        } catch (cause) {
+          // A body the store kept damaged can never go out: only this send fails.
+          const error = new ProtocolError(ErrorCode.INVALID_ARGUMENT, `the send's body does not decode: ${String(cause)}`, {
+            cause,
+          });
+          sends.fail(next.clientMsgId, error);
+          continue;
+        }
         const id = requests.register({ kind: "send", clientMsgId: next.clientMsgId });
         sends.onWire(next.clientMsgId, id);
-        const value = create(SendRequestSchema, {
-          clientMsgId: next.clientMsgId,
-          conversationId: next.conversationId,
-          body: fromBinary(MessageBodySchema, next.body),
-        });
+        const { clientMsgId, conversationId } = next;
+        const value = create(SendRequestSchema, { clientMsgId, conversationId, body });
         try {
           this.link.write(id, { case: "send", value });
         } catch (error) {
@@ -202,16 +233,17 @@ export class Session {
     });
   }
 
-  /** Puts a call on the wire. */
+  /** Puts a call on the wire; once the session is over, back in the queue for the next one. */
   sendCall(call: Call): void {
+    if (this.done) return this.lasting.requests.queue(call);
     this.guard(() => {
-      const id = this.shared.requests.register({ kind: "call", call });
+      const id = this.lasting.requests.register({ kind: "call", call });
       try {
         this.link.write(id, call.body);
       } catch (error) {
         // Too large to send at all: only this call fails.
         if (!isTooLarge(error)) throw error;
-        this.shared.requests.take(id);
+        this.lasting.requests.take(id);
         call.reject(error);
       }
     });
@@ -225,7 +257,7 @@ export class Session {
   /** Retries whose time has come. */
   tick(): void {
     this.flushSends();
-    for (const call of this.shared.requests.due(this.now())) this.sendCall(call);
+    for (const call of this.lasting.requests.due(this.now())) this.sendCall(call);
   }
 
   private now(): number {
@@ -246,14 +278,14 @@ export class Session {
 
   /** Writes a request whose answer goes to `request`. */
   private transmit(request: Request, body: ClientBody): void {
-    this.link.write(this.shared.requests.register(request), body);
+    this.link.write(this.lasting.requests.register(request), body);
   }
 
   /** How a close ends the session: by the error its reason names, or the Error that came before it. */
   private closedBy(closed: LinkClosed): Ended {
-    const word = this.lastWord;
-    if (closed.code !== undefined) return endedBy(closed.code, closed.reason, word?.retryAfterMs ?? 0);
-    if (word) return endedBy(word.code, `${word.message} (${closed.reason})`, word.retryAfterMs);
+    const said = this.connectionError;
+    if (closed.code !== undefined) return endedBy(closed.code, closed.reason, said?.retryAfterMs ?? 0);
+    if (said) return endedBy(said.code, `${said.message} (${closed.reason})`, said.retryAfterMs);
     return { kind: "lost", reason: closed.reason, atLeastMs: 0 };
   }
 
@@ -292,22 +324,54 @@ export class Session {
     const cursors = (map: ReadonlyMap<string, number>) =>
       [...map].map(([conversationId, seq]) => ({ conversationId, seq: BigInt(seq) }));
     const value = create(SyncRequestSchema, {
-      held: cursors(this.shared.timeline.heldSeqs()),
-      read: cursors(this.shared.conversations.readCursors()),
+      held: cursors(this.lasting.timeline.heldSeqs()),
+      read: cursors(this.lasting.conversations.readCursors()),
     });
-    this.transmit({ kind: "sync" }, { case: "sync", value });
+    this.transmit({ kind: "sync", pageToken: "" }, { case: "sync", value });
+  }
+
+  /** Asks for a page of the sync under way (a fresh sync for the first page). */
+  private syncPage(pageToken: string): void {
+    if (!pageToken) return this.sync();
+    this.transmit({ kind: "sync", pageToken }, { case: "sync", value: create(SyncRequestSchema, { pageToken }) });
+  }
+
+  /** Runs `f` on this connection after `ms`, unless it ends first. */
+  private retryLater(ms: number, f: () => void): void {
+    const cancel = this.settings.clock.after(ms, () => {
+      this.retries.delete(cancel);
+      this.guard(f);
+    });
+    this.retries.add(cancel);
+  }
+
+  /** Puts the pulls whose turn has come on the wire; comes back when the others' time comes. */
+  private sendPulls(): void {
+    const now = this.now();
+    for (let conversationId = this.pulls.next(now); conversationId !== undefined; conversationId = this.pulls.next(now)) {
+      // From what is held by now: pushes may have moved it since the pull was asked for.
+      const afterSeq = BigInt(this.lasting.timeline.heldOf(conversationId));
+      const value = create(PullRequestSchema, { conversationId, afterSeq });
+      this.transmit({ kind: "pull", conversationId }, { case: "pull", value });
+    }
+    const wakeAt = this.pulls.wakeAt(now);
+    if (wakeAt === undefined || this.cancelPullWake) return;
+    this.cancelPullWake = this.settings.clock.after(wakeAt - now, () => {
+      this.cancelPullWake = undefined;
+      this.guard(() => this.sendPulls());
+    });
   }
 
   /** Presence subscriptions belong to a connection: the watched users again, for a fresh snapshot. */
   private watchAgain(): void {
-    if (this.shared.watched.size === 0) return;
-    const value = create(PresenceSubscribeSchema, { userIds: [...this.shared.watched] });
+    if (this.lasting.watched.size === 0) return;
+    const value = create(PresenceSubscribeSchema, { userIds: [...this.lasting.watched] });
     this.sendCall({
       body: { case: "presenceSubscribe", value },
       resolve: (answer) => {
         if (answer.case !== "presences") return;
         for (const p of answer.value.presences) {
-          this.shared.events.emit({ type: "presence", presence: presenceFromWire(p) });
+          this.lasting.events.emit({ type: "presence", presence: presenceFromWire(p) });
         }
       },
       reject: () => undefined,
@@ -321,7 +385,7 @@ export class Session {
     this.cancelAck = this.settings.clock.after(this.settings.ackDelayMs, () => {
       this.cancelAck = undefined;
       this.guard(() => {
-        const { unacked, timeline } = this.shared;
+        const { unacked, timeline } = this.lasting;
         const acks = [...unacked].map((conversationId) => ({
           conversationId,
           seq: BigInt(timeline.heldOf(conversationId)),
@@ -351,14 +415,14 @@ export class Session {
       this.onAnswer(frame.requestId, body);
       return undefined;
     }
-    const events = this.shared.events;
+    const events = this.lasting.events;
     switch (body.case) {
       case "message":
-        this.act(this.shared.timeline.onEntry(entryFromWire(body.value)));
+        this.applyTimeline(this.lasting.timeline.onEntry(entryFromWire(body.value)));
         break;
       case "readState": {
         const { conversationId, readSeq, unreadCount } = body.value;
-        this.shared.conversations.onRead(conversationId, Number(readSeq), Number(unreadCount));
+        this.lasting.conversations.onRead(conversationId, Number(readSeq), Number(unreadCount));
         events.emit({ type: "read_state", conversationId, readSeq: Number(readSeq), unreadCount: Number(unreadCount) });
         break;
       }
@@ -369,7 +433,7 @@ export class Session {
       }
       case "typing": {
         const { conversationId, userId, active } = body.value;
-        this.shared.typing.onTyping(conversationId, userId, active);
+        this.lasting.typing.onTyping(conversationId, userId, active);
         events.emit({ type: "typing", conversationId, userId, active });
         break;
       }
@@ -397,7 +461,7 @@ export class Session {
           return endedBy(body.value.code, body.value.message, 0);
         }
         // Others come before the close that ends the session; their wait holds for the reconnect.
-        this.lastWord = {
+        this.connectionError = {
           code: body.value.code,
           message: body.value.message,
           retryAfterMs: serverDelay(body.value.retryAfterMs),
@@ -409,18 +473,20 @@ export class Session {
   }
 
   private onAnswer(requestId: bigint, body: ServerBody): void {
-    const { requests, sends, conversations } = this.shared;
+    const { requests, sends, conversations } = this.lasting;
     const request = requests.take(requestId);
     switch (request?.kind) {
       case "send":
         if (body.case === "sendAck") this.onSendAck(request.clientMsgId, body.value);
         else if (body.case === "error") {
           sends.onRefused(request.clientMsgId, ProtocolError.fromWire(body.value, requestId), this.now());
+          this.settings.onRetryLater();
         }
         break;
       case "call":
         if (body.case === "error") {
           requests.refused(request.call, ProtocolError.fromWire(body.value, requestId), this.now());
+          this.settings.onRetryLater();
         } else {
           // The device's own mark_read moves its conversation list too.
           if (body.case === "readState") {
@@ -430,7 +496,7 @@ export class Session {
         }
         break;
       case "sync":
-        this.onSync(body);
+        this.onSync(request.pageToken, body);
         break;
       case "pull":
         this.onPull(request.conversationId, body);
@@ -449,7 +515,7 @@ export class Session {
       serverTimeMs: Number(ack.serverTimeMs),
       duplicate: ack.duplicate,
     };
-    const outgoing = this.shared.sends.onAck(sent);
+    const outgoing = this.lasting.sends.onAck(sent);
     if (!outgoing) return;
     const own: Entry = {
       conversationId: sent.conversationId,
@@ -461,68 +527,87 @@ export class Session {
       serverTimeMs: sent.serverTimeMs,
       body: bodyFromWire(fromBinary(MessageBodySchema, outgoing.body)),
     };
-    this.act(this.shared.timeline.onEntry(own));
+    this.applyTimeline(this.lasting.timeline.onEntry(own));
   }
 
-  private onSync(body: ServerBody): void {
-    // Without the sync the client would miss what moved: reconnect and sync again.
-    if (body.case === "error") throw ProtocolError.fromWire(body.value);
+  private onSync(pageToken: string, body: ServerBody): void {
+    if (body.case === "error") {
+      // Without the sync the client would miss what moved: the page goes again on this
+      // connection, after the server's wait or a growing one. A refusal a retry cannot fix
+      // (a page token gone stale, say) starts a fresh sync, and only rarely: a reconnect would
+      // be refused the same way, at once.
+      const error = ProtocolError.fromWire(body.value);
+      this.syncRefusals += 1;
+      const wait = retryDelay(this.syncRefusals, error.retryAfterMs);
+      if (error.retryable) this.retryLater(wait, () => this.syncPage(pageToken));
+      else this.retryLater(Math.max(wait, MAX_RETRY_MS), () => this.sync());
+      return;
+    }
     if (body.case !== "sync") return;
+    this.syncRefusals = 0;
     for (const state of body.value.conversations) this.onConversation(state);
-    const pageToken = body.value.nextPageToken;
-    if (pageToken) this.transmit({ kind: "sync" }, { case: "sync", value: create(SyncRequestSchema, { pageToken }) });
+    const next = body.value.nextPageToken;
+    if (next) this.syncPage(next);
+    else this.syncDone = true;
   }
 
   private onPull(conversationId: string, body: ServerBody): void {
+    this.pulls.answered();
     if (body.case === "messages") {
+      this.pullRefusals = 0;
       const page = pageFromWire(body.value);
-      this.act(this.shared.timeline.onPage(conversationId, page.entries, page.lastSeq, page.visibleFromSeq));
-      return;
+      this.applyTimeline(this.lasting.timeline.onPage(conversationId, page.entries, page.lastSeq, page.visibleFromSeq));
+    } else if (body.case === "error" && ProtocolError.fromWire(body.value).retryable) {
+      // A passing refusal (a rate limit): every pull waits, then this one goes again first,
+      // on this connection.
+      this.pullRefusals += 1;
+      this.pulls.retry(conversationId, this.now() + retryDelay(this.pullRefusals, body.value.retryAfterMs));
+    } else {
+      // Refused for good (the user left, say).
+      this.lasting.timeline.onPullRefused(conversationId);
     }
-    if (body.case === "error") {
-      const error = ProtocolError.fromWire(body.value);
-      // A passing refusal: reconnect, sync and pull again.
-      if (error.retryable) throw error;
-    }
-    // Refused for good (the user left, say).
-    this.shared.timeline.onPullRefused(conversationId);
+    this.sendPulls();
   }
 
   private onConversation(state: ConversationState): void {
-    const { timeline, conversations, events } = this.shared;
+    const { timeline, conversations, events } = this.lasting;
     const conversation = conversations.onState(conversationFromWire(state));
     // Out of the conversation: what the client holds stays, and nothing more is pulled.
     if (state.active) timeline.onVisibleFrom(state.conversationId, Number(state.visibleFromSeq));
     events.emit({ type: "conversation", conversation });
-    if (state.active) this.act(timeline.onLastSeq(state.conversationId, conversation.lastSeq));
+    if (state.active) this.applyTimeline(timeline.onLastSeq(state.conversationId, conversation.lastSeq));
   }
 
   /** Carries out the timeline's actions in order. */
-  private act(actions: TimelineAction[]): void {
+  private applyTimeline(actions: TimelineAction[]): void {
     for (const action of actions) {
       switch (action.type) {
         case "advance":
-          this.shared.conversations.onHeld(action.conversationId, action.held, action.fromOthers);
-          this.shared.unacked.add(action.conversationId);
+          this.lasting.conversations.onHeld(action.conversationId, action.held, action.fromOthers);
+          this.lasting.unacked.add(action.conversationId);
           this.scheduleAck();
           break;
         case "show":
-          this.shared.events.emit({
+          this.lasting.events.emit({
             type: action.entry.body.kind === "content" ? "message" : "change",
             entry: action.entry,
           });
           break;
-        case "pull": {
-          const value = create(PullRequestSchema, {
-            conversationId: action.conversationId,
-            afterSeq: BigInt(action.afterSeq),
-          });
-          this.transmit({ kind: "pull", conversationId: action.conversationId }, { case: "pull", value });
+        case "pull":
+          this.pulls.add(action.conversationId);
           break;
-        }
       }
     }
+    this.sendPulls();
   }
+}
+
+/**
+ * The pace of pulls within the server's frame rate (0: none announced): half of it, so that
+ * sends, calls and pings have their room too.
+ */
+function pullsPerSecond(maxFramesPerSecond: number): number {
+  return maxFramesPerSecond > 0 ? Math.max(Math.floor(maxFramesPerSecond / 2), 1) : 0;
 }
 
 function isTooLarge(error: unknown): error is ProtocolError {

@@ -59,7 +59,7 @@ export class Timeline {
   /** The answer to the pull of a conversation: the entries after the `held` it was asked from. */
   onPage(conversationId: string, entries: Entry[], lastSeq: number, visibleFromSeq: number): TimelineAction[] {
     this.pulling.delete(conversationId);
-    this.floor(conversationId, visibleFromSeq);
+    this.countHiddenAsHeld(conversationId, visibleFromSeq);
     const actions: TimelineAction[] = [];
     for (const entry of entries) this.place(actions, entry);
     // Pull on while behind; but a page that brought nothing would be asked again forever.
@@ -77,7 +77,7 @@ export class Timeline {
 
   /** The first seq the user may see (from a sync or a conversation push). */
   onVisibleFrom(conversationId: string, visibleFromSeq: number): void {
-    this.floor(conversationId, visibleFromSeq);
+    this.countHiddenAsHeld(conversationId, visibleFromSeq);
   }
 
   /** The newest seq of a conversation (from a sync or a conversation push): pulls if behind. */
@@ -117,11 +117,11 @@ export class Timeline {
   }
 
   /** Entries below `visibleFromSeq` are not the user's to see: they count as held. */
-  private floor(conversationId: string, visibleFromSeq: number): void {
-    const floor = visibleFromSeq - 1;
-    if (floor > this.heldOf(conversationId)) {
-      this.held.set(conversationId, floor);
-      this.dropBufferedTo(conversationId, floor);
+  private countHiddenAsHeld(conversationId: string, visibleFromSeq: number): void {
+    const hiddenUpTo = visibleFromSeq - 1;
+    if (hiddenUpTo > this.heldOf(conversationId)) {
+      this.held.set(conversationId, hiddenUpTo);
+      this.dropBufferedTo(conversationId, hiddenUpTo);
     }
   }
 

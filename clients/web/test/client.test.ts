@@ -1,7 +1,9 @@
 // The client against an in-process fake gateway, on a manual clock: the handshake, the sync
-// after every Welcome, sends and their outbox across a reconnect, gaps pulled, the server's
-// waits (GoAway, Resync, retry_after_ms), token refresh, fatal refusals, a dead connection
-// found by its unanswered pings whatever the socket says, calls and their errors.
+// after every Welcome, sends and their outbox across a reconnect, gaps pulled (in turn, paced,
+// refusals retried on the connection), the server's waits (GoAway, Resync, retry_after_ms)
+// and what may not cut them, backoff across connections that fail after their Welcome, token
+// refresh, fatal refusals, a dead connection found by its unanswered pings whatever the socket
+// says, calls and their errors, business calls without the socket, timers only while needed.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -9,6 +11,7 @@ import {
   Client,
   ClientFeature,
   ErrorCode,
+  MemoryOutbox,
   PresenceStatus,
   ProtocolError,
   type ClientEvent,
@@ -607,4 +610,315 @@ test("a server with no version in common stops the client with a typed refusal n
   });
   await clock.advance(60_000);
   assert.equal(server.sockets.length, 1, "no reconnect");
+});
+
+test("a wake-up check while waiting out a GoAway's reconnect_after_ms cuts only the backoff", async () => {
+  const { server, clock, client } = setup({ backoff: { minMs: 60_000, maxMs: 60_000 } });
+  void client.connect();
+  const socket = await server.connected();
+  socket.push({ body: { case: "goAway", value: { code: ErrorCode.SHUTTING_DOWN, reconnectAfterMs: 30_000n } } });
+  await until(() => client.state.state === "reconnecting");
+  assert.equal(await client.checkConnection(), false);
+  await settle();
+  assert.equal(server.sockets.length, 1, "not before the server's wait");
+  await clock.advance(29_999);
+  assert.equal(server.sockets.length, 1);
+  await clock.advance(1);
+  await server.opened();
+  await client.close();
+});
+
+test("close() from a reconnecting listener does not wait out the pause", async () => {
+  const { server, client, states } = setup({ backoff: { minMs: 60_000, maxMs: 60_000 } });
+  let closed: Promise<void> | undefined;
+  client.on((e) => {
+    if (e.type === "connection" && e.state.state === "reconnecting") closed ??= client.close();
+  });
+  void client.connect();
+  const socket = await server.connected();
+  socket.drop();
+  await until(() => closed !== undefined);
+  await closed;
+  assert.equal(states().at(-1), "stopped");
+  assert.equal(server.sockets.length, 1);
+});
+
+test("a token provider that never answers gives way to the connect timeout and to close()", async () => {
+  let asked = 0;
+  const { server, clock, client } = setup({
+    connectTimeoutMs: 1_000,
+    token: () => {
+      asked += 1;
+      return new Promise<string>(() => undefined);
+    },
+  });
+  const connected = client.connect();
+  await until(() => asked === 1);
+  await clock.advance(999);
+  assert.equal(asked, 1);
+  await clock.advance(2);
+  await until(() => asked === 2);
+  assert.equal(client.state.state, "connecting", "asked again after a backoff");
+  await client.close();
+  await assert.rejects(connected, isCode(ErrorCode.UNAVAILABLE));
+  assert.equal(server.sockets.length, 0);
+});
+
+/** The server answers the last sync with `conversations` behind by `lastSeq`, on one page. */
+function answerSync(socket: FakeSocket, ids: string[], lastSeq = 3n): void {
+  socket.push({
+    requestId: socket.lastSent("sync").requestId,
+    body: {
+      case: "sync",
+      value: { conversations: ids.map((conversationId) => ({ conversationId, lastSeq, active: true, visibleFromSeq: 1n })) },
+    },
+  });
+}
+
+test("connections the server ends right after the Welcome back off more each time, until one catches up", async () => {
+  const random = Math.random;
+  Math.random = () => 0.999_999;
+  try {
+    const { server, clock, client, events } = setup({ backoff: { minMs: 100, maxMs: 100_000 } });
+    const delays = () =>
+      events.flatMap((e) => (e.type === "connection" && e.state.state === "reconnecting" ? [e.state.retryInMs] : []));
+    void client.connect();
+    for (let i = 0; i < 3; i++) {
+      const socket = await server.connected();
+      await until(() => socket.sent("sync").length === 1);
+      socket.drop();
+      await until(() => delays().length === i + 1);
+      await clock.advance(delays()[i]!);
+    }
+    assert.deepEqual(delays(), [100, 200, 400]);
+    const synced = await server.connected();
+    await until(() => synced.sent("sync").length === 1);
+    answerSync(synced, []);
+    await settle();
+    synced.drop();
+    await until(() => delays().length === 4);
+    assert.equal(delays()[3], 100, "after a connection that caught up, the backoff starts over");
+    await client.close();
+  } finally {
+    Math.random = random;
+  }
+});
+
+test("a sync refused for good is asked again afresh on the same connection, rarely, not by reconnecting", async () => {
+  const { server, clock, client } = setup();
+  void client.connect();
+  const socket = await server.connected();
+  await until(() => socket.sent("sync").length === 1);
+  socket.push({ requestId: socket.lastSent("sync").requestId, body: { case: "sync", value: { nextPageToken: "p2" } } });
+  await until(() => socket.sent("sync").length === 2);
+  socket.push({ requestId: socket.lastSent("sync").requestId, body: { case: "error", value: { code: ErrorCode.INVALID_ARGUMENT } } });
+  await clock.advance(29_999);
+  assert.equal(socket.sent("sync").length, 2);
+  assert.equal(server.sockets.length, 1, "no reconnect");
+  assert.equal(client.state.state, "connected");
+  await clock.advance(1);
+  assert.equal(socket.sent("sync").length, 3);
+  assert.equal(socket.lastSent("sync").body.value.pageToken, "", "from the first page, not the refused token");
+  await client.close();
+});
+
+test("a pull or a sync page refused for a passing reason goes again on the same connection after the wait", async () => {
+  const { server, clock, client } = setup();
+  void client.connect();
+  const socket = await server.connected();
+  await until(() => socket.sent("sync").length === 1);
+  socket.push({
+    requestId: socket.lastSent("sync").requestId,
+    body: { case: "error", value: { code: ErrorCode.RATE_LIMITED, retryAfterMs: 700n } },
+  });
+  await clock.advance(699);
+  assert.equal(socket.sent("sync").length, 1);
+  await clock.advance(1);
+  assert.equal(socket.sent("sync").length, 2);
+  answerSync(socket, [CHAT]);
+  await until(() => socket.sent("pull").length === 1);
+  socket.push({
+    requestId: socket.lastSent("pull").requestId,
+    body: { case: "error", value: { code: ErrorCode.RATE_LIMITED, retryAfterMs: 300n } },
+  });
+  await clock.advance(299);
+  assert.equal(socket.sent("pull").length, 1);
+  await clock.advance(1);
+  assert.equal(socket.sent("pull").length, 2);
+  assert.equal(socket.lastSent("pull").body.value.conversationId, CHAT);
+  assert.equal(server.sockets.length, 1, "no reconnect");
+  // Without a wait named, it doubles per refusal in a row (the second, then the third here).
+  for (const wait of [400, 800]) {
+    const before = socket.sent("pull").length;
+    socket.push({ requestId: socket.lastSent("pull").requestId, body: { case: "error", value: { code: ErrorCode.UNAVAILABLE } } });
+    await clock.advance(wait - 1);
+    assert.equal(socket.sent("pull").length, before);
+    await clock.advance(1);
+    assert.equal(socket.sent("pull").length, before + 1);
+  }
+  await client.close();
+});
+
+test("pulls after a sync go a few at a time, each when one before is answered", async () => {
+  const { server, client } = setup();
+  void client.connect();
+  const socket = await server.connected();
+  await until(() => socket.sent("sync").length === 1);
+  const ids = Array.from({ length: 20 }, (_, i) => `g:${i}`);
+  answerSync(socket, ids);
+  await settle();
+  assert.equal(socket.sent("pull").length, 8);
+  const first = socket.sent("pull")[0]!;
+  socket.push({
+    requestId: first.requestId,
+    body: { case: "messages", value: { conversationId: first.body.value.conversationId, messages: [], lastSeq: 3n } },
+  });
+  await settle();
+  assert.equal(socket.sent("pull").length, 9);
+  assert.equal(socket.lastSent("pull").body.value.conversationId, "g:8");
+  await client.close();
+});
+
+test("a kept send whose body does not decode fails alone, and the connection and later sends go on", async () => {
+  const outbox = new MemoryOutbox();
+  await outbox.put({ clientMsgId: "damaged", conversationId: CHAT, body: new Uint8Array([0x0a, 0x05]) });
+  const { server, clock, client } = setup({ outbox });
+  void client.connect();
+  const socket = await server.connected();
+  const sent = client.sendText(CHAT, "fine");
+  await until(() => socket.sent("send").length === 1);
+  assert.notEqual(socket.lastSent("send").body.value.clientMsgId, "damaged");
+  ack(socket, 1);
+  await sent;
+  await clock.advance(1_000);
+  assert.equal(server.sockets.length, 1, "no reconnect");
+  assert.deepEqual(await outbox.load(), [], "the damaged send is forgotten");
+  await client.close();
+});
+
+test("calls queued offline are not lost when the connection fails while they are being sent", async () => {
+  const { server, clock, client } = setup();
+  const sent = client.sendText(CHAT, "first");
+  const marked = client.markRead(CHAT, 5);
+  void client.connect();
+  const first = await server.next();
+  // The socket fails right after the sync goes out: the send and the call find it closed.
+  const write = first.send.bind(first);
+  first.send = (data: Uint8Array) => {
+    write(data);
+    if (first.sent("sync").length === 1) first.readyState = 2;
+  };
+  first.welcome();
+  await clock.advance(1);
+  const second = await server.connected();
+  await until(() => second.sent("markRead").length === 1 && second.sent("send").length === 1);
+  second.push({
+    requestId: second.lastSent("markRead").requestId,
+    body: { case: "readState", value: { conversationId: CHAT, readSeq: 5n, unreadCount: 0n } },
+  });
+  assert.deepEqual(await marked, { readSeq: 5, unreadCount: 0 });
+  ack(second, 1);
+  await sent;
+  await client.close();
+});
+
+test("business calls take the user id known from a Welcome, and never start or wait on the socket", async () => {
+  const urls: string[] = [];
+  const fetch = async (url: string) => {
+    urls.push(url);
+    const bytes = new TextEncoder().encode("{}");
+    return { status: 200, ok: true, arrayBuffer: async () => bytes.buffer as ArrayBuffer };
+  };
+  const { server, clock, client } = setup({
+    businessApi: "http://api.test",
+    fetch,
+    requestTimeoutMs: 500,
+    backoff: { minMs: 60_000, maxMs: 60_000 },
+  });
+  const unknown = assert.rejects(client.business.leaveGroup("g:1"), isCode(ErrorCode.UNAVAILABLE));
+  await settle();
+  assert.equal(server.sockets.length, 0, "the socket is not started");
+  await clock.advance(500);
+  await unknown;
+
+  void client.connect();
+  const socket = await server.connected();
+  await until(() => client.state.state === "connected");
+  socket.drop();
+  await until(() => client.state.state === "reconnecting");
+  await client.business.leaveGroup("g:1");
+  assert.deepEqual(urls, ["http://api.test/v1/groups/g%3A1/leave"]);
+  assert.equal(server.sockets.length, 1, "no reconnect for it");
+  await client.close();
+});
+
+test("an unknown presence status is refused locally as INVALID_ARGUMENT, and nothing is sent", async () => {
+  const { server, client } = setup();
+  void client.connect();
+  const socket = await server.connected();
+  await assert.rejects(client.setPresence("sleeping"), isCode(ErrorCode.INVALID_ARGUMENT));
+  await settle();
+  assert.equal(socket.sent("setPresence").length, 0);
+  await client.close();
+});
+
+test("the client keeps a timer for retries and timeouts only while a call or a retry waits", async () => {
+  const { server, clock, client } = setup({ backoff: { minMs: 60_000, maxMs: 60_000 }, requestTimeoutMs: 500 });
+  void client.connect();
+  const socket = await server.connected();
+  socket.drop();
+  await until(() => client.state.state === "reconnecting");
+  assert.equal(clock.pending, 1, "offline and idle: the reconnect wait alone");
+  const history = assert.rejects(client.history(CHAT), isCode(ErrorCode.UNAVAILABLE));
+  assert.equal(clock.pending, 2, "a call's deadline is looked after");
+  await clock.advance(500);
+  await history;
+  await clock.advance(100);
+  assert.equal(clock.pending, 1, "and no longer once it is over");
+  await client.close();
+});
+
+test("a refusal of the Hello follows the rules of one after the Welcome: only the fatal codes stop", async () => {
+  const { server, clock, client } = setup();
+  void client.connect();
+  const first = await server.next();
+  first.push({ requestId: 1n, body: { case: "error", value: { code: ErrorCode.MALFORMED_FRAME, message: "garbled" } } });
+  await until(() => client.state.state === "reconnecting");
+  await clock.advance(1);
+  const second = await server.connected();
+  second.push({ body: { case: "error", value: { code: ErrorCode.MALFORMED_FRAME, message: "garbled" } } });
+  second.drop(1002, "MALFORMED_FRAME");
+  await until(() => client.state.state === "reconnecting");
+  await clock.advance(1);
+  await server.opened();
+  await client.close();
+});
+
+test("pulls keep within half the frame rate the Welcome announced", async () => {
+  const { server, clock, client } = setup();
+  void client.connect();
+  const socket = await server.next();
+  socket.push({
+    requestId: 1n,
+    body: {
+      case: "welcome",
+      value: {
+        protocolVersion: 1,
+        userId: "alice",
+        sessionId: "s",
+        heartbeatIntervalMs: 60_000,
+        idleTimeoutMs: 180_000,
+        limits: { maxFramesPerSecond: 4 },
+      },
+    },
+  });
+  await until(() => socket.sent("sync").length === 1);
+  answerSync(socket, ["g:0", "g:1", "g:2", "g:3"]);
+  await settle();
+  assert.equal(socket.sent("pull").length, 2, "a burst of 2");
+  await clock.advance(499);
+  assert.equal(socket.sent("pull").length, 2);
+  await clock.advance(1);
+  assert.equal(socket.sent("pull").length, 3, "then 2 a second");
+  await client.close();
 });

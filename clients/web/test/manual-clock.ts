@@ -19,6 +19,11 @@ export class ManualClock implements Clock {
     return this.time;
   }
 
+  /** How many timers are set: what the client still means to do. */
+  get pending(): number {
+    return this.timers.length;
+  }
+
   after(ms: number, f: () => void): CancelTimer {
     const timer: Timer = { at: this.time + Math.max(ms, 0), order: this.order++, f };
     this.timers.push(timer);

@@ -136,3 +136,37 @@ test("a later send never overtakes one the store is still keeping", async () => 
   sends.onWire("m1", 2n);
   assert.equal(sends.nextDue(0)?.clientMsgId, "m2");
 });
+
+test("a send waiting out a refusal holds back the later ones, so they leave in the order made", async () => {
+  const sends = new Sends(new MemoryOutbox());
+  await sends.enqueue(outgoing("a"), waiter());
+  await sends.enqueue(outgoing("b"), waiter());
+  sends.onWire("a", 2n);
+  sends.onRefused("a", new ProtocolError(ErrorCode.RATE_LIMITED, "slow down", { retryAfterMs: 500 }), 0);
+  assert.equal(sends.nextDue(499), undefined, "b does not overtake a");
+  assert.equal(sends.nextDue(500)?.clientMsgId, "a");
+});
+
+test("without a wait named, each passing refusal of a send doubles its wait", async () => {
+  const sends = new Sends(new MemoryOutbox());
+  await sends.enqueue(outgoing("a"), waiter());
+  let now = 0;
+  for (const wait of [200, 400, 800]) {
+    sends.onWire("a", 2n);
+    sends.onRefused("a", new ProtocolError(ErrorCode.UNAVAILABLE, "busy"), now);
+    assert.equal(sends.nextDue(now + wait - 1), undefined);
+    assert.equal(sends.nextDue(now + wait)?.clientMsgId, "a");
+    now += wait;
+  }
+});
+
+test("sends restored from the store go ahead of those made while it loaded", async () => {
+  const store = new MemoryOutbox();
+  await store.put(outgoing("old"));
+  const sends = new Sends(store);
+  await sends.enqueue(outgoing("new"), waiter());
+  await sends.restore();
+  assert.equal(sends.nextDue(0)?.clientMsgId, "old");
+  sends.onWire("old", 2n);
+  assert.equal(sends.nextDue(0)?.clientMsgId, "new");
+});

@@ -20,7 +20,7 @@ function call(deadline: number) {
 test("the ids of a connection follow the Hello's and find their request once", () => {
   const requests = new Requests();
   requests.connected();
-  assert.equal(requests.register({ kind: "sync" }), 2n);
+  assert.equal(requests.register({ kind: "sync", pageToken: "" }), 2n);
   assert.equal(requests.register({ kind: "pull", conversationId: "g:team" }), 3n);
   assert.deepEqual(requests.take(3n), { kind: "pull", conversationId: "g:team" });
   assert.equal(requests.take(3n), undefined, "an answer is taken once");
@@ -45,11 +45,11 @@ test("a call on the wire fails as TIMEOUT at its deadline, and its late answer f
   requests.connected();
   const { call: c, told } = call(1000);
   const id = requests.register({ kind: "call", call: c });
-  const sync = requests.register({ kind: "sync" });
+  const sync = requests.register({ kind: "sync", pageToken: "" });
   requests.expire(1000);
   assert.equal(told.error?.code, ErrorCode.TIMEOUT);
   assert.equal(requests.take(id), undefined);
-  assert.deepEqual(requests.take(sync), { kind: "sync" }, "only calls expire");
+  assert.deepEqual(requests.take(sync), { kind: "sync", pageToken: "" }, "only calls expire");
 });
 
 test("a lost connection queues its calls again and forgets the other requests", () => {
@@ -90,4 +90,26 @@ test("stopping answers every call, queued or on the wire", () => {
   requests.stop(new ProtocolError(ErrorCode.UNAVAILABLE, "the client was closed"));
   assert.equal(queued.told.error?.code, ErrorCode.UNAVAILABLE);
   assert.equal(onWire.told.error?.code, ErrorCode.UNAVAILABLE);
+});
+
+test("a call sent, then queued again after a lost connection, fails as TIMEOUT at its deadline", () => {
+  const requests = new Requests();
+  requests.connected();
+  const sent = call(1000);
+  requests.register({ kind: "call", call: sent.call });
+  requests.connectionLost();
+  requests.expire(1000);
+  assert.equal(sent.told.error?.code, ErrorCode.TIMEOUT);
+});
+
+test("without a wait named, each passing refusal of a call doubles its wait", () => {
+  const requests = new Requests();
+  const waiting = call(60_000);
+  let now = 0;
+  for (const wait of [200, 400]) {
+    requests.refused(waiting.call, new ProtocolError(ErrorCode.UNAVAILABLE, "busy"), now);
+    assert.deepEqual(requests.due(now + wait - 1), []);
+    assert.deepEqual(requests.due(now + wait), [waiting.call]);
+    now += wait;
+  }
 });
