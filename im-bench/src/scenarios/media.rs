@@ -5,12 +5,18 @@
 //!
 //! Baseline: the same number of PUTs of the same bytes at the same concurrency to signed URLs
 //! of the same store (uploads created beforehand and never completed): what the store takes
-//! in without the create, the check at completion and the copy under the digest. It runs on
+//! in without the create, the check at completion and the copy under the digest.
+//!
+//! Thumbnails: real photographs' worth of pixels (PNGs of noise, about `size` bytes, distinct
+//! per upload) are uploaded, then completed, timed alone: complete answers once processing has
+//! made the thumbnails, so its latency is complete-to-thumbnail. Baseline: decoding the same
+//! PNGs in the bench's own process, the floor of that work. It runs on
 //! the embedded disk store always, and on S3 when `IM_BENCH_S3_URL` (or the test services'
 //! `IM_TEST_S3_URL`, `http://key:secret@host:port`) names a MinIO or S3 server.
 
 use std::sync::Arc;
 
+use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::{Ctx, first_env};
@@ -35,6 +41,26 @@ fn png_of(size: usize, n: usize) -> Vec<u8> {
     }
     bytes.truncate(size);
     bytes
+}
+
+/// A PNG of noise about `size` bytes long (noise does not compress), distinct per `n`: an
+/// image processing decodes and thumbnails, as it would a photograph.
+fn photo_of(size: usize, n: usize) -> Vec<u8> {
+    // RGB, 3 bytes a pixel, square.
+    let side = ((size / 3) as f64).sqrt() as u32;
+    let mut state = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let pixels = image::RgbImage::from_fn(side, side, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let [r, g, b, ..] = state.to_le_bytes();
+        image::Rgb([r, g, b])
+    });
+    let mut png = Vec::with_capacity(size + 4096);
+    image::DynamicImage::ImageRgb8(pixels)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("a PNG encodes in memory");
+    png
 }
 
 /// Where the media go.
@@ -156,7 +182,7 @@ async fn measure(
     uploads: usize,
     size: usize,
     at_once: usize,
-) -> Result<(Value, Row)> {
+) -> Result<(Value, Vec<Row>)> {
     let mut env = media_env(uploads);
     env.extend(store.env()?);
     let server = Arc::new(Server::start(&ctx.server_bin, &env).await?);
@@ -215,6 +241,8 @@ async fn measure(
         return Err(format!("raw PUTs: {error}").into());
     }
 
+    let (thumbnails, thumbnail_row) =
+        thumbnails(&server, &http, &users, uploads.min(THUMBNAIL_UPLOADS), size, at_once).await?;
     let rate = done.held.len() as f64 / done.elapsed.as_secs_f64();
     let raw_rate = raw.held.len() as f64 / raw.elapsed.as_secs_f64();
     let mib = size as f64 / (1024.0 * 1024.0);
@@ -233,7 +261,7 @@ async fn measure(
             "mib_per_sec": raw_rate * mib,
             "put_latency": quantiles(&raw.latency),
         },
-        "thumbnails": "none yet: complete-to-thumbnail latency comes with the processing pipeline",
+        "thumbnails": thumbnails,
     });
     let row = Row::new(
         format!(
@@ -255,6 +283,96 @@ async fn measure(
         ),
         "-",
     );
+    Ok((json, vec![row, thumbnail_row.label(store.name())]))
+}
+
+/// Photographs completed per store: each one's decode and three thumbnails.
+const THUMBNAIL_UPLOADS: usize = 50;
+
+/// What [`thumbnails`] makes a row of, once the store is named.
+struct ThumbnailRow {
+    size: usize,
+    count: usize,
+    complete: Histogram<u64>,
+    decode: Histogram<u64>,
+}
+
+impl ThumbnailRow {
+    fn label(self, store: &str) -> Row {
+        let p50_p99 = |h: &Histogram<u64>| {
+            (human_us(h.value_at_quantile(0.5)), human_us(h.value_at_quantile(0.99)))
+        };
+        let (complete, decode) = (p50_p99(&self.complete), p50_p99(&self.decode));
+        Row::new(
+            format!(
+                "media ({store}): complete-to-thumbnail of {} photos ({} PNG)",
+                self.count,
+                human_size(self.size)
+            ),
+            format!("p50 {}, p99 {}", complete.0, complete.1),
+            format!("p50 {}, p99 {} decoding alone, in process", decode.0, decode.1),
+            "-",
+        )
+    }
+}
+
+/// `count` photographs uploaded, then completed `at_once` at a time, each complete timed: it
+/// answers once the thumbnails are made. Beside it, the same PNGs decoded in this process.
+async fn thumbnails(
+    server: &Arc<Server>,
+    http: &reqwest::Client,
+    users: &[String],
+    count: usize,
+    size: usize,
+    at_once: usize,
+) -> Result<(Value, ThumbnailRow)> {
+    let photos: Vec<Vec<u8>> = (0..count).map(|n| photo_of(size, n)).collect();
+    let mut ids = Vec::with_capacity(count);
+    for (n, photo) in photos.iter().enumerate() {
+        let upload = create(server, &users[n % users.len()], photo.len()).await?;
+        put(http, &upload, photo.clone()).await?;
+        let id = upload["media"]["media_id"].as_str().ok_or("the upload has no media id")?;
+        ids.push(id.to_owned());
+    }
+    let ids = Arc::new(ids);
+    let srv = server.clone();
+    let done = open_many("photo completes", count, at_once, move |n| {
+        let (server, ids) = (srv.clone(), ids.clone());
+        async move {
+            let media = server
+                .api()
+                .post(&format!("/v1/media/{}/complete", ids[n]), json!({}))
+                .await?;
+            let variants = media["variants"].as_array().map_or(0, Vec::len);
+            if media["state"] != "ready" || variants == 0 {
+                return Err(format!("completed without thumbnails: {media}").into());
+            }
+            Ok(())
+        }
+    })
+    .await;
+    if let Some(error) = &done.error {
+        return Err(format!("photo completes: {error}").into());
+    }
+    let mut decode = Histogram::<u64>::new(3)?;
+    for photo in &photos {
+        let started = std::time::Instant::now();
+        image::load_from_memory(photo)?;
+        decode.record(started.elapsed().as_micros() as u64)?;
+    }
+    let json = json!({
+        "photos": done.held.len(),
+        "png_bytes": photos.first().map_or(0, Vec::len),
+        "at_once": at_once,
+        "complete_to_thumbnail": quantiles(&done.latency),
+        "decode_in_process_baseline": quantiles(&decode),
+    });
+    let row = ThumbnailRow {
+        size: photos.first().map_or(size, Vec::len),
+        count: done.held.len(),
+        complete: done.latency,
+        decode,
+    };
     Ok((json, row))
 }
 
@@ -280,9 +398,9 @@ pub(crate) async fn media(
     let mut json = serde_json::Map::new();
     let mut rows = Vec::new();
     for store in Store::configured() {
-        let (figures, row) = measure(ctx, &store, uploads, size, at_once).await?;
+        let (figures, store_rows) = measure(ctx, &store, uploads, size, at_once).await?;
         json.insert(store.key().into(), figures);
-        rows.push(row);
+        rows.extend(store_rows);
     }
     Ok(Outcome {
         name: "media",
@@ -301,5 +419,14 @@ mod tests {
         assert_eq!((a.len(), b.len()), (1000, 1000));
         assert!(a.starts_with(b"\x89PNG") && b.starts_with(b"\x89PNG"));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn photos_are_pngs_of_about_their_size_that_decode_and_differ() {
+        let (a, b) = (photo_of(30_000, 1), photo_of(30_000, 2));
+        assert!((29_000..33_000).contains(&a.len()), "{}", a.len());
+        assert_ne!(a, b);
+        let decoded = image::load_from_memory(&a).unwrap();
+        assert_eq!(decoded.width(), 100);
     }
 }
