@@ -241,8 +241,15 @@ async fn measure(
         return Err(format!("raw PUTs: {error}").into());
     }
 
-    let (thumbnails, thumbnail_row) =
-        thumbnails(&server, &http, &users, uploads.min(THUMBNAIL_UPLOADS), size, at_once).await?;
+    let (thumbnails, thumbnail_row) = thumbnails(
+        &server,
+        &http,
+        &users,
+        uploads.min(THUMBNAIL_UPLOADS),
+        size,
+        at_once,
+    )
+    .await?;
     let rate = done.held.len() as f64 / done.elapsed.as_secs_f64();
     let raw_rate = raw.held.len() as f64 / raw.elapsed.as_secs_f64();
     let mib = size as f64 / (1024.0 * 1024.0);
@@ -300,7 +307,10 @@ struct ThumbnailRow {
 impl ThumbnailRow {
     fn label(self, store: &str) -> Row {
         let p50_p99 = |h: &Histogram<u64>| {
-            (human_us(h.value_at_quantile(0.5)), human_us(h.value_at_quantile(0.99)))
+            (
+                human_us(h.value_at_quantile(0.5)),
+                human_us(h.value_at_quantile(0.99)),
+            )
         };
         let (complete, decode) = (p50_p99(&self.complete), p50_p99(&self.decode));
         Row::new(
@@ -310,7 +320,10 @@ impl ThumbnailRow {
                 human_size(self.size)
             ),
             format!("p50 {}, p99 {}", complete.0, complete.1),
-            format!("p50 {}, p99 {} decoding alone, in process", decode.0, decode.1),
+            format!(
+                "p50 {}, p99 {} decoding alone, in process",
+                decode.0, decode.1
+            ),
             "-",
         )
     }
@@ -331,7 +344,9 @@ async fn thumbnails(
     for (n, photo) in photos.iter().enumerate() {
         let upload = create(server, &users[n % users.len()], photo.len()).await?;
         put(http, &upload, photo.clone()).await?;
-        let id = upload["media"]["media_id"].as_str().ok_or("the upload has no media id")?;
+        let id = upload["media"]["media_id"]
+            .as_str()
+            .ok_or("the upload has no media id")?;
         ids.push(id.to_owned());
     }
     let ids = Arc::new(ids);
