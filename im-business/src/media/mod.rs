@@ -840,8 +840,10 @@ impl Media {
                 "only the app (an operator) quarantines or releases media".into(),
             ));
         }
-        if reason.trim().is_empty() || reason.len() > 1024 {
-            return Err(invalid("a reason of 1 to 1024 bytes is required"));
+        if reason.trim().is_empty() || reason.chars().count() > 1024 {
+            return Err(invalid(
+                "a reason of 1 to 1024 characters, not only spaces, is required",
+            ));
         }
         let media = self.owned(actor, media_id).await?;
         match media.state() {

@@ -377,8 +377,8 @@ pub(super) async fn complete_upload(
 /// An operator's decision on media, and why.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ModerationBody {
-    /// Why (kept in the audit trail and on the media).
-    #[schema(min_length = 1, max_length = 1024)]
+    /// Why (kept in the audit trail and on the media): 1 to 1024 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 1024, pattern = "\\S")]
     pub(super) reason: String,
 }
 
