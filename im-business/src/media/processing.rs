@@ -256,14 +256,7 @@ impl Processor {
             .await?;
         if moved {
             tracing::info!(media_id = %media.media_id, why, "media rejected by its scan");
-            if self
-                .store
-                .holders_of(&media.sha256_hex, &media.media_id)
-                .await?
-                == 0
-            {
-                self.delete_bytes(&media.sha256_hex).await?;
-            }
+            self.delete_bytes_unless_held(&media).await?;
             announce(&*self.bus, &media, MediaStage::Uploaded, why).await;
         }
         Ok(())
@@ -438,13 +431,24 @@ impl Processor {
         Ok(())
     }
 
-    /// Deletes the object and its variants.
-    async fn delete_bytes(&self, sha256_hex: &str) -> Result<(), BusinessError> {
+    /// Deletes the bytes of `media` (gone from the catalogue) and their variants, unless other
+    /// media hold the same bytes.
+    pub(super) async fn delete_bytes_unless_held(
+        &self,
+        media: &MediaRecord,
+    ) -> Result<(), BusinessError> {
+        let held = self
+            .store
+            .holders_of(&media.sha256_hex, &media.media_id)
+            .await?;
+        if held > 0 {
+            return Ok(());
+        }
         self.objects
-            .delete(&object_key(sha256_hex))
+            .delete(&object_key(&media.sha256_hex))
             .await
             .map_err(internal)?;
-        self.delete_variants(sha256_hex).await
+        self.delete_variants(&media.sha256_hex).await
     }
 
     async fn delete_variants(&self, sha256_hex: &str) -> Result<(), BusinessError> {

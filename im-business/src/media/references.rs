@@ -11,7 +11,7 @@ use im_common::{bus::OutboxReader, now_ms};
 use im_proto::v1::{MediaReferences, MediaStage, MediaState};
 use prost::Message as _;
 
-use super::{BusinessError, Media, announce, internal, object_key};
+use super::{BusinessError, Media, announce};
 
 /// The consumer that takes references from the outbox, shared by every business node.
 pub const CONSUMER: &str = "im-media-refs";
@@ -67,21 +67,7 @@ impl Media {
             }
             count += 1;
             tracing::info!(media_id = %media.media_id, size = media.size_bytes, "unreferenced media deleted");
-            if self
-                .store
-                .holders_of(&media.sha256_hex, &media.media_id)
-                .await?
-                == 0
-            {
-                self.objects
-                    .delete(&object_key(&media.sha256_hex))
-                    .await
-                    .map_err(internal)?;
-                let variants = format!("variants/{}/", media.sha256_hex);
-                for key in self.objects.list(&variants).await.map_err(internal)? {
-                    self.objects.delete(&key).await.map_err(internal)?;
-                }
-            }
+            self.processor.delete_bytes_unless_held(&media).await?;
             let mut gone = media;
             gone.state = MediaState::Deleted as i32;
             announce(&*self.bus, &gone, MediaStage::Deleted, "unreferenced").await;
