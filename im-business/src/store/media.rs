@@ -284,6 +284,25 @@ macro_rules! media_catalog {
                     .await?)
             }
 
+            /// Moves `user_id`'s usage as media of `size` bytes goes from state `from` to `to`.
+            async fn move_usage(
+                conn: &mut Conn,
+                user_id: &str,
+                from: i32,
+                to: i32,
+                size: i64,
+            ) -> StoreResult<()> {
+                let (stored_delta, pending_delta) = usage_delta(from, to, size);
+                diesel::update(media_usage::table.find(user_id))
+                    .set((
+                        media_usage::stored_bytes.eq(media_usage::stored_bytes + stored_delta),
+                        media_usage::pending_uploads.eq(media_usage::pending_uploads + pending_delta),
+                    ))
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            }
+
             /// Bytes of `user_id`'s uploads created at or after `start_ms` and not released.
             async fn window_bytes(conn: &mut Conn, user_id: &str, start_ms: i64) -> StoreResult<u64> {
                 let rows: Vec<(i32, i64)> = media::table
@@ -348,16 +367,14 @@ macro_rules! media_catalog {
                             .values(upload)
                             .execute(conn)
                             .await?;
-                        let (stored_delta, pending_delta) =
-                            usage_delta(MediaState::Unspecified as i32, upload.state, upload.size_bytes);
-                        diesel::update(media_usage::table.find(&upload.owner_user_id))
-                            .set((
-                                media_usage::stored_bytes.eq(media_usage::stored_bytes + stored_delta),
-                                media_usage::pending_uploads
-                                    .eq(media_usage::pending_uploads + pending_delta),
-                            ))
-                            .execute(conn)
-                            .await?;
+                        move_usage(
+                            conn,
+                            &upload.owner_user_id,
+                            MediaState::Unspecified as i32,
+                            upload.state,
+                            upload.size_bytes,
+                        )
+                        .await?;
                         Ok(upload.clone())
                     })
                     .await
@@ -407,17 +424,14 @@ macro_rules! media_catalog {
                         .await?
                             > 0;
                         if moved {
-                            let (stored_delta, pending_delta) =
-                                usage_delta(current.state, to as i32, current.size_bytes);
-                            diesel::update(media_usage::table.find(&current.owner_user_id))
-                                .set((
-                                    media_usage::stored_bytes
-                                        .eq(media_usage::stored_bytes + stored_delta),
-                                    media_usage::pending_uploads
-                                        .eq(media_usage::pending_uploads + pending_delta),
-                                ))
-                                .execute(conn)
-                                .await?;
+                            move_usage(
+                                conn,
+                                &current.owner_user_id,
+                                current.state,
+                                to as i32,
+                                current.size_bytes,
+                            )
+                            .await?;
                         }
                         // A locking read: MySQL's plain reads would answer the transaction's
                         // first snapshot, from before the winner committed.
@@ -696,19 +710,14 @@ macro_rules! media_catalog {
                             ))
                             .execute(conn)
                             .await?;
-                        let (stored_delta, pending_delta) = usage_delta(
+                        move_usage(
+                            conn,
+                            &current.owner_user_id,
                             current.state,
                             MediaState::Deleted as i32,
                             current.size_bytes,
-                        );
-                        diesel::update(media_usage::table.find(&current.owner_user_id))
-                            .set((
-                                media_usage::stored_bytes.eq(media_usage::stored_bytes + stored_delta),
-                                media_usage::pending_uploads
-                                    .eq(media_usage::pending_uploads + pending_delta),
-                            ))
-                            .execute(conn)
-                            .await?;
+                        )
+                        .await?;
                         Ok(true)
                     })
                     .await
